@@ -1,0 +1,189 @@
+"""Organizations (the paying entity, one Stripe customer), their developers (one current key each) and usage.
+
+Fields, constraints, indexes and small derived properties only; every workflow lives in `services.py`.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+
+class SubscriptionStatus(models.TextChoices):
+    """Stripe's subscription statuses, verbatim."""
+
+    INCOMPLETE = "incomplete", "Incomplete"
+    INCOMPLETE_EXPIRED = "incomplete_expired", "Incomplete (expired)"
+    TRIALING = "trialing", "Trialing"
+    ACTIVE = "active", "Active"
+    PAST_DUE = "past_due", "Past due"
+    CANCELED = "canceled", "Canceled"
+    UNPAID = "unpaid", "Unpaid"
+    PAUSED = "paused", "Paused"
+
+
+# Best standing first: when several subscriptions (or merged legacy customers) disagree, the first one wins.
+STATUS_STANDING = (
+    SubscriptionStatus.ACTIVE,
+    SubscriptionStatus.TRIALING,
+    SubscriptionStatus.PAST_DUE,
+    SubscriptionStatus.UNPAID,
+    SubscriptionStatus.PAUSED,
+    SubscriptionStatus.INCOMPLETE,
+    SubscriptionStatus.CANCELED,
+    SubscriptionStatus.INCOMPLETE_EXPIRED,
+)
+
+
+class PricingModel(models.TextChoices):
+    PER_ORGANIZATION = "per_organization", "Per organization (seats)"
+    PER_DEVELOPER = "per_developer", "Per developer"
+    HYBRID = "hybrid", "Hybrid (base + per seat)"
+
+
+class Organization(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    stripe_customer_id = models.CharField(
+        "Stripe customer id",
+        max_length=255,
+        null=True,
+        blank=True,
+        unique=True,
+        help_text="cus_… — empty until the organization has a Stripe customer.",
+    )
+    billing_email = models.EmailField(blank=True, help_text="Where Stripe sends invoices.")
+    subscription_id = models.CharField("Stripe subscription id", max_length=255, blank=True, default="")
+    subscription_status = models.CharField(
+        max_length=32, choices=SubscriptionStatus.choices, default=SubscriptionStatus.INCOMPLETE
+    )
+    max_seats = models.PositiveIntegerField(default=1, validators=[MinValueValidator(0)])
+    pricing_model = models.CharField(max_length=32, choices=PricingModel.choices, default=PricingModel.PER_ORGANIZATION)
+    # The legacy `customers` row this organization was converted from (see the legacy conversion migration).
+    legacy_customer_id = models.UUIDField(null=True, blank=True, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(max_seats__gte=0), name="organization_max_seats_gte_0"),
+            models.CheckConstraint(
+                condition=models.Q(subscription_status__in=SubscriptionStatus.values),
+                name="organization_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(pricing_model__in=PricingModel.values),
+                name="organization_pricing_model_valid",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["subscription_status"], name="organization_status_idx"),
+            models.Index(fields=["created_at"], name="organization_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def email(self) -> str:
+        """The billing address (dj-stripe's subscriber model needs an `email`)."""
+        return self.billing_email
+
+
+class DeveloperQuerySet(models.QuerySet):
+    def seat_holders(self) -> DeveloperQuerySet:
+        """Developers who hold a seat: active, with a key that is not revoked."""
+        return self.filter(is_active=True, api_key_revoked_at__isnull=True, api_key_hash__isnull=False)
+
+
+class Developer(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="developers")
+    email = models.EmailField(max_length=254)
+    first_name = models.CharField(max_length=150, blank=True)
+    last_name = models.CharField(max_length=150, blank=True)
+    api_key_hash = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+    api_key_prefix = models.CharField(max_length=32, blank=True, editable=False)
+    api_key_created_at = models.DateTimeField(null=True, blank=True, editable=False)
+    api_key_revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    api_key_last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    api_key_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    is_active = models.BooleanField(default=True)
+    # When the developer last took a seat (added, reactivated, re-keyed after a revocation). After a downgrade the
+    # earliest seat holders keep access, so this, not created_at, orders them.
+    seat_claimed_at = models.DateTimeField(default=timezone.now, editable=False)
+    legacy_customer_id = models.UUIDField(null=True, blank=True, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = DeveloperQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["email"]
+        constraints = [
+            models.UniqueConstraint(
+                Lower("email"),
+                name="developer_email_ci_unique",
+                violation_error_message="A developer with this email already exists.",
+            ),
+        ]
+        indexes = [
+            # Seat rank of a developer in its organization (key check, seats_in_use).
+            models.Index(
+                fields=["organization", "seat_claimed_at", "id"],
+                condition=models.Q(is_active=True, api_key_revoked_at__isnull=True, api_key_hash__isnull=False),
+                name="developer_seat_holder_idx",
+            ),
+            models.Index(fields=["api_key_prefix"], name="developer_key_prefix_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+    @property
+    def holds_seat(self) -> bool:
+        return self.is_active and self.api_key_revoked_at is None and self.api_key_hash is not None
+
+    @property
+    def key_state(self) -> str:
+        """One word for lists: active, revoked, expired, inactive, no key."""
+        if not self.is_active:
+            return "inactive"
+        if self.api_key_hash is None:
+            return "no key"
+        if self.api_key_revoked_at is not None:
+            return "revoked"
+        if self.api_key_expires_at is not None and self.api_key_expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+
+class UsageEvent(models.Model):
+    """One served MCP `tools/call` (metering and the admin usage chart)."""
+
+    id = models.BigAutoField(primary_key=True)
+    developer = models.ForeignKey(Developer, on_delete=models.CASCADE, related_name="usage_events")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="usage_events")
+    tool_name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+    ok = models.BooleanField(default=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["developer", "created_at"], name="usage_developer_time_idx"),
+            models.Index(fields=["organization", "created_at"], name="usage_organization_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool_name} by {self.developer_id} at {self.created_at:%Y-%m-%d %H:%M:%S}"

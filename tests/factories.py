@@ -1,0 +1,51 @@
+"""factory-boy factories. Developers get a real key: `DeveloperFactory.plain_key` is the key to present."""
+
+from __future__ import annotations
+
+import factory
+from django.utils import timezone
+
+from accounts import keys
+from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus
+
+
+class OrganizationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Organization
+
+    name = factory.Sequence(lambda n: f"Org {n}")
+    stripe_customer_id = factory.Sequence(lambda n: f"cus_test{n:06d}")
+    subscription_status = SubscriptionStatus.ACTIVE
+    max_seats = 5
+    pricing_model = PricingModel.PER_ORGANIZATION
+
+
+class DeveloperFactory(factory.django.DjangoModelFactory):
+    """`plain_key` is set on the built instance (never stored), so tests can present the key."""
+
+    class Meta:
+        model = Developer
+
+    organization = factory.SubFactory(OrganizationFactory)
+    email = factory.Sequence(lambda n: f"dev{n}@example.com")
+    first_name = "Ada"
+    last_name = factory.Sequence(lambda n: f"Tester{n}")
+    plain_key = factory.LazyFunction(keys.generate_key)
+    api_key_hash = factory.LazyAttribute(lambda o: keys.hash_key(o.plain_key))
+    api_key_prefix = factory.LazyAttribute(lambda o: keys.display_prefix(o.plain_key))
+    api_key_created_at = factory.LazyFunction(timezone.now)
+    seat_claimed_at = factory.LazyFunction(timezone.now)
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        plain_key = kwargs.pop("plain_key")
+        instance = super()._create(model_class, *args, **kwargs)
+        instance.plain_key = plain_key
+        return instance
+
+    @classmethod
+    def _build(cls, model_class, *args, **kwargs):
+        plain_key = kwargs.pop("plain_key")
+        instance = super()._build(model_class, *args, **kwargs)
+        instance.plain_key = plain_key
+        return instance

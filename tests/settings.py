@@ -1,0 +1,16 @@
+"""Settings for the test suite: the project's settings with a test-only secret and a fast password hasher.
+
+DATABASE_URL still decides the database (PostgreSQL in CI, SQLite by default), so the suite runs on both.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "tests-only-not-a-secret")
+
+from hotcross.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, not memory: servers the tests start in other threads or processes must see the same data.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test-hotcross.sqlite3")}  # noqa: F405
