@@ -129,7 +129,7 @@ def set_seats(*, organization: Organization, max_seats: int, actor: Any = None) 
             message = f"Seats: {old_seats} → {max_seats}."
             if used > max_seats:
                 message += f" {used} in use: the {used - max_seats} newest seat holder(s) lose access."
-                logger.warning(
+                logger.info(
                     "organization over seat limit id=%s seats_in_use=%s max_seats=%s", locked.pk, used, max_seats
                 )
             audit.record(actor=actor, obj=locked, message=message)

@@ -12,5 +12,6 @@ from hotcross.settings import *  # noqa: F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
-    # A file, not memory: servers the tests start in other threads or processes must see the same data.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test-hotcross.sqlite3")}  # noqa: F405
+    # A file beside the configured one, not memory: servers the tests start in other threads or processes must
+    # see the same data, and each DATABASE_URL gets its own test file.
+    DATABASES["default"]["TEST"] = {"NAME": f"{DATABASES['default']['NAME']}-test"}  # noqa: F405

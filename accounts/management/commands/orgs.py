@@ -1,0 +1,349 @@
+"""`manage.py orgs VERB …`: organizations, developers and keys from the command line.
+
+One verb per line of the old `scripts/admin/manage_orgs.py`, with the same positional arguments, plus new ones.
+Every verb takes `--json` for machine-readable output. Mistakes exit non-zero with one line on stderr and write
+nothing; every write goes through `accounts.services` (so the seat rules and the admin history are the same as in
+the admin).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from accounts import selectors, services
+from accounts.exceptions import AccountsError
+from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus
+
+
+class _OneLineParser(CommandParser):
+    """argparse, but a mistake is one line on stderr (and exit 2), not the whole usage text."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if self.called_from_command_line:
+            self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        super().error(message)
+
+
+# --- output shapes (the --json contract) -----------------------------------------------------------------------------
+
+
+def organization_data(org: Organization, seats_used: int) -> dict[str, Any]:
+    return {
+        "id": str(org.id),
+        "name": org.name,
+        "stripe_customer_id": org.stripe_customer_id,
+        "subscription_id": org.subscription_id or None,
+        "subscription_status": org.subscription_status,
+        "max_seats": org.max_seats,
+        "seats_in_use": seats_used,
+        "over_seat_limit": seats_used > org.max_seats,
+        "pricing_model": org.pricing_model,
+        "billing_email": org.billing_email or None,
+        "created_at": _iso(org.created_at),
+    }
+
+
+def developer_data(dev: Developer) -> dict[str, Any]:
+    return {
+        "id": str(dev.id),
+        "organization_id": str(dev.organization_id),
+        "email": dev.email,
+        "first_name": dev.first_name,
+        "last_name": dev.last_name,
+        "api_key_prefix": dev.api_key_prefix,
+        "is_active": dev.is_active,
+        "key_state": dev.key_state,
+        "api_key_created_at": _iso(dev.api_key_created_at),
+        "api_key_revoked_at": _iso(dev.api_key_revoked_at),
+        "api_key_last_used_at": _iso(dev.api_key_last_used_at),
+        "api_key_expires_at": _iso(dev.api_key_expires_at),
+    }
+
+
+def _iso(value: datetime.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _when(value: datetime.datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "—"
+
+
+ORG_COLUMNS = ("ID", "NAME", "STATUS", "SEATS", "PRICING", "STRIPE CUSTOMER")
+DEV_COLUMNS = ("ID", "EMAIL", "NAME", "KEY", "STATE", "LAST USED", "ORGANIZATION")
+
+
+def _org_row(org: Organization, seats_used: int) -> tuple[str, ...]:
+    seats = f"{seats_used}/{org.max_seats}" + (" OVER" if seats_used > org.max_seats else "")
+    return (str(org.id), org.name, org.subscription_status, seats, org.pricing_model, org.stripe_customer_id or "—")
+
+
+def _dev_row(dev: Developer) -> tuple[str, ...]:
+    return (
+        str(dev.id),
+        dev.email,
+        dev.full_name or "—",
+        f"{dev.api_key_prefix}…" if dev.api_key_prefix else "—",
+        dev.key_state,
+        _when(dev.api_key_last_used_at),
+        str(dev.organization_id),
+    )
+
+
+def format_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    rows = [tuple(columns), *rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+# --- the command -----------------------------------------------------------------------------------------------------
+
+
+class Command(BaseCommand):
+    help = (
+        "Manage organizations, developers and API keys. "
+        "Run `manage.py orgs VERB --help` for a verb's arguments; every verb takes --json."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        verbs = parser.add_subparsers(
+            dest="verb", metavar="VERB", required=True, parser_class=_OneLineParser, title="verbs"
+        )
+
+        def verb(name: str, handler: Callable[[dict[str, Any]], None], help_text: str) -> CommandParser:
+            sub = verbs.add_parser(name, help=help_text, description=help_text)
+            sub.add_argument("--json", action="store_true", help="Print machine-readable JSON.")
+            sub.set_defaults(handler=handler)
+            return sub
+
+        p = verb("create-org", self.create_org, "Create an organization.")
+        p.add_argument("name", metavar="NAME", help="Organization name, e.g. 'Acme Corp'.")
+        p.add_argument("stripe_id", metavar="STRIPE_ID", nargs="?", default=None, help="Stripe customer id (cus_…).")
+        p.add_argument("max_seats", metavar="MAX_SEATS", nargs="?", type=int, default=1, help="Seats (default 1).")
+        p.add_argument(
+            "--status",
+            choices=SubscriptionStatus.values,
+            default=SubscriptionStatus.INCOMPLETE,
+            help="Subscription status (default incomplete; keys work when active or trialing).",
+        )
+        p.add_argument(
+            "--pricing-model", choices=PricingModel.values, default=PricingModel.PER_ORGANIZATION, help="Pricing model."
+        )
+        p.add_argument("--billing-email", default="", help="Where Stripe sends invoices.")
+
+        p = verb("list-orgs", self.list_orgs, "List organizations with their seats in use.")
+        p.add_argument("--status", choices=SubscriptionStatus.values, help="Only organizations with this status.")
+
+        p = verb("show-org", self.show_org, "Show one organization and its developers in seat order.")
+        p.add_argument("org_id", metavar="ORG_ID")
+
+        p = verb("update-status", self.update_status, "Set an organization's subscription status.")
+        p.add_argument("org_id", metavar="ORG_ID")
+        p.add_argument("status", metavar="STATUS", help=f"One of: {', '.join(SubscriptionStatus.values)}.")
+
+        p = verb("update-seats", self.update_seats, "Set an organization's seat count.")
+        p.add_argument("org_id", metavar="ORG_ID")
+        p.add_argument("max_seats", metavar="N", type=int, help="Seats, 0 or more.")
+
+        p = verb("create-dev", self.create_dev, "Add a developer and print their API key (shown once).")
+        p.add_argument("org_id", metavar="ORG_ID")
+        p.add_argument("email", metavar="EMAIL")
+        p.add_argument("first_name", metavar="FIRST")
+        p.add_argument("last_name", metavar="LAST")
+
+        p = verb("list-devs", self.list_devs, "List developers, of one organization or all.")
+        p.add_argument("org_id", metavar="ORG_ID", nargs="?", default=None)
+
+        p = verb("revoke-dev", self.revoke_dev, "Revoke a developer's API key (frees the seat).")
+        p.add_argument("dev_id", metavar="DEV_ID")
+
+        p = verb("rotate-key", self.rotate_key, "Issue a new API key (shown once); the old one stops working.")
+        p.add_argument("dev_id", metavar="DEV_ID")
+
+        p = verb("deactivate-dev", self.deactivate_dev, "Deactivate a developer (frees the seat).")
+        p.add_argument("dev_id", metavar="DEV_ID")
+
+        p = verb("activate-dev", self.activate_dev, "Reactivate a developer (needs a free seat).")
+        p.add_argument("dev_id", metavar="DEV_ID")
+
+        p = verb("set-key-expiry", self.set_key_expiry, "Make a developer's key expire at a time, or never.")
+        p.add_argument("dev_id", metavar="DEV_ID")
+        p.add_argument(
+            "expires_at", metavar="WHEN", help="ISO 8601 time with offset (2027-01-31T00:00+00:00) or never."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.as_json = options["json"]
+        try:
+            options["handler"](options)
+        except AccountsError as exc:
+            raise CommandError(exc.message) from None
+
+    # --- output ---
+
+    def emit(self, data: Any, text: str) -> None:
+        if self.as_json:
+            self.stdout.write(json.dumps(data, indent=2, ensure_ascii=False))
+        else:
+            self.stdout.write(text)
+
+    def warn(self, text: str) -> None:
+        if not self.as_json:
+            self.stderr.write(f"warning: {text}")
+
+    # --- organizations ---
+
+    def create_org(self, options: dict[str, Any]) -> None:
+        org = services.create_organization(
+            name=options["name"],
+            stripe_customer_id=options["stripe_id"],
+            max_seats=options["max_seats"],
+            subscription_status=options["status"],
+            pricing_model=options["pricing_model"],
+            billing_email=options["billing_email"],
+        )
+        self.emit(
+            organization_data(org, 0),
+            f"Created organization {org.name}\n" + format_table(ORG_COLUMNS, [_org_row(org, 0)]),
+        )
+
+    def list_orgs(self, options: dict[str, Any]) -> None:
+        orgs = selectors.organizations_with_seats().order_by("name", "id")
+        if options["status"]:
+            orgs = orgs.filter(subscription_status=options["status"])
+        orgs = list(orgs)
+        self.emit(
+            [organization_data(org, org.seats_used) for org in orgs],
+            format_table(ORG_COLUMNS, [_org_row(org, org.seats_used) for org in orgs]) if orgs else "No organizations.",
+        )
+
+    def show_org(self, options: dict[str, Any]) -> None:
+        org = selectors.get_organization(options["org_id"])
+        developers = selectors.developers_with_seat_rank(org)
+        used = sum(1 for dev in developers if dev.seat_rank)
+        data = organization_data(org, used)
+        data["developers"] = [
+            {**developer_data(dev), "seat_rank": dev.seat_rank, "over_seat_limit": dev.over_limit} for dev in developers
+        ]
+        lines = [
+            f"{org.name}  ({org.id})",
+            f"  status        {org.subscription_status}"
+            + (f"  (subscription {org.subscription_id})" if org.subscription_id else ""),
+            f"  seats         {used} of {org.max_seats} in use"
+            + ("  — OVER THE LIMIT" if used > org.max_seats else ""),
+            f"  pricing       {org.pricing_model}",
+            f"  stripe        {org.stripe_customer_id or '—'}",
+            f"  created       {_when(org.created_at)}",
+            "",
+        ]
+        if developers:
+            rows = [
+                (str(dev.seat_rank or "—") + (" (no access)" if dev.over_limit else ""), *_dev_row(dev)[:6])
+                for dev in developers
+            ]
+            lines.append(format_table(("SEAT", *DEV_COLUMNS[:6]), rows))
+        else:
+            lines.append("No developers.")
+        self.emit(data, "\n".join(lines))
+
+    def update_status(self, options: dict[str, Any]) -> None:
+        org = selectors.get_organization(options["org_id"])
+        old = org.subscription_status
+        services.set_status(organization=org, status=options["status"])
+        used = selectors.seats_in_use(org)
+        self.emit(
+            organization_data(org, used),
+            f"{org.name}: subscription status {old} → {org.subscription_status}.",
+        )
+
+    def update_seats(self, options: dict[str, Any]) -> None:
+        org = selectors.get_organization(options["org_id"])
+        old = org.max_seats
+        services.set_seats(organization=org, max_seats=options["max_seats"])
+        used = selectors.seats_in_use(org)
+        if used > org.max_seats:
+            self.warn(
+                f"{org.name} has {used} developers holding seats; the {used - org.max_seats} newest are refused "
+                "(seat_limit_exceeded) until seats are added or freed."
+            )
+        self.emit(organization_data(org, used), f"{org.name}: seats {old} → {org.max_seats} ({used} in use).")
+
+    # --- developers ---
+
+    def create_dev(self, options: dict[str, Any]) -> None:
+        org = selectors.get_organization(options["org_id"])
+        dev, plain_key = services.add_developer(
+            organization=org, email=options["email"], first_name=options["first_name"], last_name=options["last_name"]
+        )
+        self.emit(
+            {**developer_data(dev), "api_key": plain_key},
+            f"Added {dev.email} to {org.name} (developer {dev.id}).\n"
+            f"API key, shown only this once — store it now:\n\n    {plain_key}\n",
+        )
+
+    def list_devs(self, options: dict[str, Any]) -> None:
+        developers = Developer.objects.order_by("organization__name", "email")
+        if options["org_id"]:
+            developers = developers.filter(organization=selectors.get_organization(options["org_id"]))
+        developers = list(developers)
+        self.emit(
+            [developer_data(dev) for dev in developers],
+            format_table(DEV_COLUMNS, [_dev_row(dev) for dev in developers]) if developers else "No developers.",
+        )
+
+    def revoke_dev(self, options: dict[str, Any]) -> None:
+        dev = selectors.get_developer(options["dev_id"])
+        changed = services.revoke_key(developer=dev)
+        text = (
+            f"Revoked the key {dev.api_key_prefix}… of {dev.email}."
+            if changed
+            else (f"{dev.email} has no key to revoke (already revoked {_when(dev.api_key_revoked_at)}).")
+        )
+        self.emit(developer_data(dev), text)
+
+    def rotate_key(self, options: dict[str, Any]) -> None:
+        dev = selectors.get_developer(options["dev_id"])
+        dev, plain_key = services.rotate_key(developer=dev)
+        self.emit(
+            {**developer_data(dev), "api_key": plain_key},
+            f"New key for {dev.email}; the old one no longer works. Shown only this once — store it now:\n\n"
+            f"    {plain_key}\n",
+        )
+
+    def deactivate_dev(self, options: dict[str, Any]) -> None:
+        dev = selectors.get_developer(options["dev_id"])
+        changed = services.deactivate_developer(developer=dev)
+        self.emit(developer_data(dev), f"Deactivated {dev.email}." if changed else f"{dev.email} was already inactive.")
+
+    def activate_dev(self, options: dict[str, Any]) -> None:
+        dev = selectors.get_developer(options["dev_id"])
+        changed = services.activate_developer(developer=dev)
+        self.emit(developer_data(dev), f"Activated {dev.email}." if changed else f"{dev.email} was already active.")
+
+    def set_key_expiry(self, options: dict[str, Any]) -> None:
+        dev = selectors.get_developer(options["dev_id"])
+        raw = options["expires_at"].strip()
+        if raw.lower() == "never":
+            expires_at = None
+        else:
+            try:
+                expires_at = parse_datetime(raw)
+            except ValueError:
+                expires_at = None
+            if expires_at is None:
+                raise CommandError(
+                    f"'{raw}' is not a time: use ISO 8601 with an offset, e.g. 2027-01-31T00:00+00:00, or never."
+                )
+            if timezone.is_naive(expires_at):
+                raise CommandError(f"'{raw}' has no offset: add one, e.g. {raw}+00:00.")
+        services.set_key_expiry(developer=dev, expires_at=expires_at)
+        when = f"{_when(expires_at)} UTC" if expires_at else "never"
+        self.emit(developer_data(dev), f"The key {dev.api_key_prefix}… of {dev.email} expires {when}.")
