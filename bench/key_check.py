@@ -1,0 +1,207 @@
+#!/usr/bin/env python
+"""Key-check speed on PostgreSQL: `authenticate_key` cold and warm against the old system's per-call SQL.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/key_check.py
+
+Creates a scratch database (dropped at the end) holding 10 000 organizations and 100 000 developers, then times, over
+one connection each:
+  baseline  what the old server did on every call: one SELECT joining developer and organization with a COUNT(*)
+            sub-query of the organization's active developers, then UPDATE … SET api_key_last_used_at = NOW()
+  cold      authenticate_key with its memory off (every check asks the database), keys used within the last minute
+  cold+write  the same, for keys last used over a minute ago (the once-a-minute last-used write happens)
+  warm      authenticate_key answered from the process's (≤ 1 s) memory
+Prints checks/s, p50 and p99 per variant and the ratios against the baseline (targets: warm ≥ 20×, cold ≥ 2×).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ORGS = 10_000
+DEVS_PER_ORG = 10
+SCRATCH_DB = "hotcross_bench_keys"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server", default=os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432"))
+    parser.add_argument("--calls", type=int, default=5_000, help="database-bound calls per variant")
+    parser.add_argument("--warm-calls", type=int, default=200_000)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    return parser.parse_args()
+
+
+def admin_sql(server: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def timed(fn, items) -> list[float]:
+    out = []
+    clock = time.perf_counter
+    for item in items:
+        start = clock()
+        fn(item)
+        out.append(clock() - start)
+    return out
+
+
+def summary(name: str, samples: list[float]) -> dict:
+    total = sum(samples)
+    ordered = sorted(samples)
+    return {
+        "name": name,
+        "rate": len(samples) / total,
+        "p50": statistics.median(ordered) * 1e6,
+        "p99": ordered[int(len(ordered) * 0.99) - 1] * 1e6,
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    admin_sql(args.server, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
+    admin_sql(args.server, f"CREATE DATABASE {SCRATCH_DB}")
+    os.environ["DATABASE_URL"] = f"{args.server}/{SCRATCH_DB}"
+    os.environ.setdefault("SECRET_KEY", "bench-only")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hotcross.settings")
+    try:
+        run(args)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        for conn in connections.all():
+            pool = getattr(conn, "pool", None)
+            if pool is not None:
+                conn.close_pool()
+        if not args.keep:
+            admin_sql(args.server, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
+
+
+def run(args: argparse.Namespace) -> None:
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+    from django.utils import timezone
+
+    from accounts import key_cache, keys
+    from accounts.models import Developer, Organization
+    from accounts.selectors import authenticate_key
+
+    print(
+        f"PostgreSQL scratch database {SCRATCH_DB}: migrating and loading {ORGS} organizations, "
+        f"{ORGS * DEVS_PER_ORG} developers…",
+        flush=True,
+    )
+    call_command("migrate", "accounts", verbosity=0)
+    now = timezone.now()
+    orgs = [
+        Organization(
+            id=uuid.uuid4(),
+            name=f"Org {i}",
+            stripe_customer_id=f"cus_{i:08d}",
+            subscription_status="active",
+            max_seats=DEVS_PER_ORG,
+            created_at=now,
+        )
+        for i in range(ORGS)
+    ]
+    Organization.objects.bulk_create(orgs, batch_size=5_000)
+    plain_keys: list[str] = []
+    developers = []
+    for i in range(ORGS * DEVS_PER_ORG):
+        key = keys.generate_key()
+        plain_keys.append(key)
+        developers.append(
+            Developer(
+                id=uuid.uuid4(),
+                organization=orgs[i // DEVS_PER_ORG],
+                email=f"dev{i}@example.com",
+                api_key_hash=keys.hash_key(key),
+                api_key_prefix=keys.display_prefix(key),
+                api_key_created_at=now,
+                seat_claimed_at=now,
+                created_at=now,
+                api_key_last_used_at=now,
+            )
+        )
+    Developer.objects.bulk_create(developers, batch_size=5_000)
+    del developers
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+    rng = random.Random(42)
+    sample = [rng.choice(plain_keys) for _ in range(args.calls)]
+
+    dev_table, org_table = Developer._meta.db_table, Organization._meta.db_table
+    baseline_select = f"""
+        SELECT d.id, d.organization_id, d.is_active, d.api_key_revoked_at, o.subscription_status, o.max_seats,
+               (SELECT COUNT(*) FROM {dev_table} a
+                 WHERE a.organization_id = d.organization_id AND a.is_active) AS active_developers
+          FROM {dev_table} d JOIN {org_table} o ON o.id = d.organization_id
+         WHERE d.api_key_hash = %s"""
+    baseline_update = f"UPDATE {dev_table} SET api_key_last_used_at = NOW() WHERE id = %s"
+
+    def baseline(key: str) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(baseline_select, [keys.hash_key(key)])
+            row = cursor.fetchone()
+            cursor.execute(baseline_update, [row[0]])
+
+    def cold(key: str) -> None:
+        key_cache.clear()
+        authenticate_key(key)
+
+    # Warm-up of the connection and PostgreSQL's buffers, not measured.
+    for key in sample[:500]:
+        baseline(key)
+        cold(key)
+    Developer.objects.update(api_key_last_used_at=timezone.now())
+
+    results = [summary("baseline (old SQL per call)", timed(baseline, sample))]
+    Developer.objects.update(api_key_last_used_at=timezone.now())
+    results.append(summary("cold (last used < 1 min ago)", timed(cold, sample)))
+    Developer.objects.update(api_key_last_used_at=timezone.now() - timezone.timedelta(minutes=5))
+    results.append(summary("cold + last-used write", timed(cold, sample)))
+
+    settings.HOTCROSS_KEY_CACHE_SECONDS = 1.0
+    hot = sample[:1000]
+    key_cache.clear()
+    for key in hot:
+        authenticate_key(key)
+    warm_items = [hot[i % len(hot)] for i in range(args.warm_calls)]
+    # Keep every check inside the one-second window: refresh the memory between rounds, outside the timing.
+    warm_samples: list[float] = []
+    for start in range(0, len(warm_items), 20_000):
+        for key in hot:
+            authenticate_key(key)
+        warm_samples += timed(authenticate_key, warm_items[start : start + 20_000])
+    results.append(summary("warm (≤ 1 s memory)", warm_samples))
+
+    base = results[0]["rate"]
+    print(f"\n{'variant':<32} {'checks/s':>12} {'p50 µs':>10} {'p99 µs':>10} {'× baseline':>11}")
+    for r in results:
+        print(f"{r['name']:<32} {r['rate']:>12,.0f} {r['p50']:>10.1f} {r['p99']:>10.1f} {r['rate'] / base:>10.1f}×")
+    print(
+        f"\ntargets: warm ≥ 20× → {results[3]['rate'] / base:.1f}×; cold ≥ 2× → {results[1]['rate'] / base:.1f}× "
+        f"({results[2]['rate'] / base:.1f}× on the once-a-minute call that writes last-used)"
+    )
+
+
+if __name__ == "__main__":
+    main()
