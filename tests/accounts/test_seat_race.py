@@ -24,7 +24,7 @@ def race(work) -> list[object]:
         try:
             barrier.wait()
             results[i] = work(i)
-        except Exception as exc:  # noqa: BLE001 - the test inspects every outcome
+        except Exception as exc:
             results[i] = exc
         finally:
             connections.close_all()
