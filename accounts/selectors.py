@@ -5,27 +5,32 @@ from __future__ import annotations
 import datetime
 import uuid
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import (
     BooleanField,
     Count,
     ExpressionWrapper,
     F,
     IntegerField,
+    Max,
     OuterRef,
     Q,
     QuerySet,
     Subquery,
     Value,
 )
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, TruncDate
+from django.db.models.sql.compiler import SQLCompiler
 from django.utils import timezone
 
 from accounts import key_cache, keys
 from accounts.exceptions import KeyRefused, NotFound
-from accounts.models import Developer, Organization
+from accounts.models import Developer, Organization, UsageEvent
 
 LAST_USED_RESOLUTION = datetime.timedelta(minutes=1)
 
@@ -156,86 +161,151 @@ def _outcome(checked: _Checked) -> Principal:
     return checked.principal
 
 
-def _check_in_database(key_hash: str) -> _Checked | None:
-    seats_ahead = (
-        Developer.objects.seat_holders()
-        .filter(organization=OuterRef("organization"))
-        .filter(
-            Q(seat_claimed_at__lt=OuterRef("seat_claimed_at"))
-            | Q(seat_claimed_at=OuterRef("seat_claimed_at"), id__lt=OuterRef("id"))
+class _KeyRow(NamedTuple):
+    """The columns the key check reads, in the order of `_KEY_CHECK_FIELDS`."""
+
+    developer_id: uuid.UUID
+    organization_id: uuid.UUID
+    email: str
+    first_name: str
+    last_name: str
+    is_active: bool
+    revoked_at: datetime.datetime | None
+    expires_at: datetime.datetime | None
+    last_used_at: datetime.datetime | None
+    organization_name: str
+    subscription_status: str
+    max_seats: int
+    seats_ahead: int
+
+
+_KEY_CHECK_FIELDS = (
+    "id",
+    "organization_id",
+    "email",
+    "first_name",
+    "last_name",
+    "is_active",
+    "api_key_revoked_at",
+    "api_key_expires_at",
+    "api_key_last_used_at",
+    "organization__name",
+    "organization__subscription_status",
+    "organization__max_seats",
+    "seats_ahead",
+)
+_HASH_PLACEHOLDER = "hotcross-key-hash-placeholder"
+
+
+def _key_check_statement(connection: BaseDatabaseWrapper) -> tuple[str, list, int, SQLCompiler, dict]:
+    """The key check's SQL, compiled by the ORM once per connection and then reused.
+
+    Compiling this query costs several times more than PostgreSQL takes to run it, and the check is on every
+    cold MCP request. The statement is still the ORM's (so it is right for every database backend) and rows go
+    through the backend's own converters.
+    """
+    prepared = getattr(connection, "_hotcross_key_check", None)
+    if prepared is None:
+        seats_ahead = (
+            Developer.objects.seat_holders()
+            .filter(organization=OuterRef("organization"))
+            .filter(
+                Q(seat_claimed_at__lt=OuterRef("seat_claimed_at"))
+                | Q(seat_claimed_at=OuterRef("seat_claimed_at"), id__lt=OuterRef("id"))
+            )
+            .order_by()
+            .values("organization")
+            .annotate(n=Count("pk"))
+            .values("n")
         )
-        .order_by()
-        .values("organization")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    developer = (
-        Developer.objects.select_related("organization")
-        .annotate(seats_ahead=Coalesce(Subquery(seats_ahead, output_field=IntegerField()), Value(0)))
-        .filter(api_key_hash=key_hash)
-        .first()
-    )
-    if developer is None:
+        query = (
+            Developer.objects.annotate(
+                seats_ahead=Coalesce(Subquery(seats_ahead, output_field=IntegerField()), Value(0))
+            )
+            .filter(api_key_hash=_HASH_PLACEHOLDER)
+            .order_by()
+            .values_list(*_KEY_CHECK_FIELDS)
+            .query
+        )
+        compiler = query.get_compiler(connection=connection)
+        sql, params = compiler.as_sql()
+        converters = compiler.get_converters([expression for expression, _, _ in compiler.select])
+        prepared = (sql, list(params), list(params).index(_HASH_PLACEHOLDER), compiler, converters)
+        connection._hotcross_key_check = prepared
+    return prepared
+
+
+def _check_in_database(key_hash: str) -> _Checked | None:
+    """One query: the developer, its organization and how many seat holders took their seat before it."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    sql, params, hash_index, compiler, converters = _key_check_statement(connection)
+    params = params.copy()
+    params[hash_index] = key_hash
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
         return None
-    org = developer.organization
-    refusal = _refusal(developer, org)
+    if converters:
+        row = next(iter(compiler.apply_converters([row], converters)))
+    found = _KeyRow(*row)
+    refusal = _refusal(found)
     principal = None
     if refusal is None:
         principal = Principal(
-            developer_id=developer.id,
-            organization_id=org.id,
-            email=developer.email,
-            first_name=developer.first_name,
-            last_name=developer.last_name,
-            organization_name=org.name,
-            subscription_status=org.subscription_status,
-            max_seats=org.max_seats,
+            developer_id=found.developer_id,
+            organization_id=found.organization_id,
+            email=found.email,
+            first_name=found.first_name,
+            last_name=found.last_name,
+            organization_name=found.organization_name,
+            subscription_status=found.subscription_status,
+            max_seats=found.max_seats,
         )
-        _touch_last_used(developer)
+        _touch_last_used(found)
     return _Checked(
         principal=principal,
         refusal=None if refusal is None else (refusal.code, refusal.message),
-        expires_at=developer.api_key_expires_at,
+        expires_at=found.expires_at,
     )
 
 
-def _refusal(developer: Developer, org: Organization) -> KeyRefused | None:
-    if developer.api_key_revoked_at is not None:
+def _refusal(found: _KeyRow) -> KeyRefused | None:
+    org_name = found.organization_name
+    if found.revoked_at is not None:
         return KeyRefused(
             KeyRefused.KEY_REVOKED,
-            f"This API key was revoked on {developer.api_key_revoked_at:%Y-%m-%d %H:%M} UTC. "
-            f"Ask an administrator of {org.name} for a new key.",
+            f"This API key was revoked on {found.revoked_at:%Y-%m-%d %H:%M} UTC. "
+            f"Ask an administrator of {org_name} for a new key.",
         )
-    if developer.api_key_expires_at is not None and developer.api_key_expires_at <= timezone.now():
-        return _expired(developer.api_key_expires_at)
-    if not developer.is_active:
+    if found.expires_at is not None and found.expires_at <= timezone.now():
+        return _expired(found.expires_at)
+    if not found.is_active:
         return KeyRefused(
             KeyRefused.DEVELOPER_INACTIVE,
-            f"The developer account {developer.email} is deactivated. Ask an administrator of {org.name} "
-            "to reactivate it.",
+            f"The developer account {found.email} is deactivated. Ask an administrator of {org_name} to reactivate it.",
         )
-    if org.subscription_status not in settings.HOTCROSS_ALLOWED_STATUSES:
+    if found.subscription_status not in settings.HOTCROSS_ALLOWED_STATUSES:
         return KeyRefused(
             KeyRefused.SUBSCRIPTION_INACTIVE,
-            f"{org.name}'s subscription is {org.subscription_status}, so its keys do not work. "
+            f"{org_name}'s subscription is {found.subscription_status}, so its keys do not work. "
             "Keys work again as soon as the subscription is active; check billing.",
         )
-    if developer.seats_ahead >= org.max_seats:
+    if found.seats_ahead >= found.max_seats:
         return KeyRefused(
             KeyRefused.SEAT_LIMIT_EXCEEDED,
-            f"{org.name} has {org.max_seats} seat{'s' if org.max_seats != 1 else ''} and they are held by "
+            f"{org_name} has {found.max_seats} seat{'s' if found.max_seats != 1 else ''} and they are held by "
             "developers who joined earlier. Ask an administrator to add seats or free one.",
         )
     return None
 
 
-def _touch_last_used(developer: Developer) -> None:
+def _touch_last_used(found: _KeyRow) -> None:
     now = timezone.now()
-    last = developer.api_key_last_used_at
-    if last is not None and now - last < LAST_USED_RESOLUTION:
+    if found.last_used_at is not None and now - found.last_used_at < LAST_USED_RESOLUTION:
         return
     # The condition makes concurrent checks (other threads, other workers) write at most once per minute too.
-    Developer.objects.filter(pk=developer.pk).filter(
+    Developer.objects.filter(pk=found.developer_id).filter(
         Q(api_key_last_used_at__isnull=True) | Q(api_key_last_used_at__lt=now - LAST_USED_RESOLUTION)
     ).update(api_key_last_used_at=now)
 
@@ -263,3 +333,119 @@ def _as_uuid(value: uuid.UUID | str, what: str) -> uuid.UUID:
         return uuid.UUID(str(value).strip())
     except ValueError:
         raise NotFound(f"'{value}' is not a valid {what} id (expected a UUID).") from None
+
+
+# --- admin reads ---------------------------------------------------------------------------------------------------
+
+
+def organizations_for_admin() -> QuerySet[Organization]:
+    """`organizations_with_seats()` plus `last_activity`: the latest key use by any of its developers (one query)."""
+    last_used = (
+        Developer.objects.filter(organization=OuterRef("pk"))
+        .order_by()
+        .values("organization")
+        .annotate(last=Max("api_key_last_used_at"))
+        .values("last")
+    )
+    return organizations_with_seats().annotate(last_activity=Subquery(last_used))
+
+
+def developers_with_seats_ahead() -> QuerySet[Developer]:
+    """Developers annotated with `seats_ahead`: seat holders of the same organization who took their seat earlier.
+
+    A seat holder is over the limit when `seats_ahead >= organization.max_seats` (the rule the key check applies).
+    """
+    ahead = (
+        Developer.objects.seat_holders()
+        .filter(organization=OuterRef("organization"))
+        .filter(
+            Q(seat_claimed_at__lt=OuterRef("seat_claimed_at"))
+            | Q(seat_claimed_at=OuterRef("seat_claimed_at"), id__lt=OuterRef("id"))
+        )
+        .order_by()
+        .values("organization")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Developer.objects.annotate(seats_ahead=Coalesce(Subquery(ahead, output_field=IntegerField()), Value(0)))
+
+
+def usage_per_developer_per_day(
+    organization: Organization | uuid.UUID, *, days: int = 30, now: datetime.datetime | None = None
+) -> tuple[datetime.date, list[dict]]:
+    """An organization's recorded calls per developer per day over the last `days` days (today included).
+
+    Returns the first day of the window and rows `{developer_id, email, day, calls, errors}` ordered by day (two
+    queries: the counts from the (organization, created_at) index, then the emails). Days are in the current time
+    zone.
+    """
+    org_id = organization.pk if isinstance(organization, Organization) else organization
+    today = timezone.localdate(now or timezone.now())
+    first_day = today - datetime.timedelta(days=days - 1)
+    since = timezone.make_aware(datetime.datetime.combine(first_day, datetime.time.min))
+    # Grouped without joining developers (a join makes PostgreSQL hash every developer); emails come separately.
+    rows = list(
+        UsageEvent.objects.filter(organization_id=org_id, created_at__gte=since)
+        .annotate(day=TruncDate("created_at"))
+        .values("developer_id", "day")
+        .annotate(calls=Count("id"), errors=Count("id", filter=Q(ok=False)))
+        .order_by("day", "developer_id")
+    )
+    emails = dict(Developer.objects.filter(pk__in={row["developer_id"] for row in rows}).values_list("id", "email"))
+    return first_day, [{**row, "email": emails.get(row["developer_id"], "")} for row in rows]
+
+
+# --- usage (MCP metering) -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MonthlyUsage:
+    """A developer's recorded MCP tool calls in one calendar month, and their organization's total."""
+
+    month: str  # "2025-11", in the project's time zone
+    since: datetime.datetime
+    until: datetime.datetime
+    by_tool: dict[str, int]
+    developer_total: int
+    organization_total: int
+
+
+def monthly_usage(
+    *, developer_id: uuid.UUID, organization_id: uuid.UUID, now: datetime.datetime | None = None
+) -> MonthlyUsage:
+    """Calls recorded this calendar month (the month of `now`): the developer's by tool, and the organization's."""
+    local = timezone.localtime(now or timezone.now())
+    since = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    until = (since + datetime.timedelta(days=32)).replace(day=1)
+    in_month = UsageEvent.objects.filter(created_at__gte=since, created_at__lt=until).order_by()
+    by_tool = dict(
+        in_month.filter(developer_id=developer_id)
+        .values("tool_name")
+        .annotate(n=Count("pk"))
+        .order_by("tool_name")
+        .values_list("tool_name", "n")
+    )
+    return MonthlyUsage(
+        month=f"{since:%Y-%m}",
+        since=since,
+        until=until,
+        by_tool=by_tool,
+        developer_total=sum(by_tool.values()),
+        organization_total=in_month.filter(organization_id=organization_id).count(),
+    )
+
+
+def organizations_over_seat_limit() -> QuerySet:
+    """Ids of the organizations with more seat holders than seats, from one grouped pass over the seat holders.
+
+    The same rule as `organizations_with_seats().over_seat_limit`, but cheaper for filtering every organization
+    than a per-organization count.
+    """
+    return (
+        Developer.objects.seat_holders()
+        .order_by()
+        .values("organization_id", "organization__max_seats")
+        .annotate(n=Count("pk"))
+        .filter(n__gt=F("organization__max_seats"))
+        .values("organization_id")
+    )
