@@ -18,8 +18,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts import audit, key_cache, keys
-from accounts.exceptions import AccountsError, DuplicateEmail, InvalidInput, SeatLimitReached
-from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus
+from accounts.exceptions import AccountsError, DuplicateEmail, InvalidInput, NotFound, SeatLimitReached
+from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus, UsageEvent
 from accounts.selectors import seats_in_use
 
 logger = logging.getLogger(__name__)
@@ -362,3 +362,46 @@ def _keys_changed() -> None:
     """Forget remembered key checks in this process now, and again once the transaction commits."""
     key_cache.clear()
     transaction.on_commit(key_cache.clear)
+
+
+# --- usage (MCP metering) -------------------------------------------------------------------------------------------
+
+_MAX_DURATION_MS = 2**31 - 1  # PositiveIntegerField's ceiling on every database
+
+
+def record_usage(
+    *,
+    developer_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    tool_name: str,
+    ok: bool,
+    duration_ms: int,
+    created_at: datetime.datetime | None = None,
+) -> UsageEvent:
+    """Record one served MCP tool call (metering and the admin usage chart). One INSERT.
+
+    No admin history: a tool call is not an administrative change, and there is one event per call.
+    """
+    name = tool_name.strip() if isinstance(tool_name, str) else ""
+    max_length = UsageEvent._meta.get_field("tool_name").max_length
+    if not name or len(name) > max_length:
+        raise InvalidInput(f"A usage event needs a tool name of 1 to {max_length} characters, not {tool_name!r:.80}.")
+    if isinstance(duration_ms, bool) or not isinstance(duration_ms, int) or duration_ms < 0:
+        raise InvalidInput(f"A call's duration must be a whole number of milliseconds, 0 or more, not {duration_ms!r}.")
+    if created_at is not None and timezone.is_naive(created_at):
+        raise InvalidInput("The time of a usage event needs a time zone.")
+    try:
+        return UsageEvent.objects.create(
+            developer_id=developer_id,
+            organization_id=organization_id,
+            tool_name=name,
+            ok=bool(ok),
+            duration_ms=min(duration_ms, _MAX_DURATION_MS),
+            created_at=created_at or timezone.now(),
+        )
+    except IntegrityError:
+        # The foreign keys are checked when the row commits (autocommit: at once): the developer or organization
+        # was deleted meanwhile, or the ids name nothing.
+        raise NotFound(
+            f"Cannot record usage: developer {developer_id} of organization {organization_id} does not exist."
+        ) from None

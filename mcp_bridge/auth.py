@@ -1,0 +1,247 @@
+"""Who is calling: a developer's key → `Principal`, on both transports, and how a refusal reaches the client.
+
+The rules (revoked, expired, inactive developer, inactive subscription, seat limit) live in
+`accounts.selectors.authenticate_key`; this module only carries its answer to MCP clients:
+
+- stdio: the key comes from `HOTCROSS_API_KEY`, checked when the server starts and again on every request
+  (`CallerMiddleware`), so a revocation mid-session refuses the next call.
+- streamable HTTP: `Authorization: Bearer <key>` on every HTTP request (`BearerKeyMiddleware`). No key or an unknown
+  key → HTTP 401 with `WWW-Authenticate: Bearer`. A known key that is refused → HTTP 403 whose body is a JSON-RPC
+  error carrying the refusal's code and message (see README, "MCP: refusals"). Database unreachable → HTTP 503, same
+  body shape.
+
+In every case the refusal is a JSON-RPC error with code `KEY_REFUSED`, a message that starts with the stable refusal
+code (`key_revoked: This API key was revoked …`, so people see both) and `data = {"code", "message"}` for programs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
+from typing import Any
+
+from mcp.server.auth.middleware.auth_context import auth_context_var
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.context import ServerRequestContext
+from mcp.shared.exceptions import MCPError
+from starlette.authentication import AuthCredentials
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from accounts import keys
+from accounts.exceptions import KeyRefused
+from accounts.selectors import Principal, authenticate_key
+from mcp_bridge import db
+from mcp_bridge.db import DatabaseUnavailable
+
+logger = logging.getLogger(__name__)
+
+# JSON-RPC error codes (the implementation-defined server range). `data.code` says which refusal it was.
+KEY_REFUSED = -32001
+SERVICE_UNAVAILABLE = -32002
+
+MISSING_HTTP_KEY = (
+    "No API key. Send your Hotcross key in the header 'Authorization: Bearer hc_live_…'; "
+    "ask an administrator of your organization if you have none."
+)
+MISSING_STDIO_KEY = (
+    "HOTCROSS_API_KEY is not set. Put your Hotcross key (hc_live_…) in the MCP server's environment; "
+    "ask an administrator of your organization if you have none."
+)
+_MAX_BODY_FOR_ID = 64 * 1024
+
+_caller: ContextVar[Principal | None] = ContextVar("hotcross_mcp_caller", default=None)
+
+
+# --- the caller ------------------------------------------------------------------------------------------------------
+
+
+async def acheck_key(raw_key: str | None) -> Principal:
+    """`authenticate_key` from async code: `KeyRefused`, or `DatabaseUnavailable` when the check cannot be made.
+
+    Runs on the bridge's database threads (`mcp_bridge.db`), which hand their connection back after every check.
+    """
+    return await db.run(authenticate_key, raw_key or "")
+
+
+def current_caller() -> Principal:
+    """The developer the current MCP request was authenticated as."""
+    principal = _caller.get()
+    if principal is None:
+        # Only reachable if a tool runs outside the bridge's middleware: a wiring bug, not a client mistake.
+        raise RuntimeError("No authenticated caller: the tool ran outside the Hotcross MCP bridge.")
+    return principal
+
+
+@contextlib.contextmanager
+def caller_bound(principal: Principal) -> Iterator[None]:
+    token = _caller.set(principal)
+    try:
+        yield
+    finally:
+        _caller.reset(token)
+
+
+# --- errors as clients see them ------------------------------------------------------------------------------------
+
+
+def refusal_payload(refusal: KeyRefused) -> dict[str, Any]:
+    """The JSON-RPC `error` object for a refused key."""
+    return {
+        "code": KEY_REFUSED,
+        "message": f"{refusal.code}: {refusal.message}",
+        "data": {"code": refusal.code, "message": refusal.message},
+    }
+
+
+def unavailable_payload(exc: DatabaseUnavailable) -> dict[str, Any]:
+    return {
+        "code": SERVICE_UNAVAILABLE,
+        "message": f"service_unavailable: {exc.message}",
+        "data": {"code": "service_unavailable", "message": exc.message},
+    }
+
+
+def refusal_error(refusal: KeyRefused) -> MCPError:
+    payload = refusal_payload(refusal)
+    return MCPError(code=payload["code"], message=payload["message"], data=payload["data"])
+
+
+def unavailable_error(exc: DatabaseUnavailable) -> MCPError:
+    payload = unavailable_payload(exc)
+    return MCPError(code=payload["code"], message=payload["message"], data=payload["data"])
+
+
+# --- stdio (and any transport): one check per request -----------------------------------------------------------------
+
+
+class CallerMiddleware:
+    """MCP server middleware: every request runs with its caller bound (see `current_caller`).
+
+    With `stdio_key` the key is checked again for every request (the per-process memory of key checks keeps that
+    cheap and at most a second stale). Without it, the HTTP layer has already checked the request's bearer key and
+    bound the caller; a request that arrives without one is refused.
+    Notifications carry no response to refuse with and change nothing, so they pass.
+    """
+
+    def __init__(self, *, stdio_key: str | None = None) -> None:
+        self._stdio_key = stdio_key
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: Callable[..., Awaitable[Any]]) -> Any:
+        if ctx.request_id is None:
+            return await call_next(ctx)
+        if self._stdio_key is None:
+            if _caller.get() is None:
+                raise refusal_error(KeyRefused(KeyRefused.INVALID_KEY, MISSING_HTTP_KEY))
+            return await call_next(ctx)
+        try:
+            principal = await acheck_key(self._stdio_key)
+        except KeyRefused as refusal:
+            logger.info("mcp stdio request refused code=%s method=%s", refusal.code, ctx.method)
+            raise refusal_error(refusal) from None
+        except DatabaseUnavailable as exc:
+            raise unavailable_error(exc) from None
+        with caller_bound(principal):
+            return await call_next(ctx)
+
+
+# --- streamable HTTP: the bearer key of every HTTP request ----------------------------------------------------------
+
+
+class BearerKeyMiddleware:
+    """ASGI middleware in front of the MCP streamable-HTTP app: `Authorization: Bearer <developer key>`.
+
+    The SDK's own bearer support (`token_verifier=`) can only accept a token or answer 401, and a database error
+    inside it becomes a 500; a refused-but-known key deserves its reason, and an outage a 503.
+    On success the caller is bound for the request (tools get `_developer_id`/`_organization_id`), and the SDK's
+    `get_access_token()` works as with its own verifier (`client_id` and `subject` are the developer id; the plain key
+    is not kept).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw_key = _bearer_key(scope)
+        if raw_key is None:
+            await _refuse(receive, send, 401, refusal_payload(KeyRefused(KeyRefused.INVALID_KEY, MISSING_HTTP_KEY)))
+            return
+        try:
+            principal = await acheck_key(raw_key)
+        except KeyRefused as refusal:
+            logger.info("mcp http request refused code=%s", refusal.code)
+            unknown = refusal.code == KeyRefused.INVALID_KEY
+            await _refuse(receive, send, 401 if unknown else 403, refusal_payload(refusal), invalid_token=unknown)
+            return
+        except DatabaseUnavailable as exc:
+            await _refuse(receive, send, 503, unavailable_payload(exc))
+            return
+        token = AccessToken(
+            token=keys.display_prefix(raw_key.strip()),
+            client_id=str(principal.developer_id),
+            subject=str(principal.developer_id),
+            scopes=[],
+            claims={"organization_id": str(principal.organization_id)},
+        )
+        user = AuthenticatedUser(token)
+        scope = {**scope, "user": user, "auth": AuthCredentials(token.scopes)}
+        sdk_token = auth_context_var.set(user)
+        try:
+            with caller_bound(principal):
+                await self.app(scope, receive, send)
+        finally:
+            auth_context_var.reset(sdk_token)
+
+
+def _bearer_key(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() != "bearer" or not credentials.strip():
+                return None
+            return credentials.strip()
+    return None
+
+
+async def _refuse(
+    receive: Receive, send: Send, status: int, error: dict[str, Any], *, invalid_token: bool = False
+) -> None:
+    """Answer with a JSON-RPC error body (MCP clients show its message) at an HTTP status that says the same."""
+    body = json.dumps({"jsonrpc": "2.0", "id": await _request_id(receive), "error": error}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        # RFC 6750: no error code when no credentials were sent; invalid_token when they were wrong.
+        challenge = 'Bearer realm="hotcross"'
+        if invalid_token:
+            challenge += ', error="invalid_token", error_description="The API key is not valid."'
+        headers.append((b"www-authenticate", challenge.encode()))
+    elif status == 503:
+        headers.append((b"retry-after", b"5"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _request_id(receive: Receive) -> str | int | None:
+    """The JSON-RPC id of the refused request, so the error answers it; None when there is none to read."""
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body += message.get("body", b"")
+        if len(body) > _MAX_BODY_FOR_ID:
+            return None
+        if not message.get("more_body", False):
+            break
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return None
+    request_id = request.get("id") if isinstance(request, dict) else None
+    return request_id if isinstance(request_id, str | int) and not isinstance(request_id, bool) else None

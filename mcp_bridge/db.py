@@ -1,0 +1,84 @@
+"""Database work for the MCP bridge's event loop, done in worker threads that give their connection back.
+
+The ORM is synchronous, and Django refuses it on a thread that runs an event loop. Work therefore runs on a small,
+dedicated thread pool (`HOTCROSS_MCP_DB_THREADS`), and each unit of work closes its thread's connections when it
+ends. That matters twice over:
+
+- With PostgreSQL's connection pool, a thread that kept its connection would hold one pool slot for as long as the
+  thread lives; a few such threads plus a burst of calls exhaust the pool.
+- After a database outage, a kept connection stays broken forever (Django only replaces connections at request
+  boundaries, which these threads never see). A closed one is discarded by the pool, and the next unit of work gets
+  a fresh connection as soon as the database is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached (down, restarting, pool exhausted). The client may try again."""
+
+    message = "Hotcross cannot reach its database right now. Nothing was done; please try again in a moment."
+
+    def __str__(self) -> str:
+        return self.message
+
+
+async def run(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run `fn(*args, **kwargs)` on a bridge database thread and return its result.
+
+    Context variables (the caller, the MCP access token) are visible inside `fn`. Connection-level database errors
+    become `DatabaseUnavailable`; everything else propagates unchanged.
+    """
+    call = functools.partial(contextvars.copy_context().run, _unit_of_work, fn, args, kwargs)
+    try:
+        return await asyncio.wrap_future(_pool().submit(call))
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("database unavailable: %s", exc.__class__.__name__)
+        raise DatabaseUnavailable() from exc
+
+
+def _unit_of_work(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _close_connections()
+
+
+def _close_connections() -> None:
+    for connection in connections.all(initialized_only=True):
+        try:
+            connection.close()
+        except DatabaseError:
+            # Closing a connection that an outage broke can fail; the pool discards it either way.
+            logger.debug("closing a broken database connection failed", exc_info=True)
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        with _executor_lock:
+            if _executor is None:
+                _executor = ThreadPoolExecutor(
+                    max_workers=max(1, int(settings.HOTCROSS_MCP_DB_THREADS)), thread_name_prefix="mcp-db"
+                )
+    return _executor

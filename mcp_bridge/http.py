@@ -1,0 +1,111 @@
+"""Streamable HTTP at /mcp: the ASGI app that `hotcross.asgi` mounts beside Django.
+
+Stateless (any worker answers any request; no session affinity) with plain JSON answers. In front of the SDK's app:
+
+1. Host and Origin checks by Django's rules: `ALLOWED_HOSTS` (with its `.example.com` and `*` forms; DEBUG with an
+   empty list allows localhost as Django does) and, for Origin, those hosts or `CSRF_TRUSTED_ORIGINS`. Bad Host →
+   421, bad Origin → 403, like the SDK's own DNS-rebinding protection, which is switched off in favour of these.
+2. The bearer key (`mcp_bridge.auth.BearerKeyMiddleware`).
+
+`/mcp` and `/mcp/` are the same endpoint. The app also answers the ASGI lifespan, which must run: it starts the
+SDK's session manager (uvicorn's default `--lifespan auto` does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.datastructures import Headers
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mcp_bridge.auth import BearerKeyMiddleware
+from mcp_bridge.server import build_server
+
+MCP_PATH = "/mcp"
+MCP_PATHS = frozenset({MCP_PATH, MCP_PATH + "/"})
+_DEBUG_HOSTS = [".localhost", "127.0.0.1", "[::1]"]  # what Django allows with DEBUG and no ALLOWED_HOSTS
+
+
+class MCPHttpApp:
+    """ASGI app for /mcp (and the lifespan that runs the MCP session manager)."""
+
+    def __init__(self, server: MCPServer, *, authenticated: bool = True) -> None:
+        self.server = server
+        sdk_app = server.streamable_http_app(
+            streamable_http_path=MCP_PATH,
+            stateless_http=True,
+            json_response=True,
+            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        )
+        self._app: ASGIApp = HostOriginGuard(BearerKeyMiddleware(sdk_app) if authenticated else sdk_app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] == "http" and scope["path"] in MCP_PATHS:
+            scope = {**scope, "path": MCP_PATH, "raw_path": MCP_PATH.encode()}
+        await self._app(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the SDK's session manager (for hosts that run their own lifespan)."""
+        async with self.server.session_manager.run():
+            yield
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        started = False
+        try:
+            async with self.running():
+                started = True
+                await send({"type": "lifespan.startup.complete"})
+                await receive()  # lifespan.shutdown
+        except Exception as exc:
+            await send({"type": f"lifespan.{'shutdown' if started else 'startup'}.failed", "message": repr(exc)})
+            raise
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+class HostOriginGuard:
+    """Refuses requests whose Host or Origin this deployment does not serve (DNS rebinding, stray browsers)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = Headers(scope=scope)
+            if not host_allowed(headers.get("host", "")):
+                await PlainTextResponse("Invalid Host header", status_code=421)(scope, receive, send)
+                return
+            origin = headers.get("origin")
+            if origin is not None and not origin_allowed(origin):
+                await PlainTextResponse("Invalid Origin header", status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def host_allowed(host: str) -> bool:
+    domain, _port = split_domain_port(host)
+    allowed = settings.ALLOWED_HOSTS or (_DEBUG_HOSTS if settings.DEBUG else [])
+    return bool(domain) and validate_host(domain, allowed)
+
+
+def origin_allowed(origin: str) -> bool:
+    if origin in settings.CSRF_TRUSTED_ORIGINS:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and host_allowed(parts.netloc)
+
+
+def build_http_app() -> MCPHttpApp:
+    """The bridge over streamable HTTP, with the tools of `HOTCROSS_MCP_TOOLS`."""
+    return MCPHttpApp(build_server())

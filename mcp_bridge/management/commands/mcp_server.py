@@ -1,0 +1,50 @@
+"""`manage.py mcp_server`: the Hotcross MCP server over stdio, for one developer's key (HOTCROSS_API_KEY)."""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.exceptions import KeyRefused
+from mcp_bridge.auth import MISSING_STDIO_KEY, acheck_key
+from mcp_bridge.db import DatabaseUnavailable
+from mcp_bridge.server import build_server
+
+# Exit status when the key is missing or refused, before any MCP traffic (1 is everything else).
+EXIT_KEY_REFUSED = 2
+
+
+class Command(BaseCommand):
+    help = (
+        "Serve the Hotcross MCP tools over stdio (for Claude Desktop, Cursor, the MCP Inspector). The developer key "
+        "comes from the HOTCROSS_API_KEY environment variable; it is checked at start (exit status 2 with the reason "
+        "on stderr when missing or refused) and again on every request. Nothing but MCP messages goes to stdout."
+    )
+    # stdout belongs to the MCP protocol, and a client shows stderr to people: no system-check chatter on either.
+    requires_system_checks: list[str] = []
+
+    def handle(self, *args: object, **options: object) -> None:
+        key = os.environ.get("HOTCROSS_API_KEY", "").strip()
+        refusal = anyio.run(_refusal_of, key) if key else MISSING_STDIO_KEY
+        if refusal is not None:
+            self.stderr.write(refusal)
+            raise SystemExit(EXIT_KEY_REFUSED)
+        try:
+            server = build_server(stdio_key=key)
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from None
+        anyio.run(server.run_stdio_async)
+
+
+async def _refusal_of(key: str) -> str | None:
+    """The line to print when the key cannot be used, or None."""
+    try:
+        await acheck_key(key)
+    except KeyRefused as refusal:
+        return f"{refusal.code}: {refusal.message}"
+    except DatabaseUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    return None

@@ -1,0 +1,285 @@
+"""Real servers for the MCP bridge tests: uvicorn with `hotcross.asgi:application`, and `manage.py mcp_server`.
+
+Both run as subprocesses pointed at the *test* database (so tests use `transactional_db`: the server must see
+committed rows). They load `tests.mcp_bridge.sample_tools` through HOTCROSS_MCP_TOOLS, like a product tool module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import anyio.to_thread
+import httpx2
+import pytest
+from django.db import connection, connections
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_TOOLS = "tests.mcp_bridge.sample_tools"
+INSPECTOR = ROOT / "node_modules" / ".bin" / "mcp-inspector"
+
+
+# --- the test database, as a subprocess must be told about it ---------------------------------------------------------
+
+
+def database_url(*, host: str | None = None, port: int | None = None) -> str:
+    """DATABASE_URL of the test database this session created (optionally through another host/port)."""
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    user = quote(s.get("USER") or "")
+    password = f":{quote(s['PASSWORD'])}" if s.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{host or s['HOST']}:{port or s['PORT']}/{s['NAME']}"
+
+
+def server_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "HOTCROSS_", "DATABASE_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="hotcross.settings",
+        DATABASE_URL=database_url(),
+        SECRET_KEY="tests-only-mcp-bridge-server",
+        DEBUG="false",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        HOTCROSS_MCP_TOOLS=SAMPLE_TOOLS,
+        LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env
+
+
+# --- uvicorn ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunningServer:
+    base: str
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"{self.base}/mcp"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@contextlib.contextmanager
+def run_uvicorn(log_dir: Path, **env: str) -> Iterator[RunningServer]:
+    """uvicorn serving hotcross.asgi:application on an ephemeral 127.0.0.1 port (the socket is handed over)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(256)
+    port = sock.getsockname()[1]
+    log_path = log_dir / f"uvicorn-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "uvicorn", "hotcross.asgi:application"),
+                *("--fd", str(sock.fileno()), "--no-access-log", "--log-level", "warning"),
+            ],
+            pass_fds=[sock.fileno()],
+            env=server_env(**env),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    sock.close()
+    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        _wait_until_serving(server)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_until_serving(server: RunningServer, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise RuntimeError(f"uvicorn exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            if httpx2.post(server.url, json={}, timeout=2).status_code == 401:  # the MCP app answers: it is up
+                return
+        except httpx2.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"uvicorn did not start within {timeout} s:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def mcp_http(django_db_setup, tmp_path_factory) -> Iterator[RunningServer]:
+    """One uvicorn for the session's HTTP tests (each test brings its own developers)."""
+    with run_uvicorn(tmp_path_factory.mktemp("mcp-http")) as server:
+        yield server
+
+
+# --- clients ------------------------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def http_client(url: str, key: str | None, **headers: str) -> AsyncIterator[Client]:
+    """The mcp SDK's client over streamable HTTP with `Authorization: Bearer <key>`."""
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    async with httpx2.AsyncClient(headers=headers, timeout=60) as http:
+        async with Client(streamable_http_client(url, http_client=http)) as client:
+            yield client
+
+
+def stdio_parameters(key: str | None, **env: str) -> StdioServerParameters:
+    overrides = dict(env)
+    if key is not None:
+        overrides["HOTCROSS_API_KEY"] = key
+    return StdioServerParameters(
+        command=sys.executable, args=["manage.py", "mcp_server"], env=server_env(**overrides), cwd=str(ROOT)
+    )
+
+
+@contextlib.asynccontextmanager
+async def stdio_session(key: str | None, errlog: Any, **env: str) -> AsyncIterator[Client]:
+    """The mcp SDK's client spawning `manage.py mcp_server` (its stderr goes to `errlog`)."""
+    async with Client(stdio_client(stdio_parameters(key, **env), errlog=errlog)) as client:
+        yield client
+
+
+def mcp_error(exc: BaseException) -> MCPError:
+    """The MCPError inside what a client raised (transports wrap it in exception groups)."""
+    if isinstance(exc, MCPError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        with contextlib.suppress(LookupError):
+            return mcp_error(inner)
+    if exc.__cause__ is not None:
+        return mcp_error(exc.__cause__)
+    raise LookupError(f"no MCPError in {exc!r}")
+
+
+async def db(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """ORM work from inside an async test (on a thread that closes its connection afterwards)."""
+
+    def work() -> Any:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    return await anyio.to_thread.run_sync(work)
+
+
+def structured(result: Any) -> Any:
+    assert not result.is_error, result
+    return result.structured_content
+
+
+# --- a TCP proxy to take the database away and bring it back --------------------------------------------------------
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to the database. `cut()` drops every connection and refuses new ones until `restore()`.
+
+    The shared PostgreSQL keeps running for everyone else; only connections through this proxy see an outage.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._up = True
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            self._up = False
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._open.clear()
+
+    def restore(self) -> None:
+        with self._lock:
+            self._up = True
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                up = self._up
+            if not up:
+                client.close()  # the database is "down": the connection ends at once
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open.update((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture
+def db_proxy() -> Iterator[TcpProxy]:
+    s = connection.settings_dict
+    proxy = TcpProxy((s["HOST"] or "127.0.0.1", int(s["PORT"] or 5432)))
+    yield proxy
+    proxy.close()
+
+
+def inspector_available() -> bool:
+    """The Inspector CLI tests run in CI (CI=true makes a missing Inspector a failure) and skip elsewhere."""
+    if INSPECTOR.exists() and shutil.which("node"):
+        return True
+    if os.environ.get("CI"):
+        pytest.fail("CI is set but the MCP Inspector is not installed: run `npm ci` at the repository root.")
+    return False

@@ -1,0 +1,114 @@
+"""The accounts service and selector the metering uses: `record_usage` and `monthly_usage`."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+
+import pytest
+from django.utils import timezone
+
+from accounts.exceptions import InvalidInput, NotFound
+from accounts.models import UsageEvent
+from accounts.selectors import monthly_usage
+from accounts.services import record_usage
+from tests.factories import DeveloperFactory
+
+pytestmark = pytest.mark.django_db
+
+UTC = datetime.UTC
+
+
+def test_record_usage_writes_one_event():
+    developer = DeveloperFactory()
+    event = record_usage(
+        developer_id=developer.id,
+        organization_id=developer.organization_id,
+        tool_name=" whoami ",
+        ok=False,
+        duration_ms=12,
+    )
+    stored = UsageEvent.objects.get()
+    assert stored.pk == event.pk
+    assert (stored.developer_id, stored.organization_id) == (developer.id, developer.organization_id)
+    assert (stored.tool_name, stored.ok, stored.duration_ms) == ("whoami", False, 12)
+    assert timezone.now() - stored.created_at < datetime.timedelta(seconds=5)
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"tool_name": ""}, "tool name of 1 to 200 characters"),
+        ({"tool_name": "   "}, "tool name of 1 to 200 characters"),
+        ({"tool_name": "x" * 201}, "tool name of 1 to 200 characters"),
+        ({"tool_name": None}, "tool name of 1 to 200 characters"),
+        ({"duration_ms": -1}, "whole number of milliseconds"),
+        ({"duration_ms": 1.5}, "whole number of milliseconds"),
+        ({"duration_ms": True}, "whole number of milliseconds"),
+        ({"created_at": datetime.datetime(2026, 1, 1)}, "needs a time zone"),
+    ],
+)
+def test_record_usage_refuses_bad_input_and_writes_nothing(changes, says):
+    developer = DeveloperFactory()
+    arguments = {
+        "developer_id": developer.id,
+        "organization_id": developer.organization_id,
+        "tool_name": "whoami",
+        "ok": True,
+        "duration_ms": 3,
+        **changes,
+    }
+    with pytest.raises(InvalidInput, match=says):
+        record_usage(**arguments)
+    assert not UsageEvent.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_record_usage_for_a_developer_that_does_not_exist_is_not_found_and_writes_nothing():
+    developer = DeveloperFactory()
+    with pytest.raises(NotFound, match="does not exist"):
+        record_usage(
+            developer_id=uuid.uuid4(), organization_id=developer.organization_id, tool_name="t", ok=True, duration_ms=0
+        )
+    assert not UsageEvent.objects.exists()
+
+
+def test_a_huge_duration_is_capped_not_refused():
+    developer = DeveloperFactory()
+    record_usage(
+        developer_id=developer.id, organization_id=developer.organization_id, tool_name="t", ok=True, duration_ms=10**12
+    )
+    assert UsageEvent.objects.get().duration_ms == 2**31 - 1
+
+
+def test_monthly_usage_counts_the_calendar_month_of_now_only():
+    developer = DeveloperFactory()
+    colleague = DeveloperFactory(organization=developer.organization)
+    stranger = DeveloperFactory()
+    now = datetime.datetime(2026, 3, 15, 12, tzinfo=UTC)
+    for who, tool, when in [
+        (developer, "whoami", datetime.datetime(2026, 3, 1, 0, 0, tzinfo=UTC)),  # first instant: in
+        (developer, "whoami", datetime.datetime(2026, 3, 31, 23, 59, 59, tzinfo=UTC)),
+        (developer, "search", datetime.datetime(2026, 3, 10, tzinfo=UTC)),
+        (developer, "search", datetime.datetime(2026, 2, 28, 23, 59, 59, 999999, tzinfo=UTC)),  # February: out
+        (developer, "search", datetime.datetime(2026, 4, 1, tzinfo=UTC)),  # April: out
+        (colleague, "whoami", datetime.datetime(2026, 3, 2, tzinfo=UTC)),
+        (stranger, "whoami", datetime.datetime(2026, 3, 2, tzinfo=UTC)),
+    ]:
+        UsageEvent.objects.create(developer=who, organization=who.organization, tool_name=tool, created_at=when)
+
+    usage = monthly_usage(developer_id=developer.id, organization_id=developer.organization_id, now=now)
+    assert usage.month == "2026-03"
+    assert usage.since == datetime.datetime(2026, 3, 1, tzinfo=UTC)
+    assert usage.until == datetime.datetime(2026, 4, 1, tzinfo=UTC)
+    assert usage.by_tool == {"search": 1, "whoami": 2}
+    assert usage.developer_total == 3
+    assert usage.organization_total == 4
+
+    december = monthly_usage(
+        developer_id=developer.id,
+        organization_id=developer.organization_id,
+        now=datetime.datetime(2026, 12, 31, tzinfo=UTC),
+    )
+    assert december.until == datetime.datetime(2027, 1, 1, tzinfo=UTC)
+    assert (december.by_tool, december.developer_total, december.organization_total) == ({}, 0, 0)

@@ -1,0 +1,165 @@
+"""The bridge over stdio: the mcp SDK's client spawning `manage.py mcp_server` with HOTCROSS_API_KEY."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import sys
+import time
+
+import anyio
+import pytest
+from django.utils import timezone
+
+from accounts import services
+from accounts.models import UsageEvent
+from tests.factories import DeveloperFactory, OrganizationFactory
+from tests.mcp_bridge.conftest import ROOT, db, mcp_error, server_env, stdio_session, structured
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_command(key: str | None) -> subprocess.CompletedProcess:
+    env = server_env()
+    if key is not None:
+        env["HOTCROSS_API_KEY"] = key
+    return subprocess.run(
+        [sys.executable, "manage.py", "mcp_server"],
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_lists_tools_and_calls_whoami_and_usage(tmp_path):
+    developer = DeveloperFactory(first_name="Grace", last_name="Hopper")
+
+    async def scenario():
+        with open(tmp_path / "stderr", "w") as errlog:
+            async with stdio_session(developer.plain_key, errlog) as client:
+                tools = {t.name: t for t in (await client.list_tools()).tools}
+                whoami = structured(await client.call_tool("whoami", {}))
+                echo = structured(await client.call_tool("echo", {"text": "hi"}))
+                usage = structured(await client.call_tool("usage", {}))
+                return tools, whoami, echo, usage
+
+    tools, whoami, echo, usage = anyio.run(scenario)
+    assert {"whoami", "usage", "echo"} <= set(tools)
+    assert "_developer_id" not in tools["echo"].input_schema["properties"]
+    assert whoami["email"] == developer.email
+    assert whoami["name"] == "Grace Hopper"
+    assert whoami["organization_id"] == str(developer.organization_id)
+    assert echo["developer_id"] == str(developer.id)
+    assert usage["by_tool"] == {"whoami": 1, "echo": 1}
+    assert usage["organization_calls"] == 2
+    assert UsageEvent.objects.filter(developer=developer).count() == 3  # usage itself is recorded once answered
+
+
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        (None, "HOTCROSS_API_KEY is not set. Put your Hotcross key"),
+        ("  ", "HOTCROSS_API_KEY is not set."),
+        ("hc_live_" + "z" * 40, "invalid_key: This API key is not valid."),
+        ("not-a-key", "invalid_key: This API key is not valid."),
+    ],
+)
+def test_a_missing_or_unknown_key_exits_2_with_one_line_and_no_mcp_traffic(key, says):
+    done = run_command(key)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert says in lines[0]
+
+
+def test_a_refused_key_exits_2_with_the_refusal(tmp_path):
+    org = OrganizationFactory(max_seats=1)
+    DeveloperFactory(organization=org, seat_claimed_at=timezone.now() - datetime.timedelta(hours=1))
+    beyond_the_seats = DeveloperFactory(organization=org)
+    revoked = DeveloperFactory()
+    services.revoke_key(developer=revoked)
+
+    for developer, code in ((beyond_the_seats, "seat_limit_exceeded"), (revoked, "key_revoked")):
+        done = run_command(developer.plain_key)
+        assert done.returncode == 2
+        assert done.stdout == ""
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert lines[0].startswith(f"{code}: ")
+
+
+def _revoke(developer):
+    services.revoke_key(developer=developer)
+
+
+def _cancel(developer):
+    services.set_status(organization=developer.organization, status="canceled")
+
+
+def _deactivate(developer):
+    services.deactivate_developer(developer=developer)
+
+
+def _lose_seat(developer):
+    services.set_seats(organization=developer.organization, max_seats=0)
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        (_revoke, "key_revoked"),
+        (_cancel, "subscription_inactive"),
+        (_deactivate, "developer_inactive"),
+        (_lose_seat, "seat_limit_exceeded"),
+    ],
+)
+def test_a_change_mid_session_refuses_the_next_request(tmp_path, change, code):
+    developer = DeveloperFactory()
+
+    async def scenario():
+        with open(tmp_path / "stderr", "w") as errlog:
+            async with stdio_session(developer.plain_key, errlog) as client:
+                before = structured(await client.call_tool("whoami", {}))
+                await db(change, developer)
+                started = time.monotonic()
+                while True:
+                    try:
+                        await client.call_tool("whoami", {})
+                    except Exception as exc:
+                        refused = mcp_error(exc)
+                        break
+                    assert time.monotonic() - started < 3, "the change did not take effect"
+                    await anyio.sleep(0.1)
+                # The session survives a refusal: listing tools is refused the same way, not a crash.
+                with pytest.raises(Exception) as listing:
+                    await client.list_tools()
+                return before, refused, time.monotonic() - started, mcp_error(listing.value)
+
+    before, refused, after, listing = anyio.run(scenario)
+    assert before["developer_id"] == str(developer.id)
+    assert refused.code == -32001
+    assert refused.data["code"] == code
+    assert refused.message.startswith(f"{code}: ")
+    assert listing.data["code"] == code
+    assert after < 1.5
+    assert not UsageEvent.objects.filter(ok=False).exists()
+
+
+def test_spoofed_caller_arguments_do_not_change_the_caller(tmp_path):
+    developer = DeveloperFactory()
+    other = DeveloperFactory()
+
+    async def scenario():
+        with open(tmp_path / "stderr", "w") as errlog:
+            async with stdio_session(developer.plain_key, errlog) as client:
+                spoof = {"_developer_id": str(other.id), "_organization_id": str(other.organization_id)}
+                return structured(await client.call_tool("echo", {"text": "x", **spoof}))
+
+    echo = anyio.run(scenario)
+    assert echo["developer_id"] == str(developer.id)
+    assert echo["organization_id"] == str(developer.organization_id)
+    assert list(UsageEvent.objects.values_list("developer_id", flat=True)) == [developer.id]
