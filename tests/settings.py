@@ -15,3 +15,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file beside the configured one, not memory: servers the tests start in other threads or processes must
     # see the same data, and each DATABASE_URL gets its own test file.
     DATABASES["default"]["TEST"] = {"NAME": f"{DATABASES['default']['NAME']}-test"}  # noqa: F405
+
+# Stripe is never reached from tests: a fake key of the shape dj-stripe accepts, and an API host on this machine
+# that refuses connections. Tests that need the API start a local stub and point `stripe.api_base` at it
+# (tests/billing/stripe_stub.py).
+STRIPE_LIVE_MODE = False
+STRIPE_TEST_SECRET_KEY = "sk_test_hotcrossFakeKeyForTestsOnly0000"  # not a secret: no Stripe account has it
+STRIPE_LIVE_SECRET_KEY = ""
+STRIPE_API_HOST = "http://127.0.0.1:9"
+# dj-stripe warns that STRIPE_API_HOST is set while DEBUG is off; here that is the point (and commands the tests run
+# in a subprocess with these settings must not print the warning).
+SILENCED_SYSTEM_CHECKS = ["djstripe.W002"]
