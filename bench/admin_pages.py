@@ -1,0 +1,209 @@
+#!/usr/bin/env python
+"""Admin page render times on PostgreSQL with 10 000 organizations and 100 000 developers (target: ≤ 300 ms).
+
+    DATABASE_URL is not used: the script makes its own scratch database on the server below (dropped at the end).
+    .venv/bin/python bench/admin_pages.py [--server postgres://postgres@127.0.0.1:5432] [--runs 20] [--keep]
+
+Loads 10 000 organizations, 100 000 developers (some revoked, some inactive, a few organizations over their seat
+limit) and 200 000 usage events over the last 30 days, then requests each page through Django's test client as a
+logged-in superuser (DEBUG off, so templates are cached as in production) and prints, per page, the median, p95 and
+worst time over the runs and the number of SQL queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import random
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ORGS = 10_000
+DEVS_PER_ORG = 10
+EVENTS = 200_000
+TARGET_MS = 300
+SCRATCH_DB = "hotcross_bench_admin"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server", default=os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432"))
+    parser.add_argument("--runs", type=int, default=20, help="timed requests per page (after 2 warm-up requests)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    return parser.parse_args()
+
+
+def admin_sql(server: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def main() -> None:
+    args = parse_args()
+    admin_sql(args.server, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
+    admin_sql(args.server, f"CREATE DATABASE {SCRATCH_DB}")
+    os.environ["DATABASE_URL"] = f"{args.server}/{SCRATCH_DB}"
+    os.environ["DEBUG"] = "false"
+    os.environ.setdefault("SECRET_KEY", "bench-only")
+    os.environ["ALLOWED_HOSTS"] = "testserver"
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hotcross.settings")
+    try:
+        run(args)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        for conn in connections.all():
+            if getattr(conn, "pool", None) is not None:
+                conn.close_pool()
+        if not args.keep:
+            admin_sql(args.server, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
+
+
+def load(now: datetime.datetime) -> None:
+    from accounts import keys
+    from accounts.models import Developer, Organization, UsageEvent
+
+    rng = random.Random(6)
+    statuses = ["active"] * 7 + ["trialing", "past_due", "canceled"]
+    orgs = [
+        Organization(
+            id=uuid.uuid4(),
+            name=f"Org {i:05d}",
+            stripe_customer_id=f"cus_{i:08d}",
+            subscription_status=rng.choice(statuses),
+            # One organization in fifty was downgraded below its seats in use.
+            max_seats=DEVS_PER_ORG - 3 if i % 50 == 0 else DEVS_PER_ORG,
+            created_at=now - datetime.timedelta(days=rng.randint(0, 900)),
+        )
+        for i in range(ORGS)
+    ]
+    Organization.objects.bulk_create(orgs, batch_size=5_000)
+    developers = []
+    for i in range(ORGS * DEVS_PER_ORG):
+        key = keys.generate_key()
+        claimed = now - datetime.timedelta(days=rng.randint(0, 900), seconds=i)
+        developers.append(
+            Developer(
+                id=uuid.uuid4(),
+                organization=orgs[i // DEVS_PER_ORG],
+                email=f"dev{i}@example.com",
+                first_name="Dev",
+                last_name=f"Number{i}",
+                api_key_hash=keys.hash_key(key),
+                api_key_prefix=keys.display_prefix(key),
+                api_key_created_at=claimed,
+                api_key_revoked_at=now if i % 17 == 0 else None,
+                api_key_last_used_at=now - datetime.timedelta(minutes=rng.randint(0, 60 * 24 * 60)),
+                is_active=i % 23 != 0,
+                seat_claimed_at=claimed,
+                created_at=claimed,
+            )
+        )
+    Developer.objects.bulk_create(developers, batch_size=5_000)
+    # The measured organization (the first) gets a busy month; the rest of the events are spread over everyone.
+    events = [
+        UsageEvent(
+            developer=developers[j % DEVS_PER_ORG],
+            organization=orgs[0],
+            tool_name="whoami",
+            created_at=now - datetime.timedelta(minutes=rng.randint(0, 60 * 24 * 30)),
+            ok=j % 20 != 0,
+        )
+        for j in range(5_000)
+    ]
+    for _ in range(EVENTS - len(events)):
+        d = rng.randrange(len(developers))
+        events.append(
+            UsageEvent(
+                developer=developers[d],
+                organization=orgs[d // DEVS_PER_ORG],
+                tool_name="usage",
+                created_at=now - datetime.timedelta(minutes=rng.randint(0, 60 * 24 * 30)),
+            )
+        )
+    UsageEvent.objects.bulk_create(events, batch_size=10_000)
+
+
+def run(args: argparse.Namespace) -> None:
+    import django
+
+    django.setup()
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from accounts.models import Organization
+
+    print(
+        f"PostgreSQL scratch database {SCRATCH_DB}: migrating and loading {ORGS} organizations, "
+        f"{ORGS * DEVS_PER_ORG} developers, {EVENTS} usage events…",
+        flush=True,
+    )
+    started = time.perf_counter()
+    for app in ("contenttypes", "auth", "sessions", "admin", "accounts"):
+        call_command("migrate", app, verbosity=0)
+    load(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")  # the steady state autovacuum keeps (statistics, visibility map)
+    print(f"loaded in {time.perf_counter() - started:.0f} s", flush=True)
+
+    user = User.objects.create_superuser("bench", "bench@example.com", "bench-password")
+    client = Client()
+    client.force_login(user)
+    busy = Organization.objects.get(name="Org 00000")
+    org_list = reverse("admin:accounts_organization_changelist")
+    dev_list = reverse("admin:accounts_developer_changelist")
+    pages = [
+        ("organizations: list", org_list),
+        ("organizations: sorted by seats used", org_list + "?o=3"),
+        ("organizations: over seat limit", org_list + "?over_seat_limit=yes"),
+        ("organizations: search a developer email", org_list + "?q=dev99999@example.com"),
+        (
+            "organizations: change page (10 devs, 5 000 events)",
+            reverse("admin:accounts_organization_change", args=[busy.pk]),
+        ),
+        ("developers: list", dev_list),
+        (
+            "developers: active, not revoked, org active",
+            dev_list + "?is_active__exact=1&revoked=no&organization__subscription_status__exact=active",
+        ),
+        ("developers: search", dev_list + "?q=Number4242"),
+    ]
+    print(f"\n{'page':<52} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'queries':>8}")
+    worst = 0.0
+    for name, url in pages:
+        for _ in range(2):
+            assert client.get(url).status_code == 200, url
+        samples = []
+        for _ in range(args.runs):
+            with CaptureQueriesContext(connection) as queries:
+                start = time.perf_counter()
+                response = client.get(url)
+                elapsed = (time.perf_counter() - start) * 1000
+            assert response.status_code == 200, url
+            samples.append(elapsed)
+        ordered = sorted(samples)
+        p95 = ordered[max(0, int(len(ordered) * 0.95) - 1)]
+        worst = max(worst, p95)
+        print(f"{name:<52} {statistics.median(ordered):8.1f} {p95:8.1f} {ordered[-1]:8.1f} {len(queries):8d}")
+    verdict = "within" if worst <= TARGET_MS else "OVER"
+    print(f"\nslowest p95: {worst:.1f} ms — {verdict} the {TARGET_MS} ms target")
+
+
+if __name__ == "__main__":
+    main()

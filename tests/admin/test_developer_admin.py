@@ -1,0 +1,299 @@
+"""The developer pages: add (key shown once), rotate, revoke, (de)activate, expiry, list — through the test client."""
+
+import datetime
+import logging
+import re
+
+import pytest
+from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
+from django.contrib.sessions.models import Session
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts import keys, selectors
+from accounts.exceptions import KeyRefused
+from accounts.models import Developer
+from tests.factories import DeveloperFactory, OrganizationFactory
+
+pytestmark = pytest.mark.django_db
+
+ADD_URL = reverse("admin:accounts_developer_add")
+CHANGELIST_URL = reverse("admin:accounts_developer_changelist")
+KEY_RE = re.compile(r"hc_live_[A-Za-z0-9]{40}")
+
+
+def shown_keys(response) -> list[str]:
+    return KEY_RE.findall(response.content.decode())
+
+
+def history(obj) -> list[LogEntry]:
+    return list(LogEntry.objects.filter(object_id=str(obj.pk)).order_by("action_time", "id"))
+
+
+def add(client, org, email="grace@acme.test", **extra):
+    data = {"organization": str(org.pk), "email": email, "first_name": "Grace", "last_name": "Hopper", **extra}
+    return client.post(ADD_URL, data)
+
+
+class TestAddDeveloper:
+    def test_the_add_form_prefills_the_organization_from_the_link_on_its_page(self, staff_client, org):
+        response = staff_client.get(ADD_URL + f"?organization={org.pk}")
+        assert response.status_code == 200
+        assert f'<option value="{org.pk}" selected>Acme Corp</option>' in response.content.decode()
+
+    def test_adding_shows_the_plain_key_once_and_stores_only_its_hash(self, staff_client, org, caplog):
+        caplog.set_level(logging.DEBUG)
+        response = add(staff_client, org)
+        assert response.status_code == 200
+        (key,) = shown_keys(response)
+        developer = Developer.objects.get(email="grace@acme.test")
+        assert developer.organization == org
+        assert developer.api_key_hash == keys.hash_key(key)
+        assert developer.api_key_prefix == key[:12]
+        assert selectors.authenticate_key(key).developer_id == developer.pk
+        body = response.content.decode()
+        assert "will not be shown again" in body
+        assert "hc-copy" in body and "accounts/copy_key.js" in body
+        assert "no-store" in response["Cache-Control"]
+        # Nowhere else: not in any session, not in the history, not in the logs.
+        assert not any(key in str(s.get_decoded()) for s in Session.objects.all())
+        assert not LogEntry.objects.filter(change_message__contains=key).exists()
+        assert key not in caplog.text
+
+    def test_reloading_the_key_page_does_not_show_the_key_again(self, staff_client, org):
+        first = add(staff_client, org)
+        assert len(shown_keys(first)) == 1
+        # A reload re-sends the same POST: the developer exists, so the form refuses and no key appears.
+        again = add(staff_client, org)
+        assert shown_keys(again) == []
+        assert "already exists" in again.content.decode()
+        assert Developer.objects.filter(email="grace@acme.test").count() == 1
+        # And a plain GET of the page's address is an empty add form.
+        assert shown_keys(staff_client.get(ADD_URL)) == []
+
+    def test_the_history_has_one_addition_by_the_staff_user(self, staff_client, org, superuser):
+        add(staff_client, org)
+        developer = Developer.objects.get(email="grace@acme.test")
+        (entry,) = history(developer)
+        assert entry.action_flag == ADDITION
+        assert entry.user == superuser
+        assert developer.api_key_prefix in entry.change_message
+
+    def test_a_full_organization_refuses_with_the_services_message_as_a_form_error(self, staff_client):
+        full = OrganizationFactory(name="Tiny Ltd", max_seats=1)
+        DeveloperFactory(organization=full)
+        response = add(staff_client, full, email="late@tiny.test")
+        assert response.status_code == 200
+        assert shown_keys(response) == []
+        assert "Tiny Ltd uses 1 of 1 seat." in response.context["adminform"].form.errors["organization"][0]
+        assert not Developer.objects.filter(email="late@tiny.test").exists()
+
+    def test_a_taken_email_is_refused_ignoring_case(self, staff_client, org, developer):
+        response = add(staff_client, org, email="ADA@acme.test")
+        assert shown_keys(response) == []
+        assert "already exists" in response.context["adminform"].form.errors["email"][0]
+
+    def test_a_malformed_email_is_a_field_error_and_nothing_is_written(self, staff_client, org):
+        response = add(staff_client, org, email="not-an-email")
+        assert response.status_code == 200
+        assert "email" in response.context["adminform"].form.errors
+        assert Developer.objects.count() == 0
+        assert LogEntry.objects.count() == 0
+
+
+class TestRotate:
+    def confirm_and_rotate(self, client, developer):
+        page = client.post(
+            CHANGELIST_URL, {"action": "rotate_keys", "_selected_action": [str(developer.pk)], "index": "0"}
+        )
+        assert page.status_code == 200
+        assert "Rotate key?" in page.content.decode()
+        assert shown_keys(page) == []
+        version = page.context["hidden"][0]
+        data = {"action": "rotate_keys", "_selected_action": [str(developer.pk)], "post": "yes", version[0]: version[1]}
+        return data, client.post(CHANGELIST_URL, data)
+
+    def test_rotate_action_confirms_then_shows_the_new_key_once_and_the_old_key_stops(
+        self, staff_client, developer, superuser
+    ):
+        old_key = developer.plain_key
+        _, response = self.confirm_and_rotate(staff_client, developer)
+        (new_key,) = shown_keys(response)
+        assert new_key != old_key
+        assert "no-store" in response["Cache-Control"]
+        assert selectors.authenticate_key(new_key).developer_id == developer.pk
+        with pytest.raises(KeyRefused) as refused:
+            selectors.authenticate_key(old_key)
+        assert refused.value.code == "invalid_key"
+        (entry,) = history(developer)
+        assert entry.action_flag == CHANGE and entry.user == superuser and "Rotated key" in entry.change_message
+
+    def test_replaying_the_confirmed_post_rotates_nothing_and_shows_no_key(self, staff_client, developer):
+        data, first = self.confirm_and_rotate(staff_client, developer)
+        (new_key,) = shown_keys(first)
+        replay = staff_client.post(CHANGELIST_URL, data, follow=True)
+        assert shown_keys(replay) == []
+        assert "the key changed after the confirmation page was opened" in replay.content.decode()
+        assert selectors.authenticate_key(new_key).developer_id == developer.pk
+        assert len(history(developer)) == 1
+
+    def test_rotate_button_on_the_change_page(self, staff_client, developer):
+        url = reverse("admin:accounts_developer_rotate_key", args=[developer.pk])
+        change = staff_client.get(reverse("admin:accounts_developer_change", args=[developer.pk]))
+        assert url in change.content.decode()
+        page = staff_client.get(url)
+        assert page.status_code == 200 and shown_keys(page) == []
+        name, value = page.context["hidden"][0]
+        response = staff_client.post(url, {"post": "yes", name: value})
+        (new_key,) = shown_keys(response)
+        assert selectors.authenticate_key(new_key).developer_id == developer.pk
+        assert shown_keys(staff_client.post(url, {"post": "yes", name: value}, follow=True)) == []
+
+    def test_rekeying_a_revoked_developer_of_a_full_organization_says_why(self, staff_client, org, developer):
+        developer.api_key_revoked_at = timezone.now()
+        developer.save()
+        DeveloperFactory.create_batch(3, organization=org)
+        _, response = self.confirm_and_rotate(staff_client, developer)
+        assert shown_keys(response) == []
+        response = staff_client.get(CHANGELIST_URL)
+        assert "Acme Corp uses 3 of 3 seats." in response.content.decode()
+
+
+class TestRevoke:
+    def test_revoke_action_asks_first_then_revokes_at_once(self, staff_client, developer, superuser):
+        ask = staff_client.post(
+            CHANGELIST_URL, {"action": "revoke_keys", "_selected_action": [str(developer.pk)], "index": "0"}
+        )
+        assert ask.status_code == 200 and "Revoke key?" in ask.content.decode()
+        developer.refresh_from_db()
+        assert developer.api_key_revoked_at is None
+
+        done = staff_client.post(
+            CHANGELIST_URL, {"action": "revoke_keys", "_selected_action": [str(developer.pk)], "post": "yes"}
+        )
+        assert done.status_code == 302
+        with pytest.raises(KeyRefused) as refused:
+            selectors.authenticate_key(developer.plain_key)
+        assert refused.value.code == "key_revoked"
+        (entry,) = history(developer)
+        assert entry.user == superuser and "Revoked key" in entry.change_message
+
+    def test_revoke_button_on_the_change_page(self, staff_client, developer):
+        url = reverse("admin:accounts_developer_revoke_key", args=[developer.pk])
+        assert staff_client.get(url).status_code == 200
+        response = staff_client.post(url, {"post": "yes"})
+        assert response.status_code == 302
+        developer.refresh_from_db()
+        assert developer.api_key_revoked_at is not None
+        # Revoked: the button is gone.
+        change = staff_client.get(reverse("admin:accounts_developer_change", args=[developer.pk]))
+        assert url not in change.content.decode()
+
+    def test_an_unknown_developer_is_a_404(self, staff_client):
+        url = reverse("admin:accounts_developer_revoke_key", args=["00000000-0000-0000-0000-000000000000"])
+        assert staff_client.get(url).status_code == 404
+
+
+class TestActivation:
+    def test_deactivate_frees_the_seat_and_activate_takes_it_back(self, staff_client, org, developer, superuser):
+        response = staff_client.post(
+            CHANGELIST_URL, {"action": "deactivate", "_selected_action": [str(developer.pk)], "index": "0"}
+        )
+        assert response.status_code == 302
+        assert selectors.seats_in_use(org) == 0
+        with pytest.raises(KeyRefused) as refused:
+            selectors.authenticate_key(developer.plain_key)
+        assert refused.value.code == "developer_inactive"
+
+        staff_client.post(CHANGELIST_URL, {"action": "activate", "_selected_action": [str(developer.pk)], "index": "0"})
+        assert selectors.seats_in_use(org) == 1
+        assert [e.change_message for e in history(developer)] == ["Deactivated.", "Activated."]
+        assert {e.user for e in history(developer)} == {superuser}
+
+    def test_activating_into_a_full_organization_shows_the_services_message(self, staff_client, org):
+        waiting = DeveloperFactory(organization=org, is_active=False)
+        DeveloperFactory.create_batch(3, organization=org)
+        response = staff_client.post(
+            CHANGELIST_URL, {"action": "activate", "_selected_action": [str(waiting.pk)], "index": "0"}, follow=True
+        )
+        assert "Acme Corp uses 3 of 3 seats." in response.content.decode()
+        waiting.refresh_from_db()
+        assert waiting.is_active is False
+
+
+class TestExpiry:
+    def test_set_key_expiry_asks_for_a_time_then_the_key_expires(self, staff_client, developer):
+        ask = staff_client.post(
+            CHANGELIST_URL, {"action": "set_key_expiry", "_selected_action": [str(developer.pk)], "index": "0"}
+        )
+        assert ask.status_code == 200 and 'type="datetime-local"' in ask.content.decode()
+        past = (timezone.now() - datetime.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M")
+        done = staff_client.post(
+            CHANGELIST_URL,
+            {"action": "set_key_expiry", "_selected_action": [str(developer.pk)], "post": "yes", "expires_at": past},
+        )
+        assert done.status_code == 302
+        with pytest.raises(KeyRefused) as refused:
+            selectors.authenticate_key(developer.plain_key)
+        assert refused.value.code == "key_expired"
+
+    def test_a_bad_time_is_a_form_error_and_nothing_changes(self, staff_client, developer):
+        response = staff_client.post(
+            CHANGELIST_URL,
+            {"action": "set_key_expiry", "_selected_action": [str(developer.pk)], "post": "yes", "expires_at": "soon"},
+        )
+        assert response.status_code == 200
+        assert response.context["form"].errors["expires_at"]
+        developer.refresh_from_db()
+        assert developer.api_key_expires_at is None
+        assert history(developer) == []
+
+    def test_empty_means_never(self, staff_client, developer):
+        developer.api_key_expires_at = timezone.now() - datetime.timedelta(days=1)
+        developer.save()
+        staff_client.post(
+            CHANGELIST_URL,
+            {"action": "set_key_expiry", "_selected_action": [str(developer.pk)], "post": "yes", "expires_at": ""},
+        )
+        assert selectors.authenticate_key(developer.plain_key).developer_id == developer.pk
+
+
+class TestChangelistAndChangePage:
+    def test_columns_and_no_hash_anywhere(self, staff_client, developer):
+        body = staff_client.get(CHANGELIST_URL).content.decode()
+        for text in ("ada@acme.test", "Acme Corp", developer.api_key_prefix, "active"):
+            assert text in body
+        change = staff_client.get(reverse("admin:accounts_developer_change", args=[developer.pk])).content.decode()
+        assert developer.api_key_hash not in body and developer.api_key_hash not in change
+        assert 'name="_save"' not in change  # nothing is edited in place
+        assert 'name="api_key_prefix"' not in change
+
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            ("q=ada@acme", {"ada@acme.test"}),
+            ("q=Hopper", {"grace@other.test"}),
+            ("is_active__exact=0", {"off@other.test"}),
+            ("revoked=yes", {"gone@acme.test"}),
+            ("revoked=no", {"ada@acme.test", "grace@other.test", "off@other.test"}),
+            ("organization__subscription_status__exact=canceled", {"grace@other.test", "off@other.test"}),
+        ],
+    )
+    def test_search_and_filters(self, staff_client, org, developer, query, expected):
+        other = OrganizationFactory(subscription_status="canceled")
+        DeveloperFactory(organization=other, email="grace@other.test", last_name="Hopper")
+        DeveloperFactory(organization=other, email="off@other.test", is_active=False)
+        DeveloperFactory(organization=org, email="gone@acme.test", api_key_revoked_at=timezone.now())
+        response = staff_client.get(f"{CHANGELIST_URL}?{query}")
+        assert response.status_code == 200
+        assert {d.email for d in response.context["cl"].result_list} == expected
+
+    def test_search_by_key_prefix(self, staff_client, developer):
+        DeveloperFactory()
+        response = staff_client.get(f"{CHANGELIST_URL}?q={developer.api_key_prefix}")
+        assert [d.pk for d in response.context["cl"].result_list] == [developer.pk]
+
+    def test_there_is_no_delete(self, staff_client, developer):
+        response = staff_client.get(CHANGELIST_URL)
+        assert "delete_selected" not in response.content.decode()
+        assert staff_client.get(reverse("admin:accounts_developer_delete", args=[developer.pk])).status_code == 403

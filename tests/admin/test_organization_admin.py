@@ -1,0 +1,308 @@
+"""The organization pages: list, add/change through the services, seats confirmation, actions, usage chart."""
+
+import datetime
+
+import pytest
+from django.contrib.admin.models import ADDITION, LogEntry
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts import selectors
+from accounts.exceptions import KeyRefused
+from accounts.models import Organization, UsageEvent
+from tests.factories import DeveloperFactory, OrganizationFactory
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST_URL = reverse("admin:accounts_organization_changelist")
+ADD_URL = reverse("admin:accounts_organization_add")
+
+
+def change_url(org) -> str:
+    return reverse("admin:accounts_organization_change", args=[org.pk])
+
+
+def history(obj) -> list[LogEntry]:
+    return list(LogEntry.objects.filter(object_id=str(obj.pk)).order_by("action_time", "id"))
+
+
+def form_data(org, **changes) -> dict:
+    """What the change form posts back unchanged (plus `changes`), inline management form included."""
+    data = {
+        "name": org.name,
+        "billing_email": org.billing_email,
+        "pricing_model": org.pricing_model,
+        "subscription_status": org.subscription_status,
+        "max_seats": str(org.max_seats),
+        "stripe_customer_id": org.stripe_customer_id or "",
+        "developers-TOTAL_FORMS": "0",
+        "developers-INITIAL_FORMS": "0",
+        "developers-MIN_NUM_FORMS": "0",
+        "developers-MAX_NUM_FORMS": "0",
+        "_save": "Save",
+    }
+    data.update({k: str(v) for k, v in changes.items()})
+    return data
+
+
+class TestChangelist:
+    def test_columns_badge_seats_stripe_link_and_developer_count(self, staff_client, org, developer):
+        body = staff_client.get(CHANGELIST_URL).content.decode()
+        assert 'class="hc-badge hc-ok" data-status="active">Active</span>' in body
+        assert "1 / 3" in body
+        assert 'href="https://dashboard.stripe.com/test/customers/cus_acme"' in body
+        assert f"?organization__id__exact={org.pk}" in body
+        assert "Per organization (seats)" in body
+        assert "accounts/admin.css" in body
+
+    def test_live_mode_links_to_the_live_dashboard(self, staff_client, org, settings):
+        settings.STRIPE_LIVE_MODE = True
+        body = staff_client.get(CHANGELIST_URL).content.decode()
+        assert 'href="https://dashboard.stripe.com/customers/cus_acme"' in body
+
+    def test_over_the_limit_is_flagged_and_filterable(self, staff_client, org):
+        DeveloperFactory.create_batch(2, organization=org)
+        crowded = OrganizationFactory(name="Crowded", max_seats=1)
+        DeveloperFactory.create_batch(2, organization=crowded)
+        body = staff_client.get(CHANGELIST_URL).content.decode()
+        assert "2 / 1" in body and "over limit" in body
+        flagged = staff_client.get(CHANGELIST_URL + "?over_seat_limit=yes").context["cl"].result_list
+        assert [o.name for o in flagged] == ["Crowded"]
+        fine = staff_client.get(CHANGELIST_URL + "?over_seat_limit=no").context["cl"].result_list
+        assert [o.name for o in fine] == ["Acme Corp"]
+
+    def test_last_activity_is_the_latest_key_use(self, staff_client, org):
+        used = timezone.now() - datetime.timedelta(hours=2)
+        DeveloperFactory(organization=org, api_key_last_used_at=used)
+        DeveloperFactory(organization=org, api_key_last_used_at=used - datetime.timedelta(days=3))
+        OrganizationFactory(name="Quiet")
+        rows = {o.name: o.last_activity for o in staff_client.get(CHANGELIST_URL).context["cl"].result_list}
+        assert rows == {"Acme Corp": used, "Quiet": None}
+
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            ("q=acme", {"Acme Corp"}),
+            ("q=cus_beta", {"Beta GmbH"}),
+            ("q=grace@beta.test", {"Beta GmbH"}),
+            ("subscription_status__exact=past_due", {"Beta GmbH"}),
+            ("pricing_model__exact=hybrid", {"Beta GmbH"}),
+        ],
+    )
+    def test_search_and_filters(self, staff_client, org, query, expected):
+        beta = OrganizationFactory(
+            name="Beta GmbH", stripe_customer_id="cus_beta", subscription_status="past_due", pricing_model="hybrid"
+        )
+        DeveloperFactory(organization=beta, email="grace@beta.test")
+        DeveloperFactory(organization=beta, email="grace2@beta.test")
+        results = staff_client.get(f"{CHANGELIST_URL}?{query}").context["cl"].result_list
+        assert {o.name for o in results} == expected
+        assert len(results) == len(expected)  # searching developers' emails does not duplicate rows
+
+
+class TestAddAndChange:
+    def test_add_goes_through_the_service_and_is_recorded_once(self, staff_client, superuser):
+        response = staff_client.post(
+            ADD_URL,
+            {
+                "name": "  New Co ",
+                "billing_email": "billing@new.test",
+                "pricing_model": "per_organization",
+                "subscription_status": "trialing",
+                "max_seats": "4",
+                "stripe_customer_id": "",
+                "_continue": "1",
+            },
+        )
+        org = Organization.objects.get()
+        assert response.status_code == 302 and response["Location"] == change_url(org)
+        assert (org.name, org.max_seats, org.subscription_status, org.stripe_customer_id) == (
+            "New Co",
+            4,
+            "trialing",
+            None,
+        )
+        (entry,) = history(org)
+        assert entry.action_flag == ADDITION and entry.user == superuser
+
+    def test_a_taken_stripe_id_is_a_form_error(self, staff_client, org):
+        response = staff_client.post(
+            ADD_URL,
+            {
+                "name": "Copy",
+                "pricing_model": "per_organization",
+                "subscription_status": "active",
+                "max_seats": "1",
+                "stripe_customer_id": "cus_acme",
+            },
+        )
+        assert response.status_code == 200
+        assert response.context["adminform"].form.errors["stripe_customer_id"]
+        assert Organization.objects.count() == 1
+
+    def test_change_calls_each_service_once_with_the_staff_user(self, staff_client, org, superuser):
+        response = staff_client.post(
+            change_url(org), form_data(org, name="Acme Inc", subscription_status="past_due", max_seats=5)
+        )
+        assert response.status_code == 302
+        org.refresh_from_db()
+        assert (org.name, org.subscription_status, org.max_seats) == ("Acme Inc", "past_due", 5)
+        messages = [e.change_message for e in history(org)]
+        assert messages == ["Changed name.", "Subscription status: active → past_due.", "Seats: 3 → 5."]
+        assert {e.user for e in history(org)} == {superuser}
+
+    def test_saving_unchanged_records_nothing(self, staff_client, org):
+        assert staff_client.post(change_url(org), form_data(org)).status_code == 302
+        assert history(org) == []
+
+    def test_a_status_change_reaches_the_key_check(self, staff_client, org, developer):
+        staff_client.post(change_url(org), form_data(org, subscription_status="canceled"))
+        with pytest.raises(KeyRefused) as refused:
+            selectors.authenticate_key(developer.plain_key)
+        assert refused.value.code == "subscription_inactive"
+
+    def test_negative_seats_are_a_form_error(self, staff_client, org):
+        response = staff_client.post(change_url(org), form_data(org, max_seats=-1))
+        assert response.status_code == 200
+        assert response.context["adminform"].form.errors["max_seats"]
+        org.refresh_from_db()
+        assert org.max_seats == 3
+
+
+class TestSeatsBelowUse:
+    def test_lowering_below_use_asks_first_then_flags_and_the_earliest_keep_access(self, staff_client, org):
+        first, second, third = (DeveloperFactory(organization=org, email=f"d{i}@acme.test") for i in range(3))
+        ask = staff_client.post(change_url(org), form_data(org, max_seats=1))
+        assert ask.status_code == 200
+        body = ask.content.decode()
+        assert "Lower seats below those in use?" in body
+        assert "d1@acme.test" in body and "d2@acme.test" in body and "d0@acme.test" not in body
+        org.refresh_from_db()
+        assert org.max_seats == 3 and history(org) == []
+
+        replay = dict(ask.context["hidden"])
+        assert replay["_confirm_seats"] == "yes" and replay["max_seats"] == "1"
+        done = staff_client.post(change_url(org), {k: v for k, v in ask.context["hidden"]})
+        assert done.status_code == 302
+        org.refresh_from_db()
+        assert org.max_seats == 1
+        assert selectors.authenticate_key(first.plain_key).developer_id == first.pk
+        for late in (second, third):
+            with pytest.raises(KeyRefused) as refused:
+                selectors.authenticate_key(late.plain_key)
+            assert refused.value.code == "seat_limit_exceeded"
+        (entry,) = history(org)
+        assert entry.change_message.startswith("Seats: 3 → 1. 3 in use")
+
+        page = staff_client.get(change_url(org)).content.decode()
+        assert "3 / 1" in page and "over limit" in page and "over the limit: refused" in page
+        assert "over limit" in staff_client.get(CHANGELIST_URL).content.decode()
+
+    def test_lowering_but_not_below_use_needs_no_confirmation(self, staff_client, org, developer):
+        response = staff_client.post(change_url(org), form_data(org, max_seats=1))
+        assert response.status_code == 302
+        org.refresh_from_db()
+        assert org.max_seats == 1
+
+
+class TestActions:
+    def test_set_status_asks_for_the_status_then_sets_it(self, staff_client, org, superuser):
+        other = OrganizationFactory(subscription_status="trialing")
+        ids = [str(org.pk), str(other.pk)]
+        ask = staff_client.post(CHANGELIST_URL, {"action": "set_status", "_selected_action": ids, "index": "0"})
+        assert ask.status_code == 200 and 'name="status"' in ask.content.decode()
+        done = staff_client.post(
+            CHANGELIST_URL, {"action": "set_status", "_selected_action": ids, "post": "yes", "status": "unpaid"}
+        )
+        assert done.status_code == 302
+        assert set(Organization.objects.values_list("subscription_status", flat=True)) == {"unpaid"}
+        for o in (org, other):
+            (entry,) = history(o)
+            assert entry.user == superuser and "→ unpaid" in entry.change_message
+
+    def test_an_unknown_status_is_refused_and_nothing_changes(self, staff_client, org):
+        response = staff_client.post(
+            CHANGELIST_URL,
+            {"action": "set_status", "_selected_action": [str(org.pk)], "post": "yes", "status": "bogus"},
+        )
+        assert response.status_code == 200 and response.context["form"].errors["status"]
+        org.refresh_from_db()
+        assert org.subscription_status == "active" and history(org) == []
+
+    def test_revoke_every_key_confirms_then_revokes_all(self, staff_client, org, superuser):
+        devs = DeveloperFactory.create_batch(2, organization=org)
+        bystander = DeveloperFactory()
+        ask = staff_client.post(
+            CHANGELIST_URL, {"action": "revoke_all_keys", "_selected_action": [str(org.pk)], "index": "0"}
+        )
+        assert ask.status_code == 200 and "Acme Corp: 2 seats in use" in ask.content.decode()
+        assert selectors.seats_in_use(org) == 2
+        staff_client.post(
+            CHANGELIST_URL, {"action": "revoke_all_keys", "_selected_action": [str(org.pk)], "post": "yes"}
+        )
+        assert selectors.seats_in_use(org) == 0
+        for dev in devs:
+            (entry,) = history(dev)
+            assert entry.user == superuser and "Revoked key" in entry.change_message
+        assert selectors.authenticate_key(bystander.plain_key).developer_id == bystander.pk
+
+
+class TestChangePage:
+    def test_developers_inline_without_hash_or_editable_key_fields(self, staff_client, org, developer):
+        body = staff_client.get(change_url(org)).content.decode()
+        assert "ada@acme.test" in body and developer.api_key_prefix in body
+        assert developer.api_key_hash not in body
+        assert "api_key" not in "".join(
+            line for line in body.splitlines() if "<input" in line and "developers-" in line
+        )
+        assert "1 of 3" in body  # the developer's seat
+        assert reverse("admin:accounts_developer_add") + f"?organization={org.pk}" in body
+
+    def test_links_to_stripe_and_dj_stripe(self, staff_client, org):
+        org.subscription_id = "sub_123"
+        org.save()
+        body = staff_client.get(change_url(org)).content.decode()
+        assert "https://dashboard.stripe.com/test/customers/cus_acme" in body
+        assert reverse("admin:djstripe_customer_changelist") + "?id=cus_acme" in body
+        assert reverse("admin:djstripe_subscription_changelist") + "?id=sub_123" in body
+
+    def test_usage_chart_of_the_last_30_days_per_developer(self, staff_client, org, developer):
+        grace = DeveloperFactory(organization=org, email="grace@acme.test")
+        now = timezone.now()
+        events = [
+            UsageEvent(developer=developer, organization=org, tool_name="whoami", created_at=now),
+            UsageEvent(
+                developer=grace, organization=org, tool_name="usage", created_at=now - datetime.timedelta(days=2)
+            ),
+            UsageEvent(developer=grace, organization=org, tool_name="usage", ok=False, created_at=now),
+            # Too old for the chart:
+            UsageEvent(
+                developer=grace, organization=org, tool_name="usage", created_at=now - datetime.timedelta(days=40)
+            ),
+        ]
+        UsageEvent.objects.bulk_create(events)
+        response = staff_client.get(change_url(org))
+        chart = response.context["usage_chart"]
+        assert chart.total_calls == 3 and chart.total_errors == 1
+        assert {(s.label, s.calls, s.errors) for s in chart.legend} == {
+            ("ada@acme.test", 1, 0),
+            ("grace@acme.test", 2, 1),
+        }
+        body = response.content.decode()
+        assert "<svg" in body and "3 calls, 1 error" in body
+        assert body.count("<rect ") == 3  # today: two developers stacked; two days ago: one
+
+    def test_no_usage_says_so(self, staff_client, org):
+        assert "No recorded calls in the last 30 days." in staff_client.get(change_url(org)).content.decode()
+
+    def test_there_is_no_delete(self, staff_client, org):
+        assert "delete_selected" not in staff_client.get(CHANGELIST_URL).content.decode()
+        assert staff_client.get(reverse("admin:accounts_organization_delete", args=[org.pk])).status_code == 403
+
+    def test_autocomplete_for_the_developer_form_finds_organizations(self, staff_client, org):
+        OrganizationFactory(name="Other")
+        response = staff_client.get(
+            reverse("admin:autocomplete"),
+            {"app_label": "accounts", "model_name": "developer", "field_name": "organization", "term": "acme"},
+        )
+        assert [r["text"] for r in response.json()["results"]] == ["Acme Corp"]

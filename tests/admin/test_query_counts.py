@@ -1,0 +1,70 @@
+"""The lists and the organization page run the same number of queries whatever the amount of data."""
+
+import datetime
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import UsageEvent
+from tests.factories import DeveloperFactory, OrganizationFactory
+
+pytestmark = pytest.mark.django_db
+
+# Session, user, count and rows (+2 on the organization page: usage counts, emails). Measured: 4 and 6.
+MAX_QUERIES = 6
+
+
+def seed(organizations: int, developers_each: int, events_each: int):
+    orgs = OrganizationFactory.create_batch(organizations)
+    now = timezone.now()
+    for org in orgs:
+        devs = DeveloperFactory.create_batch(developers_each, organization=org, api_key_last_used_at=now)
+        UsageEvent.objects.bulk_create(
+            UsageEvent(
+                developer=devs[i % len(devs)],
+                organization=org,
+                tool_name="whoami",
+                created_at=now - datetime.timedelta(hours=7 * i),
+                ok=i % 5 != 0,
+            )
+            for i in range(events_each)
+        )
+    return orgs
+
+
+def count(client, url) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url).status_code == 200
+    return len(queries)
+
+
+@pytest.mark.parametrize(
+    "page",
+    ["organizations", "developers", "organization", "organizations_search", "developers_filtered"],
+)
+def test_constant_queries(staff_client, django_assert_max_num_queries, page):
+    def url(orgs):
+        return {
+            "organizations": reverse("admin:accounts_organization_changelist"),
+            "organizations_search": reverse("admin:accounts_organization_changelist") + "?q=dev&over_seat_limit=no",
+            "developers": reverse("admin:accounts_developer_changelist"),
+            "developers_filtered": reverse("admin:accounts_developer_changelist")
+            + "?is_active__exact=1&revoked=no&organization__subscription_status__exact=active",
+            "organization": reverse("admin:accounts_organization_change", args=[orgs[0].pk]),
+        }[page]
+
+    small = seed(1, 1, 1)
+    staff_client.get(url(small))  # warm per-process caches (content types) so they do not count
+    small_count = count(staff_client, url(small))
+    big = seed(40, 6, 60)
+    big_count = count(staff_client, url(big + small))
+    bigger = big + small
+    assert big_count == small_count
+    with django_assert_max_num_queries(MAX_QUERIES):
+        staff_client.get(url(bigger))
+    # The organization page of a large organization costs the same as a small one's.
+    if page == "organization":
+        assert count(staff_client, url(big)) == small_count

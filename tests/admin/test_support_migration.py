@@ -1,0 +1,46 @@
+"""0003_support_group: the custom key permissions and the "Support" group, forward and backward."""
+
+import pytest
+from django.contrib.auth.models import Group, Permission
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BEFORE = ("accounts", "0002_legacy_conversion")
+AFTER = ("accounts", "0003_support_group")
+
+
+def migrate(target):
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate([target])
+
+
+def test_the_migration_is_reversible_and_recreates_the_group():
+    try:
+        migrate(BEFORE)
+        assert not Group.objects.filter(name="Support").exists()
+        migrate(AFTER)
+        group = Group.objects.get(name="Support")
+        assert set(group.permissions.values_list("codename", flat=True)) == {
+            "view_organization",
+            "view_developer",
+            "view_usageevent",
+            "revoke_key",
+        }
+        # Permissions are not duplicated when post_migrate creates the same ones.
+        assert Permission.objects.filter(content_type__app_label="accounts", codename="revoke_key").count() == 1
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+def test_custom_permissions_exist_for_both_key_actions():
+    names = dict(
+        Permission.objects.filter(content_type__app_label="accounts", content_type__model="developer").values_list(
+            "codename", "name"
+        )
+    )
+    assert names["revoke_key"] == "Can revoke developer API keys"
+    assert names["rotate_key"] == "Can rotate developer API keys"

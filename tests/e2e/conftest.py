@@ -1,0 +1,65 @@
+"""Browser tests: Debian's chromium driven by Playwright against pytest-django's live server.
+
+Never `playwright install` (a browser download fails here): the system's chromium is used through
+`executable_path`. Without chromium the tests are skipped locally, and fail under CI (CI=true), where `.ci/run`
+installs it.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (CI installs it with apt in .ci/run)")
+        pytest.skip("chromium is not installed (apt-get install chromium); CI runs these tests")
+    return path
+
+
+@pytest.fixture
+def browser_page(chromium_path, live_server, settings, monkeypatch):
+    """A page in a fresh headless chromium, with clipboard access for the copy button."""
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still plain sync code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    settings.ALLOWED_HOSTS = ["localhost", "127.0.0.1"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(
+            base_url=live_server.url,
+            permissions=["clipboard-read", "clipboard-write"],
+            viewport={"width": 1280, "height": 900},
+        )
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+
+
+@pytest.fixture
+def screenshot(browser_page):
+    def take(name: str) -> None:
+        browser_page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+    return take

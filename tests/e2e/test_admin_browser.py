@@ -1,0 +1,111 @@
+"""A staff member runs the back office in a real browser: log in, create an organization, add a developer and read
+the key once, fail to add beyond the seats, set the status, revoke — and see the badge and seat count change."""
+
+import re
+
+import pytest
+from django.contrib.auth.models import User
+
+from accounts import selectors
+from accounts.exceptions import KeyRefused
+from accounts.models import Developer, Organization
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+KEY_RE = re.compile(r"hc_live_[A-Za-z0-9]{40}")
+
+
+def test_staff_day_in_the_browser(browser_page, screenshot):
+    page = browser_page
+    User.objects.create_superuser("boss", "boss@hotcross.test", "pw-boss-123")
+
+    # Log in.
+    page.goto("/admin/")
+    assert "Log in" in page.title()
+    page.fill("#id_username", "boss")
+    page.fill("#id_password", "pw-boss-123")
+    page.click("input[type=submit]")
+    page.wait_for_selector("text=Organizations and developers")
+    screenshot("01-logged-in")
+
+    # Create an organization with one seat; Stripe has not confirmed it yet.
+    page.goto("/admin/accounts/organization/add/")
+    page.fill("#id_name", "Browser Co")
+    page.select_option("#id_subscription_status", "incomplete")
+    page.fill("#id_max_seats", "1")
+    page.click("input[name=_continue]")
+    page.wait_for_selector("text=was added successfully")
+    org = Organization.objects.get(name="Browser Co")
+    screenshot("02-organization-created")
+
+    # Add a developer from the organization's page; the key is shown once.
+    page.click("text=Add developer")
+    assert page.input_value("#id_organization") == str(org.pk)
+    page.fill("#id_email", "ada@browser.test")
+    page.fill("#id_first_name", "Ada")
+    page.fill("#id_last_name", "Lovelace")
+    page.click("input[name=_save]")
+    page.wait_for_selector("text=will not be shown again")
+    key = page.input_value("input.hc-key")
+    assert KEY_RE.fullmatch(key)
+    page.click("button.hc-copy")
+    page.wait_for_selector("text=Copied.")
+    assert page.evaluate("navigator.clipboard.readText()") == key
+    screenshot("03-key-shown-once")
+    developer = Developer.objects.get(email="ada@browser.test")
+    with pytest.raises(KeyRefused) as refused:
+        selectors.authenticate_key(key)
+    assert refused.value.code == "subscription_inactive"  # the key is real: only the status stops it
+
+    # Reloading the page does not show the key again.
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.reload()
+    # The reload re-sends the form; the developer exists now, so the form refuses and no key is shown.
+    page.wait_for_selector("text=already exists")
+    assert key not in page.content()
+    assert not KEY_RE.search(page.content())
+    screenshot("04-after-reload")
+    assert Developer.objects.filter(email="ada@browser.test").count() == 1
+
+    # A second developer does not fit in one seat: the service's message, as a form error.
+    page.goto(f"/admin/accounts/developer/add/?organization={org.pk}")
+    page.fill("#id_email", "late@browser.test")
+    page.click("input[name=_save]")
+    page.wait_for_selector("text=Browser Co uses 1 of 1 seat.")
+    assert not KEY_RE.search(page.content())
+    screenshot("05-seat-limit-refused")
+
+    # The list shows the badge and seats; setting the status changes the badge.
+    page.goto("/admin/accounts/organization/")
+    row = page.locator("#result_list tr", has_text="Browser Co")
+    assert row.locator(".hc-badge").inner_text() == "Incomplete"
+    assert "1 / 1" in row.inner_text()
+    row.locator("input.action-select").check()
+    page.select_option("select[name=action]", "set_status")
+    page.click("button[name=index]")
+    page.select_option("#id_status", "active")
+    page.click("input[type=submit][value='Set status']")
+    page.wait_for_selector("text=Status set to active")
+    row = page.locator("#result_list tr", has_text="Browser Co")
+    assert row.locator(".hc-badge").inner_text() == "Active"
+    screenshot("06-status-active")
+    assert selectors.authenticate_key(key).developer_id == developer.pk
+
+    # Revoke the developer's key from the developer list, after confirming.
+    page.goto("/admin/accounts/developer/")
+    page.locator("#result_list tr", has_text="ada@browser.test").locator("input.action-select").check()
+    page.select_option("select[name=action]", "revoke_keys")
+    page.click("button[name=index]")
+    page.wait_for_selector("text=Revoke key?")
+    screenshot("07-revoke-confirmation")
+    page.click("input[type=submit][value='Yes, revoke']")
+    page.wait_for_selector("text=Revoked 1 key.")
+    assert page.locator("#result_list tr", has_text="ada@browser.test").locator(".hc-badge").inner_text() == "revoked"
+    with pytest.raises(KeyRefused) as refused:
+        selectors.authenticate_key(key)
+    assert refused.value.code == "key_revoked"
+
+    # The seat is free again.
+    page.goto("/admin/accounts/organization/")
+    assert "0 / 1" in page.locator("#result_list tr", has_text="Browser Co").inner_text()
+    screenshot("08-seat-freed")
