@@ -36,6 +36,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Before accounts: dj-stripe's webhook receivers must sync Stripe's objects before ours read them.
+    "djstripe",
     "accounts",
     "mcp_bridge",
 ]
@@ -113,6 +115,26 @@ HOTCROSS_ALLOWED_STATUSES = env.list("HOTCROSS_ALLOWED_STATUSES", default=["acti
 # How long a key check may be served from this process's memory. Capped at one second so that revocations,
 # deactivations, status and seat changes take effect everywhere within a second; 0 turns the cache off.
 HOTCROSS_KEY_CACHE_SECONDS = env.float("HOTCROSS_KEY_CACHE_SECONDS", default=1.0)
+# MCP bridge (mcp_bridge): Python modules whose `TOOLS` the MCP server offers besides the built-in `whoami` and
+# `usage`, comma-separated (e.g. "billing_tools.mcp,reports.mcp_tools").
+HOTCROSS_MCP_TOOLS = env.list("HOTCROSS_MCP_TOOLS", default=[])
+# Threads the MCP bridge uses for database work (key checks, usage events, sync tools). Each gives its connection
+# back after every unit of work, so this bounds the bridge's share of the pool: keep it below DATABASE_POOL_MAX_SIZE.
+HOTCROSS_MCP_DB_THREADS = env.int("HOTCROSS_MCP_DB_THREADS", default=8)
+
+# --- Stripe (dj-stripe) -------------------------------------------------------------------------------------------
+# Stripe is the source of truth for subscription status and seats (accounts/billing.py). With no key set the app
+# still starts (a development default): webhooks then fail with HTTP 500 until a key is configured.
+STRIPE_LIVE_MODE = env.bool("STRIPE_LIVE_MODE", default=False)
+STRIPE_TEST_SECRET_KEY = env.str("STRIPE_TEST_SECRET_KEY", default="")
+STRIPE_LIVE_SECRET_KEY = env.str("STRIPE_LIVE_SECRET_KEY", default="")
+# Only for a local fake of the Stripe API; dj-stripe treats the mere presence of the setting as "use this host".
+if env.str("STRIPE_API_HOST", default=""):
+    STRIPE_API_HOST = env.str("STRIPE_API_HOST")
+DJSTRIPE_SUBSCRIBER_MODEL = "accounts.Organization"
+DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
+# Webhooks are checked against the secret stored on their WebhookEndpoint row (`manage.py stripe_webhook_endpoint`).
+DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
 
 LOGGING = {
     "version": 1,

@@ -13,11 +13,13 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from django.apps import apps as django_apps
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from accounts import selectors, services
+from accounts import billing, legacy, selectors, services
 from accounts.exceptions import AccountsError
 from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus
 
@@ -178,6 +180,22 @@ class Command(BaseCommand):
         p.add_argument("dev_id", metavar="DEV_ID")
         p.add_argument(
             "expires_at", metavar="WHEN", help="ISO 8601 time with offset (2027-01-31T00:00+00:00) or never."
+        )
+
+        p = verb(
+            "sync-stripe",
+            self.sync_stripe,
+            "Re-fetch subscriptions from Stripe and re-apply status and seats (after missed webhooks).",
+        )
+        p.add_argument(
+            "org_id", metavar="ORG_ID", nargs="?", default=None, help="One organization; default: all with a customer."
+        )
+
+        verb(
+            "legacy-report",
+            self.legacy_report,
+            "Before migrating: what the legacy conversion would create from the old customers table, and every "
+            "row that would stop it (read-only; exits 1 when a row would stop it).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -347,3 +365,47 @@ class Command(BaseCommand):
         services.set_key_expiry(developer=dev, expires_at=expires_at)
         when = f"{_when(expires_at)} UTC" if expires_at else "never"
         self.emit(developer_data(dev), f"The key {dev.api_key_prefix}… of {dev.email} expires {when}.")
+
+    # --- Stripe ---
+
+    def sync_stripe(self, options: dict[str, Any]) -> None:
+        if options["org_id"]:
+            organizations = [selectors.get_organization(options["org_id"])]
+        else:
+            organizations = list(Organization.objects.exclude(stripe_customer_id=None).order_by("name", "id"))
+        results, lines, failures = [], [], []
+        for org in organizations:
+            try:
+                applied = billing.sync_from_stripe(org)
+            except AccountsError as exc:
+                if options["org_id"]:
+                    raise
+                failures.append(f"{org.name} ({org.id}): {exc.message}")
+                results.append({**organization_data(org, selectors.seats_in_use(org)), "stripe_error": exc.message})
+                continue
+            org = applied.organization
+            results.append(
+                {**organization_data(org, selectors.seats_in_use(org)), "stripe_problem": applied.problem or None}
+            )
+            line = f"{org.name}: {org.subscription_status}, {org.max_seats} seat(s)" + (
+                f" (subscription {org.subscription_id})." if org.subscription_id else "."
+            )
+            lines.append(line)
+            if applied.problem:
+                self.warn(f"{org.name}: {applied.problem}")
+        if not organizations:
+            lines.append("No organization has a Stripe customer id.")
+        self.emit(results[0] if options["org_id"] else results, "\n".join(lines))
+        if failures:
+            raise CommandError(
+                f"{len(failures)} of {len(organizations)} organization(s) could not be synced: " + "; ".join(failures)
+            )
+
+    # --- legacy conversion ---
+
+    def legacy_report(self, options: dict[str, Any]) -> None:
+        report = legacy.plan(connection, django_apps)
+        self.emit(report.as_dict(), report.describe())
+        if report.problems:
+            count = len({p.customer_id for p in report.problems})
+            raise CommandError(f"{count} customer(s) would stop the migration; fix them first (listed above).")
