@@ -262,6 +262,9 @@ class Tables:
     customers_raw: str
     organization_model: Any = None
     developer_model: Any = None
+    # False before Hotcross's own tables exist (`orgs legacy-report` on the old database, before any migrate):
+    # then nothing has been converted yet and nothing can collide.
+    targets_exist: bool = True
 
     @classmethod
     def from_apps(cls, apps: Any, connection: Any) -> Tables:
@@ -269,6 +272,8 @@ class Tables:
         dev = apps.get_model("accounts", "Developer")
         customers = apps.get_model("accounts", "LegacyCustomer")._meta.db_table
         q = connection.ops.quote_name
+        with connection.cursor() as cursor:
+            existing = set(connection.introspection.table_names(cursor))
         return cls(
             customers=q(customers),
             organizations=q(org._meta.db_table),
@@ -276,6 +281,7 @@ class Tables:
             customers_raw=customers,
             organization_model=org,
             developer_model=dev,
+            targets_exist={org._meta.db_table, dev._meta.db_table} <= existing,
         )
 
 
@@ -324,6 +330,11 @@ def _rank_status_sql(expr: str) -> str:
 def _pending_sql(t: Tables, d: _Dialect) -> str:
     """Customers without a developer yet, with their values normalised as the rules say."""
     cid = d.customer_id("c.id")
+    not_converted = (
+        f"WHERE NOT EXISTS (SELECT 1 FROM {t.developers} x WHERE x.legacy_customer_id = {cid})"
+        if t.targets_exist
+        else ""
+    )
     return f"""(
         SELECT {cid} AS id,
                lower({d.trim("COALESCE(c.email, '')")}) AS email,
@@ -335,7 +346,7 @@ def _pending_sql(t: Tables, d: _Dialect) -> str:
                c.first_name, c.last_name, c.api_key_hash, c.api_key_prefix, c.api_key_created_at,
                c.api_key_revoked_at, c.api_key_last_used_at, c.created_at
         FROM {t.customers} c
-        WHERE NOT EXISTS (SELECT 1 FROM {t.developers} x WHERE x.legacy_customer_id = {cid})
+        {not_converted}
     )"""
 
 
@@ -431,9 +442,12 @@ def find_problems(connection: Any, tables: Tables) -> list[Problem]:
                 problems.append(Problem(customer_id, code, f"{what} as customer {others}"))
 
     # Collisions with rows created outside the conversion (or by an earlier one).
-    rows = _rows(
-        connection,
-        f"""SELECT p.id, 'email_taken', d.id, d.email FROM {pending} p
+    rows = (
+        []
+        if not tables.targets_exist
+        else _rows(
+            connection,
+            f"""SELECT p.id, 'email_taken', d.id, d.email FROM {pending} p
                 JOIN {tables.developers} d ON lower(d.email) = p.email
             UNION ALL
             SELECT p.id, 'key_taken', d.id, d.email FROM {pending} p
@@ -441,6 +455,7 @@ def find_problems(connection: Any, tables: Tables) -> list[Problem]:
             UNION ALL
             SELECT p.id, 'stripe_customer_taken', o.id, o.name FROM {pending} p
                 JOIN {tables.organizations} o ON o.stripe_customer_id = p.stripe_id""",
+        )
     )
     for customer_id, code, other_id, other_name in rows:
         if code == "stripe_customer_taken":

@@ -373,6 +373,35 @@ def test_legacy_report_prints_the_plan_without_writing(legacy_table):
     migrate_forward()
 
 
+def test_legacy_report_works_on_the_old_database_before_hotcross_has_any_table(legacy_table):
+    """The report is for before anyone migrates: on the old system's database Hotcross's tables do not exist yet."""
+    insert_customers(
+        customer(email=" Ann@X.test", company="Acme", subscription_status=" Active"),
+        customer(email="ann@x.test", subscription_status="gold"),
+    )
+    migrate(BEFORE)
+    hidden = {table: f"{table}_hidden" for table in (Developer._meta.db_table, Organization._meta.db_table)}
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        for table, renamed in hidden.items():
+            cursor.execute(f"ALTER TABLE {quote(table)} RENAME TO {quote(renamed)}")
+    try:
+        out = io.StringIO()
+        with pytest.raises(CommandError, match="2 customer"):
+            call_command("orgs", "legacy-report", "--json", stdout=out)
+    finally:
+        with connection.cursor() as cursor:
+            for table, renamed in hidden.items():
+                cursor.execute(f"ALTER TABLE {quote(renamed)} RENAME TO {quote(table)}")
+    report = json.loads(out.getvalue())
+    assert report["customers"] == 2 and report["developers_to_create"] == 2
+    assert {p["code"] for p in report["problems"]} == {"duplicate_email", "invalid_status"}
+    migrate_forward_refused = pytest.raises(CommandError, match="stopped before writing anything")
+    with migrate_forward_refused:
+        migrate(CONVERSION)
+    assert Developer.objects.count() == 0
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
