@@ -232,6 +232,12 @@ def test_from_a_shell_a_mistake_is_one_line_on_stderr_and_a_non_zero_exit():
     assert len(bad_arg.stderr.strip().splitlines()) == 1
     assert "invalid int value: 'many'" in bad_arg.stderr
 
+    for mistyped in (("frobnicate",), ()):
+        unknown = run(*mistyped)
+        assert unknown.returncode == 2
+        assert len(unknown.stderr.strip().splitlines()) == 1, unknown.stderr
+        assert "VERB" in unknown.stderr and "--help" in unknown.stderr
+
     listed = run("list-orgs", "--json")
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)[0]["seats_in_use"] == 1

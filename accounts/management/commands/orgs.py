@@ -115,6 +115,12 @@ class Command(BaseCommand):
         "Run `manage.py orgs VERB --help` for a verb's arguments; every verb takes --json."
     )
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        # A mistyped or missing verb is one line too, like a mistake in a verb's arguments.
+        parser.__class__ = _OneLineParser
+        return parser
+
     def add_arguments(self, parser: CommandParser) -> None:
         verbs = parser.add_subparsers(
             dest="verb", metavar="VERB", required=True, parser_class=_OneLineParser, title="verbs"
