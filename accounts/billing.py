@@ -13,11 +13,13 @@ Seats come from the subscription's items and their prices' metadata (API 2025-03
 items; dj-stripe's `Subscription.quantity` reads the old top-level field):
 
     hotcross_pricing = per_seat       seats = the item's quantity (also: a price without Hotcross metadata)
-    hotcross_pricing = flat           seats = hotcross_seats × quantity
-    hotcross_pricing = base           no seats (the base fee of a hybrid plan, or any add-on)
+    hotcross_pricing = flat           seats = hotcross_seats × quantity (hotcross_seats alone also means flat)
+    hotcross_pricing = base           no seats (the base fee of a hybrid plan, or any add-on, metered ones too)
     hotcross_pricing = per_developer  one seat: an organization of one developer
 
-Items add up: a hybrid plan (base + per_seat) has the per-seat quantity.
+Items add up: a hybrid plan (base + per_seat) has the per-seat quantity. Metadata that cannot be read (an unknown
+value, a seat count on a price that is not flat, a metered price without `base`) leaves the seats as they were and
+is logged: a webhook must not fail for it, since Stripe's retries would not fix a price.
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ import datetime
 import logging
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import stripe
+from django.conf import settings
+from django.core import checks
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
@@ -52,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 PRICING_KEY = "hotcross_pricing"
 SEATS_KEY = "hotcross_seats"
+MAX_SEATS = 2**31 - 1  # `Organization.max_seats` (PositiveIntegerField) holds no more on any database
 
 # The webhook events that can change a subscription's status, items or quantities.
 SUBSCRIPTION_EVENTS = (
@@ -115,22 +120,17 @@ def seat_plan(items: Iterable[Mapping[str, Any]]) -> SeatPlan:
         price = _price_of(item)
         price_id = price.get("id") or "(no id)"
         metadata = price.get("metadata") or {}
-        raw_kind = str(metadata.get(PRICING_KEY) or PriceKind.PER_SEAT).strip().lower()
-        try:
-            kind = PriceKind(raw_kind)
-        except ValueError:
-            raise PriceMetadataError(
-                f"Price {price_id} has {PRICING_KEY}={metadata.get(PRICING_KEY)!r}; use one of: {', '.join(PriceKind)}."
-            ) from None
+        kind = _kind_of(price_id, metadata)
         kinds.add(kind)
-        quantity = _whole_number(item.get("quantity", 1), what=f"The quantity of price {price_id}")
         if kind is PriceKind.PER_SEAT:
-            seats += quantity
+            seats += _quantity(item, price, price_id)
         elif kind is PriceKind.FLAT:
             per_unit = _whole_number(metadata.get(SEATS_KEY), what=f"{SEATS_KEY} of the flat price {price_id}")
-            seats += per_unit * quantity
+            seats += per_unit * _quantity(item, price, price_id)
     if not count:
         raise PriceMetadataError("The subscription has no items, so it says nothing about seats.")
+    if seats > MAX_SEATS:
+        raise PriceMetadataError(f"The subscription adds up to {seats} seats, more than the {MAX_SEATS} possible.")
     if PriceKind.PER_DEVELOPER in kinds:
         if kinds & {PriceKind.PER_SEAT, PriceKind.FLAT}:
             raise PriceMetadataError(
@@ -143,22 +143,57 @@ def seat_plan(items: Iterable[Mapping[str, Any]]) -> SeatPlan:
     return SeatPlan(seats=seats, pricing_model=PricingModel.PER_ORGANIZATION)
 
 
+def _kind_of(price_id: str, metadata: Mapping[str, Any]) -> PriceKind:
+    raw = metadata.get(PRICING_KEY)
+    has_seats = metadata.get(SEATS_KEY) not in (None, "")
+    if raw in (None, ""):
+        # A seat count alone says "flat"; silently counting such a price per seat would hand out the wrong seats.
+        return PriceKind.FLAT if has_seats else PriceKind.PER_SEAT
+    try:
+        kind = PriceKind(str(raw).strip().lower())
+    except ValueError:
+        raise PriceMetadataError(
+            f"Price {price_id} has {PRICING_KEY}={raw!r}; use one of: {', '.join(PriceKind)}."
+        ) from None
+    if has_seats and kind is not PriceKind.FLAT:
+        raise PriceMetadataError(
+            f"Price {price_id} has {PRICING_KEY}={kind} and {SEATS_KEY}={metadata.get(SEATS_KEY)!r}; a seat count "
+            f"belongs only on a {PriceKind.FLAT} price."
+        )
+    return kind
+
+
+def _quantity(item: Mapping[str, Any], price: Mapping[str, Any], price_id: str) -> int:
+    if (price.get("recurring") or {}).get("usage_type") == "metered":
+        raise PriceMetadataError(
+            f"Price {price_id} is metered, so it has no quantity to count seats by; give it {PRICING_KEY}="
+            f"{PriceKind.BASE} if it adds no seats."
+        )
+    if "quantity" not in item:
+        return 1  # Stripe's default
+    return _whole_number(item["quantity"], what=f"The quantity of price {price_id}")
+
+
 def _price_of(item: Mapping[str, Any]) -> Mapping[str, Any]:
     price = item.get("price") or item.get("plan") or {}
     if isinstance(price, str):
         # Not expanded: fall back to dj-stripe's synced copy of the price.
         synced = Price.objects.filter(id=price).first()
-        return {"id": price, "metadata": (synced.metadata or {}) if synced else {}}
+        if synced is None:
+            return {"id": price, "metadata": {}}
+        return {"id": price, "metadata": synced.metadata or {}, "recurring": synced.stripe_data.get("recurring")}
     return price
 
 
 def _whole_number(value: Any, *, what: str) -> int:
-    if value is None:
+    if value is None or value == "":
         raise PriceMetadataError(f"{what} is missing.")
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise PriceMetadataError(f"{what} must be a whole number, not {value!r}.") from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
+        number = int(value.strip())
+    else:
+        raise PriceMetadataError(f"{what} must be a whole number, not {value!r}.")
     if number < 0:
         raise PriceMetadataError(f"{what} must be 0 or more, not {number}.")
     return number
@@ -204,7 +239,14 @@ def _apply(organization: Organization, subscription: Subscription, *, actor: Any
     status = subscription.status or ""
     problems = []
     if status in SubscriptionStatus.values:
-        services.set_status(organization=organization, status=status, subscription_id=subscription.id, actor=actor)
+        _through_services(
+            problems,
+            services.set_status,
+            organization=organization,
+            status=status,
+            subscription_id=subscription.id,
+            actor=actor,
+        )
     else:
         problems.append(f"Stripe status {status!r} is unknown here; the status was left as it was.")
     seats = None
@@ -213,10 +255,18 @@ def _apply(organization: Organization, subscription: Subscription, *, actor: Any
     except PriceMetadataError as exc:
         problems.append(f"{exc.message} The seats were left as they were.")
     else:
-        seats = plan.seats
-        services.set_seats(organization=organization, max_seats=plan.seats, actor=actor)
+        if _through_services(
+            problems, services.set_seats, organization=organization, max_seats=plan.seats, actor=actor
+        ):
+            seats = plan.seats
         if organization.pricing_model != plan.pricing_model:
-            services.update_organization(organization=organization, pricing_model=plan.pricing_model, actor=actor)
+            _through_services(
+                problems,
+                services.update_organization,
+                organization=organization,
+                pricing_model=plan.pricing_model,
+                actor=actor,
+            )
     for problem in problems:
         logger.error(
             "stripe subscription %s of organization %s not fully applied: %s", subscription.id, organization.pk, problem
@@ -230,26 +280,53 @@ def _apply(organization: Organization, subscription: Subscription, *, actor: Any
     )
 
 
+def _through_services(problems: list[str], service: Callable[..., Any], **kwargs: Any) -> bool:
+    """Call a service; a refusal (the organization's own data fails validation, say) becomes a logged problem.
+
+    A webhook answered 500 is retried by Stripe for days, and a retry cannot fix our data: what Stripe could change
+    is applied, the rest waits for staff (and `orgs sync-stripe`).
+    """
+    try:
+        with transaction.atomic():
+            service(**kwargs)
+    except AccountsError as exc:
+        problems.append(f"{exc.message} ({service.__name__} refused it.)")
+        kwargs["organization"].refresh_from_db()  # a refused service may have changed the instance, not the row
+        return False
+    return True
+
+
 def sync_from_stripe(organization: Organization, *, actor: Any = None) -> Applied:
     """Re-fetch the organization's subscriptions from the Stripe API and re-apply them (for missed webhooks)."""
-    customer_id = organization.stripe_customer_id
-    if not customer_id:
+    if not organization.stripe_customer_id:
         raise InvalidInput(f"{organization.name} has no Stripe customer id, so there is nothing to sync.")
     api_key = djstripe_settings.STRIPE_SECRET_KEY
+    customer_id = organization.stripe_customer_id
     try:
         get_api_key_details_by_prefix(api_key)  # an empty or malformed key would still be sent to Stripe
         with transaction.atomic():
+            # Locked before asking Stripe, as for a webhook (`_hold_organization`): a delivery that reads a newer
+            # state meanwhile writes after this sync, not before it.
+            locked = Organization.objects.select_for_update().filter(pk=organization.pk).first()
+            if locked is None:
+                raise NotFound(f"The organization {organization.name} ({organization.pk}) no longer exists.")
+            customer_id = locked.stripe_customer_id
+            if not customer_id:
+                raise InvalidInput(f"{locked.name} has no Stripe customer id, so there is nothing to sync.")
+            # dj-stripe lists every status (`status=all`); Stripe's default would leave canceled ones out.
             synced = [
                 Subscription.sync_from_stripe_data(data, api_key=api_key)
                 for data in Subscription.api_list(customer=customer_id, api_key=api_key)
             ]
-    except InvalidStripeAPIKey as exc:
-        raise StripeUnavailable(str(exc)) from None
+            deciding = best_standing(synced)
+            applied = apply_subscription(deciding, actor=actor) if deciding is not None else None
+    except InvalidStripeAPIKey:
+        # dj-stripe's own message quotes a malformed key; a secret is never printed.
+        raise StripeUnavailable(_key_problem() or "The Stripe API key was refused.") from None
     except stripe.StripeError as exc:
         raise StripeUnavailable(
             f"Stripe did not answer for {organization.name} (customer {customer_id}): {_describe_stripe_error(exc)}"
         ) from None
-    deciding = best_standing(synced)
     if deciding is None:
         organization.refresh_from_db()
         return Applied(
@@ -259,8 +336,7 @@ def sync_from_stripe(organization: Organization, *, actor: Any = None) -> Applie
             seats=None,
             problem=f"Stripe has no subscription for customer {customer_id}; nothing was changed.",
         )
-    applied = apply_subscription(deciding, actor=actor)
-    if applied is None:  # the organization's customer id changed meanwhile
+    if applied is None:  # cannot happen while the row is locked; kept so a change there fails loudly
         raise NotFound(f"No organization has the Stripe customer id {customer_id} any more.")
     return applied
 
@@ -274,18 +350,96 @@ def _describe_stripe_error(exc: stripe.StripeError) -> str:
     return exc.user_message or exc.__class__.__name__
 
 
+# --- configuration --------------------------------------------------------------------------------------------------
+
+# What dj-stripe accepts as a secret key of each mode (a publishable pk_ key cannot read subscriptions).
+_KEY_PATTERNS = {
+    "STRIPE_TEST_SECRET_KEY": re.compile(r"(sk|rk)_test_[A-Za-z0-9]{24,}"),
+    "STRIPE_LIVE_SECRET_KEY": re.compile(r"(sk|rk)_live_[A-Za-z0-9]{24,}"),
+}
+
+
+def _key_setting(live: bool | None = None) -> str:
+    live = bool(djstripe_settings.STRIPE_LIVE_MODE) if live is None else live
+    return "STRIPE_LIVE_SECRET_KEY" if live else "STRIPE_TEST_SECRET_KEY"
+
+
+def _malformed_keys() -> list[str]:
+    return [
+        name
+        for name, pattern in _KEY_PATTERNS.items()
+        if getattr(settings, name, "") and not pattern.fullmatch(getattr(settings, name))
+    ]
+
+
+def _key_problem(live: bool | None = None) -> str:
+    """What is wrong with the key of this mode (default: STRIPE_LIVE_MODE's), naming the setting, never the value."""
+    name = _key_setting(live)
+    if not getattr(settings, name, ""):
+        return f"No Stripe API key configured: set {name}."
+    if name in _malformed_keys():
+        mode = "live" if name == "STRIPE_LIVE_SECRET_KEY" else "test"
+        return f"{name} is not a Stripe {mode}-mode secret key (sk_{mode}_… or rk_{mode}_…); its value is not shown."
+    return ""
+
+
+@checks.register()
+def check_stripe_keys(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """A key that is set must be usable: otherwise every webhook fails with 500 and Stripe retries for days."""
+    return [
+        checks.Error(
+            f"{name} is set but is not a Stripe {name.split('_')[1].lower()}-mode secret key; its value is not shown.",
+            hint="Copy the secret key (sk_… or a restricted rk_… key) of the right mode from the Stripe dashboard.",
+            id="accounts.E101",
+        )
+        for name in _malformed_keys()
+    ]
+
+
+@checks.register(deploy=True)
+def check_stripe_key_for_the_mode(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    name = _key_setting()
+    if getattr(settings, name, ""):
+        return []
+    return [
+        checks.Warning(
+            f"{name} is empty (STRIPE_LIVE_MODE is {bool(djstripe_settings.STRIPE_LIVE_MODE)}): Stripe webhooks will "
+            "fail with HTTP 500 and `orgs sync-stripe` will refuse until it is set.",
+            hint=f"Set {name} in the environment.",
+            id="accounts.W101",
+        )
+    ]
+
+
 # --- dj-stripe signal receivers --------------------------------------------------------------------------------------
+
+
+def _require_usable_key(sender: Any, instance: WebhookEventTrigger, **kwargs: Any) -> None:
+    """Before dj-stripe calls Stripe for a verified event, refuse an unusable key with a message naming its setting.
+
+    dj-stripe would fail too (HTTP 500, so Stripe retries), but its message quotes a malformed key, and that message
+    is logged and stored on the trigger row.
+    """
+    if hasattr(settings, "STRIPE_SECRET_KEY"):  # dj-stripe's override of both keys; not how this project is set up
+        return
+    endpoint = instance.webhook_endpoint
+    problem = _key_problem(live=bool(endpoint.livemode) if endpoint is not None else None)
+    if problem:
+        raise StripeUnavailable(problem)
 
 
 def _hold_organization(sender: Any, instance: WebhookEventTrigger, **kwargs: Any) -> None:
     """Before dj-stripe re-fetches a subscription, lock its organization until the webhook's transaction ends.
 
     Without it two concurrent deliveries could fetch in one order and write in the other, leaving an older state.
+    The body is only signed, not well-formed: any shape is looked at without failing.
     """
     body = instance.json_body
-    if body.get("type") not in SUBSCRIPTION_EVENTS:
+    if not isinstance(body, dict) or body.get("type") not in SUBSCRIPTION_EVENTS:
         return
-    customer_id = ((body.get("data") or {}).get("object") or {}).get("customer")
+    data = body.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    customer_id = obj.get("customer") if isinstance(obj, dict) else None
     if isinstance(customer_id, str) and customer_id:
         list(Organization.objects.select_for_update().filter(stripe_customer_id=customer_id).values_list("pk"))
 
@@ -303,6 +457,9 @@ def _subscription_event(sender: Any, event: Event, **kwargs: Any) -> None:
     apply_subscription(subscription)
 
 
+djstripe_signals.webhook_pre_process.connect(
+    _require_usable_key, sender=WebhookEventTrigger, dispatch_uid="accounts.billing.require_usable_key"
+)
 djstripe_signals.webhook_pre_process.connect(
     _hold_organization, sender=WebhookEventTrigger, dispatch_uid="accounts.billing.hold_organization"
 )
@@ -338,7 +495,7 @@ def save_webhook_endpoint(*, secret: str, url: str | None = None) -> tuple[Webho
     except ValidationError:
         raise InvalidInput(f"'{url}' is not an http(s) URL.") from None
     parts = urlsplit(url)
-    base = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+    base = urlunsplit((parts.scheme, parts.netloc.lower(), "", "", ""))  # host names ignore case
     nil = uuid.UUID(int=0)
     prefix = reverse("djstripe:djstripe_webhook_by_uuid", kwargs={"uuid": nil}).removesuffix(f"{nil}/")
     named = re.fullmatch(re.escape(prefix) + r"([0-9a-fA-F-]{36})/?", parts.path)

@@ -135,6 +135,9 @@ DJSTRIPE_SUBSCRIBER_MODEL = "accounts.Organization"
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 # Webhooks are checked against the secret stored on their WebhookEndpoint row (`manage.py stripe_webhook_endpoint`).
 DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
+# Organizations are found by Stripe customer id, never by a customer's metadata: dj-stripe would look
+# metadata["djstripe_subscriber"] up as an Organization pk and fail (HTTP 500) on another app's non-uuid value.
+DJSTRIPE_SUBSCRIBER_CUSTOMER_KEY = ""
 
 LOGGING = {
     "version": 1,

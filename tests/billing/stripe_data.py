@@ -40,7 +40,14 @@ def product(name: str = "Hotcross API") -> dict[str, Any]:
     }
 
 
-def price(prod: dict[str, Any], metadata: dict[str, str] | None = None, *, unit_amount: int = 2000) -> dict[str, Any]:
+def price(
+    prod: dict[str, Any],
+    metadata: dict[str, str] | None = None,
+    *,
+    unit_amount: int = 2000,
+    usage_type: str = "licensed",
+) -> dict[str, Any]:
+    """A recurring price; `usage_type="metered"` for a usage-based one (its subscription items have no quantity)."""
     return {
         "id": _next("price"),
         "object": "price",
@@ -53,7 +60,7 @@ def price(prod: dict[str, Any], metadata: dict[str, str] | None = None, *, unit_
         "metadata": dict(metadata or {}),
         "nickname": None,
         "product": prod["id"],
-        "recurring": {"interval": "month", "interval_count": 1, "meter": None, "usage_type": "licensed"},
+        "recurring": {"interval": "month", "interval_count": 1, "meter": None, "usage_type": usage_type},
         "tax_behavior": "unspecified",
         "tiers_mode": None,
         "transform_quantity": None,
@@ -63,7 +70,7 @@ def price(prod: dict[str, Any], metadata: dict[str, str] | None = None, *, unit_
     }
 
 
-def customer(email: str = "billing@acme.test") -> dict[str, Any]:
+def customer(email: str = "billing@acme.test", *, metadata: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "id": _next("cus"),
         "object": "customer",
@@ -78,7 +85,7 @@ def customer(email: str = "billing@acme.test") -> dict[str, Any]:
         "invoice_prefix": "HC0001",
         "invoice_settings": {"custom_fields": None, "default_payment_method": None, "footer": None},
         "livemode": False,
-        "metadata": {},
+        "metadata": dict(metadata or {}),
         "name": "Acme Corp",
         "phone": None,
         "preferred_locales": [],
@@ -89,9 +96,13 @@ def customer(email: str = "billing@acme.test") -> dict[str, Any]:
 
 
 def subscription(
-    cus: dict[str, Any], items: list[tuple[dict[str, Any], int]], *, status: str = "active", created: int | None = None
+    cus: dict[str, Any],
+    items: list[tuple[dict[str, Any], int | None]],
+    *,
+    status: str = "active",
+    created: int | None = None,
 ) -> dict[str, Any]:
-    """A subscription of `cus` with (price, quantity) items."""
+    """A subscription of `cus` with (price, quantity) items; quantity None for a metered price (Stripe omits it)."""
     sub_id = _next("sub")
     created = created if created is not None else NOW - 86_400
     return {
@@ -137,8 +148,8 @@ def subscription(
     }
 
 
-def _item(sub_id: str, p: dict[str, Any], quantity: int, created: int) -> dict[str, Any]:
-    return {
+def _item(sub_id: str, p: dict[str, Any], quantity: int | None, created: int) -> dict[str, Any]:
+    item = {
         "id": _next("si"),
         "object": "subscription_item",
         "billing_thresholds": None,
@@ -153,6 +164,9 @@ def _item(sub_id: str, p: dict[str, Any], quantity: int, created: int) -> dict[s
         "subscription": sub_id,
         "tax_rates": [],
     }
+    if quantity is None:
+        del item["quantity"]
+    return item
 
 
 def with_status(sub: dict[str, Any], status: str, **extra: Any) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """A small local stand-in for the Stripe API: the endpoints dj-stripe 2.11 calls while it syncs a subscription.
 
 It holds current-API-shaped objects (account, customers, subscriptions with their items, products, prices) and
-serves them as Stripe does: `GET /v1/<collection>/<id>`, the subscription list of a customer, a product's features.
+serves them as Stripe does: `GET /v1/<collection>/<id>`, the subscription list of a customer (with Stripe's `status`
+filter: canceled ones only when asked for), a product's features.
 Tests change what it holds to say "this is Stripe's state now", then deliver (possibly stale) webhook events.
 
 Every request is recorded. A request for anything else is answered 404 and kept in `unexpected`, so a test can
@@ -30,6 +31,17 @@ _COLLECTIONS = {
     "products": "product",
     "prices": "price",
 }
+
+
+def _listed(status: str, wanted: str | None) -> bool:
+    """Stripe's `status` filter of the subscription list: without one, canceled subscriptions are left out."""
+    if wanted is None:
+        return status != "canceled"
+    if wanted == "all":
+        return True
+    if wanted == "ended":
+        return status in ("canceled", "incomplete_expired")
+    return status == wanted
 
 
 @dataclass
@@ -141,10 +153,13 @@ class StripeStub:
                 return 200, copy.deepcopy(self._objects[ACCOUNT_ID])
             if parts == ["subscriptions"]:
                 customer = (request.query.get("customer") or [None])[0]
+                status = (request.query.get("status") or [None])[0]
                 found = [
                     copy.deepcopy(o)
                     for o in self._objects.values()
-                    if o.get("object") == "subscription" and (customer is None or o.get("customer") == customer)
+                    if o.get("object") == "subscription"
+                    and (customer is None or o.get("customer") == customer)
+                    and _listed(o["status"], status)
                 ]
                 if customer is not None and customer not in self._objects:
                     return self._missing(request, "customer", customer)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import uuid
 from io import StringIO
 
 import pytest
 import stripe
+from django.core import checks
 from django.core.management import CommandError, call_command
+from django.db import connection
 from djstripe.models import WebhookEndpoint
 
 from tests.billing import stripe_data as sd
@@ -56,9 +59,9 @@ def test_webhook_endpoint_per_site_and_by_full_url():
     site, _ = run("stripe_webhook_endpoint", "--secret", "whsec_siteSecret000000000", "--url", "https://bo.example.com")
     assert site.strip() != local.strip()
     again, _ = run(
-        "stripe_webhook_endpoint", "--secret", "whsec_siteSecret111111111", "--url", "https://bo.example.com/"
+        "stripe_webhook_endpoint", "--secret", "whsec_siteSecret111111111", "--url", "https://BO.Example.com/"
     )
-    assert again.strip() == site.strip()
+    assert again.strip() == site.strip()  # host names ignore case
     assert WebhookEndpoint.objects.count() == 2
     assert (
         WebhookEndpoint.objects.get(url=f"https://bo.example.com{site.strip()}").secret == "whsec_siteSecret111111111"
@@ -185,6 +188,88 @@ def test_sync_stripe_when_stripe_cannot_be_reached_is_one_clear_error(settings, 
         run("orgs", "sync-stripe", str(org.id))
     org.refresh_from_db()
     assert org.subscription_status == "active"
+
+
+@pytest.mark.django_db
+def test_sync_stripe_with_a_malformed_key_names_the_setting_and_never_shows_the_key(stripe_stub, settings):
+    org = OrganizationFactory(name="Acme", stripe_customer_id="cus_acme", subscription_status="active")
+    settings.STRIPE_TEST_SECRET_KEY = "sk_test_short-Secret!"
+    with pytest.raises(CommandError) as failed:
+        run("orgs", "sync-stripe", str(org.id))
+    assert str(failed.value) == (
+        "STRIPE_TEST_SECRET_KEY is not a Stripe test-mode secret key (sk_test_… or rk_test_…); its value is not shown."
+    )
+    assert stripe_stub.requests == []
+
+
+@pytest.mark.django_db  # dj-stripe's own checks read its webhook endpoints
+def test_system_checks_report_an_unusable_stripe_key_without_showing_it(settings):
+    settings.STRIPE_LIVE_SECRET_KEY = "pk_live_publishableNotSecret000000000000"  # a publishable key, pasted by mistake
+    messages = [m for m in checks.run_checks() if m.id == "accounts.E101"]
+    assert [m.msg for m in messages] == [
+        "STRIPE_LIVE_SECRET_KEY is set but is not a Stripe live-mode secret key; its value is not shown."
+    ]
+    assert "publishable" not in f"{messages[0].msg} {messages[0].hint}"
+
+    settings.STRIPE_LIVE_SECRET_KEY = ""
+    assert not [m for m in checks.run_checks() if m.id == "accounts.E101"]  # unset is allowed (development)
+    settings.STRIPE_LIVE_MODE = True
+    deploy = [m for m in checks.run_checks(include_deployment_checks=True) if m.id.startswith("accounts.")]
+    assert [m.id for m in deploy] == ["accounts.W101"]
+    assert "STRIPE_LIVE_SECRET_KEY is empty" in deploy[0].msg
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sync_stripe_and_a_webhook_at_once_end_in_the_state_fetched_last(webhook, stripe_stub, plan_and_customer):
+    """sync-stripe reads Stripe's state, then stalls; meanwhile the state changes and a webhook brings the newer one.
+    The sync must not write its older state over the webhook's."""
+    cus, sub = plan_and_customer
+    org = OrganizationFactory(stripe_customer_id=cus["id"], subscription_status="active", max_seats=4)
+    errors: list[BaseException] = []
+
+    def sync() -> None:
+        try:
+            run("orgs", "sync-stripe", str(org.id))
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    statuses: list[int] = []
+
+    def deliver(event: dict) -> None:
+        try:
+            statuses.append(webhook.deliver(event).status_code)
+        finally:
+            connection.close()
+
+    six = sd.with_quantities(sub, 6)
+    with stripe_stub.holding("/v1/subscriptions") as hold:
+        syncing = threading.Thread(target=sync)
+        syncing.start()
+        assert hold.arrived.wait(timeout=20), "sync-stripe never listed the subscriptions"
+        stripe_stub.put(six)
+        delivering = threading.Thread(target=deliver, args=(sd.event("customer.subscription.updated", six),))
+        delivering.start()
+        delivering.join(timeout=1.5)  # without the organization lock it would finish here, before the sync
+        hold.release()
+        syncing.join(timeout=30)
+        delivering.join(timeout=30)
+
+    assert errors == []
+    assert statuses == [200]
+    org.refresh_from_db()
+    assert (org.subscription_status, org.max_seats) == ("active", 6)
+
+
+@pytest.fixture
+def plan_and_customer(stripe_stub):
+    prod = sd.product()
+    seat_price = sd.price(prod)
+    cus = sd.customer()
+    sub = sd.subscription(cus, [(seat_price, 2)], status="active")
+    stripe_stub.put(prod, seat_price, cus, sub)
+    return cus, sub
 
 
 def test_webhook_fixture_uses_the_command(webhook):

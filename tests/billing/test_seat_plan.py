@@ -11,10 +11,18 @@ from accounts.billing import PriceMetadataError, SeatPlan, best_standing, seat_p
 from accounts.models import PricingModel
 
 
-def item(metadata: dict | None = None, quantity: int | None = 1, price_id: str = "price_1") -> dict:
+def item(metadata: dict | None = None, quantity: int | str | None = 1, price_id: str = "price_1") -> dict:
     data = {"object": "subscription_item", "price": {"id": price_id, "object": "price", "metadata": metadata or {}}}
     if quantity is not None:
         data["quantity"] = quantity
+    return data
+
+
+def metered(metadata: dict | None = None, price_id: str = "price_metered") -> dict:
+    """An item of a usage-based price: Stripe gives it no quantity."""
+    data = item(metadata, None, price_id)
+    data["price"]["recurring"] = {"interval": "month", "usage_type": "metered"}
+    data["quantity"] = None
     return data
 
 
@@ -38,6 +46,19 @@ def item(metadata: dict | None = None, quantity: int | None = 1, price_id: str =
             SeatPlan(1, PricingModel.PER_DEVELOPER),
         ),
         ([item({}, 2), item({}, 3)], SeatPlan(5, PricingModel.PER_ORGANIZATION)),  # two seat prices add up
+        # A seat count without a pricing key is a flat price, not a per-seat one that ignores the count.
+        ([item({"hotcross_seats": "10"}, 2)], SeatPlan(20, PricingModel.PER_ORGANIZATION)),
+        # A usage-based add-on marked base counts no seats, although it has no quantity.
+        (
+            [
+                item({"hotcross_pricing": "base"}, 1, "price_base"),
+                item({"hotcross_pricing": "per_seat"}, 6, "price_seat"),
+                metered({"hotcross_pricing": "base"}),
+            ],
+            SeatPlan(6, PricingModel.HYBRID),
+        ),
+        ([item({"hotcross_pricing": "flat", "hotcross_seats": " 7 "}, 1)], SeatPlan(7, PricingModel.PER_ORGANIZATION)),
+        ([item({}, 2**31 - 1)], SeatPlan(2**31 - 1, PricingModel.PER_ORGANIZATION)),
     ],
 )
 def test_seat_plan(items, expected):
@@ -59,6 +80,23 @@ def test_seat_plan(items, expected):
         (
             [item({"hotcross_pricing": "per_developer"}, 1), item({}, 4)],
             "mixes a per_developer price with seat prices",
+        ),
+        (
+            [item({"hotcross_pricing": "per_seat", "hotcross_seats": "10"}, 1, "price_both")],
+            "Price price_both has hotcross_pricing=per_seat and hotcross_seats='10'; a seat count belongs only on a "
+            "flat price",
+        ),
+        (
+            [item({"hotcross_pricing": "base", "hotcross_seats": "3"}, 1, "price_base")],
+            "a seat count belongs only on a flat price",
+        ),
+        ([metered(price_id="price_usage")], "Price price_usage is metered"),
+        ([item({"hotcross_pricing": "flat", "hotcross_seats": "1_000"}, 1)], "must be a whole number, not '1_000'"),
+        ([item({"hotcross_pricing": "flat", "hotcross_seats": "2.5"}, 1)], "must be a whole number, not '2.5'"),
+        # More seats than an organization can hold: refused here, not by the database in the middle of a webhook.
+        (
+            [item({"hotcross_pricing": "flat", "hotcross_seats": "1000000"}, 5000)],
+            "adds up to 5000000000 seats, more than the 2147483647 possible",
         ),
     ],
 )

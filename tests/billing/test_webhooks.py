@@ -9,11 +9,14 @@ import datetime
 import logging
 import threading
 import time
+from io import StringIO
 
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
+from django.core.management import CommandError, call_command
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 from djstripe.models import Event, WebhookEventTrigger
 from djstripe.models import Subscription as StripeSubscription
@@ -23,6 +26,7 @@ from accounts.exceptions import KeyRefused, SeatLimitReached
 from accounts.models import Organization, PricingModel
 from accounts.selectors import authenticate_key
 from tests.billing import stripe_data as sd
+from tests.billing.conftest import Webhook
 from tests.factories import DeveloperFactory, OrganizationFactory
 
 
@@ -177,13 +181,24 @@ def test_quantity_down_refuses_the_newest_seat_holders_and_up_restores_them(webh
             id="hybrid",
         ),
         pytest.param([({"hotcross_pricing": "per_developer"}, 1)], 1, PricingModel.PER_DEVELOPER, id="per-developer"),
+        pytest.param([({"hotcross_seats": "10"}, 3)], 30, PricingModel.PER_ORGANIZATION, id="seat-count-alone-is-flat"),
+        pytest.param(
+            [
+                ({"hotcross_pricing": "base"}, 1),
+                ({"hotcross_pricing": "per_seat"}, 6),
+                ({"hotcross_pricing": "base"}, None),
+            ],
+            6,
+            PricingModel.HYBRID,
+            id="hybrid-with-a-metered-usage-price",
+        ),
     ],
 )
 def test_seats_by_pricing_model(webhook, stripe_stub, plan, prices, seats, pricing_model):
     prod, _, cus = plan
     items = []
     for metadata, quantity in prices:
-        price = sd.price(prod, metadata)
+        price = sd.price(prod, metadata, usage_type="licensed" if quantity is not None else "metered")
         stripe_stub.put(price)
         items.append((price, quantity))
     org = OrganizationFactory(stripe_customer_id=cus["id"], subscription_status="incomplete", max_seats=5)
@@ -210,6 +225,42 @@ def test_bad_price_metadata_applies_the_status_and_keeps_the_seats(webhook, stri
     org = refresh(org)
     assert (org.subscription_status, org.max_seats) == ("active", 4)
     assert f"Price {typo['id']} has hotcross_pricing='per-seat'" in caplog.text
+
+
+def test_more_seats_than_an_organization_holds_are_logged_and_answered_200(webhook, stripe_stub, plan, caplog):
+    """A typo in a flat price's seat count must not make every delivery fail (the database would refuse it)."""
+    prod, _, cus = plan
+    huge = sd.price(prod, {"hotcross_pricing": "flat", "hotcross_seats": "1000000"})
+    stripe_stub.put(huge)
+    org = OrganizationFactory(stripe_customer_id=cus["id"], subscription_status="trialing", max_seats=4)
+    sub = sd.subscription(cus, [(huge, 5000)], status="active")
+    stripe_stub.put(sub)
+
+    with caplog.at_level(logging.ERROR, logger="accounts.billing"):
+        assert webhook.deliver(sd.event("customer.subscription.updated", sub)).status_code == 200
+
+    assert (refresh(org).subscription_status, org.max_seats) == ("active", 4)
+    assert "adds up to 5000000000 seats" in caplog.text
+
+
+def test_a_change_the_services_refuse_is_logged_and_the_rest_applied(webhook, stripe_stub, plan, caplog):
+    """Data of ours that fails validation (a converted organization without a name) must not turn into a 500 that
+    Stripe retries for days: what can be applied is, the refusal is logged for staff."""
+    prod, _, cus = plan
+    solo = sd.price(prod, {"hotcross_pricing": "per_developer"})
+    stripe_stub.put(solo)
+    org = OrganizationFactory(name="", stripe_customer_id=cus["id"], subscription_status="incomplete", max_seats=3)
+    sub = sd.subscription(cus, [(solo, 1)], status="active")
+    stripe_stub.put(sub)
+
+    with caplog.at_level(logging.ERROR, logger="accounts.billing"):
+        assert webhook.deliver(sd.event("customer.subscription.created", sub)).status_code == 200
+
+    org = refresh(org)
+    assert (org.subscription_status, org.subscription_id, org.max_seats) == ("active", sub["id"], 1)
+    assert org.pricing_model == PricingModel.PER_ORGANIZATION  # the refused change
+    assert "update_organization refused it" in caplog.text
+    assert "name: This field cannot be blank." in caplog.text
 
 
 # --- delivery: twice, late, out of order -----------------------------------------------------------------------------
@@ -308,6 +359,71 @@ def test_unknown_customer_is_answered_200_logged_and_creates_nothing(webhook, st
     assert (refresh(known).subscription_status, known.max_seats) == ("active", 2)
 
 
+def test_an_event_for_a_subscription_stripe_no_longer_has_is_answered_200(webhook, stripe_stub, plan, caplog):
+    _, seat_price, cus = plan
+    org = OrganizationFactory(stripe_customer_id=cus["id"], subscription_status="active", max_seats=2)
+    gone = sd.with_status(sd.subscription(cus, [(seat_price, 9)]), "canceled")  # never put: Stripe does not have it
+
+    with caplog.at_level(logging.WARNING, logger="accounts.billing"):
+        response = webhook.deliver(sd.event("customer.subscription.deleted", gone))
+
+    assert response.status_code == 200
+    assert f"subscription {gone['id']} not synced, ignored" in caplog.text
+    assert (refresh(org).subscription_status, org.max_seats) == ("active", 2)
+
+
+def test_a_customer_tagged_by_another_app_is_an_unknown_customer(webhook, stripe_stub, plan, caplog):
+    """Another dj-stripe app on the same Stripe account tags its customers with its own (integer) user ids."""
+    _, seat_price, _ = plan
+    cus = sd.customer("someone@elsewhere.test", metadata={"djstripe_subscriber": "42"})
+    sub = sd.subscription(cus, [(seat_price, 2)])
+    stripe_stub.put(cus, sub)
+
+    with caplog.at_level(logging.WARNING, logger="accounts.billing"):
+        response = webhook.deliver(sd.event("customer.subscription.created", sub))
+
+    assert response.status_code == 200
+    assert f"customer {cus['id']}, which no organization has" in caplog.text
+
+
+def test_a_signed_body_that_is_not_an_event_is_refused_400(webhook, stripe_stub):
+    payload = "this is not json"
+    header = sd.signature(payload, webhook.secret)
+    response = webhook.client.post(
+        webhook.path, data=payload, content_type="application/json", headers={"Stripe-Signature": header}
+    )
+    assert response.status_code == 400
+    assert list(WebhookEventTrigger.objects.values_list("valid", "processed")) == [(False, False)]
+    assert not Event.objects.exists()
+    assert stripe_stub.requested() == []
+
+
+def test_the_webhook_secret_is_never_logged_nor_stored_elsewhere(db, stripe_stub, plan, caplog):
+    _, seat_price, cus = plan
+    OrganizationFactory(stripe_customer_id=cus["id"], subscription_status="trialing", max_seats=1)
+    sub = sd.subscription(cus, [(seat_price, 2)])
+    stripe_stub.put(sub)
+    secret = "whsec_neverLogMe0123456789abcdef"
+
+    with caplog.at_level(logging.DEBUG):
+        out, err = StringIO(), StringIO()
+        call_command(
+            "stripe_webhook_endpoint", "--secret", secret, "--url", "http://127.0.0.1:8000", stdout=out, stderr=err
+        )
+        hook = Webhook(path=out.getvalue().strip(), secret=secret, client=Client(enforce_csrf_checks=True))
+        assert hook.deliver(sd.event("customer.subscription.created", sub)).status_code == 200
+        assert (
+            hook.deliver(sd.event("customer.subscription.updated", sub), secret="whsec_wrong000000").status_code == 400
+        )
+        with pytest.raises(CommandError):
+            call_command("stripe_webhook_endpoint", "--secret", secret, "--url", "ftp://x", stdout=out, stderr=err)
+
+    assert secret not in caplog.text
+    assert secret not in out.getvalue() + err.getvalue()
+    for trigger in WebhookEventTrigger.objects.all():
+        assert secret not in f"{trigger.headers} {trigger.body} {trigger.exception} {trigger.traceback}"
+
+
 @pytest.mark.parametrize(
     "signature",
     [
@@ -351,8 +467,6 @@ def test_a_missing_signature_is_refused_400_and_nothing_is_stored(webhook, strip
 
 
 def test_without_a_stripe_key_a_webhook_fails_500_and_changes_nothing(webhook, stripe_stub, plan, settings):
-    from django.test import Client
-
     _, seat_price, cus = plan
     org = OrganizationFactory(stripe_customer_id=cus["id"], subscription_status="active", max_seats=2)
     canceled = sd.with_status(sd.subscription(cus, [(seat_price, 1)]), "canceled")
@@ -364,9 +478,31 @@ def test_without_a_stripe_key_a_webhook_fails_500_and_changes_nothing(webhook, s
 
     assert response.status_code == 500  # Stripe retries until a key is configured
     trigger = WebhookEventTrigger.objects.get()
-    assert "No Stripe API key configured" in trigger.exception
+    assert trigger.exception == "No Stripe API key configured: set STRIPE_TEST_SECRET_KEY."
     assert not Event.objects.exists()
     assert refresh(org).subscription_status == "active"
+    assert stripe_stub.requested() == []
+
+
+def test_with_a_malformed_stripe_key_a_webhook_fails_500_without_showing_the_key(
+    webhook, stripe_stub, plan, settings, caplog
+):
+    _, seat_price, cus = plan
+    org = OrganizationFactory(stripe_customer_id=cus["id"], subscription_status="active", max_seats=2)
+    canceled = sd.with_status(sd.subscription(cus, [(seat_price, 1)]), "canceled")
+    stripe_stub.put(canceled)
+    settings.STRIPE_TEST_SECRET_KEY = "sk_test_truncatedSecret"
+    webhook.client = Client(enforce_csrf_checks=True, raise_request_exception=False)
+
+    with caplog.at_level(logging.DEBUG):
+        response = webhook.deliver(sd.event("customer.subscription.deleted", canceled))
+
+    assert response.status_code == 500
+    trigger = WebhookEventTrigger.objects.get()
+    assert trigger.exception.startswith("STRIPE_TEST_SECRET_KEY is not a Stripe test-mode secret key")
+    assert "truncatedSecret" not in f"{trigger.exception} {trigger.traceback} {caplog.text}"
+    assert refresh(org).subscription_status == "active"
+    assert stripe_stub.requested() == []
 
 
 # --- concurrency ----------------------------------------------------------------------------------------------------
