@@ -479,12 +479,15 @@ def webhook_path(endpoint: WebhookEndpoint) -> str:
     return reverse("djstripe:djstripe_webhook_by_uuid", kwargs={"uuid": endpoint.djstripe_uuid})
 
 
-def save_webhook_endpoint(*, secret: str, url: str | None = None) -> tuple[WebhookEndpoint, bool]:
+def save_webhook_endpoint(
+    *, secret: str, url: str | None = None, replace_secret: bool = True
+) -> tuple[WebhookEndpoint, bool]:
     """Create or update a webhook endpoint row without calling Stripe. Returns (endpoint, created).
 
     `url` is where Stripe posts. With a `/stripe/webhook/<uuid>/` path, that uuid names the endpoint; otherwise it is
     the site's address (default: the local development server, for `stripe listen`) and the endpoint already
-    registered under it is updated, or a new one is made.
+    registered under it is updated, or a new one is made. `replace_secret=False` leaves an existing endpoint's
+    secret as it is (the demo seeding must not undo a secret set for `stripe listen`).
     """
     secret = (secret or "").strip()
     if not _SECRET_PATTERN.fullmatch(secret):
@@ -534,7 +537,8 @@ def save_webhook_endpoint(*, secret: str, url: str | None = None) -> tuple[Webho
                 stripe_data={},
                 created=datetime.datetime.now(tz=datetime.UTC),
             )
-        endpoint.secret = secret
+        if created or replace_secret:
+            endpoint.secret = secret
         endpoint.url = base + webhook_path(endpoint)
         endpoint.save()
     logger.info(

@@ -6,6 +6,8 @@ and prints the new one.
 
 from __future__ import annotations
 
+import secrets
+import sys
 from typing import Any
 
 from django.conf import settings
@@ -13,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from accounts import services
+from accounts import billing, services
 from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus
 
 DEMO_ORG_NAME = "Demo Org"
@@ -62,7 +64,13 @@ class Command(BaseCommand):
                     services.activate_developer(developer=developer)
                 developer, key = services.rotate_key(developer=developer)
 
-        base = options["base_url"].rstrip("/")
+            # A local webhook endpoint, so the webhook URL below is real. Its secret is random and never shown:
+            # `manage.py stripe_webhook_endpoint --secret whsec_…` (from `stripe listen`) sets the real one.
+            base = options["base_url"].rstrip("/")
+            endpoint, _ = billing.save_webhook_endpoint(
+                secret=f"whsec_{secrets.token_urlsafe(32)}", url=base, replace_secret=False
+            )
+
         self.stdout.write(
             "\n".join(
                 [
@@ -70,12 +78,14 @@ class Command(BaseCommand):
                     "Hotcross back office demo",
                     f"  admin        {base}/admin/   login {options['username']} / {options['password']}",
                     f"  MCP (HTTP)   {base}/mcp   header  Authorization: Bearer <key>",
-                    f"  webhooks     {base}/stripe/webhook/<endpoint uuid>/  (manage.py stripe_webhook_endpoint)",
+                    f"  webhooks     {endpoint.url}",
+                    "                (its signing secret: manage.py stripe_webhook_endpoint --secret whsec_…)",
                     f"  health       {base}/healthz",
                     f"  organization {org.name} ({org.id}), {org.max_seats} seats, {org.subscription_status}",
                     f"  developer    {developer.email}",
                     f"  API key      {key}",
                     "                (a new key on every run; the previous one stops working)",
+                    f"  MCP (stdio)  HOTCROSS_API_KEY=<key> DEBUG=true {sys.executable} manage.py mcp_server",
                     "",
                 ]
             )
