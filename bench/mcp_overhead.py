@@ -9,7 +9,8 @@ A load generator in this process keeps `--clients` requests in flight. It prints
 throughput and latency of each, and the ratio (target: bridge ≥ 0.90 of bare). It also checks that the bridge
 recorded exactly one usage event per call it answered.
 
-DATABASE_URL defaults to a SQLite file under var/; the database is migrated first. Not run by CI.
+DATABASE_URL defaults to a SQLite file under var/; the database is created if missing and migrated first. Exits 1
+if the usage events do not match the calls answered. Not run by CI.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
 
+    _create_database_if_missing(connection)
     call_command("migrate", verbosity=0, interactive=False)
     from accounts import services
     from accounts.models import UsageEvent
@@ -116,7 +118,22 @@ def main() -> None:
         print(f"{name:6} (median of {len(rounds)}): {throughput:8.1f} calls/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
     metered = UsageEvent.objects.filter(developer=developer).count()
     print(f"bridge/bare throughput ratio: {summary['bridge'] / summary['bare']:.3f} (target >= 0.90)")
-    print(f"usage events recorded by the bridge: {metered} for {bridge_calls} calls answered")
+    verdict = "OK" if metered == bridge_calls else "MISMATCH"
+    print(f"usage events recorded by the bridge: {metered} for {bridge_calls} calls answered ({verdict})")
+    if metered != bridge_calls:
+        raise SystemExit(1)
+
+
+def _create_database_if_missing(connection) -> None:
+    """`migrate` needs the database to exist: create a missing PostgreSQL one (SQLite creates its own file)."""
+    if connection.vendor != "postgresql":
+        return
+    name = connection.settings_dict["NAME"]
+    with connection._nodb_cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if cursor.fetchone() is None:
+            print(f"creating database {name} (first run: migrating takes a minute or two)")
+            cursor.execute(f"CREATE DATABASE {connection.ops.quote_name(name)}")
 
 
 def _start(app: list[str]) -> tuple[int, subprocess.Popen]:

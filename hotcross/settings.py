@@ -118,8 +118,9 @@ HOTCROSS_KEY_CACHE_SECONDS = env.float("HOTCROSS_KEY_CACHE_SECONDS", default=1.0
 # MCP bridge (mcp_bridge): Python modules whose `TOOLS` the MCP server offers besides the built-in `whoami` and
 # `usage`, comma-separated (e.g. "billing_tools.mcp,reports.mcp_tools").
 HOTCROSS_MCP_TOOLS = env.list("HOTCROSS_MCP_TOOLS", default=[])
-# Threads the MCP bridge uses for database work (key checks, usage events, sync tools). Each gives its connection
-# back after every unit of work, so this bounds the bridge's share of the pool: keep it below DATABASE_POOL_MAX_SIZE.
+# Threads per pool for the MCP bridge's database work: one pool for sync tools, one for key checks and usage events.
+# Each thread gives its connection back after every unit of work, so the bridge holds at most 2 × this many
+# connections: keep that below DATABASE_POOL_MAX_SIZE (`manage.py check --deploy` warns otherwise).
 HOTCROSS_MCP_DB_THREADS = env.int("HOTCROSS_MCP_DB_THREADS", default=8)
 
 # --- Stripe (dj-stripe) -------------------------------------------------------------------------------------------

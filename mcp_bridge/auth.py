@@ -62,9 +62,9 @@ _caller: ContextVar[Principal | None] = ContextVar("hotcross_mcp_caller", defaul
 async def acheck_key(raw_key: str | None) -> Principal:
     """`authenticate_key` from async code: `KeyRefused`, or `DatabaseUnavailable` when the check cannot be made.
 
-    Runs on the bridge's database threads (`mcp_bridge.db`), which hand their connection back after every check.
+    Runs on the bridge's bookkeeping threads (`mcp_bridge.db`), which hand their connection back after every check.
     """
-    return await db.run(authenticate_key, raw_key or "")
+    return await db.run_bookkeeping(authenticate_key, raw_key or "")
 
 
 def current_caller() -> Principal:
@@ -78,11 +78,39 @@ def current_caller() -> Principal:
 
 @contextlib.contextmanager
 def caller_bound(principal: Principal) -> Iterator[None]:
+    """Run the enclosed code as `principal` (what `current_caller()` returns)."""
     token = _caller.set(principal)
     try:
         yield
     finally:
         _caller.reset(token)
+
+
+def access_token(principal: Principal, raw_key: str) -> AccessToken:
+    """What the SDK's `get_access_token()` returns for a request of `principal`: ids and the key's display prefix.
+
+    `client_id` and `subject` are the developer id, the claim `organization_id` the organization's. The plain key is
+    not kept.
+    """
+    return AccessToken(
+        token=keys.display_prefix(raw_key.strip()),
+        client_id=str(principal.developer_id),
+        subject=str(principal.developer_id),
+        scopes=[],
+        claims={"organization_id": str(principal.organization_id)},
+    )
+
+
+@contextlib.contextmanager
+def identity_bound(principal: Principal, raw_key: str) -> Iterator[AuthenticatedUser]:
+    """`caller_bound`, plus the SDK's own notion of the caller, so `get_access_token()` works on every transport."""
+    user = AuthenticatedUser(access_token(principal, raw_key))
+    sdk_token = auth_context_var.set(user)
+    try:
+        with caller_bound(principal):
+            yield user
+    finally:
+        auth_context_var.reset(sdk_token)
 
 
 # --- errors as clients see them ------------------------------------------------------------------------------------
@@ -119,7 +147,8 @@ def unavailable_error(exc: DatabaseUnavailable) -> MCPError:
 
 
 class CallerMiddleware:
-    """MCP server middleware: every request runs with its caller bound (see `current_caller`).
+    """MCP server middleware: every request runs with its caller bound (see `current_caller`; over stdio the SDK's
+    `get_access_token()` is set as well, the same as on HTTP).
 
     With `stdio_key` the key is checked again for every request (the per-process memory of key checks keeps that
     cheap and at most a second stale). Without it, the HTTP layer has already checked the request's bearer key and
@@ -144,7 +173,7 @@ class CallerMiddleware:
             raise refusal_error(refusal) from None
         except DatabaseUnavailable as exc:
             raise unavailable_error(exc) from None
-        with caller_bound(principal):
+        with identity_bound(principal, self._stdio_key):
             return await call_next(ctx)
 
 
@@ -182,21 +211,9 @@ class BearerKeyMiddleware:
         except DatabaseUnavailable as exc:
             await _refuse(receive, send, 503, unavailable_payload(exc))
             return
-        token = AccessToken(
-            token=keys.display_prefix(raw_key.strip()),
-            client_id=str(principal.developer_id),
-            subject=str(principal.developer_id),
-            scopes=[],
-            claims={"organization_id": str(principal.organization_id)},
-        )
-        user = AuthenticatedUser(token)
-        scope = {**scope, "user": user, "auth": AuthCredentials(token.scopes)}
-        sdk_token = auth_context_var.set(user)
-        try:
-            with caller_bound(principal):
-                await self.app(scope, receive, send)
-        finally:
-            auth_context_var.reset(sdk_token)
+        with identity_bound(principal, raw_key) as user:
+            scope = {**scope, "user": user, "auth": AuthCredentials(user.scopes)}
+            await self.app(scope, receive, send)
 
 
 def _bearer_key(scope: Scope) -> str | None:

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
+from mcp_bridge import db
 from mcp_bridge.tools import bind_caller, duplicate_names, tools_of
 
 
@@ -37,11 +38,14 @@ def check_tool_modules(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
 def check_database_threads(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
     max_size = pool.get("max_size") if isinstance(pool, dict) else None
-    if max_size is not None and settings.HOTCROSS_MCP_DB_THREADS >= max_size:
+    needed = db.connections_at_most()
+    if max_size is not None and needed >= max_size:
         return [
             Warning(
-                f"HOTCROSS_MCP_DB_THREADS ({settings.HOTCROSS_MCP_DB_THREADS}) is not below the database pool's "
-                f"max_size ({max_size}): MCP calls could take every connection and leave none for the admin.",
+                f"The MCP bridge can hold {needed} database connections (2 × HOTCROSS_MCP_DB_THREADS = "
+                f"{settings.HOTCROSS_MCP_DB_THREADS}: tool threads and key-check/metering threads), not fewer than "
+                f"the database pool's max_size ({max_size}): MCP calls could take every connection and leave none "
+                "for the admin.",
                 hint="Lower HOTCROSS_MCP_DB_THREADS or raise DATABASE_POOL_MAX_SIZE.",
                 id="mcp_bridge.W001",
             )

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
+from django.utils.http import is_same_domain
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.datastructures import Headers
@@ -100,10 +101,21 @@ def host_allowed(host: str) -> bool:
 
 
 def origin_allowed(origin: str) -> bool:
+    """An Origin of a host this site serves, or one of `CSRF_TRUSTED_ORIGINS` (with Django's `https://*.x` form)."""
     if origin in settings.CSRF_TRUSTED_ORIGINS:
         return True
-    parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and bool(parts.netloc) and host_allowed(parts.netloc)
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # e.g. "http://[::1" (an unclosed IPv6 literal)
+        return False
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    for trusted in settings.CSRF_TRUSTED_ORIGINS:
+        if "*" in trusted:
+            pattern = urlsplit(trusted)
+            if pattern.scheme == parts.scheme and is_same_domain(parts.netloc, pattern.netloc.lstrip("*")):
+                return True
+    return host_allowed(parts.netloc)
 
 
 def build_http_app() -> MCPHttpApp:

@@ -58,7 +58,7 @@ async def _record(caller: Principal, tool_name: str, *, ok: bool, started: float
     try:
         # Shielded: a client that goes away now must not leave a served call unrecorded.
         with anyio.CancelScope(shield=True):
-            await db.run(
+            await db.run_bookkeeping(
                 record_usage,
                 developer_id=caller.developer_id,
                 organization_id=caller.organization_id,

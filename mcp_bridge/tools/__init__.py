@@ -7,9 +7,10 @@ change. A tool learns who calls it by declaring the keyword parameters `_develop
 out of the tool's input schema, and ignores any value a client sends under those names. A tool that takes
 `**kwargs` receives both.
 
-Sync tools run on the bridge's database threads (`mcp_bridge.db`), so they may use the ORM and the accounts
-selectors and services directly. Async tools run on the event loop and must not touch the ORM themselves: wrap
-database work in `await mcp_bridge.db.run(fn, ...)`.
+Sync tools run on the bridge's tool threads (`mcp_bridge.db`), so they may use the ORM and the accounts selectors
+and services directly. Async tools run on the event loop and must not touch the ORM themselves (nor block): wrap
+database work in `await mcp_bridge.db.run(fn, ...)`. A tool reports a problem to the model by raising
+`mcp.server.mcpserver.exceptions.ToolError`; the call is then metered as an error.
 
     # acme_tools.py
     from mcp_bridge.tools import tool

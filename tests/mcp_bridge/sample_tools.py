@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
+from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver.exceptions import ToolError
 
 from accounts.models import Developer
@@ -41,4 +43,18 @@ def ping() -> str:
     return "pong"
 
 
-TOOLS = [echo, caller_async, legacy_kwargs, email_of_caller, fail, ping]
+def slow(seconds: float) -> str:
+    """Holds its tool thread (as a slow query or a slow upstream service would)."""
+    time.sleep(seconds)
+    return "done"
+
+
+async def access_token() -> dict[str, str | None]:
+    """What the SDK's `get_access_token()` says about the caller (tools ported from SDK examples use it)."""
+    token = get_access_token()
+    if token is None:
+        return {"client_id": None, "organization_id": None}
+    return {"client_id": token.client_id, "organization_id": (token.claims or {}).get("organization_id")}
+
+
+TOOLS = [echo, caller_async, legacy_kwargs, email_of_caller, fail, ping, slow, access_token]

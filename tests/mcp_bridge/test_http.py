@@ -133,15 +133,17 @@ def test_tools_get_the_real_caller_whatever_the_client_sends(mcp_http):
                 structured(await client.call_tool("caller_async", spoof)),
                 structured(await client.call_tool("legacy_kwargs", {"n": 3, **spoof})),
                 structured(await client.call_tool("my_email", spoof)),
+                structured(await client.call_tool("access_token", spoof)),
             )
 
-    echo, whoami, caller_async, legacy, email = anyio.run(scenario)
+    echo, whoami, caller_async, legacy, email, token = anyio.run(scenario)
     mine = (str(developer.id), str(developer.organization_id))
     assert (echo["developer_id"], echo["organization_id"]) == mine
     assert (whoami["developer_id"], whoami["organization_id"]) == mine
     assert caller_async == {"result": f"{developer.id}/{developer.organization_id}"}
     assert legacy == {"result": f"3:{developer.id}:{developer.organization_id}"}
     assert email == {"result": developer.email}
+    assert token == {"client_id": str(developer.id), "organization_id": str(developer.organization_id)}
     assert set(UsageEvent.objects.values_list("developer_id", flat=True)) == {developer.id}
 
 
@@ -288,6 +290,8 @@ def test_host_and_origin_follow_allowed_hosts(mcp_http):
     assert post(mcp_http.url, developer.plain_key, Host="evil.example").status_code == 421
     assert post(mcp_http.url, developer.plain_key, Origin="http://evil.example").status_code == 403
     assert post(mcp_http.url, developer.plain_key, Origin="null").status_code == 403
+    assert post(mcp_http.url, developer.plain_key, Origin="http://[::1").status_code == 403
+    assert post(mcp_http.url, Host="evil.example").status_code == 421  # before the key is even looked at
     assert post(mcp_http.url, developer.plain_key, Host="localhost:9").status_code == 200
     assert post(mcp_http.url, developer.plain_key, Origin="http://localhost:6274").status_code == 200
 

@@ -43,19 +43,25 @@ def test_lists_tools_and_calls_whoami_and_usage(tmp_path):
                 tools = {t.name: t for t in (await client.list_tools()).tools}
                 whoami = structured(await client.call_tool("whoami", {}))
                 echo = structured(await client.call_tool("echo", {"text": "hi"}))
+                token = structured(await client.call_tool("access_token", {}))
                 usage = structured(await client.call_tool("usage", {}))
-                return tools, whoami, echo, usage
+                return tools, whoami, echo, token, usage
 
-    tools, whoami, echo, usage = anyio.run(scenario)
+    tools, whoami, echo, token, usage = anyio.run(scenario)
     assert {"whoami", "usage", "echo"} <= set(tools)
     assert "_developer_id" not in tools["echo"].input_schema["properties"]
     assert whoami["email"] == developer.email
     assert whoami["name"] == "Grace Hopper"
     assert whoami["organization_id"] == str(developer.organization_id)
+    assert whoami["subscription_status"] == developer.organization.subscription_status
+    assert (whoami["seats_used"], whoami["max_seats"]) == (1, developer.organization.max_seats)
     assert echo["developer_id"] == str(developer.id)
-    assert usage["by_tool"] == {"whoami": 1, "echo": 1}
-    assert usage["organization_calls"] == 2
-    assert UsageEvent.objects.filter(developer=developer).count() == 3  # usage itself is recorded once answered
+    # The SDK's get_access_token() names the caller over stdio exactly as over HTTP.
+    assert token == {"client_id": str(developer.id), "organization_id": str(developer.organization_id)}
+    assert usage["by_tool"] == {"whoami": 1, "echo": 1, "access_token": 1}
+    assert usage["developer_calls"] == 3
+    assert usage["organization_calls"] == 3
+    assert UsageEvent.objects.filter(developer=developer).count() == 4  # usage itself is recorded once answered
 
 
 @pytest.mark.parametrize(
@@ -74,6 +80,23 @@ def test_a_missing_or_unknown_key_exits_2_with_one_line_and_no_mcp_traffic(key, 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert says in lines[0]
+
+
+def test_the_mcp_client_with_a_wrong_key_fails_at_once_and_stderr_says_why(tmp_path):
+    errlog_path = tmp_path / "stderr"
+
+    async def scenario():
+        with open(errlog_path, "w") as errlog, anyio.fail_after(60):
+            async with stdio_session("hc_live_" + "w" * 40, errlog) as client:
+                await client.list_tools()
+
+    with pytest.raises(BaseException) as raised:
+        anyio.run(scenario)
+    assert mcp_error(raised.value).message == "Connection closed"  # the server exited before any MCP traffic
+    assert errlog_path.read_text().strip().splitlines() == [
+        "invalid_key: This API key is not valid. Check that you copied the whole key (it starts with hc_live_), "
+        "or ask an administrator of your organization for a new one."
+    ]
 
 
 def test_a_refused_key_exits_2_with_the_refusal(tmp_path):

@@ -109,17 +109,21 @@ def test_system_checks_report_a_bad_hotcross_mcp_tools(settings, tool_module):
 
 
 def test_deploy_check_warns_when_the_bridge_could_take_the_whole_pool(settings):
+    pooled = connection.vendor == "postgresql"  # SQLite: no pool, nothing to warn about
+    max_size = settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"] if pooled else 20
     settings.HOTCROSS_MCP_DB_THREADS = 500
-    ids = [m.id for m in check_database_threads()]
-    assert ids == (["mcp_bridge.W001"] if connection.vendor == "postgresql" else [])  # SQLite: no pool
-    settings.HOTCROSS_MCP_DB_THREADS = 2
+    assert [m.id for m in check_database_threads()] == (["mcp_bridge.W001"] if pooled else [])
+    # Two pools (tools, and key checks/metering) of that many threads each can hold a connection apiece.
+    settings.HOTCROSS_MCP_DB_THREADS = max_size // 2
+    assert [m.id for m in check_database_threads()] == (["mcp_bridge.W001"] if pooled else [])
+    settings.HOTCROSS_MCP_DB_THREADS = max_size // 2 - 1
     assert check_database_threads() == []
 
 
 def test_host_and_origin_follow_django_rules(settings):
     settings.DEBUG = False
     settings.ALLOWED_HOSTS = ["api.hotcross.test", ".customers.test"]
-    settings.CSRF_TRUSTED_ORIGINS = ["https://console.partner.test"]
+    settings.CSRF_TRUSTED_ORIGINS = ["https://console.partner.test", "https://*.tools.test"]
     assert host_allowed("api.hotcross.test")
     assert host_allowed("api.hotcross.test:8443")
     assert host_allowed("acme.customers.test")
@@ -129,6 +133,11 @@ def test_host_and_origin_follow_django_rules(settings):
     assert origin_allowed("https://console.partner.test")
     assert not origin_allowed("https://evil.test")
     assert not origin_allowed("null")
+    assert origin_allowed("https://inspector.tools.test")  # Django's wildcard form of CSRF_TRUSTED_ORIGINS
+    assert not origin_allowed("http://inspector.tools.test")  # … for its scheme only
+    assert not origin_allowed("https://tools.test.evil.test")
+    assert not origin_allowed("http://[::1")  # unparsable: refused, not a server error
+    assert not origin_allowed("ftp://api.hotcross.test")
 
     settings.ALLOWED_HOSTS = []
     assert not host_allowed("localhost")
