@@ -7,18 +7,19 @@ therefore switched off (`log_addition`/`log_change`), or each action would be re
 Shapes follow Django's own: extra admin URLs with a `TemplateResponse` and permission checks inside the view for key
 rotation (like `UserAdmin.user_change_password`), and a confirmation page before destructive actions (like
 `delete_selected`). Plain keys are rendered straight into the response of the request that created them, never
-stored; a replayed request cannot show a key again (see `_rotate`).
+stored; a replayed request cannot show a key again (see `_rotate` and `DeveloperAdmin.add_view`).
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import display_for_value, unquote
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Q, QuerySet
@@ -47,6 +48,19 @@ USAGE_DAYS = 30
 
 REVOKE_PERMISSION = "accounts.revoke_key"
 ROTATE_PERMISSION = "accounts.rotate_key"
+# dj-stripe's admin pages linked from an organization's page (only for staff allowed to open them).
+DJSTRIPE_LINKED_MODELS = ("customer", "subscription")
+# Add-form submissions remembered per session (token → developer id), so a re-sent add says "already added".
+REMEMBERED_ADDS = 20
+ADD_SUBMISSION_FIELD = "_hc_add_submission"
+SESSION_ADDED_DEVELOPERS = "hotcross_developers_added"
+
+# The staff back office is this site. Without the navigation sidebar: dj-stripe registers some fifty models, and the
+# sidebar listing them takes a quarter of every page, pushing the organization list's last columns off screen.
+admin.site.site_header = "Hotcross back office"
+admin.site.site_title = "Hotcross back office"
+admin.site.index_title = "Staff back office"
+admin.site.enable_nav_sidebar = False
 
 
 class _ServiceRefused(Exception):
@@ -118,16 +132,23 @@ def _confirmation(
 
 
 def _key_page(
-    model_admin: admin.ModelAdmin, request: HttpRequest, issued: list[tuple[Developer, str]], *, title: str
+    model_admin: admin.ModelAdmin,
+    request: HttpRequest,
+    issued: list[tuple[Developer, str]],
+    *,
+    title: str,
+    already_added: Developer | None = None,
 ) -> TemplateResponse:
     """The one page a plain key ever appears on. It is the response to the POST that made the key: nothing is
-    stored, so reloading or going back cannot show it again."""
+    stored, so reloading or going back cannot show it again (`already_added`: the page a re-sent add gets)."""
     context = {
         **model_admin.admin_site.each_context(request),
         "title": title,
         "subtitle": None,
         "opts": model_admin.opts,
         "issued": [{"developer": developer, "key": key} for developer, key in issued],
+        "already_added": already_added,
+        "can_rotate": already_added is not None and request.user.has_perm(ROTATE_PERMISSION),
         "media": model_admin.media,
     }
     request.current_app = model_admin.admin_site.name
@@ -182,7 +203,7 @@ class DeveloperInline(admin.TabularInline):
 
     model = Developer
     formset = _CappedInlineFormSet
-    fields = ("email", "full_name", "api_key_prefix", "api_key_last_used_at", "key_state", "seat")
+    fields = ("email", "full_name", "api_key_prefix", "last_used", "key_state", "seat")
     readonly_fields = fields
     extra = 0
     max_num = 0
@@ -208,6 +229,10 @@ class DeveloperInline(admin.TabularInline):
     @admin.display(description="name")
     def full_name(self, obj: Developer) -> str:
         return obj.full_name or "—"
+
+    @admin.display(description="last used")
+    def last_used(self, obj: Developer) -> str:
+        return display_for_value(obj.api_key_last_used_at, "never")
 
     @admin.display(description="key")
     def key_state(self, obj: Developer) -> str:
@@ -328,17 +353,21 @@ class OrganizationAdmin(_ServiceHistoryMixin, admin.ModelAdmin):
         url = reverse("admin:accounts_developer_changelist") + f"?organization__id__exact={obj.pk}"
         return format_html('<a href="{}">{}</a>', url, getattr(obj, "developer_count", 0))
 
-    @admin.display(description="last activity", ordering="last_activity", empty_value="never")
-    def last_activity(self, obj: Organization) -> Any:
-        return getattr(obj, "last_activity", None)
+    @admin.display(description="last activity", ordering="last_activity")
+    def last_activity(self, obj: Organization) -> str:
+        # Formatted here: a read-only field on the change page would print a bare datetime, or "None".
+        return display_for_value(getattr(obj, "last_activity", None), "never")
 
     @admin.display(description="Stripe")
     def stripe_links(self, obj: Organization) -> str:
+        # Which dj-stripe pages the viewer may open is set per request by render_change_form; none by default.
+        viewable = getattr(obj, "_hc_djstripe_viewable", ())
         links = []
         if obj.stripe_customer_id:
             links.append(("Stripe dashboard", stripe_dashboard_url(obj.stripe_customer_id), True))
-            links.extend(_djstripe_link("customer", obj.stripe_customer_id, "dj-stripe customer"))
-        if obj.subscription_id:
+            if "customer" in viewable:
+                links.extend(_djstripe_link("customer", obj.stripe_customer_id, "dj-stripe customer"))
+        if obj.subscription_id and "subscription" in viewable:
             links.extend(_djstripe_link("subscription", obj.subscription_id, "dj-stripe subscription"))
         if not links:
             return "—"
@@ -422,15 +451,21 @@ class OrganizationAdmin(_ServiceHistoryMixin, admin.ModelAdmin):
             for value in values
         ]
         hidden.append(("_confirm_seats", "yes"))
+        refused = obj.seats_used - new_seats
+        if new_seats == 0:
+            keep = "no one keeps access:"
+        elif new_seats == 1:
+            keep = "the earliest seat holder keeps access and"
+        else:
+            keep = f"the earliest {new_seats} seat holders keep access and"
         return _confirmation(
             self,
             request,
             title="Lower seats below those in use?",
             question=(
-                f"{obj.name} uses {obj.seats_used} seats. With {new_seats}, the earliest "
-                f"{_plural(new_seats, 'seat holder')} keep access and these "
-                f"{_plural(obj.seats_used - new_seats, 'developer')} are refused until seats are added or freed. "
-                "The organization is flagged as over its seat limit."
+                f"{obj.name} uses {_plural(obj.seats_used, 'seat')}. With {_plural(new_seats, 'seat')}, {keep} "
+                f"{'this developer is' if refused == 1 else f'these {refused} developers are'} refused until seats "
+                "are added or freed. The organization is flagged as over its seat limit."
             ),
             objects=losing,
             submit=f"Yes, set {new_seats} seats",
@@ -449,6 +484,10 @@ class OrganizationAdmin(_ServiceHistoryMixin, admin.ModelAdmin):
         obj: Organization | None = None,
     ) -> HttpResponse:
         if obj is not None and change:
+            # The Support group cannot open dj-stripe's pages (see migration 0003): do not offer dead links.
+            obj._hc_djstripe_viewable = {
+                m for m in DJSTRIPE_LINKED_MODELS if request.user.has_perm(f"djstripe.view_{m}")
+            }
             first_day, rows = selectors.usage_per_developer_per_day(obj, days=USAGE_DAYS)
             context["usage_chart"] = usage_chart(first_day, rows, days=USAGE_DAYS)
             context["usage_days"] = USAGE_DAYS
@@ -642,6 +681,27 @@ class DeveloperAdmin(_ServiceHistoryMixin, admin.ModelAdmin):
 
     # --- the add flow: create through the service, then show the key once ---
 
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
+        # Each add form carries a one-time token. A browser reload of the key page re-sends the form: the token is
+        # then known (response_add remembered it with the new developer's id, never the key), so the answer is
+        # "already added, the key is not shown again" instead of a confusing "email already exists" form error.
+        token = request.POST.get(ADD_SUBMISSION_FIELD, "") if request.method == "POST" else ""
+        if not 0 < len(token) <= 64:
+            token = ""
+        if token and self.has_add_permission(request):
+            developer_id = request.session.get(SESSION_ADDED_DEVELOPERS, {}).get(token)
+            developer = (
+                Developer.objects.select_related("organization").filter(pk=developer_id).first()
+                if developer_id
+                else None
+            )
+            if developer is not None:
+                return _key_page(
+                    self, request, [], title=f"{developer.email} was already added", already_added=developer
+                )
+        extra_context = {**(extra_context or {}), "hc_add_submission": token or secrets.token_urlsafe(16)}
+        return super().add_view(request, form_url, extra_context)
+
     def save_model(self, request: HttpRequest, obj: Developer, form: Any, change: bool) -> None:
         # The add form created the developer while validating (see DeveloperAddForm); the change form has no
         # editable field. Nothing is saved here.
@@ -652,6 +712,10 @@ class DeveloperAdmin(_ServiceHistoryMixin, admin.ModelAdmin):
         issued = getattr(request, "_hotcross_issued_keys", None)
         if not issued:
             return super().response_add(request, obj, post_url_continue)
+        token = request.POST.get(ADD_SUBMISSION_FIELD, "")
+        if 0 < len(token) <= 64:
+            added = {**request.session.get(SESSION_ADDED_DEVELOPERS, {}), token: str(obj.pk)}
+            request.session[SESSION_ADDED_DEVELOPERS] = dict(list(added.items())[-REMEMBERED_ADDS:])
         return _key_page(self, request, issued, title=f"API key for {obj.email}")
 
     def change_view(

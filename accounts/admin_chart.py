@@ -16,6 +16,7 @@ OTHERS_COLOR = "#999999"
 WIDTH = 760
 HEIGHT = 240
 LEFT = 44  # room for the y-axis labels
+RIGHT = 24  # room for half of the last day's label
 BOTTOM = 28  # room for the x-axis labels
 TOP = 10
 
@@ -45,6 +46,7 @@ class Chart:
     width: int = WIDTH
     height: int = HEIGHT
     left: int = LEFT
+    right: int = WIDTH - RIGHT
     plot_bottom: int = HEIGHT - BOTTOM
     segments: list[Segment] = field(default_factory=list)
     x_labels: list[tuple[float, str]] = field(default_factory=list)
@@ -87,7 +89,7 @@ def usage_chart(first_day: datetime.date, rows: list[dict], *, days: int = 30) -
     peak = max(day_totals.values(), default=0)
     scale_max = _nice_ceiling(peak)
     plot_height = chart.plot_bottom - TOP
-    slot = (WIDTH - LEFT) / days
+    slot = (WIDTH - LEFT - RIGHT) / days
     bar_width = max(slot * 0.75, 1.0)
     for index in range(days):
         day = first_day + datetime.timedelta(days=index)

@@ -3,6 +3,7 @@
 
     DATABASE_URL is not used: the script makes its own scratch database on the server below (dropped at the end).
     .venv/bin/python bench/admin_pages.py [--server postgres://postgres@127.0.0.1:5432] [--runs 20] [--keep]
+                                          [--orgs 10000]   (a smaller --orgs only checks that the script works)
 
 Loads 10 000 organizations, 100 000 developers (some revoked, some inactive, a few organizations over their seat
 limit) and 200 000 usage events over the last 30 days, then requests each page through Django's test client as a
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import random
 import statistics
@@ -27,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 ORGS = 10_000
 DEVS_PER_ORG = 10
-EVENTS = 200_000
+EVENTS_PER_ORG = 20
 TARGET_MS = 300
 SCRATCH_DB = "hotcross_bench_admin"
 
@@ -37,6 +39,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--server", default=os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432"))
     parser.add_argument("--runs", type=int, default=20, help="timed requests per page (after 2 warm-up requests)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument(
+        "--orgs",
+        type=int,
+        default=ORGS,
+        help=f"organizations to load (default {ORGS}, the size the target is for); developers and events scale with it",
+    )
     return parser.parse_args()
 
 
@@ -70,7 +78,7 @@ def main() -> None:
             admin_sql(args.server, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
 
 
-def load(now: datetime.datetime) -> None:
+def load(now: datetime.datetime, orgs_count: int) -> None:
     from accounts import keys
     from accounts.models import Developer, Organization, UsageEvent
 
@@ -86,11 +94,11 @@ def load(now: datetime.datetime) -> None:
             max_seats=DEVS_PER_ORG - 3 if i % 50 == 0 else DEVS_PER_ORG,
             created_at=now - datetime.timedelta(days=rng.randint(0, 900)),
         )
-        for i in range(ORGS)
+        for i in range(orgs_count)
     ]
     Organization.objects.bulk_create(orgs, batch_size=5_000)
     developers = []
-    for i in range(ORGS * DEVS_PER_ORG):
+    for i in range(orgs_count * DEVS_PER_ORG):
         key = keys.generate_key()
         claimed = now - datetime.timedelta(days=rng.randint(0, 900), seconds=i)
         developers.append(
@@ -122,7 +130,7 @@ def load(now: datetime.datetime) -> None:
         )
         for j in range(5_000)
     ]
-    for _ in range(EVENTS - len(events)):
+    for _ in range(orgs_count * EVENTS_PER_ORG - len(events)):
         d = rng.randrange(len(developers))
         events.append(
             UsageEvent(
@@ -150,14 +158,14 @@ def run(args: argparse.Namespace) -> None:
     from accounts.models import Organization
 
     print(
-        f"PostgreSQL scratch database {SCRATCH_DB}: migrating and loading {ORGS} organizations, "
-        f"{ORGS * DEVS_PER_ORG} developers, {EVENTS} usage events…",
+        f"PostgreSQL scratch database {SCRATCH_DB}: migrating and loading {args.orgs} organizations, "
+        f"{args.orgs * DEVS_PER_ORG} developers, {max(args.orgs * EVENTS_PER_ORG, 5_000)} usage events…",
         flush=True,
     )
     started = time.perf_counter()
     for app in ("contenttypes", "auth", "sessions", "admin", "accounts"):
         call_command("migrate", app, verbosity=0)
-    load(timezone.now())
+    load(timezone.now(), args.orgs)
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")  # the steady state autovacuum keeps (statistics, visibility map)
     print(f"loaded in {time.perf_counter() - started:.0f} s", flush=True)
@@ -198,11 +206,12 @@ def run(args: argparse.Namespace) -> None:
             assert response.status_code == 200, url
             samples.append(elapsed)
         ordered = sorted(samples)
-        p95 = ordered[max(0, int(len(ordered) * 0.95) - 1)]
+        p95 = ordered[math.ceil(len(ordered) * 0.95) - 1]  # nearest rank
         worst = max(worst, p95)
         print(f"{name:<52} {statistics.median(ordered):8.1f} {p95:8.1f} {ordered[-1]:8.1f} {len(queries):8d}")
     verdict = "within" if worst <= TARGET_MS else "OVER"
-    print(f"\nslowest p95: {worst:.1f} ms — {verdict} the {TARGET_MS} ms target")
+    size = "" if args.orgs == ORGS else f" (at {args.orgs} organizations, not the target's {ORGS})"
+    print(f"\nslowest p95: {worst:.1f} ms — {verdict} the {TARGET_MS} ms target{size}")
 
 
 if __name__ == "__main__":

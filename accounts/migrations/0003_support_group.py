@@ -1,5 +1,10 @@
 """Custom key permissions on Developer, and the "Support" staff group: view everything, revoke keys, nothing else.
 
+"Everything" is everything of this app: no dj-stripe models. dj-stripe's admin offers its "re-sync" and "sync all
+instances" actions to anyone who may view a model, and they write (they call Stripe and update the synced rows),
+so view rights there would give Support more than revoking keys. The organization page shows its dj-stripe links
+only to staff who can open them.
+
 Permissions normally appear only in post_migrate, after every migration has run, so this migration creates the
 content types and permissions it needs itself; post_migrate later finds them and adds nothing twice.
 """

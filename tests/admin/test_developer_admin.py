@@ -63,13 +63,42 @@ class TestAddDeveloper:
     def test_reloading_the_key_page_does_not_show_the_key_again(self, staff_client, org):
         first = add(staff_client, org)
         assert len(shown_keys(first)) == 1
-        # A reload re-sends the same POST: the developer exists, so the form refuses and no key appears.
+        # The same POST again, without the add form's submission id (a hand-made request): the developer exists,
+        # so the form refuses and no key appears.
         again = add(staff_client, org)
         assert shown_keys(again) == []
         assert "already exists" in again.content.decode()
         assert Developer.objects.filter(email="grace@acme.test").count() == 1
         # And a plain GET of the page's address is an empty add form.
         assert shown_keys(staff_client.get(ADD_URL)) == []
+
+    def test_a_re_sent_add_form_says_already_added_and_shows_no_key(self, staff_client, org):
+        form_page = staff_client.get(ADD_URL).content.decode()
+        (submission,) = re.findall(r'name="_hc_add_submission" value="([^"]+)"', form_page)
+        first = add(staff_client, org, _hc_add_submission=submission)
+        (key,) = shown_keys(first)
+        # The browser's reload of the key page sends the same form again.
+        again = add(staff_client, org, _hc_add_submission=submission)
+        assert again.status_code == 200
+        assert shown_keys(again) == []
+        body = again.content.decode()
+        assert "grace@acme.test was added to Acme Corp by this form already" in body
+        assert "Please correct" not in body
+        assert "no-store" in again["Cache-Control"]
+        developer = Developer.objects.get(email="grace@acme.test")
+        assert reverse("admin:accounts_developer_rotate_key", args=[developer.pk]) in body
+        assert len(history(developer)) == 1
+        # The session remembers which developer the form made, never the key.
+        assert not any(key in str(s.get_decoded()) for s in Session.objects.all())
+
+    def test_a_refused_add_keeps_its_submission_id_so_the_corrected_form_still_works(self, staff_client):
+        full = OrganizationFactory(name="Tiny Ltd", max_seats=1)
+        DeveloperFactory(organization=full)
+        roomy = OrganizationFactory(name="Roomy")
+        refused = add(staff_client, full, email="late@tiny.test", _hc_add_submission="sub-1")
+        assert 'name="_hc_add_submission" value="sub-1"' in refused.content.decode()
+        assert len(shown_keys(add(staff_client, roomy, email="late@tiny.test", _hc_add_submission="sub-1"))) == 1
+        assert "by this form already" in add(staff_client, roomy, _hc_add_submission="sub-1").content.decode()
 
     def test_the_history_has_one_addition_by_the_staff_user(self, staff_client, org, superuser):
         add(staff_client, org)

@@ -1,11 +1,14 @@
 """The organization pages: list, add/change through the services, seats confirmation, actions, usage chart."""
 
 import datetime
+import re
+from html.parser import HTMLParser
 
 import pytest
 from django.contrib.admin.models import ADDITION, LogEntry
 from django.urls import reverse
 from django.utils import timezone
+from djstripe import models as djstripe_models
 
 from accounts import selectors
 from accounts.exceptions import KeyRefused
@@ -43,6 +46,61 @@ def form_data(org, **changes) -> dict:
     }
     data.update({k: str(v) for k, v in changes.items()})
     return data
+
+
+def readonly_value(response, field: str) -> str:
+    """The text Django's change page shows for a read-only field."""
+    body = response.content.decode()
+    match = re.search(rf'field-{field}\b.*?<div class="readonly">(.*?)</div>', body, re.S)
+    assert match, field
+    return match.group(1).strip()
+
+
+class _FormFields(HTMLParser):
+    """What a browser posts for the page's main form: inputs, selected options and text areas (no buttons)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data: dict[str, str] = {}
+        self._select: str | None = None
+        self._first_option: str | None = None
+        self._textarea: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        a = dict(attrs)
+        if tag == "input" and a.get("name") and a.get("type") not in ("submit", "button", "checkbox", "radio"):
+            self.data[a["name"]] = a.get("value") or ""
+        elif tag == "input" and a.get("type") == "checkbox" and "checked" in a and a.get("name"):
+            self.data[a["name"]] = a.get("value") or "on"
+        elif tag == "select" and a.get("name"):
+            self._select, self._first_option = a["name"], None
+        elif tag == "option" and self._select:
+            if self._first_option is None:
+                self._first_option = a.get("value") or ""
+                self.data.setdefault(self._select, self._first_option)
+            if "selected" in a:
+                self.data[self._select] = a.get("value") or ""
+        elif tag == "textarea" and a.get("name"):
+            self._textarea = a["name"]
+            self.data[self._textarea] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self._select = None
+        elif tag == "textarea":
+            self._textarea = None
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea:
+            self.data[self._textarea] += data
+
+
+def form_fields(html: str) -> dict[str, str]:
+    form = re.search(r'<form[^>]*id="organization_form".*?</form>', html, re.S)
+    assert form
+    parser = _FormFields()
+    parser.feed(form.group(0))
+    return parser.data
 
 
 class TestChangelist:
@@ -176,6 +234,10 @@ class TestSeatsBelowUse:
         assert ask.status_code == 200
         body = ask.content.decode()
         assert "Lower seats below those in use?" in body
+        assert (
+            "Acme Corp uses 3 seats. With 1 seat, the earliest seat holder keeps access and these 2 developers are "
+            "refused until seats are added or freed." in body
+        )
         assert "d1@acme.test" in body and "d2@acme.test" in body and "d0@acme.test" not in body
         org.refresh_from_db()
         assert org.max_seats == 3 and history(org) == []
@@ -263,8 +325,34 @@ class TestChangePage:
         org.save()
         body = staff_client.get(change_url(org)).content.decode()
         assert "https://dashboard.stripe.com/test/customers/cus_acme" in body
-        assert reverse("admin:djstripe_customer_changelist") + "?id=cus_acme" in body
+        customer_url = reverse("admin:djstripe_customer_changelist") + "?id=cus_acme"
+        assert customer_url in body
         assert reverse("admin:djstripe_subscription_changelist") + "?id=sub_123" in body
+        # The link opens dj-stripe's list on exactly that customer once it is synced.
+        djstripe_models.Customer.objects.create(id="cus_acme", livemode=False)
+        djstripe_models.Customer.objects.create(id="cus_other", livemode=False)
+        synced = staff_client.get(customer_url)
+        assert [c.id for c in synced.context["cl"].result_list] == ["cus_acme"]
+
+    def test_last_activity_is_readable_on_the_change_page(self, staff_client, org):
+        assert "never" in readonly_value(staff_client.get(change_url(org)), "last_activity")
+        used = datetime.datetime(2026, 3, 4, 5, 6, tzinfo=datetime.UTC)
+        DeveloperFactory(organization=org, api_key_last_used_at=used)
+        shown = readonly_value(staff_client.get(change_url(org)), "last_activity")
+        assert "March 4, 2026" in shown or "Mar. 4, 2026" in shown
+        assert "None" not in shown and "+00:00" not in shown
+
+    def test_posting_the_page_as_a_browser_does_saves_through_the_services(self, staff_client, org, developer):
+        # The form as rendered (the developers inline's rows and management form included), one field changed.
+        data = form_fields(staff_client.get(change_url(org)).content.decode())
+        assert data["developers-INITIAL_FORMS"] == "1" and data["developers-0-id"] == str(developer.pk)
+        data.update(name="Acme Renamed", max_seats="4", _save="Save")
+        assert staff_client.post(change_url(org), data).status_code == 302
+        org.refresh_from_db()
+        assert (org.name, org.max_seats) == ("Acme Renamed", 4)
+        assert [e.change_message for e in history(org)] == ["Changed name.", "Seats: 3 → 4."]
+        developer.refresh_from_db()
+        assert developer.holds_seat and history(developer) == []
 
     def test_usage_chart_of_the_last_30_days_per_developer(self, staff_client, org, developer):
         grace = DeveloperFactory(organization=org, email="grace@acme.test")

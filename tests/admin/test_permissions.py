@@ -68,6 +68,23 @@ class TestSupportGroup:
         entry = developer_history_user(developer)
         assert entry == support_user
 
+    def test_support_reads_every_history_page(self, support_client, org, developer):
+        for name, obj in (("organization", org), ("developer", developer)):
+            response = support_client.get(reverse(f"admin:accounts_{name}_history", args=[obj.pk]))
+            assert response.status_code == 200
+
+    def test_support_gets_no_dj_stripe_pages_and_so_no_links_to_them(self, support_client, client, superuser, org):
+        # dj-stripe offers its writing sync actions to anyone who may view its models: Support has no rights there.
+        org.subscription_id = "sub_123"
+        org.save()
+        customers = reverse("admin:djstripe_customer_changelist")
+        assert support_client.get(customers).status_code == 403
+        body = support_client.get(reverse("admin:accounts_organization_change", args=[org.pk])).content.decode()
+        assert "https://dashboard.stripe.com/test/customers/cus_acme" in body
+        assert customers not in body and reverse("admin:djstripe_subscription_changelist") not in body
+        client.force_login(superuser)
+        assert customers in client.get(reverse("admin:accounts_organization_change", args=[org.pk])).content.decode()
+
     def test_support_cannot_change_an_organization_by_posting(self, support_client, org):
         url = reverse("admin:accounts_organization_change", args=[org.pk])
         response = support_client.post(url, {"name": "Hijacked", "max_seats": "0"})

@@ -43,13 +43,23 @@ def count(client, url) -> int:
 
 @pytest.mark.parametrize(
     "page",
-    ["organizations", "developers", "organization", "organizations_search", "developers_filtered"],
+    [
+        "organizations",
+        "organizations_over_limit",
+        "organizations_search",
+        "organization",
+        "developers",
+        "developers_filtered",
+        "developers_search",
+    ],
 )
 def test_constant_queries(staff_client, django_assert_max_num_queries, page):
     def url(orgs):
         return {
             "organizations": reverse("admin:accounts_organization_changelist"),
             "organizations_search": reverse("admin:accounts_organization_changelist") + "?q=dev&over_seat_limit=no",
+            "organizations_over_limit": reverse("admin:accounts_organization_changelist") + "?over_seat_limit=yes&o=3",
+            "developers_search": reverse("admin:accounts_developer_changelist") + "?q=example.com",
             "developers": reverse("admin:accounts_developer_changelist"),
             "developers_filtered": reverse("admin:accounts_developer_changelist")
             + "?is_active__exact=1&revoked=no&organization__subscription_status__exact=active",

@@ -49,6 +49,10 @@ def test_bars_stack_per_developer_and_scale_to_a_round_maximum():
     assert sum(s.height for s in day_one) == pytest.approx(chart.plot_bottom - 10)
     assert chart.y_ticks[-1][1] == 40
     assert chart.x_labels[0][1] == "Jan 1"
+    # Every bar, and the last day's label centred under it, stays inside the drawing.
+    assert chart.x_labels[-1][1] == "Jan 30"
+    assert chart.x_labels[-1][0] + 20 <= chart.width
+    assert all(chart.left <= s.x and s.x + s.width <= chart.right for s in chart.segments)
 
 
 def test_developers_beyond_the_palette_are_drawn_as_others():

@@ -1,12 +1,15 @@
 """A staff member runs the back office in a real browser: log in, create an organization, add a developer and read
-the key once, fail to add beyond the seats, set the status, revoke — and see the badge and seat count change."""
+the key once, fail to add beyond the seats, set the status, read the usage chart, lower the seats below use, revoke —
+and see the badge, the seat count and the over-limit flag change."""
 
+import datetime
 import re
 
 import pytest
 from django.contrib.auth.models import User
+from django.utils import timezone
 
-from accounts import selectors
+from accounts import selectors, services
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer, Organization
 
@@ -33,6 +36,7 @@ def test_staff_day_in_the_browser(browser_page, screenshot):
     page.fill("#id_name", "Browser Co")
     page.select_option("#id_subscription_status", "incomplete")
     page.fill("#id_max_seats", "1")
+    page.fill("#id_stripe_customer_id", "cus_browser")
     page.click("input[name=_continue]")
     page.wait_for_selector("text=was added successfully")
     org = Organization.objects.get(name="Browser Co")
@@ -57,11 +61,10 @@ def test_staff_day_in_the_browser(browser_page, screenshot):
         selectors.authenticate_key(key)
     assert refused.value.code == "subscription_inactive"  # the key is real: only the status stops it
 
-    # Reloading the page does not show the key again.
+    # Reloading the page does not show the key again: the reload re-sends the form, which was used already.
     page.on("dialog", lambda dialog: dialog.accept())
     page.reload()
-    # The reload re-sends the form; the developer exists now, so the form refuses and no key is shown.
-    page.wait_for_selector("text=already exists")
+    page.wait_for_selector("text=was added to Browser Co by this form already")
     assert key not in page.content()
     assert not KEY_RE.search(page.content())
     screenshot("04-after-reload")
@@ -75,11 +78,12 @@ def test_staff_day_in_the_browser(browser_page, screenshot):
     assert not KEY_RE.search(page.content())
     screenshot("05-seat-limit-refused")
 
-    # The list shows the badge and seats; setting the status changes the badge.
+    # The list shows the badge, the seats and the Stripe link; setting the status changes the badge.
     page.goto("/admin/accounts/organization/")
     row = page.locator("#result_list tr", has_text="Browser Co")
     assert row.locator(".hc-badge").inner_text() == "Incomplete"
     assert "1 / 1" in row.inner_text()
+    assert row.locator("a[href='https://dashboard.stripe.com/test/customers/cus_browser']").count() == 1
     row.locator("input.action-select").check()
     page.select_option("select[name=action]", "set_status")
     page.click("button[name=index]")
@@ -91,13 +95,47 @@ def test_staff_day_in_the_browser(browser_page, screenshot):
     screenshot("06-status-active")
     assert selectors.authenticate_key(key).developer_id == developer.pk
 
+    # The organization's page: the developer in seat order and a month of usage, drawn on the server.
+    now = timezone.now()
+    for days_ago, ok in [(0, True), (0, False), (1, True), (3, True), (3, True), (12, True), (29, True)]:
+        services.record_usage(
+            developer_id=developer.pk,
+            organization_id=org.pk,
+            tool_name="whoami",
+            ok=ok,
+            duration_ms=5,
+            created_at=now - datetime.timedelta(days=days_ago),
+        )
+    page.goto(f"/admin/accounts/organization/{org.pk}/change/")
+    page.wait_for_selector("svg.hc-chart")
+    assert page.locator("svg.hc-chart rect").count() == 5  # one bar per day with calls
+    assert "7 calls, 1 error" in page.locator("#usage").inner_text()
+    inline = page.locator(".inline-related tr", has_text="ada@browser.test")
+    assert "1 of 1" in inline.inner_text() and developer.api_key_prefix in inline.inner_text()
+    screenshot("07-organization-page")
+
+    # Lowering the seats below those in use asks first, then flags the organization; the newest holder is refused.
+    page.fill("#id_max_seats", "0")
+    page.click("input[name=_save]")
+    page.wait_for_selector("text=Lower seats below those in use?")
+    assert "Browser Co uses 1 seat. With 0 seats, no one keeps access: this developer is refused" in page.content()
+    screenshot("08-seats-confirmation")
+    page.click("input[type=submit][value='Yes, set 0 seats']")
+    page.wait_for_selector("text=was changed successfully")
+    row = page.locator("#result_list tr", has_text="Browser Co")
+    assert "1 / 0" in row.inner_text() and row.locator(".hc-flag").inner_text() == "over limit"
+    screenshot("09-over-seat-limit")
+    with pytest.raises(KeyRefused) as refused:
+        selectors.authenticate_key(key)
+    assert refused.value.code == "seat_limit_exceeded"
+
     # Revoke the developer's key from the developer list, after confirming.
     page.goto("/admin/accounts/developer/")
     page.locator("#result_list tr", has_text="ada@browser.test").locator("input.action-select").check()
     page.select_option("select[name=action]", "revoke_keys")
     page.click("button[name=index]")
     page.wait_for_selector("text=Revoke key?")
-    screenshot("07-revoke-confirmation")
+    screenshot("10-revoke-confirmation")
     page.click("input[type=submit][value='Yes, revoke']")
     page.wait_for_selector("text=Revoked 1 key.")
     assert page.locator("#result_list tr", has_text="ada@browser.test").locator(".hc-badge").inner_text() == "revoked"
@@ -105,7 +143,8 @@ def test_staff_day_in_the_browser(browser_page, screenshot):
         selectors.authenticate_key(key)
     assert refused.value.code == "key_revoked"
 
-    # The seat is free again.
+    # The seat is free again, and the organization no longer over its limit.
     page.goto("/admin/accounts/organization/")
-    assert "0 / 1" in page.locator("#result_list tr", has_text="Browser Co").inner_text()
-    screenshot("08-seat-freed")
+    row = page.locator("#result_list tr", has_text="Browser Co")
+    assert "0 / 0" in row.inner_text() and row.locator(".hc-flag").count() == 0
+    screenshot("11-seat-freed")
