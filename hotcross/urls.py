@@ -1,10 +1,15 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from hotcross.views import healthz
+from hotcross.views import djstripe_admin_action, healthz
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    # Before the admin's own URLs, so this guarded view answers dj-stripe's action URLs (see its docstring).
+    path(
+        "admin/djstripe/<str:model>/action/<str:action_name>/<str:model_name>/",
+        admin.site.admin_view(djstripe_admin_action),
+    ),
     path("admin/", admin.site.urls),
     # Stripe webhooks: /stripe/webhook/<uuid>/ (see `manage.py stripe_webhook_endpoint`).
     path("stripe/", include("djstripe.urls", namespace="djstripe")),

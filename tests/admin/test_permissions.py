@@ -85,6 +85,26 @@ class TestSupportGroup:
         client.force_login(superuser)
         assert customers in client.get(reverse("admin:accounts_organization_change", args=[org.pk])).content.decode()
 
+    @pytest.mark.parametrize(
+        ("model", "action"),
+        [("subscription", "_cancel"), ("customer", "_sync_all_instances"), ("customer", "_resync_instances")],
+    )
+    def test_support_cannot_start_dj_stripe_actions_that_write_to_stripe(
+        self, support_client, client, superuser, model, action
+    ):
+        # dj-stripe's own action view asks only for a staff login; cancelling a subscription in Stripe must not be
+        # one POST away for Support (STRIPE_API_HOST points nowhere in tests: a call to Stripe would fail loudly).
+        url = f"/admin/djstripe/{model}/action/{action}/{model}/"
+        assert support_client.post(url, {"_selected_action": ["1"]}).status_code == 403
+        client.force_login(superuser)
+        # Who may change the model reaches dj-stripe's view: an empty selection gets its confirmation page again.
+        assert client.post(url).status_code == 200
+
+    def test_dj_stripe_action_urls_take_only_dj_stripe_actions_and_posts(self, staff_client):
+        assert staff_client.post("/admin/djstripe/customer/action/dispatch/customer/").status_code == 404
+        assert staff_client.post("/admin/djstripe/customer/action/_cancel/nomodel/").status_code == 404
+        assert staff_client.get("/admin/djstripe/customer/action/_cancel/customer/").status_code == 405
+
     def test_support_cannot_change_an_organization_by_posting(self, support_client, org):
         url = reverse("admin:accounts_organization_change", args=[org.pk])
         response = support_client.post(url, {"name": "Hijacked", "max_seats": "0"})
