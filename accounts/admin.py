@@ -21,7 +21,6 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import display_for_value, unquote
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Lower
 from django.forms import Form
@@ -35,7 +34,7 @@ from django.utils.html import format_html
 from accounts import selectors, services
 from accounts.admin_chart import usage_chart
 from accounts.admin_forms import DeveloperAddForm, KeyExpiryForm, StatusForm
-from accounts.exceptions import AccountsError
+from accounts.exceptions import AccountsError, KeyChanged
 from accounts.models import Developer, Organization, SubscriptionStatus
 
 # Above this many selected objects an action asks staff to narrow the selection: the confirmation page lists them
@@ -852,9 +851,7 @@ class DeveloperAdmin(_ServiceHistoryMixin, admin.ModelAdmin):
             "at once. Re-keying a revoked developer takes a seat.",
             objects=developers,
             details=[f"{d.email}: key {d.api_key_prefix or '—'}… ({d.key_state})" for d in developers],
-            # The key each confirmation was given for: a replayed POST (reload, back button, double click) finds a
-            # different key and rotates nothing, so it cannot show a key again.
-            hidden=[(f"key_version_{d.pk}", _key_version(d)) for d in developers],
+            hidden=[(f"key_version_{d.pk}", d.key_version) for d in developers],
             submit="Yes, rotate",
             action=action,
             danger=True,
@@ -863,21 +860,14 @@ class DeveloperAdmin(_ServiceHistoryMixin, admin.ModelAdmin):
     def _rotate(self, request: HttpRequest, developers: Iterable[Developer]) -> TemplateResponse | None:
         issued: list[tuple[Developer, str]] = []
         for developer in developers:
-            expected = request.POST.get(f"key_version_{developer.pk}")
+            # The key each confirmation was given for: a replayed POST (reload, back button, double click) finds a
+            # different key and rotates nothing, so it cannot show a key again.
+            expected = request.POST.get(f"key_version_{developer.pk}", "")
             try:
-                with transaction.atomic():
-                    # Same lock order as the services (organization, then developer), so no deadlock with them.
-                    Organization.objects.select_for_update().get(pk=developer.organization_id)
-                    current = Developer.objects.select_for_update().get(pk=developer.pk)
-                    if expected is None or expected != _key_version(current):
-                        self.message_user(
-                            request,
-                            f"{current.email}: the key changed after the confirmation page was opened (already "
-                            "rotated?). Nothing was done; open the page again to rotate it.",
-                            messages.WARNING,
-                        )
-                        continue
-                    rotated, key = services.rotate_key(developer=current, actor=request.user)
+                rotated, key = services.rotate_key(developer=developer, actor=request.user, if_key_version=expected)
+            except KeyChanged as exc:
+                self.message_user(request, exc.message, messages.WARNING)
+                continue
             except AccountsError as exc:
                 self.message_user(request, f"{developer.email}: {exc.message}", messages.ERROR)
                 continue
@@ -911,10 +901,6 @@ def _status_badge(status: str, label: str) -> str:
 
 def _state_badge(state: str) -> str:
     return format_html('<span class="hc-badge hc-{}">{}</span>', _STATE_CLASS.get(state, "off"), state)
-
-
-def _key_version(developer: Developer) -> str:
-    return developer.api_key_created_at.isoformat() if developer.api_key_created_at else "none"
 
 
 def stripe_dashboard_url(customer_id: str) -> str:

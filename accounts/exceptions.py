@@ -42,6 +42,12 @@ class SeatLimitReached(AccountsError):
     code = "seat_limit_reached"
 
 
+class KeyChanged(AccountsError):
+    """The key changed since the caller looked (a replayed or concurrent rotation); nothing was done."""
+
+    code = "key_changed"
+
+
 class KeyRefused(AccountsError):
     """`authenticate_key` refused a key. `code` is stable (clients may branch on it), `message` is for people."""
 

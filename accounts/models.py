@@ -159,6 +159,11 @@ class Developer(models.Model):
         return self.is_active and self.api_key_revoked_at is None and self.api_key_hash is not None
 
     @property
+    def key_version(self) -> str:
+        """Names the current key without revealing it: changes whenever a key is issued (see `rotate_key`)."""
+        return self.api_key_created_at.isoformat() if self.api_key_created_at else "none"
+
+    @property
     def key_state(self) -> str:
         """One word for lists: active, revoked, expired, inactive, no key."""
         if not self.is_active:

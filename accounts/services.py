@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts import audit, key_cache, keys
-from accounts.exceptions import AccountsError, DuplicateEmail, InvalidInput, NotFound, SeatLimitReached
+from accounts.exceptions import AccountsError, DuplicateEmail, InvalidInput, KeyChanged, NotFound, SeatLimitReached
 from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus, UsageEvent
 from accounts.selectors import seats_in_use
 
@@ -197,13 +197,23 @@ def revoke_key(*, developer: Developer, actor: Any = None) -> bool:
     return changed
 
 
-def rotate_key(*, developer: Developer, actor: Any = None) -> tuple[Developer, str]:
-    """Issue a new key; the old one stops working at once. Re-keying a revoked developer needs a free seat."""
+def rotate_key(*, developer: Developer, actor: Any = None, if_key_version: str | None = None) -> tuple[Developer, str]:
+    """Issue a new key; the old one stops working at once. Re-keying a revoked developer needs a free seat.
+
+    `if_key_version`: rotate only if the current key is still that one (`Developer.key_version`), else raise
+    `KeyChanged`. A confirmation page passes what it showed, so a replayed or concurrent request issues no second
+    key (and so shows no key again).
+    """
     plain_key = keys.generate_key()
     now = timezone.now()
     with transaction.atomic():
         organization = _lock(developer.organization)
         current = Developer.objects.select_for_update().get(pk=developer.pk)
+        if if_key_version is not None and current.key_version != if_key_version:
+            raise KeyChanged(
+                f"{current.email}: the key changed after the confirmation page was opened (already rotated?). "
+                "Nothing was done; open the page again to rotate it."
+            )
         old_prefix = current.api_key_prefix
         takes_seat = current.is_active and not current.holds_seat
         if takes_seat:

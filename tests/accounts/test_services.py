@@ -5,7 +5,7 @@ from django.contrib.admin.models import ADDITION, LogEntry
 from django.utils import timezone
 
 from accounts import audit, keys, services
-from accounts.exceptions import DuplicateEmail, InvalidInput, SeatLimitReached
+from accounts.exceptions import DuplicateEmail, InvalidInput, KeyChanged, SeatLimitReached
 from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus
 from accounts.selectors import seats_in_use
 from tests.factories import DeveloperFactory, OrganizationFactory
@@ -133,6 +133,16 @@ class TestKeys:
         assert dev.api_key_expires_at is None
         assert dev.seat_claimed_at == claimed
         assert seats_in_use(org) == 1
+
+    def test_rotate_if_key_version_rotates_once_for_one_confirmation(self):
+        dev = DeveloperFactory()
+        shown = dev.key_version
+        dev, key = services.rotate_key(developer=dev, if_key_version=shown)
+        with pytest.raises(KeyChanged, match="already rotated"):
+            services.rotate_key(developer=dev, if_key_version=shown)  # the same confirmation, replayed
+        dev.refresh_from_db()
+        assert dev.api_key_hash == keys.hash_key(key)
+        assert dev.key_version != shown
 
     def test_rekeying_a_revoked_developer_needs_a_free_seat(self):
         org = OrganizationFactory(name="Acme", max_seats=1)
