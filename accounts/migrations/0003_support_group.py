@@ -38,10 +38,9 @@ def create_support_group(apps, schema_editor):
     group.permissions.add(*permissions)
 
 
-def remove_support_group(apps, schema_editor):
-    # The permissions stay (post_migrate would recreate them anyway); only the group this migration made goes.
-    Group = apps.get_model("auth", "Group")
-    Group.objects.using(schema_editor.connection.alias).filter(name=SUPPORT_GROUP).delete()
+def keep_support_group(apps, schema_editor):
+    """Rolling back keeps the group: `migrate accounts 0001_initial` (undoing the legacy conversion) must not take
+    staff out of it. Migrating forward again finds it and only makes sure of its permissions."""
 
 
 class Migration(migrations.Migration):
@@ -62,5 +61,5 @@ class Migration(migrations.Migration):
                 ],
             },
         ),
-        migrations.RunPython(create_support_group, remove_support_group),
+        migrations.RunPython(create_support_group, keep_support_group),
     ]

@@ -1,7 +1,7 @@
 """0003_support_group: the custom key permissions and the "Support" group, forward and backward."""
 
 import pytest
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group, Permission, User
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
@@ -17,10 +17,13 @@ def migrate(target):
     executor.migrate([target])
 
 
-def test_the_migration_is_reversible_and_recreates_the_group():
+def test_the_migration_is_reversible_and_a_rollback_keeps_the_group_and_its_members(support_group):
+    member = User.objects.create_user("sam", is_staff=True)
+    member.groups.add(support_group)
     try:
-        migrate(BEFORE)
-        assert not Group.objects.filter(name="Support").exists()
+        migrate(BEFORE)  # as when the legacy conversion is rolled back
+        assert list(member.groups.values_list("name", flat=True)) == ["Support"]
+        Group.objects.get(name="Support").permissions.clear()
         migrate(AFTER)
         group = Group.objects.get(name="Support")
         assert set(group.permissions.values_list("codename", flat=True)) == {
