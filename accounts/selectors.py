@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import uuid
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -235,13 +235,34 @@ def _key_check_statement(connection: BaseDatabaseWrapper) -> tuple[str, list, in
     return prepared
 
 
+def _preparing_cursor(connection: BaseDatabaseWrapper) -> Any:
+    """A cursor whose statements PostgreSQL may keep prepared, where the database settings allow it.
+
+    Planning the key check costs PostgreSQL more than running it. Django's own cursors bind parameters on the client,
+    so every statement is planned again; a server-side binding cursor lets psycopg prepare a statement once it has
+    run `prepare_threshold` times on a connection (the pool keeps connections, so it stays prepared). Only the key
+    check uses it: `DATABASE_PREPARED_STATEMENTS=false` (behind a pooler that cannot keep prepared statements)
+    removes `prepare_threshold`, and then this is Django's usual cursor.
+    """
+    if connection.vendor != "postgresql" or connection.settings_dict["OPTIONS"].get("prepare_threshold") is None:
+        return connection.cursor()
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    with connection.wrap_database_errors:
+        cursor = ServerBindingCursor(connection.connection)
+    # Django's wrappers: database errors become Django's, and query logging (and counting, in tests) still works.
+    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
+
+
 def _check_in_database(key_hash: str) -> _Checked | None:
     """One query: the developer, its organization and how many seat holders took their seat before it."""
     connection = connections[DEFAULT_DB_ALIAS]
     sql, params, hash_index, compiler, converters = _key_check_statement(connection)
     params = params.copy()
     params[hash_index] = key_hash
-    with connection.cursor() as cursor:
+    with _preparing_cursor(connection) as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
@@ -304,10 +325,33 @@ def _touch_last_used(found: _KeyRow) -> None:
     now = timezone.now()
     if found.last_used_at is not None and now - found.last_used_at < LAST_USED_RESOLUTION:
         return
-    # The condition makes concurrent checks (other threads, other workers) write at most once per minute too.
-    Developer.objects.filter(pk=found.developer_id).filter(
-        Q(api_key_last_used_at__isnull=True) | Q(api_key_last_used_at__lt=now - LAST_USED_RESOLUTION)
-    ).update(api_key_last_used_at=now)
+    connection = connections[DEFAULT_DB_ALIAS]
+    with _preparing_cursor(connection) as cursor:
+        cursor.execute(
+            _touch_statement(connection),
+            [
+                connection.ops.adapt_datetimefield_value(now),
+                Developer._meta.pk.get_db_prep_value(found.developer_id, connection),
+                connection.ops.adapt_datetimefield_value(now - LAST_USED_RESOLUTION),
+            ],
+        )
+
+
+def _touch_statement(connection: BaseDatabaseWrapper) -> str:
+    """`UPDATE … SET api_key_last_used_at = now WHERE id = … AND (never used OR used over a minute ago)`.
+
+    The condition makes concurrent checks (other threads, other workers) write at most once a minute too. Written out
+    (from the model's names) rather than through `QuerySet.update`, whose compilation costs more than the write, so
+    that it can stay prepared like the key check.
+    """
+    quote = connection.ops.quote_name
+    table = quote(Developer._meta.db_table)
+    last_used = quote(Developer._meta.get_field("api_key_last_used_at").column)
+    pk = quote(Developer._meta.pk.column)
+    return (
+        f"UPDATE {table} SET {last_used} = %s "  # noqa: S608 (names from the model, values as parameters)
+        f"WHERE {pk} = %s AND ({last_used} IS NULL OR {last_used} < %s)"
+    )
 
 
 def _invalid_key() -> KeyRefused:

@@ -6,7 +6,8 @@
 Creates a scratch database (dropped at the end) holding 10 000 organizations and 100 000 developers, then times, over
 one connection each:
   baseline  what the old server did on every call: one SELECT joining developer and organization with a COUNT(*)
-            sub-query of the organization's active developers, then UPDATE … SET api_key_last_used_at = NOW()
+            sub-query of the organization's active developers, then UPDATE … SET api_key_last_used_at = NOW(),
+            both as prepared statements (the old server's asyncpg prepared every query)
   cold      authenticate_key with its memory off (every check asks the database), keys used within the last minute
   cold+write  the same, for keys last used over a minute ago (the once-a-minute last-used write happens)
   warm      authenticate_key answered from the process's (≤ 1 s) memory
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> None:
 
     from accounts import key_cache, keys
     from accounts.models import Developer, Organization
-    from accounts.selectors import authenticate_key
+    from accounts.selectors import _preparing_cursor, authenticate_key
 
     print(
         f"PostgreSQL scratch database {SCRATCH_DB}: migrating and loading {ORGS} organizations, "
@@ -158,7 +159,8 @@ def run(args: argparse.Namespace) -> None:
     baseline_update = f"UPDATE {dev_table} SET api_key_last_used_at = NOW() WHERE id = %s"
 
     def baseline(key: str) -> None:
-        with connection.cursor() as cursor:
+        # Prepared statements like the key check's (and like the old server's asyncpg, which prepares every query).
+        with _preparing_cursor(connection) as cursor:
             cursor.execute(baseline_select, [keys.hash_key(key)])
             row = cursor.fetchone()
             cursor.execute(baseline_update, [row[0]])

@@ -83,6 +83,11 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
     }
     _db["CONN_MAX_AGE"] = 0  # the pool keeps the connections; Django must not hold them as well
+    # The key check (accounts.selectors) runs as a prepared statement once a connection has run it this many times;
+    # Django's own queries are never prepared. Turn off behind a pooler that cannot keep prepared statements
+    # (PgBouncer in transaction mode before 1.21).
+    if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+        _db["OPTIONS"].setdefault("prepare_threshold", 5)
 elif _db["ENGINE"] == "django.db.backends.sqlite3":
     # Concurrent writers (webhooks, usage events) would otherwise fail with "database is locked".
     _db.setdefault("OPTIONS", {})

@@ -151,6 +151,20 @@ class TestCost:
         with django_assert_num_queries(1):
             authenticate_key(dev.plain_key)
 
+    @pytest.mark.postgres_only
+    def test_on_postgresql_the_key_check_stays_prepared_on_its_connection(self, settings):
+        threshold = connection.settings_dict["OPTIONS"].get("prepare_threshold")
+        if threshold is None:
+            pytest.skip("DATABASE_PREPARED_STATEMENTS=false")
+        settings.HOTCROSS_KEY_CACHE_SECONDS = 0
+        dev = DeveloperFactory(api_key_last_used_at=timezone.now())
+        for _ in range(threshold + 1):
+            assert authenticate_key(dev.plain_key).developer_id == dev.id
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT statement FROM pg_prepared_statements")
+            prepared = [row[0] for row in cursor.fetchall()]
+        assert any("api_key_hash" in statement and "seats_ahead" in statement for statement in prepared)
+
     def test_a_warm_check_asks_nothing(self, django_assert_num_queries):
         dev = DeveloperFactory()
         authenticate_key(dev.plain_key)
