@@ -10,7 +10,7 @@ import sys
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 
 from accounts import keys, selectors
 from accounts.exceptions import KeyRefused
@@ -343,6 +343,54 @@ def test_the_reverse_refuses_to_lose_developers_added_afterwards(legacy_table):
     newcomer.delete()
     migrate(BEFORE)
     assert Developer.objects.count() == 0 and Organization.objects.count() == 0
+
+
+def _schema_of_targets() -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT 'index', indexname, indexdef FROM pg_indexes
+               WHERE tablename IN ('accounts_organization', 'accounts_developer')
+               UNION ALL
+               SELECT 'constraint', conname, pg_get_constraintdef(oid) FROM pg_constraint
+               WHERE conrelid IN ('accounts_organization'::regclass, 'accounts_developer'::regclass)
+               ORDER BY 1, 2"""
+        )
+        return cursor.fetchall()
+
+
+@pytest.mark.postgres_only
+def test_a_large_conversion_loads_first_and_rebuilds_every_index_and_constraint(legacy_table, monkeypatch):
+    """Above the threshold, indexes, unique constraints and foreign keys are dropped for the load and rebuilt."""
+    from accounts import legacy
+
+    monkeypatch.setattr(legacy, "BULK_LOAD_THRESHOLD", 3)
+    key = keys.generate_key()
+    rows = [
+        customer(email="a@x.test", stripe_customer_id="cus_team", subscription_status="active"),
+        customer(email="b@x.test", stripe_customer_id="cus_team", api_key_hash=keys.hash_key(key)),
+        customer(email="c@x.test", subscription_status="trialing"),
+        customer(email="d@x.test", subscription_status="canceled"),
+    ]
+    insert_customers(*rows)
+    migrate(BEFORE)
+    before = _schema_of_targets()
+    progress: list[str] = []
+    result = legacy.convert(connection, _historical_apps(), progress=progress.append)
+
+    assert (result.organizations_created, result.developers_created) == (3, 4)
+    assert any(line.startswith("indexing ") for line in progress), progress
+    assert _schema_of_targets() == before
+    migrate_forward()
+    assert selectors.authenticate_key(key).organization_id == org_of(rows[0]).id
+    # The rebuilt constraints hold: the database still refuses a second developer with the same email.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Developer.objects.create(organization=org_of(rows[0]), email="A@X.test")
+
+
+def _historical_apps():
+    from django.db.migrations.loader import MigrationLoader
+
+    return MigrationLoader(connection).project_state(CONVERSION).apps
 
 
 def test_legacy_report_prints_the_plan_without_writing(legacy_table):
