@@ -141,14 +141,24 @@ def authenticate_key(raw_key: str) -> Principal:
     return _outcome(checked)
 
 
-async def aauthenticate_key(raw_key: str) -> Principal:
-    """`authenticate_key` for async callers: memory hits stay on the event loop, database work runs in a thread."""
+def authenticate_key_from_memory(raw_key: str) -> Principal | None:
+    """`authenticate_key` without the database: the answer this process remembers (a `Principal`, or `KeyRefused`
+    for a malformed or remembered-refused key), or None when only the database can tell.
+
+    Never blocks, so async code can call it on the event loop and go to a thread only for None.
+    """
     key = keys.normalize(raw_key)
     if key is None:
         raise _invalid_key()
     checked = key_cache.get(keys.hash_key(key))
-    if checked is not None:
-        return _outcome(checked)
+    return None if checked is None else _outcome(checked)
+
+
+async def aauthenticate_key(raw_key: str) -> Principal:
+    """`authenticate_key` for async callers: memory hits stay on the event loop, database work runs in a thread."""
+    principal = authenticate_key_from_memory(raw_key)
+    if principal is not None:
+        return principal
     return await sync_to_async(authenticate_key, thread_sensitive=False)(raw_key)
 
 

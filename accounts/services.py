@@ -9,15 +9,18 @@ earliest seat holders keep access and the newest ones are refused by the key che
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db import connection as db_connection
 from django.utils import timezone
 
-from accounts import audit, key_cache, keys
+from accounts import async_pg, audit, key_cache, keys
 from accounts.exceptions import AccountsError, DuplicateEmail, InvalidInput, KeyChanged, NotFound, SeatLimitReached
 from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus, UsageEvent
 from accounts.selectors import seats_in_use
@@ -392,26 +395,142 @@ def record_usage(
 
     No admin history: a tool call is not an administrative change, and there is one event per call.
     """
+    event = _usage_event(
+        developer_id=developer_id,
+        organization_id=organization_id,
+        tool_name=tool_name,
+        ok=ok,
+        duration_ms=duration_ms,
+        created_at=created_at,
+    )
+    try:
+        event.save(force_insert=True)
+    except IntegrityError:
+        # The foreign keys are checked when the row commits (autocommit: at once): the developer or organization
+        # was deleted meanwhile, or the ids name nothing.
+        raise _usage_not_found(developer_id, organization_id) from None
+    return event
+
+
+def record_usages(calls: Sequence[dict[str, Any]]) -> list[UsageEvent | AccountsError]:
+    """Record several served calls (each a dict of `record_usage`'s arguments) in one INSERT.
+
+    The answer has one entry per call, in order: its event, or the error that kept it from being recorded (bad
+    input, or a developer deleted meanwhile). One call's error never loses the others' events.
+    """
+    results: list[UsageEvent | AccountsError] = []
+    for call in calls:
+        try:
+            results.append(_usage_event(**call))
+        except AccountsError as exc:
+            results.append(exc)
+    events = [event for event in results if isinstance(event, UsageEvent)]
+    if not events:
+        return results
+    try:
+        with transaction.atomic():
+            UsageEvent.objects.bulk_create(events)
+    except IntegrityError:
+        # One of them names a developer or organization that no longer exists: record them one by one.
+        return [outcome if not isinstance(outcome, UsageEvent) else _saved_or_error(outcome) for outcome in results]
+    return results
+
+
+async def arecord_usages(calls: Sequence[dict[str, Any]]) -> list[AccountsError | None]:
+    """`record_usages` for async callers on PostgreSQL (`accounts.async_pg.available()`): one multi-row INSERT from
+    the event loop, without the hand-off to a thread that the ORM needs. Elsewhere call `record_usages` in a thread.
+
+    One entry per call, in order: None when recorded, else the error that kept it out. Connection failures raise
+    Django's `OperationalError`, as from the ORM.
+    """
+    if not async_pg.available():
+        raise NotImplementedError("arecord_usages needs PostgreSQL; call record_usages in a thread instead.")
+    results: list[AccountsError | None] = []
+    rows: list[tuple[int, tuple[Any, ...]]] = []
+    for index, call in enumerate(calls):
+        try:
+            values = _usage_values(**call)
+        except AccountsError as exc:
+            results.append(exc)
+            continue
+        results.append(None)
+        rows.append((index, tuple(values[column] for column in _USAGE_COLUMNS)))
+    if not rows:
+        return results
+    try:
+        await async_pg.execute(*_usage_insert([row for _, row in rows]))
+    except IntegrityError:
+        # One of them names a developer or organization that no longer exists: write them one by one.
+        for index, row in rows:
+            try:
+                await async_pg.execute(*_usage_insert([row]))
+            except IntegrityError:
+                results[index] = _usage_not_found(row[0], row[1])
+    return results
+
+
+_USAGE_COLUMNS = ("developer_id", "organization_id", "tool_name", "ok", "duration_ms", "created_at")
+
+
+def _usage_insert(rows: Sequence[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+    """One INSERT of `rows` (values in `_USAGE_COLUMNS` order) on PostgreSQL, written from the model's names."""
+    one = "(" + ", ".join(["%s"] * len(_USAGE_COLUMNS)) + ")"
+    return f"{_usage_insert_head()} VALUES {', '.join([one] * len(rows))}", [value for row in rows for value in row]
+
+
+@functools.cache
+def _usage_insert_head() -> str:
+    # Once per process: in async code each task would make itself a database connection object to quote two names.
+    quote = db_connection.ops.quote_name
+    columns = ", ".join(quote(UsageEvent._meta.get_field(name).column) for name in _USAGE_COLUMNS)
+    return f"INSERT INTO {quote(UsageEvent._meta.db_table)} ({columns})"
+
+
+def _saved_or_error(event: UsageEvent) -> UsageEvent | AccountsError:
+    try:
+        with transaction.atomic():
+            event.save(force_insert=True)
+    except IntegrityError:
+        return _usage_not_found(event.developer_id, event.organization_id)
+    return event
+
+
+def _usage_event(**call: Any) -> UsageEvent:
+    """A validated, unsaved usage event."""
+    return UsageEvent(**_usage_values(**call))
+
+
+def _usage_values(
+    *,
+    developer_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    tool_name: str,
+    ok: bool,
+    duration_ms: int,
+    created_at: datetime.datetime | None = None,
+) -> dict[str, Any]:
+    """A usage event's column values, validated and normalised (the rules of `record_usage`)."""
     name = tool_name.strip() if isinstance(tool_name, str) else ""
-    max_length = UsageEvent._meta.get_field("tool_name").max_length
-    if not name or len(name) > max_length:
-        raise InvalidInput(f"A usage event needs a tool name of 1 to {max_length} characters, not {tool_name!r:.80}.")
+    if not name or len(name) > _TOOL_NAME_MAX:
+        raise InvalidInput(
+            f"A usage event needs a tool name of 1 to {_TOOL_NAME_MAX} characters, not {tool_name!r:.80}."
+        )
     if isinstance(duration_ms, bool) or not isinstance(duration_ms, int) or duration_ms < 0:
         raise InvalidInput(f"A call's duration must be a whole number of milliseconds, 0 or more, not {duration_ms!r}.")
     if created_at is not None and timezone.is_naive(created_at):
         raise InvalidInput("The time of a usage event needs a time zone.")
-    try:
-        return UsageEvent.objects.create(
-            developer_id=developer_id,
-            organization_id=organization_id,
-            tool_name=name,
-            ok=bool(ok),
-            duration_ms=min(duration_ms, _MAX_DURATION_MS),
-            created_at=created_at or timezone.now(),
-        )
-    except IntegrityError:
-        # The foreign keys are checked when the row commits (autocommit: at once): the developer or organization
-        # was deleted meanwhile, or the ids name nothing.
-        raise NotFound(
-            f"Cannot record usage: developer {developer_id} of organization {organization_id} does not exist."
-        ) from None
+    return {
+        "developer_id": developer_id,
+        "organization_id": organization_id,
+        "tool_name": name,
+        "ok": bool(ok),
+        "duration_ms": min(duration_ms, _MAX_DURATION_MS),
+        "created_at": created_at or timezone.now(),
+    }
+
+
+_TOOL_NAME_MAX = UsageEvent._meta.get_field("tool_name").max_length
+
+
+def _usage_not_found(developer_id: uuid.UUID, organization_id: uuid.UUID) -> NotFound:
+    return NotFound(f"Cannot record usage: developer {developer_id} of organization {organization_id} does not exist.")

@@ -127,6 +127,9 @@ HOTCROSS_MCP_TOOLS = env.list("HOTCROSS_MCP_TOOLS", default=[])
 # Each thread gives its connection back after every unit of work, so the bridge holds at most 2 × this many
 # connections: keep that below DATABASE_POOL_MAX_SIZE (`manage.py check --deploy` warns otherwise).
 HOTCROSS_MCP_DB_THREADS = env.int("HOTCROSS_MCP_DB_THREADS", default=8)
+# Usage events of answered MCP calls are buffered and written in one INSERT this often (capped at 5 s). A graceful stop
+# writes what is buffered; only a hard kill loses the last interval (mcp_bridge.metering).
+HOTCROSS_MCP_METERING_FLUSH_SECONDS = env.float("HOTCROSS_MCP_METERING_FLUSH_SECONDS", default=0.05)
 
 # --- Stripe (dj-stripe) -------------------------------------------------------------------------------------------
 # Stripe is the source of truth for subscription status and seats (accounts/billing.py). With no key set the app

@@ -26,6 +26,7 @@ from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mcp_bridge import metering
 from mcp_bridge.auth import BearerKeyMiddleware
 from mcp_bridge.server import build_server
 
@@ -57,9 +58,13 @@ class MCPHttpApp:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Run the SDK's session manager (for hosts that run their own lifespan)."""
-        async with self.server.session_manager.run():
-            yield
+        """Run the SDK's session manager (for hosts that run their own lifespan); at the end, write the usage events
+        still buffered."""
+        try:
+            async with self.server.session_manager.run():
+                yield
+        finally:
+            await metering.flush_at_stop()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup

@@ -4,28 +4,48 @@ A call is served when one of the server's tools was called and the client gets a
 flagged `isError` (the tool failed or its arguments were wrong), or a JSON-RPC error raised inside the call. Calls
 to a tool name the server does not have, and calls abandoned by the client before an answer, are not metered.
 
-The event is written before the answer is returned, so once a client holds its answer the event exists. If the
-event cannot be written (database down) the client gets an error instead of the answer: the bridge does not serve
-calls it cannot meter.
+Events are buffered in the process and written in one INSERT every `HOTCROSS_MCP_METERING_FLUSH_SECONDS` (0.05 s by
+default): a database round trip per call would cost more than a small tool call itself. What that means:
+
+- Every answered call has its event in the buffer before the answer leaves, so the number of events equals the
+  number of calls served. It is in the database a flush interval later.
+- When the database cannot be reached, events stay buffered and the writes are retried; nothing is lost. Once
+  `MAX_BUFFERED` events wait, the bridge refuses further calls (it does not serve calls it cannot meter).
+- A graceful stop (uvicorn's shutdown, the end of a stdio session) writes what is buffered. Only a hard kill of the
+  process loses the events of its last flush interval.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
-import anyio
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 from mcp.server.context import ServerRequestContext
 
+from accounts import async_pg
 from accounts.selectors import Principal
-from accounts.services import record_usage
+from accounts.services import arecord_usages, record_usages
 from mcp_bridge import db
 from mcp_bridge.auth import current_caller, unavailable_error
 from mcp_bridge.db import DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
+
+MAX_BUFFERED = 100_000  # events waiting for the database, per process (a few tens of MB at most)
+MAX_BATCH = 1_000  # events per INSERT
+RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)  # back-off while the database cannot be reached
+SHUTDOWN_SECONDS = 10.0  # how long a stop keeps trying to write what is buffered
+
+
+class MeteringFull(DatabaseUnavailable):
+    """Too many events wait for the database: the call is refused rather than served unmetered."""
 
 
 class MeteringMiddleware:
@@ -41,38 +61,125 @@ class MeteringMiddleware:
         if name not in self._tool_names:
             return await call_next(ctx)
         caller = current_caller()
+        buffer = _buffer()
+        if buffer.full:
+            logger.error("usage buffer full (%s events wait for the database): call refused", len(buffer))
+            raise unavailable_error(MeteringFull())
         started = time.perf_counter()
         try:
             result = await call_next(ctx)
         except Exception:
             # A JSON-RPC error raised inside the call (or bad params): served, as an error.
-            await _record(caller, name, ok=False, started=started)
+            buffer.add(_event(caller, name, ok=False, started=started))
             raise
         ok = not (isinstance(result, dict) and result.get("isError") is True)
-        await _record(caller, name, ok=ok, started=started)
+        buffer.add(_event(caller, name, ok=ok, started=started))
         return result
 
 
-async def _record(caller: Principal, tool_name: str, *, ok: bool, started: float) -> None:
-    duration_ms = max(0, round((time.perf_counter() - started) * 1000))
+async def flush() -> None:
+    """Write every buffered event of this event loop now (a stop, or a reader that must see the latest calls)."""
+    await _buffer().flush()
+
+
+def _event(caller: Principal, tool_name: str, *, ok: bool, started: float) -> dict[str, Any]:
+    return {
+        "developer_id": caller.developer_id,
+        "organization_id": caller.organization_id,
+        "tool_name": tool_name,
+        "ok": ok,
+        "duration_ms": max(0, round((time.perf_counter() - started) * 1000)),
+        "created_at": timezone.now(),
+    }
+
+
+class _UsageBuffer:
+    """The events of one event loop waiting to be written, and the task that writes them."""
+
+    def __init__(self) -> None:
+        self._events: list[dict[str, Any]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._writing = asyncio.Lock()
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    @property
+    def full(self) -> bool:
+        return len(self._events) >= MAX_BUFFERED
+
+    def add(self, event: dict[str, Any]) -> None:
+        self._events.append(event)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def flush(self, *, deadline: float | None = None) -> None:
+        """Write everything buffered; while the database cannot be reached, retry (until `deadline`, if given)."""
+        failures = 0
+        while self._events:
+            try:
+                await self._write_some()
+                failures = 0
+            except DatabaseUnavailable:
+                wait = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+                if failures == 0:
+                    logger.warning("usage events wait for the database: %s buffered", len(self._events))
+                failures += 1
+                if deadline is not None and time.monotonic() + wait > deadline:
+                    raise
+                await asyncio.sleep(wait)
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(_flush_seconds())  # meanwhile, other calls join this INSERT
+        await self.flush()
+
+    async def _write_some(self) -> None:
+        async with self._writing:
+            batch = self._events[:MAX_BATCH]
+            if not batch:
+                return
+            outcomes = await _write(batch)
+            del self._events[: len(batch)]
+        for event, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                # Not the database's fault (the developer was deleted meanwhile): retrying cannot help.
+                logger.error(
+                    "usage event dropped developer=%s tool=%s: %s", event["developer_id"], event["tool_name"], outcome
+                )
+
+
+async def _write(events: list[dict[str, Any]]) -> list[Any]:
+    """One INSERT: on PostgreSQL from the event loop (a worker thread holding the GIL would stall it), else the ORM
+    on a bookkeeping thread."""
+    if not async_pg.available():
+        return await db.run_bookkeeping(record_usages, events)
     try:
-        # Shielded: a client that goes away now must not leave a served call unrecorded.
-        with anyio.CancelScope(shield=True):
-            await db.run_bookkeeping(
-                record_usage,
-                developer_id=caller.developer_id,
-                organization_id=caller.organization_id,
-                tool_name=tool_name,
-                ok=ok,
-                duration_ms=duration_ms,
-            )
-    except DatabaseUnavailable as exc:
-        logger.error(
-            "usage event not recorded developer=%s organization=%s tool=%s ok=%s duration_ms=%s",
-            caller.developer_id,
-            caller.organization_id,
-            tool_name,
-            ok,
-            duration_ms,
-        )
-        raise unavailable_error(exc) from None
+        return await arecord_usages(events)
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("database unavailable: %s", exc.__class__.__name__)
+        raise DatabaseUnavailable() from exc
+
+
+def _flush_seconds() -> float:
+    return max(0.0, min(float(getattr(settings, "HOTCROSS_MCP_METERING_FLUSH_SECONDS", 0.05)), 5.0))
+
+
+_buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _UsageBuffer] = weakref.WeakKeyDictionary()
+
+
+def _buffer() -> _UsageBuffer:
+    """The buffer of the running event loop (a server has one; tests may run several, one after the other)."""
+    loop = asyncio.get_running_loop()
+    buffer = _buffers.get(loop)
+    if buffer is None:
+        buffer = _buffers[loop] = _UsageBuffer()
+    return buffer
+
+
+async def flush_at_stop() -> None:
+    """Write what is buffered before the process stops, for at most `SHUTDOWN_SECONDS`; say what could not be."""
+    buffer = _buffer()
+    try:
+        await buffer.flush(deadline=time.monotonic() + SHUTDOWN_SECONDS)
+    except DatabaseUnavailable:
+        logger.error("stopping with %s usage events that could not be written (database unreachable)", len(buffer))

@@ -7,6 +7,7 @@ import uuid
 from typing_extensions import TypedDict
 
 from accounts.selectors import get_developer, monthly_usage, seats_in_use
+from mcp_bridge import db, metering
 from mcp_bridge.tools import tool
 
 
@@ -47,12 +48,14 @@ def whoami(_developer_id: uuid.UUID, _organization_id: uuid.UUID) -> WhoAmI:
 
 
 @tool(title="Usage this month", read_only=True)
-def usage(_developer_id: uuid.UUID, _organization_id: uuid.UUID) -> Usage:
+async def usage(_developer_id: uuid.UUID, _organization_id: uuid.UUID) -> Usage:
     """Your tool calls recorded this calendar month (UTC), by tool, and your organization's total.
 
     Calls are counted once answered, so this call is not in its own figures.
     """
-    month = monthly_usage(developer_id=_developer_id, organization_id=_organization_id)
+    # Calls this server answered a moment ago may still be buffered (`mcp_bridge.metering`): write them first.
+    await metering.flush()
+    month = await db.run(monthly_usage, developer_id=_developer_id, organization_id=_organization_id)
     return {
         "month": month.month,
         "since": month.since.isoformat(),

@@ -47,6 +47,20 @@ def database_url(*, host: str | None = None, port: int | None = None) -> str:
     return f"postgres://{user}{password}@{host or s['HOST']}:{port or s['PORT']}/{s['NAME']}"
 
 
+FLUSH_SECONDS = 0.01
+
+
+def usage_written(expected: int, timeout: float = 10.0) -> None:
+    """Wait until at least `expected` usage events are in the database, and a little longer, so that a test's exact
+    count is not taken while a server's last flush is still on its way (the bridge answers first, then writes)."""
+    from accounts.models import UsageEvent
+
+    deadline = time.monotonic() + timeout
+    while UsageEvent.objects.count() < expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(FLUSH_SECONDS * 5)
+
+
 def server_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "HOTCROSS_", "DATABASE_"))}
     env.update(
@@ -56,6 +70,8 @@ def server_env(**overrides: str) -> dict[str, str]:
         DEBUG="false",
         ALLOWED_HOSTS="127.0.0.1,localhost",
         HOTCROSS_MCP_TOOLS=SAMPLE_TOOLS,
+        # The bridge writes usage events a flush interval after answering (mcp_bridge.metering): keep it short here.
+        HOTCROSS_MCP_METERING_FLUSH_SECONDS=str(FLUSH_SECONDS),
         LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
     )

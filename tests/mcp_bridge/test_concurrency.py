@@ -9,7 +9,7 @@ import pytest
 
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory, OrganizationFactory
-from tests.mcp_bridge.conftest import http_client, run_uvicorn
+from tests.mcp_bridge.conftest import http_client, run_uvicorn, usage_written
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,6 +49,7 @@ def test_twenty_clients_fifty_calls_each_are_all_served_and_metered_once(tmp_pat
 
     assert errors == []
     assert sum(served.values()) == CLIENTS * CALLS
+    usage_written(CLIENTS * CALLS)
     assert UsageEvent.objects.count() == CLIENTS * CALLS
     assert not UsageEvent.objects.filter(ok=False).exists()
     per_developer = Counter(str(d) for d in UsageEvent.objects.values_list("developer_id", flat=True))

@@ -13,7 +13,7 @@ from django.utils import timezone
 from accounts import services
 from accounts.models import SubscriptionStatus, UsageEvent
 from tests.factories import DeveloperFactory, OrganizationFactory
-from tests.mcp_bridge.conftest import db, http_client, mcp_error, structured
+from tests.mcp_bridge.conftest import db, http_client, mcp_error, run_uvicorn, structured, usage_written
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -110,6 +110,7 @@ def test_every_served_call_is_metered_with_its_outcome(mcp_http):
     assert failed.is_error and "failed on purpose: test" in failed.content[0].text
     assert bad_arguments.is_error
     assert unknown.is_error  # not one of our tools: answered, not metered
+    usage_written(4)
     events = list(UsageEvent.objects.order_by("id").values_list("tool_name", "ok", "developer_id", "organization_id"))
     org = developer.organization_id
     assert events == [
@@ -144,6 +145,7 @@ def test_tools_get_the_real_caller_whatever_the_client_sends(mcp_http):
     assert legacy == {"result": f"3:{developer.id}:{developer.organization_id}"}
     assert email == {"result": developer.email}
     assert token == {"client_id": str(developer.id), "organization_id": str(developer.organization_id)}
+    usage_written(1)
     assert set(UsageEvent.objects.values_list("developer_id", flat=True)) == {developer.id}
 
 
@@ -220,6 +222,7 @@ def test_a_known_key_that_is_refused_is_403_with_the_refusal_code_and_message(mc
         anyio.run(scenario)
     assert mcp_error(raised.value).message.startswith(f"{code}: ")
     assert mcp_error(raised.value).data["code"] == code
+    usage_written(0)
     assert not UsageEvent.objects.exists()
 
 
@@ -300,3 +303,22 @@ def test_django_is_served_beside_mcp(mcp_http):
     assert httpx2.get(f"{mcp_http.base}/healthz", timeout=10).json() == {"status": "ok", "database": "up"}
     assert httpx2.get(f"{mcp_http.base}/admin/login/", timeout=10).status_code == 200
     assert httpx2.get(f"{mcp_http.base}/mcp/other", timeout=10).status_code == 404
+
+
+def test_usage_sees_calls_just_answered_and_a_stop_writes_the_buffer(tmp_path):
+    """Over HTTP too: `usage` writes the buffer before it counts, and a graceful stop writes what is left."""
+    developer = DeveloperFactory()
+    with run_uvicorn(tmp_path, HOTCROSS_MCP_METERING_FLUSH_SECONDS="5") as server:
+
+        async def scenario():
+            async with http_client(server.url, developer.plain_key) as client:
+                for n in range(2):
+                    await client.call_tool("echo", {"text": str(n)})
+                counted = structured(await client.call_tool("usage", {}))
+                await client.call_tool("echo", {"text": "last"})
+                return counted
+
+        counted = anyio.run(scenario)
+    assert counted["by_tool"] == {"echo": 2}
+    # uvicorn was stopped (SIGTERM) well within the 5-second flush interval: its shutdown wrote the buffer.
+    assert UsageEvent.objects.filter(developer=developer).count() == 4

@@ -13,7 +13,7 @@ import pytest
 
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import INSPECTOR, ROOT, database_url, inspector_available
+from tests.mcp_bridge.conftest import INSPECTOR, ROOT, database_url, inspector_available, usage_written
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -59,6 +59,7 @@ def test_inspector_over_stdio_lists_tools_and_calls_one():
     called = over_stdio(developer.plain_key, "--method", "tools/call", "--tool-name", "echo", "--tool-arg", "text=hi")
     assert called.returncode == 0, called.stderr
     assert json.loads(called.stdout)["structuredContent"]["developer_id"] == str(developer.id)
+    usage_written(1)
     assert UsageEvent.objects.filter(developer=developer, tool_name="echo", ok=True).count() == 1
 
 

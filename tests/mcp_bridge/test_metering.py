@@ -1,7 +1,8 @@
-"""The accounts service and selector the metering uses: `record_usage` and `monthly_usage`."""
+"""The accounts services and selector the metering uses: `record_usage(s)`, `arecord_usages`, `monthly_usage`."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import uuid
 
@@ -11,7 +12,7 @@ from django.utils import timezone
 from accounts.exceptions import InvalidInput, NotFound
 from accounts.models import UsageEvent
 from accounts.selectors import monthly_usage
-from accounts.services import record_usage
+from accounts.services import arecord_usages, record_usage, record_usages
 from tests.factories import DeveloperFactory
 
 pytestmark = pytest.mark.django_db
@@ -112,3 +113,36 @@ def test_monthly_usage_counts_the_calendar_month_of_now_only():
     )
     assert december.until == datetime.datetime(2027, 1, 1, tzinfo=UTC)
     assert (december.by_tool, december.developer_total, december.organization_total) == ({}, 0, 0)
+
+
+def _calls(developer, gone_id):
+    when = datetime.datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    good = {"developer_id": developer.id, "organization_id": developer.organization_id, "ok": True, "duration_ms": 1}
+    return [
+        {**good, "tool_name": "echo", "created_at": when},
+        {**good, "tool_name": "  "},  # refused: no tool name
+        {**good, "developer_id": gone_id, "tool_name": "echo"},  # a developer deleted meanwhile
+        {**good, "tool_name": "whoami", "created_at": when},
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_record_usages_writes_the_good_ones_together_and_says_why_the_others_were_not():
+    developer = DeveloperFactory()
+    outcomes = record_usages(_calls(developer, uuid.uuid4()))
+
+    assert [type(o).__name__ for o in outcomes] == ["UsageEvent", "InvalidInput", "NotFound", "UsageEvent"]
+    stored = sorted(UsageEvent.objects.values_list("tool_name", "created_at"))
+    assert stored == [("echo", datetime.datetime(2026, 3, 2, 10, 0, tzinfo=UTC)), ("whoami", stored[1][1])]
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_arecord_usages_on_postgresql_writes_from_the_event_loop_with_the_same_rules():
+    developer = DeveloperFactory()
+    outcomes = asyncio.run(arecord_usages(_calls(developer, uuid.uuid4())))
+
+    assert outcomes[0] is None and outcomes[3] is None
+    assert isinstance(outcomes[1], InvalidInput) and isinstance(outcomes[2], NotFound)
+    assert sorted(UsageEvent.objects.values_list("tool_name", flat=True)) == ["echo", "whoami"]
+    assert UsageEvent.objects.get(tool_name="echo").created_at == datetime.datetime(2026, 3, 2, 10, 0, tzinfo=UTC)

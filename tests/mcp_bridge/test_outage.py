@@ -13,7 +13,15 @@ import pytest
 
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import database_url, http_client, mcp_error, run_uvicorn, stdio_session, structured
+from tests.mcp_bridge.conftest import (
+    database_url,
+    http_client,
+    mcp_error,
+    run_uvicorn,
+    stdio_session,
+    structured,
+    usage_written,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres_only]
 
@@ -85,6 +93,7 @@ def test_http_outage_gives_a_clear_error_and_recovers_without_a_restart(tmp_path
     assert raw.json()["error"]["data"]["code"] == "service_unavailable"
     assert "Traceback" not in server.log()
     # Calls answered with an outage error were not served, so they are not metered.
+    usage_written(2)
     assert UsageEvent.objects.filter(developer=developer, ok=True).count() >= 2
 
 

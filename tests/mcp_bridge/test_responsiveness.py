@@ -15,7 +15,7 @@ import pytest
 
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import http_client, run_uvicorn, structured
+from tests.mcp_bridge.conftest import http_client, run_uvicorn, structured, usage_written
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,4 +55,5 @@ def test_a_call_is_answered_while_slow_tools_fill_every_tool_thread(tmp_path):
     assert order[0] == "probe", finished  # not queued behind the slow calls for its key check or its usage event
     probe_latency = finished[0][1] - started - HEAD_START
     assert probe_latency < SLOW - HEAD_START, probe_latency
+    usage_written(3)
     assert Counter(UsageEvent.objects.values_list("tool_name", flat=True)) == {"slow": 2, "caller_async": 1}

@@ -14,7 +14,7 @@ from django.utils import timezone
 from accounts import services
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory, OrganizationFactory
-from tests.mcp_bridge.conftest import ROOT, db, mcp_error, server_env, stdio_session, structured
+from tests.mcp_bridge.conftest import ROOT, db, mcp_error, server_env, stdio_session, structured, usage_written
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -61,7 +61,8 @@ def test_lists_tools_and_calls_whoami_and_usage(tmp_path):
     assert usage["by_tool"] == {"whoami": 1, "echo": 1, "access_token": 1}
     assert usage["developer_calls"] == 3
     assert usage["organization_calls"] == 3
-    assert UsageEvent.objects.filter(developer=developer).count() == 4  # usage itself is recorded once answered
+    usage_written(4)  # usage itself is recorded once answered
+    assert UsageEvent.objects.filter(developer=developer).count() == 4
 
 
 @pytest.mark.parametrize(
@@ -169,6 +170,7 @@ def test_a_change_mid_session_refuses_the_next_request(tmp_path, change, code):
     assert refused.message.startswith(f"{code}: ")
     assert listing.data["code"] == code
     assert after < 1.5
+    usage_written(0)
     assert not UsageEvent.objects.filter(ok=False).exists()
 
 
@@ -185,4 +187,24 @@ def test_spoofed_caller_arguments_do_not_change_the_caller(tmp_path):
     echo = anyio.run(scenario)
     assert echo["developer_id"] == str(developer.id)
     assert echo["organization_id"] == str(developer.organization_id)
+    usage_written(1)
     assert list(UsageEvent.objects.values_list("developer_id", flat=True)) == [developer.id]
+
+
+def test_the_last_calls_of_a_session_are_written_when_it_ends(tmp_path):
+    """Events are buffered for a flush interval; the end of the session writes them at once."""
+    developer = DeveloperFactory()
+
+    async def scenario():
+        with open(tmp_path / "stderr", "w") as errlog:
+            async with stdio_session(developer.plain_key, errlog, HOTCROSS_MCP_METERING_FLUSH_SECONDS="5") as client:
+                for n in range(3):
+                    await client.call_tool("echo", {"text": str(n)})
+
+    started = time.monotonic()
+    anyio.run(scenario)
+    deadline = time.monotonic() + 3
+    while UsageEvent.objects.count() < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert UsageEvent.objects.filter(developer=developer, tool_name="echo").count() == 3
+    assert time.monotonic() - started < 5  # not by the 5-second flush: by the end of the session

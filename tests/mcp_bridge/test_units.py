@@ -16,6 +16,7 @@ from mcp import Client
 
 from accounts.models import UsageEvent
 from accounts.selectors import Principal
+from mcp_bridge import metering
 from mcp_bridge.auth import caller_bound, current_caller
 from mcp_bridge.checks import check_database_threads, check_tool_modules
 from mcp_bridge.http import host_allowed, origin_allowed
@@ -157,7 +158,9 @@ def test_in_process_the_stdio_server_rechecks_its_key_and_meters(settings):
 
     async def scenario():
         async with Client(build_server(stdio_key=developer.plain_key)) as client:
-            return structured(await client.call_tool("echo", {"text": "in-process"}))
+            echoed = structured(await client.call_tool("echo", {"text": "in-process"}))
+        await metering.flush()  # what `manage.py mcp_server` does when its session ends
+        return echoed
 
     assert anyio.run(scenario)["developer_id"] == str(developer.id)
     assert list(UsageEvent.objects.values_list("tool_name", "ok")) == [("echo", True)]
@@ -186,3 +189,37 @@ def test_the_bare_server_serves_tools_with_no_caller_and_no_key(tool_module):
             return await client.call_tool("ping", {})
 
     assert structured(anyio.run(scenario)) == {"result": "pong"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_when_too_many_events_wait_for_the_database_calls_are_refused_not_served_unmetered(settings, monkeypatch):
+    settings.HOTCROSS_MCP_TOOLS = [SAMPLE_TOOLS]
+    monkeypatch.setattr(metering, "MAX_BUFFERED", 0)
+    developer = DeveloperFactory()
+
+    async def scenario():
+        async with Client(build_server(stdio_key=developer.plain_key)) as client:
+            await client.call_tool("echo", {"text": "one too many"})
+
+    with pytest.raises(Exception) as raised:
+        anyio.run(scenario)
+    assert mcp_error(raised.value).data["code"] == "service_unavailable"
+    assert not UsageEvent.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_are_written_together_a_flush_interval_after_the_answers(settings):
+    settings.HOTCROSS_MCP_TOOLS = [SAMPLE_TOOLS]
+    settings.HOTCROSS_MCP_METERING_FLUSH_SECONDS = 0.3
+    developer = DeveloperFactory()
+
+    async def scenario():
+        async with Client(build_server(stdio_key=developer.plain_key)) as client:
+            for n in range(3):
+                await client.call_tool("echo", {"text": str(n)})
+            written_at_once = await anyio.to_thread.run_sync(UsageEvent.objects.count)
+            await anyio.sleep(0.6)
+            written_later = await anyio.to_thread.run_sync(UsageEvent.objects.count)
+        return written_at_once, written_later
+
+    assert anyio.run(scenario) == (0, 3)

@@ -7,8 +7,10 @@ import os
 import anyio
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
+from mcp.server.mcpserver import MCPServer
 
 from accounts.exceptions import KeyRefused
+from mcp_bridge import metering
 from mcp_bridge.auth import MISSING_STDIO_KEY, acheck_key
 from mcp_bridge.db import DatabaseUnavailable
 from mcp_bridge.server import build_server
@@ -36,7 +38,14 @@ class Command(BaseCommand):
             server = build_server(stdio_key=key)
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from None
-        anyio.run(server.run_stdio_async)
+        anyio.run(_serve, server)
+
+
+async def _serve(server: MCPServer) -> None:
+    try:
+        await server.run_stdio_async()
+    finally:
+        await metering.flush_at_stop()  # the usage events of the session's last moments
 
 
 async def _refusal_of(key: str) -> str | None:
