@@ -45,6 +45,14 @@ async def execute(sql: str, params: Sequence[Any], alias: str = DEFAULT_DB_ALIAS
     await holder.execute(sql, params)
 
 
+async def close() -> None:
+    """Close the running event loop's connection (a stopping server; the next `execute` would connect again)."""
+    holder = _connections.pop(asyncio.get_running_loop(), None)
+    if holder is not None:
+        async with holder._lock:
+            await holder._discard()
+
+
 class _LoopConnection:
     def __init__(self, alias: str) -> None:
         self.alias = alias

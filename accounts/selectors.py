@@ -216,22 +216,8 @@ def _key_check_statement(connection: BaseDatabaseWrapper) -> tuple[str, list, in
     """
     prepared = getattr(connection, "_hotcross_key_check", None)
     if prepared is None:
-        seats_ahead = (
-            Developer.objects.seat_holders()
-            .filter(organization=OuterRef("organization"))
-            .filter(
-                Q(seat_claimed_at__lt=OuterRef("seat_claimed_at"))
-                | Q(seat_claimed_at=OuterRef("seat_claimed_at"), id__lt=OuterRef("id"))
-            )
-            .order_by()
-            .values("organization")
-            .annotate(n=Count("pk"))
-            .values("n")
-        )
         query = (
-            Developer.objects.annotate(
-                seats_ahead=Coalesce(Subquery(seats_ahead, output_field=IntegerField()), Value(0))
-            )
+            Developer.objects.annotate(seats_ahead=seats_ahead())
             .filter(api_key_hash=_HASH_PLACEHOLDER)
             .order_by()
             .values_list(*_KEY_CHECK_FIELDS)
@@ -405,9 +391,15 @@ def organizations_for_admin() -> QuerySet[Organization]:
 
 
 def developers_with_seats_ahead() -> QuerySet[Developer]:
-    """Developers annotated with `seats_ahead`: seat holders of the same organization who took their seat earlier.
+    """Developers annotated with `seats_ahead` (see `seats_ahead`)."""
+    return Developer.objects.annotate(seats_ahead=seats_ahead())
 
-    A seat holder is over the limit when `seats_ahead >= organization.max_seats` (the rule the key check applies).
+
+def seats_ahead() -> Coalesce:
+    """For a developer row: how many seat holders of its organization took their seat before it (the seat order).
+
+    The rule of the key check and of the admin: a seat holder is over the limit when `seats_ahead >= max_seats`,
+    so after a downgrade the earliest seat holders keep access.
     """
     ahead = (
         Developer.objects.seat_holders()
@@ -421,7 +413,7 @@ def developers_with_seats_ahead() -> QuerySet[Developer]:
         .annotate(n=Count("pk"))
         .values("n")
     )
-    return Developer.objects.annotate(seats_ahead=Coalesce(Subquery(ahead, output_field=IntegerField()), Value(0)))
+    return Coalesce(Subquery(ahead, output_field=IntegerField()), Value(0))
 
 
 def usage_per_developer_per_day(

@@ -183,3 +183,5 @@ async def flush_at_stop() -> None:
         await buffer.flush(deadline=time.monotonic() + SHUTDOWN_SECONDS)
     except DatabaseUnavailable:
         logger.error("stopping with %s usage events that could not be written (database unreachable)", len(buffer))
+    if async_pg.available():
+        await async_pg.close()

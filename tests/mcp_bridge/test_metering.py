@@ -9,6 +9,7 @@ import uuid
 import pytest
 from django.utils import timezone
 
+from accounts import async_pg
 from accounts.exceptions import InvalidInput, NotFound
 from accounts.models import UsageEvent
 from accounts.selectors import monthly_usage
@@ -140,7 +141,14 @@ def test_record_usages_writes_the_good_ones_together_and_says_why_the_others_wer
 @pytest.mark.django_db(transaction=True)
 def test_arecord_usages_on_postgresql_writes_from_the_event_loop_with_the_same_rules():
     developer = DeveloperFactory()
-    outcomes = asyncio.run(arecord_usages(_calls(developer, uuid.uuid4())))
+
+    async def record():
+        try:
+            return await arecord_usages(_calls(developer, uuid.uuid4()))
+        finally:
+            await async_pg.close()
+
+    outcomes = asyncio.run(record())
 
     assert outcomes[0] is None and outcomes[3] is None
     assert isinstance(outcomes[1], InvalidInput) and isinstance(outcomes[2], NotFound)

@@ -159,7 +159,7 @@ def test_in_process_the_stdio_server_rechecks_its_key_and_meters(settings):
     async def scenario():
         async with Client(build_server(stdio_key=developer.plain_key)) as client:
             echoed = structured(await client.call_tool("echo", {"text": "in-process"}))
-        await metering.flush()  # what `manage.py mcp_server` does when its session ends
+        await metering.flush_at_stop()  # what `manage.py mcp_server` does when its session ends
         return echoed
 
     assert anyio.run(scenario)["developer_id"] == str(developer.id)
@@ -220,6 +220,7 @@ def test_events_are_written_together_a_flush_interval_after_the_answers(settings
             written_at_once = await anyio.to_thread.run_sync(UsageEvent.objects.count)
             await anyio.sleep(0.6)
             written_later = await anyio.to_thread.run_sync(UsageEvent.objects.count)
+        await metering.flush_at_stop()
         return written_at_once, written_later
 
     assert anyio.run(scenario) == (0, 3)
