@@ -181,11 +181,11 @@ class OverSeatLimitFilter(admin.SimpleListFilter):
         return [("yes", "Yes"), ("no", "No")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if self.value() == "yes":
-            return queryset.filter(pk__in=selectors.organizations_over_seat_limit())
-        if self.value() == "no":
-            return queryset.exclude(pk__in=selectors.organizations_over_seat_limit())
-        return queryset
+        if self.value() not in ("yes", "no"):
+            return queryset
+        # Worked out once (one pass over the seat holders), not again inside both the page query and its count.
+        over = list(selectors.organizations_over_seat_limit().values_list("organization_id", flat=True))
+        return queryset.filter(pk__in=over) if self.value() == "yes" else queryset.exclude(pk__in=over)
 
 
 class _CappedInlineFormSet(BaseInlineFormSet):
