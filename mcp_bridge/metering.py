@@ -77,9 +77,12 @@ class MeteringMiddleware:
         return result
 
 
-async def flush() -> None:
-    """Write every buffered event of this event loop now (a stop, or a reader that must see the latest calls)."""
-    await _buffer().flush()
+async def flush(timeout: float = 2.0) -> None:
+    """Write every buffered event of this event loop now, for a reader that must see the latest calls.
+
+    Raises `DatabaseUnavailable` when the database does not take them within `timeout` seconds (they stay buffered).
+    """
+    await _buffer().flush(deadline=time.monotonic() + timeout)
 
 
 def _event(caller: Principal, tool_name: str, *, ok: bool, started: float) -> dict[str, Any]:
