@@ -101,6 +101,7 @@ class _UsageBuffer:
 
     def __init__(self) -> None:
         self._events: list[dict[str, Any]] = []
+        self._taken = 0  # events ever taken out of the buffer (written, or dropped as unwritable)
         self._flusher: asyncio.Task[None] | None = None
         self._writing = asyncio.Lock()
 
@@ -114,12 +115,14 @@ class _UsageBuffer:
     def add(self, event: dict[str, Any]) -> None:
         self._events.append(event)
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
 
     async def flush(self, *, deadline: float | None = None) -> None:
-        """Write everything buffered; while the database cannot be reached, retry (until `deadline`, if given)."""
+        """Write the events buffered now (those added meanwhile wait for the next flush); while the database cannot
+        be reached, retry (until `deadline`, if given)."""
+        target = self._taken + len(self._events)
         failures = 0
-        while self._events:
+        while self._taken < target:
             try:
                 await self._write_some()
                 failures = 0
@@ -132,9 +135,12 @@ class _UsageBuffer:
                     raise
                 await asyncio.sleep(wait)
 
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(_flush_seconds())  # meanwhile, other calls join this INSERT
-        await self.flush()
+    async def _flush_periodically(self) -> None:
+        # One INSERT per interval with what arrived meanwhile. Writing on as long as events keep coming would, under
+        # steady load, turn into an INSERT for every call or two (each arriving while the previous INSERT runs).
+        while self._events:
+            await asyncio.sleep(_flush_seconds())
+            await self.flush()
 
     async def _write_some(self) -> None:
         async with self._writing:
@@ -143,6 +149,7 @@ class _UsageBuffer:
                 return
             outcomes = await _write(batch)
             del self._events[: len(batch)]
+            self._taken += len(batch)
         for event, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 # Not the database's fault (the developer was deleted meanwhile): retrying cannot help.
@@ -182,8 +189,10 @@ def _buffer() -> _UsageBuffer:
 async def flush_at_stop() -> None:
     """Write what is buffered before the process stops, for at most `SHUTDOWN_SECONDS`; say what could not be."""
     buffer = _buffer()
+    deadline = time.monotonic() + SHUTDOWN_SECONDS
     try:
-        await buffer.flush(deadline=time.monotonic() + SHUTDOWN_SECONDS)
+        while len(buffer):  # calls still finishing while the server stops add theirs
+            await buffer.flush(deadline=deadline)
     except DatabaseUnavailable:
         logger.error("stopping with %s usage events that could not be written (database unreachable)", len(buffer))
     if async_pg.available():

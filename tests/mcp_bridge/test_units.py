@@ -224,3 +224,30 @@ def test_events_are_written_together_a_flush_interval_after_the_answers(settings
         return written_at_once, written_later
 
     assert anyio.run(scenario) == (0, 3)
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_under_steady_load_events_are_written_once_per_flush_interval_not_call_by_call(settings):
+    # Calls that arrive while an INSERT runs wait for the next interval instead of making an INSERT of their own.
+    # Rows written by one statement share their transaction id (xmin): that counts the INSERTs.
+    settings.HOTCROSS_MCP_TOOLS = [SAMPLE_TOOLS]
+    settings.HOTCROSS_MCP_METERING_FLUSH_SECONDS = 0.1
+    developer = DeveloperFactory()
+
+    async def scenario():
+        async with Client(build_server(stdio_key=developer.plain_key)) as client:
+            started = anyio.current_time()
+            calls = 0
+            while anyio.current_time() - started < 0.8:
+                await client.call_tool("ping", {})
+                calls += 1
+        await metering.flush_at_stop()
+        return calls
+
+    calls = anyio.run(scenario)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*), count(DISTINCT xmin::text) FROM accounts_usageevent")
+        events, inserts = cursor.fetchone()
+    assert events == calls > 100
+    assert inserts <= 0.8 / 0.1 + 3
