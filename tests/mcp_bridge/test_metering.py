@@ -154,3 +154,40 @@ def test_arecord_usages_on_postgresql_writes_from_the_event_loop_with_the_same_r
     assert isinstance(outcomes[1], InvalidInput) and isinstance(outcomes[2], NotFound)
     assert sorted(UsageEvent.objects.values_list("tool_name", flat=True)) == ["echo", "whoami"]
     assert UsageEvent.objects.get(tool_name="echo").created_at == datetime.datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_arecord_usages_stores_every_value_exactly_whatever_the_tool_name():
+    # The batch INSERT passes each column as one array: names that look like array syntax must stay data.
+    developer = DeveloperFactory()
+    names = ['say "hi"', "back\\slash", "a,b", "{braces}", "NULL", "with space", "Grüße 👋", "x" * 200]
+    paris = datetime.timezone(datetime.timedelta(hours=1))
+    calls = [
+        {
+            "developer_id": developer.id,
+            "organization_id": developer.organization_id,
+            "tool_name": name,
+            "ok": index % 2 == 0,
+            "duration_ms": index * 1000 + 7,
+            "created_at": datetime.datetime(2026, 3, 2, 10, index, 5, 123456, tzinfo=paris),
+        }
+        for index, name in enumerate(names)
+    ]
+
+    async def record():
+        try:
+            return await arecord_usages(calls)
+        finally:
+            await async_pg.close()
+
+    assert asyncio.run(record()) == [None] * len(names)
+    stored = list(
+        UsageEvent.objects.order_by("duration_ms").values_list(
+            "developer_id", "organization_id", "tool_name", "ok", "duration_ms", "created_at"
+        )
+    )
+    assert stored == [
+        (developer.id, developer.organization_id, c["tool_name"], c["ok"], c["duration_ms"], c["created_at"])
+        for c in calls
+    ]
