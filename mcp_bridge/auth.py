@@ -113,30 +113,34 @@ def access_token(principal: Principal, raw_key: str) -> AccessToken:
     `client_id` and `subject` are the developer id, the claim `organization_id` the organization's. The plain key is
     not kept.
     """
-    return _access_token(principal, keys.display_prefix(raw_key.strip()))
+    return _identity(principal, keys.display_prefix(raw_key.strip()))[0].access_token
 
 
 @functools.lru_cache(maxsize=4096)
-def _access_token(principal: Principal, prefix: str) -> AccessToken:
-    # Remembered: a Pydantic model per request is a measurable part of what the bridge adds to a call.
-    return AccessToken(
+def _identity(principal: Principal, prefix: str) -> tuple[AuthenticatedUser, AuthCredentials]:
+    # Remembered: Pydantic models and user objects made for every request are a measurable part of what the bridge
+    # adds to a call. Principals are immutable, so a remembered identity never goes stale.
+    token = AccessToken(
         token=prefix,
         client_id=str(principal.developer_id),
         subject=str(principal.developer_id),
         scopes=[],
         claims={"organization_id": str(principal.organization_id)},
     )
+    user = AuthenticatedUser(token)
+    return user, AuthCredentials(user.scopes)
 
 
 @contextlib.contextmanager
 def identity_bound(principal: Principal, raw_key: str) -> Iterator[AuthenticatedUser]:
     """`caller_bound`, plus the SDK's own notion of the caller, so `get_access_token()` works on every transport."""
-    user = AuthenticatedUser(access_token(principal, raw_key))
+    user, _credentials = _identity(principal, keys.display_prefix(raw_key.strip()))
     sdk_token = auth_context_var.set(user)
+    caller_token = _caller.set(principal)
     try:
-        with caller_bound(principal):
-            yield user
+        yield user
     finally:
+        _caller.reset(caller_token)
         auth_context_var.reset(sdk_token)
 
 
@@ -238,9 +242,15 @@ class BearerKeyMiddleware:
         except DatabaseUnavailable as exc:
             await _refuse(receive, send, 503, unavailable_payload(exc))
             return
-        with identity_bound(principal, raw_key) as user:
-            scope = {**scope, "user": user, "auth": AuthCredentials(user.scopes)}
-            await self.app(scope, receive, send)
+        # What `identity_bound` does, without a context manager: this runs for every HTTP request.
+        user, credentials = _identity(principal, keys.display_prefix(raw_key))
+        sdk_token = auth_context_var.set(user)
+        caller_token = _caller.set(principal)
+        try:
+            await self.app({**scope, "user": user, "auth": credentials}, receive, send)
+        finally:
+            _caller.reset(caller_token)
+            auth_context_var.reset(sdk_token)
 
 
 def _bearer_key(scope: Scope) -> str | None:
