@@ -159,7 +159,16 @@ async def aauthenticate_key(raw_key: str) -> Principal:
     principal = authenticate_key_from_memory(raw_key)
     if principal is not None:
         return principal
-    return await sync_to_async(authenticate_key, thread_sensitive=False)(raw_key)
+    return await sync_to_async(_authenticate_key_on_worker, thread_sensitive=False)(raw_key)
+
+
+def _authenticate_key_on_worker(raw_key: str) -> Principal:
+    # A worker thread that kept its connection would hold it (and, on PostgreSQL, a pool slot) for as long as the
+    # thread lives; give it back after each check.
+    try:
+        return authenticate_key(raw_key)
+    finally:
+        connections.close_all()
 
 
 def _outcome(checked: _Checked) -> Principal:

@@ -261,6 +261,23 @@ def test_the_async_twin_gives_the_same_answers():
     assert (code, invalid) == ("key_revoked", "invalid_key")
 
 
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_the_async_twin_gives_its_database_connection_back_to_the_pool():
+    developer = DeveloperFactory()
+    pool = connection.pool
+
+    def in_use() -> int:
+        stats = pool.get_stats()
+        return stats["pool_size"] - stats["pool_available"]
+
+    before = in_use()
+    for _ in range(3):
+        key_cache.clear()
+        asyncio.run(aauthenticate_key(developer.plain_key))
+    assert in_use() == before
+
+
 def test_no_plain_key_reaches_the_logs_the_sql_or_the_database(caplog):
     caplog.set_level(logging.DEBUG)
     with CaptureQueriesContext(connection) as queries:

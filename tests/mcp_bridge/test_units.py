@@ -23,7 +23,7 @@ from mcp_bridge.http import host_allowed, origin_allowed
 from mcp_bridge.server import build_server
 from mcp_bridge.tools import bind_caller, tool, tools_of
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import SAMPLE_TOOLS, mcp_error, structured
+from tests.mcp_bridge.conftest import SAMPLE_TOOLS, db, mcp_error, structured
 
 CALLER = Principal(
     developer_id=uuid.uuid4(),
@@ -217,9 +217,9 @@ def test_events_are_written_together_a_flush_interval_after_the_answers(settings
         async with Client(build_server(stdio_key=developer.plain_key)) as client:
             for n in range(3):
                 await client.call_tool("echo", {"text": str(n)})
-            written_at_once = await anyio.to_thread.run_sync(UsageEvent.objects.count)
+            written_at_once = await db(UsageEvent.objects.count)
             await anyio.sleep(0.6)
-            written_later = await anyio.to_thread.run_sync(UsageEvent.objects.count)
+            written_later = await db(UsageEvent.objects.count)
         await metering.flush_at_stop()
         return written_at_once, written_later
 
