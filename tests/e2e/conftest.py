@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e"
 CHROMIUM_ARGS = [
@@ -55,6 +56,9 @@ def browser_page(chromium_path, live_server, settings, monkeypatch):
         finally:
             context.close()
             browser.close()
+            # The test's ORM calls ran inside Playwright's greenlet, whose database connection pytest-django does not
+            # see: left open, it would keep the test database from being dropped at the end of the run.
+            connections.close_all()
 
 
 @pytest.fixture
