@@ -249,5 +249,5 @@ def test_under_steady_load_events_are_written_once_per_flush_interval_not_call_b
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*), count(DISTINCT xmin::text) FROM accounts_usageevent")
         events, inserts = cursor.fetchone()
-    assert events == calls > 100
+    assert events == calls > 50  # one INSERT per call or two would be 25 or more
     assert inserts <= 0.8 / 0.1 + 3
