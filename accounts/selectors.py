@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import (
     BooleanField,
@@ -168,7 +168,11 @@ def _authenticate_key_on_worker(raw_key: str) -> Principal:
     try:
         return authenticate_key(raw_key)
     finally:
-        connections.close_all()
+        for connection in connections.all(initialized_only=True):
+            try:
+                connection.close()
+            except DatabaseError:
+                pass  # a connection an outage broke may fail to close; the pool discards it either way
 
 
 def _outcome(checked: _Checked) -> Principal:
