@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import (
     BooleanField,
@@ -29,6 +29,7 @@ from django.db.models.sql.compiler import SQLCompiler
 from django.utils import timezone
 
 from accounts import key_cache, keys
+from accounts.connections import close_thread_connections
 from accounts.exceptions import KeyRefused, NotFound
 from accounts.models import Developer, Organization, UsageEvent
 
@@ -163,16 +164,10 @@ async def aauthenticate_key(raw_key: str) -> Principal:
 
 
 def _authenticate_key_on_worker(raw_key: str) -> Principal:
-    # A worker thread that kept its connection would hold it (and, on PostgreSQL, a pool slot) for as long as the
-    # thread lives; give it back after each check.
     try:
         return authenticate_key(raw_key)
     finally:
-        for connection in connections.all(initialized_only=True):
-            try:
-                connection.close()
-            except DatabaseError:
-                pass  # a connection an outage broke may fail to close; the pool discards it either way
+        close_thread_connections()  # else each worker thread would keep a connection (a pool slot) for good
 
 
 def _outcome(checked: _Checked) -> Principal:

@@ -107,19 +107,15 @@ def caller_bound(principal: Principal) -> Iterator[None]:
         _caller.reset(token)
 
 
-def access_token(principal: Principal, raw_key: str) -> AccessToken:
-    """What the SDK's `get_access_token()` returns for a request of `principal`: ids and the key's display prefix.
-
-    `client_id` and `subject` are the developer id, the claim `organization_id` the organization's. The plain key is
-    not kept.
-    """
-    return _identity(principal, keys.display_prefix(raw_key.strip()))[0].access_token
-
-
 @functools.lru_cache(maxsize=4096)
 def _identity(principal: Principal, prefix: str) -> tuple[AuthenticatedUser, AuthCredentials]:
-    # Remembered: Pydantic models and user objects made for every request are a measurable part of what the bridge
-    # adds to a call. Principals are immutable, so a remembered identity never goes stale.
+    """What the SDK's `get_access_token()` and Starlette's `scope["user"]`/`scope["auth"]` carry for a request of
+    `principal`: `client_id` and `subject` are the developer id, the claim `organization_id` the organization's, the
+    token the key's display prefix (the plain key is not kept).
+
+    Remembered: Pydantic models and user objects made for every request are a measurable part of what the bridge adds
+    to a call. Principals are immutable, so a remembered identity never goes stale.
+    """
     token = AccessToken(
         token=prefix,
         client_id=str(principal.developer_id),
@@ -132,15 +128,17 @@ def _identity(principal: Principal, prefix: str) -> tuple[AuthenticatedUser, Aut
 
 
 @contextlib.contextmanager
-def identity_bound(principal: Principal, raw_key: str) -> Iterator[AuthenticatedUser]:
-    """`caller_bound`, plus the SDK's own notion of the caller, so `get_access_token()` works on every transport."""
-    user, _credentials = _identity(principal, keys.display_prefix(raw_key.strip()))
-    sdk_token = auth_context_var.set(user)
-    caller_token = _caller.set(principal)
+def identity_bound(principal: Principal, raw_key: str) -> Iterator[tuple[AuthenticatedUser, AuthCredentials]]:
+    """`caller_bound`, plus the SDK's own notion of the caller, so `get_access_token()` works on every transport.
+
+    Gives the user and credentials objects for an ASGI scope's `user` and `auth`.
+    """
+    identity = _identity(principal, keys.display_prefix(raw_key.strip()))
+    sdk_token = auth_context_var.set(identity[0])
     try:
-        yield user
+        with caller_bound(principal):
+            yield identity
     finally:
-        _caller.reset(caller_token)
         auth_context_var.reset(sdk_token)
 
 
@@ -242,15 +240,8 @@ class BearerKeyMiddleware:
         except DatabaseUnavailable as exc:
             await _refuse(receive, send, 503, unavailable_payload(exc))
             return
-        # What `identity_bound` does, without a context manager: this runs for every HTTP request.
-        user, credentials = _identity(principal, keys.display_prefix(raw_key))
-        sdk_token = auth_context_var.set(user)
-        caller_token = _caller.set(principal)
-        try:
+        with identity_bound(principal, raw_key) as (user, credentials):
             await self.app({**scope, "user": user, "auth": credentials}, receive, send)
-        finally:
-            _caller.reset(caller_token)
-            auth_context_var.reset(sdk_token)
 
 
 def _bearer_key(scope: Scope) -> str | None:

@@ -27,7 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import InterfaceError, OperationalError
+
+from accounts.connections import close_thread_connections
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +78,7 @@ def _unit_of_work(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str,
     try:
         return fn(*args, **kwargs)
     finally:
-        _close_connections()
-
-
-def _close_connections() -> None:
-    for connection in connections.all(initialized_only=True):
-        try:
-            connection.close()
-        except DatabaseError:
-            # Closing a connection that an outage broke can fail; the pool discards it either way.
-            logger.debug("closing a broken database connection failed", exc_info=True)
+        close_thread_connections()
 
 
 def _executor(pool: str) -> ThreadPoolExecutor:
