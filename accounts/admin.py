@@ -184,7 +184,7 @@ class OverSeatLimitFilter(admin.SimpleListFilter):
         if self.value() not in ("yes", "no"):
             return queryset
         # Worked out once (one pass over the seat holders), not again inside both the page query and its count.
-        over = list(selectors.organizations_over_seat_limit().values_list("organization_id", flat=True))
+        over = list(Organization.objects.over_seat_limit().values_list("pk", flat=True))
         return queryset.filter(pk__in=over) if self.value() == "yes" else queryset.exclude(pk__in=over)
 
 
@@ -211,10 +211,10 @@ class DeveloperInline(admin.TabularInline):
     verbose_name_plural = f"developers (in seat order; the first {INLINE_DEVELOPERS} are listed)"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        queryset = selectors.developers_with_seats_ahead().select_related("organization")
+        queryset = Developer.objects.with_seat_rank().select_related("organization").in_seat_order()
         if not self.has_view_or_change_permission(request):
             return queryset.none()
-        return queryset.order_by("seat_claimed_at", "id")
+        return queryset
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -241,9 +241,9 @@ class DeveloperInline(admin.TabularInline):
     def seat(self, obj: Developer) -> str:
         if not obj.holds_seat:
             return "—"
-        if obj.seats_ahead >= obj.organization.max_seats:
+        if obj.beyond_seat_limit:
             return format_html('<span class="hc-flag">{}</span>', "over the limit: refused")
-        return f"{obj.seats_ahead + 1} of {obj.organization.max_seats}"
+        return f"{obj.seat_rank} of {obj.organization.max_seats}"
 
 
 @admin.register(Organization)
@@ -437,12 +437,7 @@ class OrganizationAdmin(_ServiceHistoryMixin, admin.ModelAdmin):
         new_seats = form.cleaned_data["max_seats"]
         if new_seats >= obj.seats_used:
             return None
-        losing = list(
-            selectors.developers_with_seats_ahead()
-            .seat_holders()
-            .filter(organization_id=obj.pk, seats_ahead__gte=new_seats)
-            .order_by("seat_claimed_at", "id")[:MAX_ACTION_OBJECTS]
-        )
+        losing = list(selectors.seat_holders_beyond(obj, new_seats)[:MAX_ACTION_OBJECTS])
         hidden = [
             (name, value)
             for name, values in request.POST.lists()
@@ -536,12 +531,7 @@ class OrganizationAdmin(_ServiceHistoryMixin, admin.ModelAdmin):
         if _too_many(self, request, queryset, MAX_ACTION_OBJECTS):
             return None
         if request.POST.get("post") == "yes":
-            revoked = 0
-            holders = Developer.objects.filter(
-                organization__in=queryset, api_key_hash__isnull=False, api_key_revoked_at__isnull=True
-            ).select_related("organization")
-            for developer in holders:
-                revoked += services.revoke_key(developer=developer, actor=request.user)
+            revoked = services.revoke_all_keys(organizations=queryset, actor=request.user)
             self.message_user(request, f"Revoked {_plural(revoked, 'key')}.", messages.SUCCESS)
             return None
         organizations = list(queryset)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import uuid
 
-from django.core.validators import MinValueValidator
 from django.db import models
-from django.db.models.functions import Lower
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 
 
@@ -39,10 +39,46 @@ STATUS_STANDING = (
 )
 
 
+# The most seats an organization can have: the ceiling of a PositiveIntegerField on every database.
+MAX_SEATS = 2**31 - 1
+
+
 class PricingModel(models.TextChoices):
     PER_ORGANIZATION = "per_organization", "Per organization (seats)"
     PER_DEVELOPER = "per_developer", "Per developer"
     HYBRID = "hybrid", "Hybrid (base + per seat)"
+
+
+class OrganizationQuerySet(models.QuerySet):
+    def with_seats(self) -> OrganizationQuerySet:
+        """Annotated with `seats_used`, `developer_count` and `over_seat_limit` (seats used > `max_seats`): one
+        query."""
+        return self.annotate(
+            seats_used=_count_per_organization(Developer.objects.seat_holders()),
+            developer_count=_count_per_organization(Developer.objects.all()),
+        ).annotate(over_seat_limit=ExpressionWrapper(Q(seats_used__gt=F("max_seats")), output_field=BooleanField()))
+
+    def over_seat_limit(self) -> OrganizationQuerySet:
+        """Those with more seat holders than seats: `with_seats().filter(over_seat_limit=True)`, but worked out in one
+        grouped pass over the seat holders' index, which is much cheaper when filtering every organization."""
+        max_seats = Organization.objects.filter(pk=OuterRef("organization_id")).order_by().values("max_seats")
+        over = (
+            Developer.objects.seat_holders()
+            .order_by()
+            .values("organization_id")
+            .annotate(n=Count("pk"))
+            .filter(n__gt=Subquery(max_seats, output_field=IntegerField()))
+            .values("organization_id")
+        )
+        return self.filter(pk__in=over)
+
+
+def _count_per_organization(developers: models.QuerySet) -> Coalesce:
+    """How many of `developers` belong to the outer query's organization (0 when none)."""
+    counted = (
+        developers.filter(organization=OuterRef("pk")).order_by().values("organization").annotate(n=Count("pk"))
+    ).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
 
 
 class Organization(models.Model):
@@ -61,17 +97,18 @@ class Organization(models.Model):
     subscription_status = models.CharField(
         max_length=32, choices=SubscriptionStatus.choices, default=SubscriptionStatus.INCOMPLETE
     )
-    max_seats = models.PositiveIntegerField(default=1, validators=[MinValueValidator(0)])
+    max_seats = models.PositiveIntegerField(default=1)
     pricing_model = models.CharField(max_length=32, choices=PricingModel.choices, default=PricingModel.PER_ORGANIZATION)
     # The legacy `customers` row this organization was converted from (see the legacy conversion migration).
     legacy_customer_id = models.UUIDField(null=True, blank=True, unique=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = OrganizationQuerySet.as_manager()
+
     class Meta:
         ordering = ["name", "id"]
         constraints = [
-            models.CheckConstraint(condition=models.Q(max_seats__gte=0), name="organization_max_seats_gte_0"),
             models.CheckConstraint(
                 condition=models.Q(subscription_status__in=SubscriptionStatus.values),
                 name="organization_status_valid",
@@ -95,10 +132,45 @@ class Organization(models.Model):
         return self.billing_email
 
 
+# Who holds a seat: an active developer with a key that is not revoked.
+SEAT_HOLDER = Q(is_active=True, api_key_revoked_at__isnull=True, api_key_hash__isnull=False)
+
+
 class DeveloperQuerySet(models.QuerySet):
+    """The seat rule, once. Seat holders are ordered by when they took their seat (`seat_claimed_at`, then id); after
+    a downgrade the first `max_seats` of them keep access and the others are beyond the seat limit."""
+
     def seat_holders(self) -> DeveloperQuerySet:
-        """Developers who hold a seat: active, with a key that is not revoked."""
-        return self.filter(is_active=True, api_key_revoked_at__isnull=True, api_key_hash__isnull=False)
+        return self.filter(SEAT_HOLDER)
+
+    def in_seat_order(self) -> DeveloperQuerySet:
+        return self.order_by("seat_claimed_at", "id")
+
+    def with_seat_rank(self) -> DeveloperQuerySet:
+        """Annotated with `seats_ahead` (how many seat holders of the organization took their seat before this
+        developer) and `beyond_seat_limit` (a seat holder with `seats_ahead >= max_seats`: refused by the key check).
+        """
+        ahead = (
+            Developer.objects.seat_holders()
+            .filter(organization=OuterRef("organization"))
+            .filter(
+                Q(seat_claimed_at__lt=OuterRef("seat_claimed_at"))
+                | Q(seat_claimed_at=OuterRef("seat_claimed_at"), id__lt=OuterRef("id"))
+            )
+            .order_by()
+            .values("organization")
+            .annotate(n=Count("pk"))
+            .values("n")
+        )
+        return self.annotate(seats_ahead=Coalesce(Subquery(ahead, output_field=IntegerField()), Value(0))).annotate(
+            beyond_seat_limit=ExpressionWrapper(
+                SEAT_HOLDER & Q(seats_ahead__gte=F("organization__max_seats")), output_field=BooleanField()
+            )
+        )
+
+    def beyond_seat_limit(self) -> DeveloperQuerySet:
+        """The seat holders the key check refuses with `seat_limit_exceeded`, in seat order."""
+        return self.with_seat_rank().filter(beyond_seat_limit=True).in_seat_order()
 
 
 class Developer(models.Model):
@@ -156,7 +228,13 @@ class Developer(models.Model):
 
     @property
     def holds_seat(self) -> bool:
+        """`SEAT_HOLDER` for one loaded developer."""
         return self.is_active and self.api_key_revoked_at is None and self.api_key_hash is not None
+
+    @property
+    def seat_rank(self) -> int | None:
+        """1 for the earliest seat holder of the organization; None without a seat (needs `with_seat_rank()`)."""
+        return self.seats_ahead + 1 if self.holds_seat else None
 
     @property
     def key_version(self) -> str:

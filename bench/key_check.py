@@ -101,8 +101,8 @@ def run(args: argparse.Namespace) -> None:
     from django.utils import timezone
 
     from accounts import key_cache, keys
+    from accounts.authentication import _preparing_cursor, authenticate_key
     from accounts.models import Developer, Organization
-    from accounts.selectors import _preparing_cursor, authenticate_key
 
     print(
         f"PostgreSQL scratch database {SCRATCH_DB}: migrating and loading {ORGS} organizations, "

@@ -1,7 +1,7 @@
 """Who is calling: a developer's key → `Principal`, on both transports, and how a refusal reaches the client.
 
 The rules (revoked, expired, inactive developer, inactive subscription, seat limit) live in
-`accounts.selectors.authenticate_key`; this module only carries its answer to MCP clients:
+`accounts.authentication`; this module only carries its answer to MCP clients:
 
 - stdio: the key comes from `HOTCROSS_API_KEY`, checked when the server starts and again on every request
   (`CallerMiddleware`), so a revocation mid-session refuses the next call.
@@ -16,12 +16,10 @@ code (`key_revoked: This API key was revoked …`, so people see both) and `data
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
 import logging
-import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
@@ -35,10 +33,9 @@ from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from accounts import keys
+from accounts.authentication import Principal, aauthenticate_key
 from accounts.exceptions import KeyRefused
-from accounts.selectors import Principal, authenticate_key, authenticate_key_from_memory
-from mcp_bridge import db
-from mcp_bridge.db import DatabaseUnavailable
+from hotcross.db import DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -60,32 +57,6 @@ _caller: ContextVar[Principal | None] = ContextVar("hotcross_mcp_caller", defaul
 
 
 # --- the caller ------------------------------------------------------------------------------------------------------
-
-
-async def acheck_key(raw_key: str | None) -> Principal:
-    """`authenticate_key` from async code: `KeyRefused`, or `DatabaseUnavailable` when the check cannot be made.
-
-    A key checked within the last second is answered from memory on the event loop; otherwise the check runs on the
-    bridge's bookkeeping threads (`mcp_bridge.db`), which hand their connection back after every check.
-    """
-    raw_key = raw_key or ""
-    principal = authenticate_key_from_memory(raw_key)
-    if principal is not None:
-        return principal
-    # One database check per key at a time: when a remembered answer expires under load, the requests that arrive
-    # meanwhile wait for that check instead of each making its own.
-    checks = _checks_in_flight.setdefault(asyncio.get_running_loop(), {})
-    key_hash = keys.hash_key(raw_key.strip())
-    check = checks.get(key_hash)
-    if check is None:
-        check = checks[key_hash] = asyncio.ensure_future(db.run_bookkeeping(authenticate_key, raw_key))
-        check.add_done_callback(lambda _done: checks.pop(key_hash, None))
-    return await asyncio.shield(check)
-
-
-_checks_in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[Principal]]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def current_caller() -> Principal:
@@ -196,7 +167,7 @@ class CallerMiddleware:
                 raise refusal_error(KeyRefused(KeyRefused.INVALID_KEY, MISSING_HTTP_KEY))
             return await call_next(ctx)
         try:
-            principal = await acheck_key(self._stdio_key)
+            principal = await aauthenticate_key(self._stdio_key)
         except KeyRefused as refusal:
             logger.info("mcp stdio request refused code=%s method=%s", refusal.code, ctx.method)
             raise refusal_error(refusal) from None
@@ -231,7 +202,7 @@ class BearerKeyMiddleware:
             await _refuse(receive, send, 401, refusal_payload(KeyRefused(KeyRefused.INVALID_KEY, MISSING_HTTP_KEY)))
             return
         try:
-            principal = await acheck_key(raw_key)
+            principal = await aauthenticate_key(raw_key)
         except KeyRefused as refusal:
             logger.info("mcp http request refused code=%s", refusal.code)
             unknown = refusal.code == KeyRefused.INVALID_KEY

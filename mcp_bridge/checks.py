@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
-from mcp_bridge import db
+from hotcross import db
 from mcp_bridge.tools import bind_caller, duplicate_names, tools_of
 
 

@@ -25,16 +25,13 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 from mcp.server.context import ServerRequestContext
 
-from accounts import async_pg
-from accounts.selectors import Principal
-from accounts.services import arecord_usages, record_usages
-from mcp_bridge import db
+from accounts.authentication import Principal
+from accounts.services import arecord_usages
+from hotcross.db import DatabaseUnavailable, aclose, async_available
 from mcp_bridge.auth import current_caller, unavailable_error
-from mcp_bridge.db import DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -147,27 +144,15 @@ class _UsageBuffer:
             batch = self._events[:MAX_BATCH]
             if not batch:
                 return
-            outcomes = await _write(batch)
+            outcomes = await arecord_usages(batch)
             del self._events[: len(batch)]
             self._taken += len(batch)
         for event, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, Exception):
+            if outcome is not None:
                 # Not the database's fault (the developer was deleted meanwhile): retrying cannot help.
                 logger.error(
                     "usage event dropped developer=%s tool=%s: %s", event["developer_id"], event["tool_name"], outcome
                 )
-
-
-async def _write(events: list[dict[str, Any]]) -> list[Any]:
-    """One INSERT: on PostgreSQL from the event loop (a worker thread holding the GIL would stall it), else the ORM
-    on a bookkeeping thread."""
-    if not async_pg.available():
-        return await db.run_bookkeeping(record_usages, events)
-    try:
-        return await arecord_usages(events)
-    except (OperationalError, InterfaceError) as exc:
-        logger.warning("database unavailable: %s", exc.__class__.__name__)
-        raise DatabaseUnavailable() from exc
 
 
 def _flush_seconds() -> float:
@@ -195,5 +180,5 @@ async def flush_at_stop() -> None:
             await buffer.flush(deadline=deadline)
     except DatabaseUnavailable:
         logger.error("stopping with %s usage events that could not be written (database unreachable)", len(buffer))
-    if async_pg.available():
-        await async_pg.close()
+    if async_available():
+        await aclose()

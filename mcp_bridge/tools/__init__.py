@@ -34,9 +34,9 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from mcp_types import ToolAnnotations
 
+from hotcross.db import DatabaseUnavailable
 from mcp_bridge import db
 from mcp_bridge.auth import unavailable_error
-from mcp_bridge.db import DatabaseUnavailable
 
 CALLER_ARGUMENTS = ("_developer_id", "_organization_id")
 _OPTIONS_ATTRIBUTE = "__hotcross_tool__"

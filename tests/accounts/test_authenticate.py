@@ -10,9 +10,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts import key_cache, keys, services
+from accounts.authentication import Principal, aauthenticate_key, authenticate_key
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer, Organization
-from accounts.selectors import Principal, aauthenticate_key, authenticate_key
 from tests.factories import DeveloperFactory, OrganizationFactory
 
 pytestmark = pytest.mark.django_db
@@ -163,7 +163,7 @@ class TestCost:
         with connection.cursor() as cursor:
             cursor.execute("SELECT statement FROM pg_prepared_statements")
             prepared = [row[0] for row in cursor.fetchall()]
-        assert any("api_key_hash" in statement and "seats_ahead" in statement for statement in prepared)
+        assert any("api_key_hash" in statement and "beyond_seat_limit" in statement for statement in prepared)
 
     def test_a_warm_check_asks_nothing(self, django_assert_num_queries):
         dev = DeveloperFactory()

@@ -15,8 +15,8 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts import keys
+from accounts.authentication import authenticate_key
 from accounts.models import Developer, Organization
-from accounts.selectors import authenticate_key
 from tests.factories import DeveloperFactory, OrganizationFactory
 
 pytestmark = pytest.mark.django_db
@@ -100,7 +100,7 @@ class TestOrganizations:
         DeveloperFactory.create_batch(3, organization=org)
         err = io.StringIO()
         call_command("orgs", "update-seats", str(org.id), "1", stdout=io.StringIO(), stderr=err)
-        assert "the 2 newest are refused" in err.getvalue()
+        assert "the 2 newest seat holders are refused" in err.getvalue()
         data = orgs_json("update-seats", str(org.id), "1")
         assert (data["max_seats"], data["seats_in_use"], data["over_seat_limit"]) == (1, 3, True)
 

@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import IntegrityError, connection, transaction
 
-from accounts import keys, selectors
+from accounts import authentication, keys
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus, UsageEvent
 from tests.accounts.legacy_helpers import (
@@ -166,11 +166,11 @@ def test_conversion_rules_forward_back_forward(legacy_table):
     assert org.id == ann["id"] and org.legacy_customer_id == ann["id"]
 
     # The old keys work without being re-issued, whatever their prefix.
-    principal = selectors.authenticate_key(mp_key)
+    principal = authentication.authenticate_key(mp_key)
     assert (principal.developer_id, principal.organization_id) == (ann["id"], ann["id"])
-    assert selectors.authenticate_key(hc_key).developer_id == bob["id"]
+    assert authentication.authenticate_key(hc_key).developer_id == bob["id"]
     with pytest.raises(KeyRefused) as refused:
-        selectors.authenticate_key(revoked_key)
+        authentication.authenticate_key(revoked_key)
     assert refused.value.code == KeyRefused.KEY_REVOKED
     assert Developer.objects.get(pk=hal["id"]).api_key_revoked_at == aware(at(9))
 
@@ -381,7 +381,7 @@ def test_a_large_conversion_loads_first_and_rebuilds_every_index_and_constraint(
     assert any(line.startswith("indexing ") for line in progress), progress
     assert _schema_of_targets() == before
     migrate_forward()
-    assert selectors.authenticate_key(key).organization_id == org_of(rows[0]).id
+    assert authentication.authenticate_key(key).organization_id == org_of(rows[0]).id
     # The rebuilt constraints hold: the database still refuses a second developer with the same email.
     with pytest.raises(IntegrityError), transaction.atomic():
         Developer.objects.create(organization=org_of(rows[0]), email="A@X.test")

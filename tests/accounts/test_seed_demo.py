@@ -12,9 +12,9 @@ from django.core.management.base import CommandError
 from django.test import Client
 from djstripe.models import WebhookEndpoint
 
+from accounts.authentication import authenticate_key
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer, Organization
-from accounts.selectors import authenticate_key
 
 pytestmark = pytest.mark.django_db
 

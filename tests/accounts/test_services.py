@@ -221,7 +221,7 @@ class TestStatusAndSeats:
         services.set_seats(organization=org, max_seats=1)
         org.refresh_from_db()
         assert org.max_seats == 1
-        assert history(org) == ["Seats: 3 → 1. 3 in use: the 2 newest seat holder(s) lose access."]
+        assert history(org) == ["Seats: 3 → 1. 3 in use: the 2 newest seat holders are refused."]
 
     @pytest.mark.parametrize("bad", [-1, "3", 2.5, True, None])
     def test_seats_must_be_a_whole_number_of_zero_or_more(self, bad):

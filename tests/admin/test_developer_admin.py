@@ -10,7 +10,7 @@ from django.contrib.sessions.models import Session
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts import keys, selectors
+from accounts import authentication, keys, selectors
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer
 from tests.factories import DeveloperFactory, OrganizationFactory
@@ -50,7 +50,7 @@ class TestAddDeveloper:
         assert developer.organization == org
         assert developer.api_key_hash == keys.hash_key(key)
         assert developer.api_key_prefix == key[:12]
-        assert selectors.authenticate_key(key).developer_id == developer.pk
+        assert authentication.authenticate_key(key).developer_id == developer.pk
         body = response.content.decode()
         assert "will not be shown again" in body
         assert "hc-copy" in body and "accounts/copy_key.js" in body
@@ -150,9 +150,9 @@ class TestRotate:
         (new_key,) = shown_keys(response)
         assert new_key != old_key
         assert "no-store" in response["Cache-Control"]
-        assert selectors.authenticate_key(new_key).developer_id == developer.pk
+        assert authentication.authenticate_key(new_key).developer_id == developer.pk
         with pytest.raises(KeyRefused) as refused:
-            selectors.authenticate_key(old_key)
+            authentication.authenticate_key(old_key)
         assert refused.value.code == "invalid_key"
         (entry,) = history(developer)
         assert entry.action_flag == CHANGE and entry.user == superuser and "Rotated key" in entry.change_message
@@ -163,7 +163,7 @@ class TestRotate:
         replay = staff_client.post(CHANGELIST_URL, data, follow=True)
         assert shown_keys(replay) == []
         assert "the key changed after the confirmation page was opened" in replay.content.decode()
-        assert selectors.authenticate_key(new_key).developer_id == developer.pk
+        assert authentication.authenticate_key(new_key).developer_id == developer.pk
         assert len(history(developer)) == 1
 
     def test_rotate_button_on_the_change_page(self, staff_client, developer):
@@ -175,7 +175,7 @@ class TestRotate:
         name, value = page.context["hidden"][0]
         response = staff_client.post(url, {"post": "yes", name: value})
         (new_key,) = shown_keys(response)
-        assert selectors.authenticate_key(new_key).developer_id == developer.pk
+        assert authentication.authenticate_key(new_key).developer_id == developer.pk
         assert shown_keys(staff_client.post(url, {"post": "yes", name: value}, follow=True)) == []
 
     def test_rekeying_a_revoked_developer_of_a_full_organization_says_why(self, staff_client, org, developer):
@@ -202,7 +202,7 @@ class TestRevoke:
         )
         assert done.status_code == 302
         with pytest.raises(KeyRefused) as refused:
-            selectors.authenticate_key(developer.plain_key)
+            authentication.authenticate_key(developer.plain_key)
         assert refused.value.code == "key_revoked"
         (entry,) = history(developer)
         assert entry.user == superuser and "Revoked key" in entry.change_message
@@ -231,7 +231,7 @@ class TestActivation:
         assert response.status_code == 302
         assert selectors.seats_in_use(org) == 0
         with pytest.raises(KeyRefused) as refused:
-            selectors.authenticate_key(developer.plain_key)
+            authentication.authenticate_key(developer.plain_key)
         assert refused.value.code == "developer_inactive"
 
         staff_client.post(CHANGELIST_URL, {"action": "activate", "_selected_action": [str(developer.pk)], "index": "0"})
@@ -263,7 +263,7 @@ class TestExpiry:
         )
         assert done.status_code == 302
         with pytest.raises(KeyRefused) as refused:
-            selectors.authenticate_key(developer.plain_key)
+            authentication.authenticate_key(developer.plain_key)
         assert refused.value.code == "key_expired"
 
     def test_a_bad_time_is_a_form_error_and_nothing_changes(self, staff_client, developer):
@@ -284,7 +284,7 @@ class TestExpiry:
             CHANGELIST_URL,
             {"action": "set_key_expiry", "_selected_action": [str(developer.pk)], "post": "yes", "expires_at": ""},
         )
-        assert selectors.authenticate_key(developer.plain_key).developer_id == developer.pk
+        assert authentication.authenticate_key(developer.plain_key).developer_id == developer.pk
 
 
 class TestChangelistAndChangePage:

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 from djstripe import models as djstripe_models
 
-from accounts import selectors
+from accounts import authentication, selectors
 from accounts.exceptions import KeyRefused
 from accounts.models import Organization, UsageEvent
 from tests.factories import DeveloperFactory, OrganizationFactory
@@ -216,7 +216,7 @@ class TestAddAndChange:
     def test_a_status_change_reaches_the_key_check(self, staff_client, org, developer):
         staff_client.post(change_url(org), form_data(org, subscription_status="canceled"))
         with pytest.raises(KeyRefused) as refused:
-            selectors.authenticate_key(developer.plain_key)
+            authentication.authenticate_key(developer.plain_key)
         assert refused.value.code == "subscription_inactive"
 
     def test_negative_seats_are_a_form_error(self, staff_client, org):
@@ -248,10 +248,10 @@ class TestSeatsBelowUse:
         assert done.status_code == 302
         org.refresh_from_db()
         assert org.max_seats == 1
-        assert selectors.authenticate_key(first.plain_key).developer_id == first.pk
+        assert authentication.authenticate_key(first.plain_key).developer_id == first.pk
         for late in (second, third):
             with pytest.raises(KeyRefused) as refused:
-                selectors.authenticate_key(late.plain_key)
+                authentication.authenticate_key(late.plain_key)
             assert refused.value.code == "seat_limit_exceeded"
         (entry,) = history(org)
         assert entry.change_message.startswith("Seats: 3 → 1. 3 in use")
@@ -306,7 +306,7 @@ class TestActions:
         for dev in devs:
             (entry,) = history(dev)
             assert entry.user == superuser and "Revoked key" in entry.change_message
-        assert selectors.authenticate_key(bystander.plain_key).developer_id == bystander.pk
+        assert authentication.authenticate_key(bystander.plain_key).developer_id == bystander.pk
 
 
 class TestChangePage:

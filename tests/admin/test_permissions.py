@@ -4,7 +4,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.urls import reverse
 
-from accounts import selectors
+from accounts import authentication
 from accounts.models import Developer
 from tests.factories import DeveloperFactory
 
@@ -30,7 +30,7 @@ class TestNonStaff:
         for name in ("rotate_key", "revoke_key"):
             url = reverse(f"admin:accounts_developer_{name}", args=[developer.pk])
             assert client.post(url, {"post": "yes"})["Location"].startswith(reverse("admin:login"))
-        assert selectors.authenticate_key(developer.plain_key).developer_id == developer.pk
+        assert authentication.authenticate_key(developer.plain_key).developer_id == developer.pk
 
 
 class TestSupportGroup:
@@ -128,7 +128,7 @@ class TestStaffWithSomePermissions:
         client.force_login(make_staff("view_developer", "change_developer"))
         assert "revoke_keys" not in action_names(client.get(DEV_LIST))
         client.post(DEV_LIST, {"action": "revoke_keys", "_selected_action": [str(developer.pk)], "post": "yes"})
-        assert selectors.authenticate_key(developer.plain_key).developer_id == developer.pk
+        assert authentication.authenticate_key(developer.plain_key).developer_id == developer.pk
 
     def test_adding_a_developer_needs_the_add_permission(self, client, make_staff, org):
         client.force_login(make_staff("view_developer", "view_organization"))

@@ -22,9 +22,9 @@ from djstripe.models import Event, WebhookEventTrigger
 from djstripe.models import Subscription as StripeSubscription
 
 from accounts import services
+from accounts.authentication import authenticate_key
 from accounts.exceptions import KeyRefused, SeatLimitReached
 from accounts.models import Organization, PricingModel
-from accounts.selectors import authenticate_key
 from tests.billing import stripe_data as sd
 from tests.billing.conftest import Webhook
 from tests.factories import DeveloperFactory, OrganizationFactory
@@ -153,7 +153,7 @@ def test_quantity_down_refuses_the_newest_seat_holders_and_up_restores_them(webh
     assert [refusal(d.plain_key) for d in (first, second, third)] == [None, None, "seat_limit_exceeded"]
     with pytest.raises(SeatLimitReached):
         services.add_developer(organization=org, email="late@example.com")
-    assert "3 in use: the 1 newest seat holder(s) lose access." in history(org)[-1]
+    assert "3 in use: the newest seat holder is refused." in history(org)[-1]
 
     up = sd.with_quantities(sub, 5)
     stripe_stub.put(up)

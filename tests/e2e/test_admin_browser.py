@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from accounts import selectors, services
+from accounts import authentication, services
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer, Organization
 
@@ -58,7 +58,7 @@ def test_staff_day_in_the_browser(browser_page, screenshot):
     screenshot("03-key-shown-once")
     developer = Developer.objects.get(email="ada@browser.test")
     with pytest.raises(KeyRefused) as refused:
-        selectors.authenticate_key(key)
+        authentication.authenticate_key(key)
     assert refused.value.code == "subscription_inactive"  # the key is real: only the status stops it
 
     # Reloading the page does not show the key again: the reload re-sends the form, which was used already.
@@ -93,7 +93,7 @@ def test_staff_day_in_the_browser(browser_page, screenshot):
     row = page.locator("#result_list tr", has_text="Browser Co")
     assert row.locator(".hc-badge").inner_text() == "Active"
     screenshot("06-status-active")
-    assert selectors.authenticate_key(key).developer_id == developer.pk
+    assert authentication.authenticate_key(key).developer_id == developer.pk
 
     # The organization's page: the developer in seat order and a month of usage, drawn on the server.
     now = timezone.now()
@@ -126,7 +126,7 @@ def test_staff_day_in_the_browser(browser_page, screenshot):
     assert "1 / 0" in row.inner_text() and row.locator(".hc-flag").inner_text() == "over limit"
     screenshot("09-over-seat-limit")
     with pytest.raises(KeyRefused) as refused:
-        selectors.authenticate_key(key)
+        authentication.authenticate_key(key)
     assert refused.value.code == "seat_limit_exceeded"
 
     # Revoke the developer's key from the developer list, after confirming.
@@ -140,7 +140,7 @@ def test_staff_day_in_the_browser(browser_page, screenshot):
     page.wait_for_selector("text=Revoked 1 key.")
     assert page.locator("#result_list tr", has_text="ada@browser.test").locator(".hc-badge").inner_text() == "revoked"
     with pytest.raises(KeyRefused) as refused:
-        selectors.authenticate_key(key)
+        authentication.authenticate_key(key)
     assert refused.value.code == "key_revoked"
 
     # The seat is free again, and the organization no longer over its limit.

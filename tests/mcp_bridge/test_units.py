@@ -14,8 +14,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from mcp import Client
 
+from accounts.authentication import Principal
 from accounts.models import UsageEvent
-from accounts.selectors import Principal
 from mcp_bridge import metering
 from mcp_bridge.auth import caller_bound, current_caller
 from mcp_bridge.checks import check_database_threads, check_tool_modules

@@ -22,6 +22,7 @@ from django.utils.dateparse import parse_datetime
 from accounts import billing, legacy, selectors, services
 from accounts.exceptions import AccountsError
 from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus
+from accounts.wording import newest_refused, plural
 
 
 class _OneLineParser(CommandParser):
@@ -240,7 +241,7 @@ class Command(BaseCommand):
         )
 
     def list_orgs(self, options: dict[str, Any]) -> None:
-        orgs = selectors.organizations_with_seats().order_by("name", "id")
+        orgs = Organization.objects.with_seats().order_by("name", "id")
         if options["status"]:
             orgs = orgs.filter(subscription_status=options["status"])
         orgs = list(orgs)
@@ -251,11 +252,12 @@ class Command(BaseCommand):
 
     def show_org(self, options: dict[str, Any]) -> None:
         org = selectors.get_organization(options["org_id"])
-        developers = selectors.developers_with_seat_rank(org)
-        used = sum(1 for dev in developers if dev.seat_rank)
+        developers = list(selectors.developers_in_seat_order(org))
+        used = sum(1 for dev in developers if dev.holds_seat)
         data = organization_data(org, used)
         data["developers"] = [
-            {**developer_data(dev), "seat_rank": dev.seat_rank, "over_seat_limit": dev.over_limit} for dev in developers
+            {**developer_data(dev), "seat_rank": dev.seat_rank, "over_seat_limit": dev.beyond_seat_limit}
+            for dev in developers
         ]
         lines = [
             f"{org.name}  ({org.id})",
@@ -270,7 +272,7 @@ class Command(BaseCommand):
         ]
         if developers:
             rows = [
-                (str(dev.seat_rank or "—") + (" (no access)" if dev.over_limit else ""), *_dev_row(dev)[:6])
+                (str(dev.seat_rank or "—") + (" (no access)" if dev.beyond_seat_limit else ""), *_dev_row(dev)[:6])
                 for dev in developers
             ]
             lines.append(format_table(("SEAT", *DEV_COLUMNS[:6]), rows))
@@ -295,7 +297,7 @@ class Command(BaseCommand):
         used = selectors.seats_in_use(org)
         if used > org.max_seats:
             self.warn(
-                f"{org.name} has {used} developers holding seats; the {used - org.max_seats} newest are refused "
+                f"{org.name} has {plural(used, 'developer')} holding seats; {newest_refused(used, org.max_seats)} "
                 "(seat_limit_exceeded) until seats are added or freed."
             )
         self.emit(organization_data(org, used), f"{org.name}: seats {old} → {org.max_seats} ({used} in use).")

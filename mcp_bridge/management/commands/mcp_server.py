@@ -9,10 +9,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from mcp.server.mcpserver import MCPServer
 
+from accounts.authentication import aauthenticate_key
 from accounts.exceptions import KeyRefused
+from hotcross.db import DatabaseUnavailable
 from mcp_bridge import metering
-from mcp_bridge.auth import MISSING_STDIO_KEY, acheck_key
-from mcp_bridge.db import DatabaseUnavailable
+from mcp_bridge.auth import MISSING_STDIO_KEY
 from mcp_bridge.server import build_server
 
 # Exit status when the key is missing or refused, before any MCP traffic (1 is everything else).
@@ -51,7 +52,7 @@ async def _serve(server: MCPServer) -> None:
 async def _refusal_of(key: str) -> str | None:
     """The line to print when the key cannot be used, or None."""
     try:
-        await acheck_key(key)
+        await aauthenticate_key(key)
     except KeyRefused as refusal:
         return f"{refusal.code}: {refusal.message}"
     except DatabaseUnavailable as exc:

@@ -1,4 +1,4 @@
-"""The accounts services and selector the metering uses: `record_usage(s)`, `arecord_usages`, `monthly_usage`."""
+"""Usage events: the services that write them (`record_usage(s)`, `arecord_usages`) and `monthly_usage`."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import uuid
 import pytest
 from django.utils import timezone
 
-from accounts import async_pg
 from accounts.exceptions import InvalidInput, NotFound
 from accounts.models import UsageEvent
 from accounts.selectors import monthly_usage
 from accounts.services import arecord_usages, record_usage, record_usages
+from hotcross.db import aclose
 from tests.factories import DeveloperFactory
 
 pytestmark = pytest.mark.django_db
@@ -132,7 +132,7 @@ def test_record_usages_writes_the_good_ones_together_and_says_why_the_others_wer
     developer = DeveloperFactory()
     outcomes = record_usages(_calls(developer, uuid.uuid4()))
 
-    assert [type(o).__name__ for o in outcomes] == ["UsageEvent", "InvalidInput", "NotFound", "UsageEvent"]
+    assert [type(o).__name__ for o in outcomes] == ["NoneType", "InvalidInput", "NotFound", "NoneType"]
     stored = sorted(UsageEvent.objects.values_list("tool_name", "created_at"))
     assert stored == [("echo", datetime.datetime(2026, 3, 2, 10, 0, tzinfo=UTC)), ("whoami", stored[1][1])]
 
@@ -146,7 +146,7 @@ def test_arecord_usages_on_postgresql_writes_from_the_event_loop_with_the_same_r
         try:
             return await arecord_usages(_calls(developer, uuid.uuid4()))
         finally:
-            await async_pg.close()
+            await aclose()
 
     outcomes = asyncio.run(record())
 
@@ -179,7 +179,7 @@ def test_arecord_usages_stores_every_value_exactly_whatever_the_tool_name():
         try:
             return await arecord_usages(calls)
         finally:
-            await async_pg.close()
+            await aclose()
 
     assert asyncio.run(record()) == [None] * len(names)
     stored = list(

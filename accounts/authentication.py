@@ -1,0 +1,319 @@
+"""The key check: a developer's API key → `Principal`, or `KeyRefused` with a stable code and a message for people.
+
+One rule set for every transport (MCP over stdio and HTTP, anything else that takes a key). Two entry points:
+`authenticate_key` for sync code and `aauthenticate_key` for async code; both hash the key once and share the
+per-process memory (`accounts.key_cache`) and the one database query.
+
+Cold, a check is one query: the developer, its organization and the developer's place in the seat order together
+(`DeveloperQuerySet.with_seat_rank`), compiled once per connection and kept prepared on PostgreSQL. A successful
+cold check also writes `api_key_last_used_at`, at most once a minute per developer. Warm, the answer comes from
+this process's memory for at most a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import uuid
+import weakref
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.sql.compiler import SQLCompiler
+from django.utils import timezone
+
+from accounts import key_cache, keys
+from accounts.exceptions import KeyRefused
+from accounts.models import Developer
+from accounts.wording import plural
+from hotcross.db import BOOKKEEPING, run_in_pool
+
+LAST_USED_RESOLUTION = datetime.timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, as established by a key check."""
+
+    developer_id: uuid.UUID
+    organization_id: uuid.UUID
+    email: str
+    first_name: str
+    last_name: str
+    organization_name: str
+    subscription_status: str
+    max_seats: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """What the key check remembers for up to a second: the outcome, and the expiry that time alone can change."""
+
+    principal: Principal | None
+    refusal: tuple[str, str] | None  # (code, message); a fresh exception is raised on every check
+    expires_at: datetime.datetime | None
+
+
+# --- the two entry points -------------------------------------------------------------------------------------------
+
+
+def authenticate_key(raw_key: str) -> Principal:
+    """The developer a key belongs to, or `KeyRefused` with a stable `.code` and a message a person can act on."""
+    key_hash = _hash_of(raw_key)
+    checked = key_cache.get(key_hash)
+    if checked is None:
+        checked = _check_in_database(key_hash)
+    return _outcome(checked)
+
+
+async def aauthenticate_key(raw_key: str | None) -> Principal:
+    """`authenticate_key` for async code. Raises `KeyRefused`, or `hotcross.db.DatabaseUnavailable` when the check
+    cannot be made.
+
+    A key remembered from the last second is answered on the event loop. Otherwise the check runs on the bookkeeping
+    threads (`hotcross.db`), which give their connection back after every check; while one check of a key is under
+    way, other requests with the same key wait for it instead of each asking the database.
+    """
+    key_hash = _hash_of(raw_key or "")
+    checked = key_cache.get(key_hash)
+    if checked is None:
+        in_flight = _in_flight.setdefault(asyncio.get_running_loop(), {})
+        check = in_flight.get(key_hash)
+        if check is None:
+            check = in_flight[key_hash] = asyncio.ensure_future(run_in_pool(BOOKKEEPING, _check_in_database, key_hash))
+            check.add_done_callback(lambda _done: in_flight.pop(key_hash, None))
+        checked = await asyncio.shield(check)
+    return _outcome(checked)
+
+
+_in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[_Checked]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _hash_of(raw_key: str) -> str:
+    """The stored form of a key (its SHA-256), or `invalid_key` before any work for what cannot be a key."""
+    key = keys.normalize(raw_key)
+    if key is None:
+        raise _invalid_key()
+    return keys.hash_key(key)
+
+
+def _outcome(checked: _Checked) -> Principal:
+    if checked.refusal is not None:
+        raise KeyRefused(*checked.refusal)
+    if checked.expires_at is not None and checked.expires_at <= timezone.now():
+        raise _expired(checked.expires_at)
+    assert checked.principal is not None
+    return checked.principal
+
+
+# --- the query ----------------------------------------------------------------------------------------------------
+
+
+class _KeyRow(NamedTuple):
+    """The columns the key check reads, in the order of `_KEY_CHECK_FIELDS`."""
+
+    developer_id: uuid.UUID
+    organization_id: uuid.UUID
+    email: str
+    first_name: str
+    last_name: str
+    is_active: bool
+    revoked_at: datetime.datetime | None
+    expires_at: datetime.datetime | None
+    last_used_at: datetime.datetime | None
+    organization_name: str
+    subscription_status: str
+    max_seats: int
+    beyond_seat_limit: bool
+
+
+_KEY_CHECK_FIELDS = (
+    "id",
+    "organization_id",
+    "email",
+    "first_name",
+    "last_name",
+    "is_active",
+    "api_key_revoked_at",
+    "api_key_expires_at",
+    "api_key_last_used_at",
+    "organization__name",
+    "organization__subscription_status",
+    "organization__max_seats",
+    "beyond_seat_limit",
+)
+_HASH_PLACEHOLDER = "hotcross-key-hash-placeholder"
+
+
+def _check_in_database(key_hash: str) -> _Checked:
+    """One query: the developer, its organization and whether the developer is beyond the seat limit. Raises
+    `invalid_key` for a hash no developer has (never remembered, so random guesses cannot fill the memory)."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    sql, params, hash_index, compiler, converters = _key_check_statement(connection)
+    params = params.copy()
+    params[hash_index] = key_hash
+    with _preparing_cursor(connection) as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise _invalid_key()
+    if converters:
+        row = next(iter(compiler.apply_converters([row], converters)))
+    found = _KeyRow(*row)
+    refusal = _refusal(found)
+    principal = None
+    if refusal is None:
+        principal = Principal(
+            developer_id=found.developer_id,
+            organization_id=found.organization_id,
+            email=found.email,
+            first_name=found.first_name,
+            last_name=found.last_name,
+            organization_name=found.organization_name,
+            subscription_status=found.subscription_status,
+            max_seats=found.max_seats,
+        )
+        _touch_last_used(found)
+    checked = _Checked(
+        principal=principal,
+        refusal=None if refusal is None else (refusal.code, refusal.message),
+        expires_at=found.expires_at,
+    )
+    key_cache.put(key_hash, checked)
+    return checked
+
+
+def _key_check_statement(connection: BaseDatabaseWrapper) -> tuple[str, list, int, SQLCompiler, dict]:
+    """The key check's SQL, compiled by the ORM once per connection and then reused.
+
+    Compiling this query costs several times more than PostgreSQL takes to run it, and the check is on every
+    cold MCP request. The statement is still the ORM's (so it is right for every database backend) and rows go
+    through the backend's own converters.
+    """
+    prepared = getattr(connection, "_hotcross_key_check", None)
+    if prepared is None:
+        query = (
+            Developer.objects.with_seat_rank()
+            .filter(api_key_hash=_HASH_PLACEHOLDER)
+            .order_by()
+            .values_list(*_KEY_CHECK_FIELDS)
+            .query
+        )
+        compiler = query.get_compiler(connection=connection)
+        sql, params = compiler.as_sql()
+        converters = compiler.get_converters([expression for expression, _, _ in compiler.select])
+        prepared = (sql, list(params), list(params).index(_HASH_PLACEHOLDER), compiler, converters)
+        connection._hotcross_key_check = prepared
+    return prepared
+
+
+def _preparing_cursor(connection: BaseDatabaseWrapper) -> Any:
+    """A cursor whose statements PostgreSQL may keep prepared, where the database settings allow it.
+
+    Planning the key check costs PostgreSQL more than running it. Django's own cursors bind parameters on the client,
+    so every statement is planned again; a server-side binding cursor lets psycopg prepare a statement once it has
+    run `prepare_threshold` times on a connection (the pool keeps connections, so it stays prepared). Only the key
+    check uses it: `DATABASE_PREPARED_STATEMENTS=false` (behind a pooler that cannot keep prepared statements)
+    removes `prepare_threshold`, and then this is Django's usual cursor.
+    """
+    if connection.vendor != "postgresql" or connection.settings_dict["OPTIONS"].get("prepare_threshold") is None:
+        return connection.cursor()
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    with connection.wrap_database_errors:
+        cursor = ServerBindingCursor(connection.connection)
+    # Django's wrappers: database errors become Django's, and query logging (and counting, in tests) still works.
+    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
+
+
+# --- refusals -------------------------------------------------------------------------------------------------------
+
+
+def _refusal(found: _KeyRow) -> KeyRefused | None:
+    org_name = found.organization_name
+    if found.revoked_at is not None:
+        return KeyRefused(
+            KeyRefused.KEY_REVOKED,
+            f"This API key was revoked on {found.revoked_at:%Y-%m-%d %H:%M} UTC. "
+            f"Ask an administrator of {org_name} for a new key.",
+        )
+    if found.expires_at is not None and found.expires_at <= timezone.now():
+        return _expired(found.expires_at)
+    if not found.is_active:
+        return KeyRefused(
+            KeyRefused.DEVELOPER_INACTIVE,
+            f"The developer account {found.email} is deactivated. Ask an administrator of {org_name} to reactivate it.",
+        )
+    if found.subscription_status not in settings.HOTCROSS_ALLOWED_STATUSES:
+        return KeyRefused(
+            KeyRefused.SUBSCRIPTION_INACTIVE,
+            f"{org_name}'s subscription is {found.subscription_status}, so its keys do not work. "
+            "Keys work again as soon as the subscription is active; check billing.",
+        )
+    if found.beyond_seat_limit:
+        held = "it is held by a developer" if found.max_seats == 1 else "they are held by developers"
+        return KeyRefused(
+            KeyRefused.SEAT_LIMIT_EXCEEDED,
+            f"{org_name} has {plural(found.max_seats, 'seat')} and {held} who joined earlier. "
+            "Ask an administrator to add seats or free one.",
+        )
+    return None
+
+
+def _invalid_key() -> KeyRefused:
+    return KeyRefused(
+        KeyRefused.INVALID_KEY,
+        "This API key is not valid. Check that you copied the whole key (it starts with hc_live_), "
+        "or ask an administrator of your organization for a new one.",
+    )
+
+
+def _expired(expires_at: datetime.datetime) -> KeyRefused:
+    return KeyRefused(
+        KeyRefused.KEY_EXPIRED,
+        f"This API key expired on {expires_at:%Y-%m-%d %H:%M} UTC. Ask an administrator of your organization "
+        "to rotate it.",
+    )
+
+
+# --- last used ------------------------------------------------------------------------------------------------------
+
+
+def _touch_last_used(found: _KeyRow) -> None:
+    now = timezone.now()
+    if found.last_used_at is not None and now - found.last_used_at < LAST_USED_RESOLUTION:
+        return
+    connection = connections[DEFAULT_DB_ALIAS]
+    with _preparing_cursor(connection) as cursor:
+        cursor.execute(
+            _touch_statement(connection),
+            [
+                connection.ops.adapt_datetimefield_value(now),
+                Developer._meta.pk.get_db_prep_value(found.developer_id, connection),
+                connection.ops.adapt_datetimefield_value(now - LAST_USED_RESOLUTION),
+            ],
+        )
+
+
+def _touch_statement(connection: BaseDatabaseWrapper) -> str:
+    """`UPDATE … SET api_key_last_used_at = now WHERE id = … AND (never used OR used over a minute ago)`.
+
+    The condition makes concurrent checks (other threads, other workers) write at most once a minute too. Written out
+    (from the model's names) rather than through `QuerySet.update`, whose compilation costs more than the write, so
+    that it can stay prepared like the key check.
+    """
+    quote = connection.ops.quote_name
+    table = quote(Developer._meta.db_table)
+    last_used = quote(Developer._meta.get_field("api_key_last_used_at").column)
+    pk = quote(Developer._meta.pk.column)
+    return (
+        f"UPDATE {table} SET {last_used} = %s "  # noqa: S608 (names from the model, values as parameters)
+        f"WHERE {pk} = %s AND ({last_used} IS NULL OR {last_used} < %s)"
+    )
