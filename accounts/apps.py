@@ -7,5 +7,9 @@ class AccountsConfig(AppConfig):
     verbose_name = "Organizations and developers"
 
     def ready(self) -> None:
-        # Connects the dj-stripe signal receivers that keep organizations in step with Stripe.
-        from accounts import billing  # noqa: F401
+        from accounts import checks
+        from accounts.billing import config, receivers
+
+        checks.register()
+        receivers.connect()
+        config.configure_client()

@@ -132,11 +132,15 @@ HOTCROSS_MCP_DB_THREADS = env.int("HOTCROSS_MCP_DB_THREADS", default=8)
 HOTCROSS_MCP_METERING_FLUSH_SECONDS = env.float("HOTCROSS_MCP_METERING_FLUSH_SECONDS", default=0.05)
 
 # --- Stripe (dj-stripe) -------------------------------------------------------------------------------------------
-# Stripe is the source of truth for subscription status and seats (accounts/billing.py). With no key set the app
+# Stripe is the source of truth for subscription status and seats (accounts/billing/). With no key set the app
 # still starts (a development default): webhooks then fail with HTTP 500 until a key is configured.
 STRIPE_LIVE_MODE = env.bool("STRIPE_LIVE_MODE", default=False)
 STRIPE_TEST_SECRET_KEY = env.str("STRIPE_TEST_SECRET_KEY", default="")
 STRIPE_LIVE_SECRET_KEY = env.str("STRIPE_LIVE_SECRET_KEY", default="")
+# How long one call to the Stripe API may take, and how often a failed call is tried again (accounts.billing.config):
+# a webhook waits for these calls, and so does the next delivery for the same customer.
+STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=10.0)
+STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=1)
 # Only for a local fake of the Stripe API; dj-stripe treats the mere presence of the setting as "use this host".
 if env.str("STRIPE_API_HOST", default=""):
     STRIPE_API_HOST = env.str("STRIPE_API_HOST")

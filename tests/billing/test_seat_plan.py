@@ -7,7 +7,8 @@ import datetime
 import pytest
 from djstripe.models import Price, Product, Subscription
 
-from accounts.billing import PriceMetadataError, SeatPlan, best_standing, seat_plan
+from accounts.billing.prices import PriceMetadataError, SeatPlan, seat_plan
+from accounts.billing.sync import best_standing
 from accounts.models import PricingModel
 
 

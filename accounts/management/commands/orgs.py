@@ -19,7 +19,8 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from accounts import billing, legacy, selectors, services
+from accounts import legacy, selectors, services
+from accounts.billing.sync import sync_from_stripe
 from accounts.exceptions import AccountsError
 from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus
 from accounts.wording import newest_refused, plural
@@ -384,7 +385,7 @@ class Command(BaseCommand):
         results, lines, failures = [], [], []
         for org in organizations:
             try:
-                applied = billing.sync_from_stripe(org)
+                applied = sync_from_stripe(org)
             except AccountsError as exc:
                 if options["org_id"]:
                     raise

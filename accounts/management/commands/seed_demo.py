@@ -15,7 +15,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from accounts import billing, services
+from accounts import services
+from accounts.billing.endpoints import save_webhook_endpoint
 from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus
 
 DEMO_ORG_NAME = "Demo Org"
@@ -67,7 +68,7 @@ class Command(BaseCommand):
             # A local webhook endpoint, so the webhook URL below is real. Its secret is random and never shown:
             # `manage.py stripe_webhook_endpoint --secret whsec_…` (from `stripe listen`) sets the real one.
             base = options["base_url"].rstrip("/")
-            endpoint, _ = billing.save_webhook_endpoint(
+            endpoint, _ = save_webhook_endpoint(
                 secret=f"whsec_{secrets.token_urlsafe(32)}", url=base, replace_secret=False
             )
 

@@ -12,8 +12,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from accounts import billing
+from accounts.billing.endpoints import save_webhook_endpoint, webhook_path
+from accounts.billing.receivers import SUBSCRIPTION_EVENTS
 from accounts.exceptions import AccountsError
+
+LOCAL_BASE_URL = "http://127.0.0.1:8000"
 
 
 class Command(BaseCommand):
@@ -34,19 +37,19 @@ class Command(BaseCommand):
             help=(
                 "Where Stripe posts: the site's address (https://backoffice.example.com; the endpoint registered "
                 "under it is updated, or one is created), or an endpoint's full URL ending in /stripe/webhook/<uuid>/ "
-                f"(that endpoint). Default {billing.LOCAL_BASE_URL}, for `stripe listen`."
+                f"(that endpoint). Default {LOCAL_BASE_URL}, for `stripe listen`."
             ),
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            endpoint, created = billing.save_webhook_endpoint(secret=options["secret"], url=options["url"])
+            endpoint, created = save_webhook_endpoint(secret=options["secret"], url=options["url"] or LOCAL_BASE_URL)
         except AccountsError as exc:
             raise CommandError(exc.message) from None
         mode = "live" if endpoint.livemode else "test"
         self.stderr.write(
             f"{'Created' if created else 'Updated'} the {mode}-mode webhook endpoint {endpoint.id}.\n"
             f"Stripe must post to {endpoint.url}\n"
-            f"Events to send: {', '.join(billing.SUBSCRIPTION_EVENTS)}"
+            f"Events to send: {', '.join(SUBSCRIPTION_EVENTS)}"
         )
-        self.stdout.write(billing.webhook_path(endpoint))
+        self.stdout.write(webhook_path(endpoint))

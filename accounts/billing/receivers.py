@@ -1,0 +1,93 @@
+"""dj-stripe's webhook signals → `accounts.billing.sync`. Connected by `AccountsConfig.ready()` (`connect()`).
+
+`webhook_pre_process` (a verified event, before dj-stripe fetches anything): refuse an unusable Stripe key with a
+message naming its setting, and take the customer's turn (`sync.customer_turn`). `webhook_post_process` (after
+dj-stripe synced the event's objects, whatever the order of `INSTALLED_APPS`): apply the synced subscription.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from djstripe import signals as djstripe_signals
+from djstripe.models import Subscription, WebhookEventTrigger
+
+from accounts.billing.config import StripeUnavailable, key_problem
+from accounts.billing.sync import apply_subscription, customer_turn
+
+logger = logging.getLogger(__name__)
+
+# The webhook events that can change a subscription's status, items or quantities.
+SUBSCRIPTION_EVENTS = (
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "customer.subscription.pending_update_applied",
+    "customer.subscription.pending_update_expired",
+    "customer.subscription.trial_will_end",
+)
+
+
+def connect() -> None:
+    djstripe_signals.webhook_pre_process.connect(
+        require_usable_key, sender=WebhookEventTrigger, dispatch_uid="accounts.billing.require_usable_key"
+    )
+    djstripe_signals.webhook_pre_process.connect(
+        take_customer_turn, sender=WebhookEventTrigger, dispatch_uid="accounts.billing.take_customer_turn"
+    )
+    djstripe_signals.webhook_post_process.connect(
+        apply_synced_subscription, sender=WebhookEventTrigger, dispatch_uid="accounts.billing.apply_subscription"
+    )
+
+
+def require_usable_key(sender: Any, instance: WebhookEventTrigger, **kwargs: Any) -> None:
+    """Before dj-stripe calls Stripe for a verified event, refuse an unusable key with a message naming its setting.
+
+    dj-stripe would fail too, but its message quotes a malformed key, and that message is logged and stored on the
+    trigger row.
+    """
+    if hasattr(settings, "STRIPE_SECRET_KEY"):  # dj-stripe's override of both keys; not how this project is set up
+        return
+    endpoint = instance.webhook_endpoint
+    problem = key_problem(live=bool(endpoint.livemode) if endpoint is not None else None)
+    if problem:
+        raise StripeUnavailable(problem)
+
+
+def take_customer_turn(sender: Any, instance: WebhookEventTrigger, **kwargs: Any) -> None:
+    """A subscription event's customer takes its turn before dj-stripe fetches (see `sync.customer_turn`). The body
+    is only signed, not well-formed: any shape is looked at without failing."""
+    customer_id = _customer_of(instance.json_body)
+    if customer_id:
+        customer_turn(customer_id)
+
+
+def apply_synced_subscription(sender: Any, instance: WebhookEventTrigger, **kwargs: Any) -> None:
+    """After dj-stripe synced a subscription event's objects from the API: apply that synced copy."""
+    event = instance.event
+    if event is None or event.type not in SUBSCRIPTION_EVENTS:
+        return
+    data = event.data if isinstance(event.data, dict) else {}
+    obj = data.get("object")
+    subscription_id = obj.get("id") if isinstance(obj, dict) else None
+    subscription = Subscription.objects.filter(id=subscription_id).first() if isinstance(subscription_id, str) else None
+    if subscription is None:
+        # dj-stripe skips objects Stripe no longer has; there is nothing current to apply.
+        logger.warning(
+            "stripe event %s (%s): subscription %s not synced, ignored", event.id, event.type, subscription_id
+        )
+        return
+    apply_subscription(subscription)
+
+
+def _customer_of(body: Any) -> str | None:
+    if not isinstance(body, dict) or body.get("type") not in SUBSCRIPTION_EVENTS:
+        return None
+    data = body.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    customer_id = obj.get("customer") if isinstance(obj, dict) else None
+    return customer_id if isinstance(customer_id, str) and customer_id else None
