@@ -10,6 +10,7 @@ One API (`from accounts import services; services.add_developer(...)`), kept in 
 from accounts.services.developers import (
     activate_developer,
     add_developer,
+    check_new_developer,
     deactivate_developer,
     revoke_all_keys,
     revoke_key,
@@ -32,6 +33,7 @@ __all__ = [
     "add_developer",
     "apply_subscription_state",
     "arecord_usages",
+    "check_new_developer",
     "create_organization",
     "deactivate_developer",
     "record_usage",

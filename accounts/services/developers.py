@@ -27,25 +27,23 @@ from accounts.wording import plural
 logger = logging.getLogger(__name__)
 
 
+def check_new_developer(*, organization: Organization, email: str, first_name: str = "", last_name: str = "") -> None:
+    """What `add_developer` would refuse with these values, without writing (for forms that validate first):
+    `InvalidInput`, `DuplicateEmail` or `SeatLimitReached`. `add_developer` checks again under its lock."""
+    validate(_new_developer(organization, email, first_name, last_name, api_key_hash=None))
+    _require_unique_email(normalize_email(email))
+    _require_free_seat(organization)
+
+
 @sensitive_variables("plain_key")
 def add_developer(
     *, organization: Organization, email: str, first_name: str = "", last_name: str = "", actor: Any = None
 ) -> tuple[Developer, str]:
     """Add a developer with a new key. Returns the developer and the plain key: show it once, it is not stored."""
-    email = normalize_email(email)
     plain_key = keys.generate_key()
-    now = timezone.now()
-    developer = Developer(
-        organization=organization,
-        email=email,
-        first_name=(first_name or "").strip(),
-        last_name=(last_name or "").strip(),
-        api_key_hash=keys.hash_key(plain_key),
-        api_key_prefix=keys.display_prefix(plain_key),
-        api_key_created_at=now,
-        seat_claimed_at=now,
-        created_at=now,
-    )
+    developer = _new_developer(organization, email, first_name, last_name, api_key_hash=keys.hash_key(plain_key))
+    developer.api_key_prefix = keys.display_prefix(plain_key)
+    email = developer.email
     validate(developer)
     with transaction.atomic():
         locked = lock_organization(organization)
@@ -101,8 +99,8 @@ def rotate_key(*, developer: Developer, actor: Any = None, if_key_version: str |
         current = Developer.objects.select_for_update().get(pk=developer.pk)
         if if_key_version is not None and current.key_version != if_key_version:
             raise KeyChanged(
-                f"{current.email}: the key changed after the confirmation page was opened (already rotated?). "
-                "Nothing was done; open the page again to rotate it."
+                f"Nothing was done for {current.email}: the key changed after the confirmation page was opened "
+                "(already rotated?). Open the page again to rotate it."
             )
         old_prefix = current.api_key_prefix
         if current.is_active and not current.holds_seat:
@@ -173,6 +171,22 @@ def set_key_expiry(*, developer: Developer, expires_at: datetime.datetime | None
 
 
 # --- rules ----------------------------------------------------------------------------------------------------------
+
+
+def _new_developer(
+    organization: Organization, email: str, first_name: str, last_name: str, *, api_key_hash: str | None
+) -> Developer:
+    now = timezone.now()
+    return Developer(
+        organization=organization,
+        email=normalize_email(email),
+        first_name=(first_name or "").strip(),
+        last_name=(last_name or "").strip(),
+        api_key_hash=api_key_hash,
+        api_key_created_at=now,
+        seat_claimed_at=now,
+        created_at=now,
+    )
 
 
 def normalize_email(email: str) -> str:

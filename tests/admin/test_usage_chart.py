@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from accounts import selectors
-from accounts.admin_chart import PALETTE, usage_chart
+from accounts.admin.chart import PALETTE, usage_chart
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory, OrganizationFactory
 

@@ -1,8 +1,7 @@
-"""Forms of the staff back office. The add form hands its data to `services.add_developer`, which is the validation."""
+"""Forms of the back office. They validate with the services' own rules (so the messages are the command line's);
+the admin's `save_model` then writes through the services."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from django import forms
 
@@ -12,29 +11,23 @@ from accounts.models import Developer, SubscriptionStatus
 
 
 class DeveloperAddForm(forms.ModelForm):
-    """Creates the developer through the service while validating, so a refusal (a full organization, a taken
-    email) appears as a form error in the service's own words, and `plain_key` holds the key to show once."""
-
-    actor: Any = None  # the staff user; set per request by DeveloperAdmin.get_form
-    plain_key: str | None = None
+    """Organization, email and names of a new developer; `services.check_new_developer` says whether they can be
+    added (a full organization, a taken email), in the service's own words."""
 
     class Meta:
         model = Developer
         fields = ("organization", "email", "first_name", "last_name")
 
-    def _post_clean(self) -> None:
-        # Replaces the model validation on purpose: the service validates (and locks the organization row for the
-        # seat check), so the rules and their messages are the same as on the command line.
+    def clean(self) -> dict:
+        data = super().clean()
         if self._errors:
-            return
-        data = self.cleaned_data
+            return data
         try:
-            self.instance, self.plain_key = services.add_developer(
+            services.check_new_developer(
                 organization=data["organization"],
                 email=data["email"],
                 first_name=data.get("first_name", ""),
                 last_name=data.get("last_name", ""),
-                actor=self.actor,
             )
         except SeatLimitReached as exc:
             self.add_error("organization", exc.message)
@@ -42,6 +35,12 @@ class DeveloperAddForm(forms.ModelForm):
             self.add_error("email", exc.message)
         except AccountsError as exc:
             self.add_error(None, exc.message)
+        return data
+
+    def validate_unique(self) -> None:
+        # Emails are unique ignoring case: `check_new_developer` says so in the service's words (and the database
+        # constraint backs it); the model's own check would add a second, differently worded error.
+        pass
 
 
 class StatusForm(forms.Form):

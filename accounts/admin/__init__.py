@@ -1,0 +1,16 @@
+"""The staff back office in Django's admin: organizations, developers, keys, seats and usage.
+
+Thin on purpose: every write goes through `accounts.services` with `actor=request.user`, so the rules and messages
+are the command line's and the services write the admin history (see `base.ServiceAdmin`). Rooms:
+
+- `organizations`, `developers`: the two model admins (lists, pages, actions).
+- `base`: what they share (writes through services, confirmed actions, refusals shown as messages).
+- `pages`: the confirmation page and the one page a new key is shown on.
+- `forms`, `display` (badges, links), `chart` (the usage chart's geometry).
+
+The admin site itself (titles, the dashboard index) is `hotcross.admin_site`.
+"""
+
+from accounts.admin import developers, organizations
+
+__all__ = ["developers", "organizations"]
