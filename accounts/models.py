@@ -12,41 +12,18 @@ from django.db.models import BooleanField, Count, ExpressionWrapper, F, IntegerF
 from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 
+from accounts.choices import MAX_SEATS, STATUS_STANDING, PricingModel, SubscriptionStatus
 
-class SubscriptionStatus(models.TextChoices):
-    """Stripe's subscription statuses, verbatim."""
-
-    INCOMPLETE = "incomplete", "Incomplete"
-    INCOMPLETE_EXPIRED = "incomplete_expired", "Incomplete (expired)"
-    TRIALING = "trialing", "Trialing"
-    ACTIVE = "active", "Active"
-    PAST_DUE = "past_due", "Past due"
-    CANCELED = "canceled", "Canceled"
-    UNPAID = "unpaid", "Unpaid"
-    PAUSED = "paused", "Paused"
-
-
-# Best standing first: when several subscriptions (or merged legacy customers) disagree, the first one wins.
-STATUS_STANDING = (
-    SubscriptionStatus.ACTIVE,
-    SubscriptionStatus.TRIALING,
-    SubscriptionStatus.PAST_DUE,
-    SubscriptionStatus.UNPAID,
-    SubscriptionStatus.PAUSED,
-    SubscriptionStatus.INCOMPLETE,
-    SubscriptionStatus.CANCELED,
-    SubscriptionStatus.INCOMPLETE_EXPIRED,
-)
-
-
-# The most seats an organization can have: the ceiling of a PositiveIntegerField on every database.
-MAX_SEATS = 2**31 - 1
-
-
-class PricingModel(models.TextChoices):
-    PER_ORGANIZATION = "per_organization", "Per organization (seats)"
-    PER_DEVELOPER = "per_developer", "Per developer"
-    HYBRID = "hybrid", "Hybrid (base + per seat)"
+__all__ = [
+    "MAX_SEATS",
+    "STATUS_STANDING",
+    "Developer",
+    "LegacyCustomer",
+    "Organization",
+    "PricingModel",
+    "SubscriptionStatus",
+    "UsageEvent",
+]
 
 
 class OrganizationQuerySet(models.QuerySet):
@@ -83,7 +60,9 @@ def _count_per_organization(developers: models.QuerySet) -> Coalesce:
 
 class Organization(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.CharField(max_length=200)
+    # Unbounded (PostgreSQL and SQLite allow it): the legacy `customers.company` was unbounded TEXT, and a limit here
+    # was only our choice.
+    name = models.CharField()
     stripe_customer_id = models.CharField(
         "Stripe customer id",
         max_length=255,
@@ -177,10 +156,10 @@ class Developer(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="developers")
     email = models.EmailField(max_length=254)
-    first_name = models.CharField(max_length=150, blank=True)
-    last_name = models.CharField(max_length=150, blank=True)
+    first_name = models.CharField(blank=True)  # unbounded, as the legacy columns were (see Organization.name)
+    last_name = models.CharField(blank=True)
     api_key_hash = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
-    api_key_prefix = models.CharField(max_length=32, blank=True, editable=False)
+    api_key_prefix = models.CharField(blank=True, editable=False)  # legacy prefixes are kept verbatim
     api_key_created_at = models.DateTimeField(null=True, blank=True, editable=False)
     api_key_revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     api_key_last_used_at = models.DateTimeField(null=True, blank=True, editable=False)

@@ -3,8 +3,8 @@
     .venv/bin/python bench/legacy_migration.py [--customers N] [--postgres postgres://postgres@127.0.0.1:5432]
 
 Creates two scratch databases and drops them at the end:
-- one migrated by `manage.py migrate`, where `migrate accounts 0002_legacy_conversion` runs the conversion in a child
-  process (its wall time inside the process, and its peak resident memory, are measured);
+- one migrated by `manage.py migrate`, where `migrate accounts 0006_convert_legacy_customers` runs the conversion in a
+  child process (its wall time inside the process, and its peak resident memory, are measured);
 - a copy made from the same template before the conversion, where the old migration guide's two `INSERT … SELECT`
   statements run against tables shaped like the old guide's schema (the baseline, the floor for speed).
 
@@ -179,7 +179,7 @@ def main() -> int:
             f"{old_devs:,} developers ({args.customers - old_devs:,} customers lost)"
         )
         print(
-            f"conversion (migrate accounts 0002):         {conversion:7.1f} s  → {orgs:,} organizations, "
+            f"conversion (migrate accounts 0006):         {conversion:7.1f} s  → {orgs:,} organizations, "
             f"{devs:,} developers ({merged:,} from customers)"
         )
         print(f"ratio conversion / baseline:                {ratio:7.2f}   (target ≤ {TARGET_RATIO})")
@@ -226,7 +226,7 @@ def child() -> int:
 
     django.setup()
     started = time.monotonic()
-    call_command("migrate", "accounts", "0002_legacy_conversion", "--noinput", verbosity=0)
+    call_command("migrate", "accounts", "0006_convert_legacy_customers", "--noinput", verbosity=0)
     print(json.dumps({"seconds": time.monotonic() - started}))
     return 0
 

@@ -1,4 +1,4 @@
-"""How the back office shows things: status and key-state badges, links to Stripe's dashboard and to dj-stripe's pages."""
+"""How the back office shows things: status and key-state badges, links to Stripe's dashboard and dj-stripe's pages."""
 
 from __future__ import annotations
 

@@ -26,8 +26,9 @@ from djstripe.models import Subscription
 from accounts import services
 from accounts.billing.config import StripeUnavailable, describe_error, secret_key
 from accounts.billing.prices import PriceMetadataError, seat_plan
+from accounts.choices import SubscriptionStatus, status_rank
 from accounts.exceptions import InvalidInput
-from accounts.models import STATUS_STANDING, Organization, SubscriptionStatus
+from accounts.models import Organization
 
 logger = logging.getLogger(__name__)
 
@@ -104,11 +105,10 @@ def apply_subscription(subscription: Subscription, *, actor: Any = None) -> Appl
 
 def best_standing(subscriptions: Iterable[Subscription]) -> Subscription | None:
     """The subscription whose status ranks best in `STATUS_STANDING`; the newest wins a tie."""
-    rank = {status: position for position, status in enumerate(STATUS_STANDING)}
 
     def key(sub: Subscription) -> tuple[int, float, str]:
         created = sub.created.timestamp() if sub.created else 0.0
-        return (rank.get(sub.status, len(rank)), -created, sub.id)
+        return (status_rank(sub.status), -created, sub.id)
 
     return min(subscriptions, key=key, default=None)
 

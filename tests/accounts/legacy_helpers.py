@@ -14,7 +14,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.recorder import MigrationRecorder
 
 BEFORE = ("accounts", "0001_initial")
-CONVERSION = ("accounts", "0002_legacy_conversion")
+CONVERSION = ("accounts", "0006_convert_legacy_customers")
 
 COLUMNS = (
     "id",

@@ -301,11 +301,11 @@ def test_keys_emails_and_lengths_are_checked(legacy_table):
     bad_hash = customer(api_key_hash=keys.hash_key(key).upper()[:40])
     no_email = customer(email="   ")
     no_at = customer(email="someone.example.com")
-    long_company = customer(company="C" * 201)
-    long_name = customer(first_name="N" * 151)
+    long_email = customer(email="e" * 250 + "@x.test")  # no valid address is longer than 254 characters
+    long_stripe_id = customer(stripe_customer_id="cus_" + "S" * 252)  # nor a Stripe id longer than 255
     existing = DeveloperFactory()
     key_clash = customer(api_key_hash=existing.api_key_hash)
-    insert_customers(same_key_a, same_key_b, bad_hash, no_email, no_at, long_company, long_name, key_clash)
+    insert_customers(same_key_a, same_key_b, bad_hash, no_email, no_at, long_email, long_stripe_id, key_clash)
     migrate(BEFORE)
 
     with pytest.raises(CommandError) as stopped:
@@ -317,15 +317,30 @@ def test_keys_emails_and_lengths_are_checked(legacy_table):
         "invalid_key_hash": (bad_hash,),
         "missing_email": (no_email,),
         "invalid_email": (no_at,),
-        "too_long": (long_company, long_name),
+        "too_long": (long_email, long_stripe_id),
         "key_taken": (key_clash,),
     }
     for code, rows in expected.items():
         section = message.split(f"\n{code}:")[1].split("\n\n")[0]
         for row in rows:
             assert str(row["id"]) in section, code
-    assert "first_name is longer than 150" in message
+    assert "email is longer than 254" in message
+    assert "stripe_customer_id is longer than 255" in message
     assert Developer.objects.count() == 1 and Organization.objects.count() == 1
+
+
+def test_long_names_companies_and_prefixes_convert_with_nothing_lost(legacy_table):
+    """The old columns were unbounded TEXT; where the new limit was only our choice, the column is unbounded too."""
+    company = "Compagnie " + "très longue " * 400
+    first, last, prefix = "N" * 300, "L" * 500, "hc_live_" + "p" * 100
+    row = customer(company=company, first_name=first, last_name=last, api_key_prefix=prefix)
+    insert_customers(row)
+    migrate(BEFORE)
+    migrate_forward()
+
+    developer = Developer.objects.select_related("organization").get(pk=row["id"])
+    assert developer.organization.name == company.strip()
+    assert (developer.first_name, developer.last_name, developer.api_key_prefix) == (first, last, prefix)
 
 
 def test_the_reverse_refuses_to_lose_developers_added_afterwards(legacy_table):
@@ -362,8 +377,9 @@ def _schema_of_targets() -> list[tuple]:
 def test_a_large_conversion_loads_first_and_rebuilds_every_index_and_constraint(legacy_table, monkeypatch):
     """Above the threshold, indexes, unique constraints and foreign keys are dropped for the load and rebuilt."""
     from accounts import legacy
+    from accounts.legacy import conversion
 
-    monkeypatch.setattr(legacy, "BULK_LOAD_THRESHOLD", 3)
+    monkeypatch.setattr(conversion, "BULK_LOAD_THRESHOLD", 3)
     key = keys.generate_key()
     rows = [
         customer(email="a@x.test", stripe_customer_id="cus_team", subscription_status="active"),
