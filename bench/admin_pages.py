@@ -15,17 +15,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
-import os
 import random
 import statistics
-import sys
 import time
-import uuid
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import load_developers, parser, percentile, scratch_database
 
 ORGS = 10_000
 DEVS_PER_ORG = 10
@@ -35,90 +29,54 @@ SCRATCH_DB = "hotcross_bench_admin"
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server", default=os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432"))
-    parser.add_argument("--runs", type=int, default=20, help="timed requests per page (after 2 warm-up requests)")
-    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
-    parser.add_argument(
+    arguments = parser(__doc__)
+    arguments.add_argument("--runs", type=int, default=20, help="timed requests per page (after 2 warm-up requests)")
+    arguments.add_argument(
         "--orgs",
         type=int,
         default=ORGS,
         help=f"organizations to load (default {ORGS}, the size the target is for); developers and events scale with it",
     )
-    return parser.parse_args()
-
-
-def admin_sql(server: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(sql)
+    return arguments.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    admin_sql(args.server, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
-    admin_sql(args.server, f"CREATE DATABASE {SCRATCH_DB}")
-    os.environ["DATABASE_URL"] = f"{args.server}/{SCRATCH_DB}"
-    os.environ["DEBUG"] = "false"
-    os.environ.setdefault("SECRET_KEY", "bench-only")
-    os.environ["ALLOWED_HOSTS"] = "testserver"
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hotcross.settings")
-    try:
+    env = {"DEBUG": "false", "ALLOWED_HOSTS": "testserver", "LOG_LEVEL": "WARNING"}
+    with scratch_database(args.server, SCRATCH_DB, keep=args.keep, **env):
         run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        for conn in connections.all():
-            if getattr(conn, "pool", None) is not None:
-                conn.close_pool()
-        if not args.keep:
-            admin_sql(args.server, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
 
 
 def load(now: datetime.datetime, orgs_count: int) -> None:
-    from accounts import keys
-    from accounts.models import Developer, Organization, UsageEvent
+    from accounts.models import UsageEvent
 
     rng = random.Random(6)
     statuses = ["active"] * 7 + ["trialing", "past_due", "canceled"]
-    orgs = [
-        Organization(
-            id=uuid.uuid4(),
-            name=f"Org {i:05d}",
-            stripe_customer_id=f"cus_{i:08d}",
-            subscription_status=rng.choice(statuses),
+
+    def claimed(i: int) -> datetime.datetime:
+        return now - datetime.timedelta(days=(i * 7919) % 900, seconds=i)
+
+    orgs, developers, _ = load_developers(
+        orgs_count,
+        DEVS_PER_ORG,
+        now,
+        organization=lambda i: {
+            "subscription_status": rng.choice(statuses),
             # One organization in fifty was downgraded below its seats in use.
-            max_seats=DEVS_PER_ORG - 3 if i % 50 == 0 else DEVS_PER_ORG,
-            created_at=now - datetime.timedelta(days=rng.randint(0, 900)),
-        )
-        for i in range(orgs_count)
-    ]
-    Organization.objects.bulk_create(orgs, batch_size=5_000)
-    developers = []
-    for i in range(orgs_count * DEVS_PER_ORG):
-        key = keys.generate_key()
-        claimed = now - datetime.timedelta(days=rng.randint(0, 900), seconds=i)
-        developers.append(
-            Developer(
-                id=uuid.uuid4(),
-                organization=orgs[i // DEVS_PER_ORG],
-                email=f"dev{i}@example.com",
-                first_name="Dev",
-                last_name=f"Number{i}",
-                api_key_hash=keys.hash_key(key),
-                api_key_prefix=keys.display_prefix(key),
-                api_key_created_at=claimed,
-                api_key_revoked_at=now if i % 17 == 0 else None,
-                api_key_last_used_at=now - datetime.timedelta(minutes=rng.randint(0, 60 * 24 * 60)),
-                is_active=i % 23 != 0,
-                seat_claimed_at=claimed,
-                created_at=claimed,
-            )
-        )
-    Developer.objects.bulk_create(developers, batch_size=5_000)
+            "max_seats": DEVS_PER_ORG - 3 if i % 50 == 0 else DEVS_PER_ORG,
+            "created_at": now - datetime.timedelta(days=rng.randint(0, 900)),
+        },
+        developer=lambda i: {
+            "first_name": "Dev",
+            "last_name": f"Number{i}",
+            "api_key_created_at": claimed(i),
+            "api_key_revoked_at": now if i % 17 == 0 else None,
+            "api_key_last_used_at": now - datetime.timedelta(minutes=rng.randint(0, 60 * 24 * 60)),
+            "is_active": i % 23 != 0,
+            "seat_claimed_at": claimed(i),
+            "created_at": claimed(i),
+        },
+    )
     # The measured organization (the first) gets a busy month; the rest of the events are spread over everyone.
     events = [
         UsageEvent(
@@ -144,9 +102,6 @@ def load(now: datetime.datetime, orgs_count: int) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    import django
-
-    django.setup()
     from django.contrib.auth.models import User
     from django.core.management import call_command
     from django.db import connection
@@ -206,7 +161,7 @@ def run(args: argparse.Namespace) -> None:
             assert response.status_code == 200, url
             samples.append(elapsed)
         ordered = sorted(samples)
-        p95 = ordered[math.ceil(len(ordered) * 0.95) - 1]  # nearest rank
+        p95 = percentile(ordered, 0.95)
         worst = max(worst, p95)
         print(f"{name:<52} {statistics.median(ordered):8.1f} {p95:8.1f} {ordered[-1]:8.1f} {len(queries):8d}")
     verdict = "within" if worst <= TARGET_MS else "OVER"

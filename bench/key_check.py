@@ -17,16 +17,11 @@ Prints checks/s, p50 and p99 per variant and the ratios against the baseline (ta
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
-import sys
 import time
-import uuid
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import load_developers, parser, percentile, scratch_database
 
 ORGS = 10_000
 DEVS_PER_ORG = 10
@@ -34,19 +29,10 @@ SCRATCH_DB = "hotcross_bench_keys"
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server", default=os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432"))
-    parser.add_argument("--calls", type=int, default=5_000, help="database-bound calls per variant")
-    parser.add_argument("--warm-calls", type=int, default=200_000)
-    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
-    return parser.parse_args()
-
-
-def admin_sql(server: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(sql)
+    arguments = parser(__doc__)
+    arguments.add_argument("--calls", type=int, default=5_000, help="database-bound calls per variant")
+    arguments.add_argument("--warm-calls", type=int, default=200_000)
+    return arguments.parse_args()
 
 
 def timed(fn, items) -> list[float]:
@@ -60,41 +46,22 @@ def timed(fn, items) -> list[float]:
 
 
 def summary(name: str, samples: list[float]) -> dict:
-    total = sum(samples)
     ordered = sorted(samples)
     return {
         "name": name,
-        "rate": len(samples) / total,
+        "rate": len(samples) / sum(samples),
         "p50": statistics.median(ordered) * 1e6,
-        "p99": ordered[int(len(ordered) * 0.99) - 1] * 1e6,
+        "p99": percentile(ordered, 0.99) * 1e6,
     }
 
 
 def main() -> None:
     args = parse_args()
-    admin_sql(args.server, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
-    admin_sql(args.server, f"CREATE DATABASE {SCRATCH_DB}")
-    os.environ["DATABASE_URL"] = f"{args.server}/{SCRATCH_DB}"
-    os.environ.setdefault("SECRET_KEY", "bench-only")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hotcross.settings")
-    try:
+    with scratch_database(args.server, SCRATCH_DB, keep=args.keep):
         run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        for conn in connections.all():
-            pool = getattr(conn, "pool", None)
-            if pool is not None:
-                conn.close_pool()
-        if not args.keep:
-            admin_sql(args.server, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
 
 
 def run(args: argparse.Namespace) -> None:
-    import django
-
-    django.setup()
     from django.conf import settings
     from django.core.management import call_command
     from django.db import connection
@@ -110,39 +77,7 @@ def run(args: argparse.Namespace) -> None:
         flush=True,
     )
     call_command("migrate", "accounts", verbosity=0)
-    now = timezone.now()
-    orgs = [
-        Organization(
-            id=uuid.uuid4(),
-            name=f"Org {i}",
-            stripe_customer_id=f"cus_{i:08d}",
-            subscription_status="active",
-            max_seats=DEVS_PER_ORG,
-            created_at=now,
-        )
-        for i in range(ORGS)
-    ]
-    Organization.objects.bulk_create(orgs, batch_size=5_000)
-    plain_keys: list[str] = []
-    developers = []
-    for i in range(ORGS * DEVS_PER_ORG):
-        key = keys.generate_key()
-        plain_keys.append(key)
-        developers.append(
-            Developer(
-                id=uuid.uuid4(),
-                organization=orgs[i // DEVS_PER_ORG],
-                email=f"dev{i}@example.com",
-                api_key_hash=keys.hash_key(key),
-                api_key_prefix=keys.display_prefix(key),
-                api_key_created_at=now,
-                seat_claimed_at=now,
-                created_at=now,
-                api_key_last_used_at=now,
-            )
-        )
-    Developer.objects.bulk_create(developers, batch_size=5_000)
-    del developers
+    _, _, plain_keys = load_developers(ORGS, DEVS_PER_ORG, timezone.now())
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
 

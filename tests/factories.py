@@ -1,4 +1,5 @@
-"""factory-boy factories. Developers get a real key: `DeveloperFactory.plain_key` is the key to present."""
+"""factory-boy factories, one per model of ours. Developers get a real key: `DeveloperFactory.plain_key` is the key to
+present. Usage events belong to their developer's organization unless told otherwise."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import factory
 from django.utils import timezone
 
 from accounts import keys
-from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus
+from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus, UsageEvent
 
 
 class OrganizationFactory(factory.django.DjangoModelFactory):
@@ -49,3 +50,15 @@ class DeveloperFactory(factory.django.DjangoModelFactory):
         instance = super()._build(model_class, *args, **kwargs)
         instance.plain_key = plain_key
         return instance
+
+
+class UsageEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = UsageEvent
+
+    developer = factory.SubFactory(DeveloperFactory)
+    organization = factory.LazyAttribute(lambda o: o.developer.organization)
+    tool_name = "whoami"
+    ok = True
+    duration_ms = 1
+    created_at = factory.LazyFunction(timezone.now)

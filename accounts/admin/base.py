@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.forms import Form
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
@@ -30,6 +30,23 @@ MAX_ACTION_OBJECTS = 500
 
 REVOKE_PERMISSION = "accounts.revoke_key"
 ROTATE_PERMISSION = "accounts.rotate_key"
+
+
+class YesNoFilter(admin.SimpleListFilter):
+    """A list filter with "Yes" (the rows matching `condition()`) and "No" (the others)."""
+
+    def condition(self) -> Q:
+        raise NotImplementedError
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(self.condition())
+        if self.value() == "no":
+            return queryset.exclude(self.condition())
+        return queryset
 
 
 class ServiceRefused(Exception):

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import flatten_fieldsets, unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.db.models.functions import Lower
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_variables
 
 from accounts import services
-from accounts.admin.base import ServiceAdmin
+from accounts.admin.base import ServiceAdmin, YesNoFilter
 from accounts.admin.display import state_badge
 from accounts.admin.forms import DeveloperAddForm, KeyExpiryForm
 from accounts.admin.pages import key_page
@@ -38,19 +38,12 @@ class OrganizationStatusFilter(admin.ChoicesFieldListFilter):
         self.title = "organization status"
 
 
-class RevokedFilter(admin.SimpleListFilter):
+class RevokedFilter(YesNoFilter):
     title = "key revoked"
     parameter_name = "revoked"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("yes", "Yes"), ("no", "No")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if self.value() == "yes":
-            return queryset.filter(api_key_revoked_at__isnull=False)
-        if self.value() == "no":
-            return queryset.filter(api_key_revoked_at__isnull=True)
-        return queryset
+    def condition(self) -> Q:
+        return Q(api_key_revoked_at__isnull=False)
 
 
 @admin.register(Developer)
@@ -75,23 +68,8 @@ class DeveloperAdmin(ServiceAdmin):
         ),
         ("History", {"fields": ("created_at", "updated_at", "legacy_customer_id")}),
     )
-    readonly_fields = (
-        "email",
-        "first_name",
-        "last_name",
-        "organization_link",
-        "is_active",
-        "state",
-        "api_key_prefix",
-        "api_key_created_at",
-        "api_key_last_used_at",
-        "api_key_expires_at",
-        "api_key_revoked_at",
-        "seat_claimed_at",
-        "created_at",
-        "updated_at",
-        "legacy_customer_id",
-    )
+    # Nothing on a developer's page is edited in place: keys and state change through actions and buttons.
+    readonly_fields = flatten_fieldsets(fieldsets)
     autocomplete_fields = ("organization",)
     list_display = ("email", "full_name", "organization_link", "api_key_prefix", "api_key_last_used_at", "state")
     list_filter = (("organization__subscription_status", OrganizationStatusFilter), "is_active", RevokedFilter)

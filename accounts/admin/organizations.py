@@ -17,7 +17,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 
 from accounts import selectors, services
-from accounts.admin.base import MAX_ACTION_OBJECTS, ServiceAdmin
+from accounts.admin.base import MAX_ACTION_OBJECTS, ServiceAdmin, YesNoFilter
 from accounts.admin.chart import usage_chart
 from accounts.admin.display import djstripe_list_url, state_badge, status_badge, stripe_dashboard_url
 from accounts.admin.forms import StatusForm
@@ -33,19 +33,13 @@ DJSTRIPE_LINKED_MODELS = ("customer", "subscription")
 _DESCRIPTIVE = ("name", "stripe_customer_id", "billing_email", "pricing_model")
 
 
-class OverSeatLimitFilter(admin.SimpleListFilter):
+class OverSeatLimitFilter(YesNoFilter):
     title = "over seat limit"
     parameter_name = "over_seat_limit"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("yes", "Yes"), ("no", "No")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if self.value() not in ("yes", "no"):
-            return queryset
+    def condition(self) -> Q:
         # Worked out once (one pass over the seat holders), not again inside both the page query and its count.
-        over = list(Organization.objects.over_seat_limit().values_list("pk", flat=True))
-        return queryset.filter(pk__in=over) if self.value() == "yes" else queryset.exclude(pk__in=over)
+        return Q(pk__in=list(Organization.objects.over_seat_limit().values_list("pk", flat=True)))
 
 
 class _CappedInlineFormSet(BaseInlineFormSet):

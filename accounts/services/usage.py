@@ -14,7 +14,7 @@ import datetime
 import functools
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db import connection as db_connection
@@ -31,33 +31,28 @@ _TOOL_NAME_MAX = UsageEvent._meta.get_field("tool_name").max_length
 _COLUMNS = ("developer_id", "organization_id", "tool_name", "ok", "duration_ms", "created_at")
 
 
-def record_usage(
-    *,
-    developer_id: uuid.UUID,
-    organization_id: uuid.UUID,
-    tool_name: str,
-    ok: bool,
-    duration_ms: int,
-    created_at: datetime.datetime | None = None,
-) -> UsageEvent:
+class UsageCall(TypedDict, total=False):
+    """One served call, as the writers take it: `developer_id`, `organization_id`, `tool_name`, `ok` and
+    `duration_ms` are required; `created_at` (aware) defaults to now."""
+
+    developer_id: Required[uuid.UUID]
+    organization_id: Required[uuid.UUID]
+    tool_name: Required[str]
+    ok: Required[bool]
+    duration_ms: Required[int]
+    created_at: datetime.datetime | None
+
+
+def record_usage(**call: Unpack[UsageCall]) -> UsageEvent:
     """Record one served call. Raises `InvalidInput` or `NotFound` (nothing written)."""
-    event = UsageEvent(
-        **usage_values(
-            developer_id=developer_id,
-            organization_id=organization_id,
-            tool_name=tool_name,
-            ok=ok,
-            duration_ms=duration_ms,
-            created_at=created_at,
-        )
-    )
+    event = UsageEvent(**usage_values(**call))
     error = _saved_or_error(event)
     if error is not None:
         raise error
     return event
 
 
-def record_usages(calls: Sequence[dict[str, Any]]) -> list[Outcome]:
+def record_usages(calls: Sequence[UsageCall]) -> list[Outcome]:
     """Record several served calls (each a dict of `record_usage`'s arguments) in one INSERT."""
     outcomes, valid = _validated(calls)
     if not valid:
@@ -74,7 +69,7 @@ def record_usages(calls: Sequence[dict[str, Any]]) -> list[Outcome]:
     return outcomes
 
 
-async def arecord_usages(calls: Sequence[dict[str, Any]]) -> list[Outcome]:
+async def arecord_usages(calls: Sequence[UsageCall]) -> list[Outcome]:
     """`record_usages` for async callers. When the database cannot be reached it raises
     `hotcross.db.DatabaseUnavailable`, having written nothing."""
     if not async_available():
@@ -128,7 +123,7 @@ def usage_values(
     }
 
 
-def _validated(calls: Sequence[dict[str, Any]]) -> tuple[list[Outcome], list[tuple[int, dict[str, Any]]]]:
+def _validated(calls: Sequence[UsageCall]) -> tuple[list[Outcome], list[tuple[int, dict[str, Any]]]]:
     """The outcome list with the refusals filled in, and the valid calls' values with their index."""
     outcomes: list[Outcome] = []
     valid: list[tuple[int, dict[str, Any]]] = []

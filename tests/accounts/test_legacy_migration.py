@@ -28,7 +28,7 @@ from tests.accounts.legacy_helpers import (
     migrate_forward,
     update_customer,
 )
-from tests.factories import DeveloperFactory, OrganizationFactory
+from tests.factories import DeveloperFactory, OrganizationFactory, UsageEventFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -213,7 +213,7 @@ def test_conversion_rules_forward_back_forward(legacy_table):
 
     # Back: exactly the converted rows go; a hand-made organization and the customers stay.
     kept = OrganizationFactory(name="Made by hand")
-    UsageEvent.objects.create(developer_id=ann["id"], organization_id=ann["id"], tool_name="search")
+    UsageEventFactory(developer=Developer.objects.get(pk=ann["id"]), tool_name="search")
     migrate(BEFORE)
     assert list(Organization.objects.values_list("pk", flat=True)) == [kept.pk]
     assert Developer.objects.count() == 0

@@ -14,7 +14,7 @@ from accounts.models import UsageEvent
 from accounts.selectors import monthly_usage
 from accounts.services import arecord_usages, record_usage, record_usages
 from hotcross.db import aclose
-from tests.factories import DeveloperFactory
+from tests.factories import DeveloperFactory, UsageEventFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -97,7 +97,7 @@ def test_monthly_usage_counts_the_calendar_month_of_now_only():
         (colleague, "whoami", datetime.datetime(2026, 3, 2, tzinfo=UTC)),
         (stranger, "whoami", datetime.datetime(2026, 3, 2, tzinfo=UTC)),
     ]:
-        UsageEvent.objects.create(developer=who, organization=who.organization, tool_name=tool, created_at=when)
+        UsageEventFactory(developer=who, tool_name=tool, created_at=when)
 
     usage = monthly_usage(developer_id=developer.id, organization_id=developer.organization_id, now=now)
     assert usage.month == "2026-03"

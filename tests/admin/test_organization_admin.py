@@ -12,8 +12,8 @@ from djstripe import models as djstripe_models
 
 from accounts import authentication, selectors
 from accounts.exceptions import KeyRefused
-from accounts.models import Organization, UsageEvent
-from tests.factories import DeveloperFactory, OrganizationFactory
+from accounts.models import Organization
+from tests.factories import DeveloperFactory, OrganizationFactory, UsageEventFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -357,18 +357,10 @@ class TestChangePage:
     def test_usage_chart_of_the_last_30_days_per_developer(self, staff_client, org, developer):
         grace = DeveloperFactory(organization=org, email="grace@acme.test")
         now = timezone.now()
-        events = [
-            UsageEvent(developer=developer, organization=org, tool_name="whoami", created_at=now),
-            UsageEvent(
-                developer=grace, organization=org, tool_name="usage", created_at=now - datetime.timedelta(days=2)
-            ),
-            UsageEvent(developer=grace, organization=org, tool_name="usage", ok=False, created_at=now),
-            # Too old for the chart:
-            UsageEvent(
-                developer=grace, organization=org, tool_name="usage", created_at=now - datetime.timedelta(days=40)
-            ),
-        ]
-        UsageEvent.objects.bulk_create(events)
+        UsageEventFactory(developer=developer, tool_name="whoami", created_at=now)
+        UsageEventFactory(developer=grace, tool_name="usage", created_at=now - datetime.timedelta(days=2))
+        UsageEventFactory(developer=grace, tool_name="usage", ok=False, created_at=now)
+        UsageEventFactory(developer=grace, tool_name="usage", created_at=now - datetime.timedelta(days=40))  # too old
         response = staff_client.get(change_url(org))
         chart = response.context["usage_chart"]
         assert chart.total_calls == 3 and chart.total_errors == 1

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Organization, UsageEvent
-from tests.factories import DeveloperFactory, OrganizationFactory
+from tests.factories import DeveloperFactory, OrganizationFactory, UsageEventFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -23,12 +23,8 @@ def seed(organizations: int, developers_each: int, events_each: int):
     for org in orgs:
         devs = DeveloperFactory.create_batch(developers_each, organization=org, api_key_last_used_at=now)
         UsageEvent.objects.bulk_create(
-            UsageEvent(
-                developer=devs[i % len(devs)],
-                organization=org,
-                tool_name="whoami",
-                created_at=now - datetime.timedelta(hours=7 * i),
-                ok=i % 5 != 0,
+            UsageEventFactory.build(
+                developer=devs[i % len(devs)], created_at=now - datetime.timedelta(hours=7 * i), ok=i % 5 != 0
             )
             for i in range(events_each)
         )

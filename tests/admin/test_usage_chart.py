@@ -7,8 +7,7 @@ from django.utils import timezone
 
 from accounts import selectors
 from accounts.admin.chart import PALETTE, usage_chart
-from accounts.models import UsageEvent
-from tests.factories import DeveloperFactory, OrganizationFactory
+from tests.factories import DeveloperFactory, OrganizationFactory, UsageEventFactory
 
 
 @pytest.mark.django_db
@@ -17,15 +16,11 @@ def test_usage_per_developer_per_day_counts_calls_and_errors_in_the_window_only(
     ada = DeveloperFactory(organization=org, email="ada@x.test")
     bob = DeveloperFactory(organization=other)
     now = timezone.now().replace(hour=12)
-    UsageEvent.objects.bulk_create(
-        [
-            UsageEvent(developer=ada, organization=org, tool_name="t", created_at=now),
-            UsageEvent(developer=ada, organization=org, tool_name="t", created_at=now, ok=False),
-            UsageEvent(developer=ada, organization=org, tool_name="t", created_at=now - datetime.timedelta(days=29)),
-            UsageEvent(developer=ada, organization=org, tool_name="t", created_at=now - datetime.timedelta(days=30)),
-            UsageEvent(developer=bob, organization=other, tool_name="t", created_at=now),
-        ]
-    )
+    UsageEventFactory(developer=ada, created_at=now)
+    UsageEventFactory(developer=ada, created_at=now, ok=False)
+    UsageEventFactory(developer=ada, created_at=now - datetime.timedelta(days=29))
+    UsageEventFactory(developer=ada, created_at=now - datetime.timedelta(days=30))
+    UsageEventFactory(developer=bob, created_at=now)
     first_day, rows = selectors.usage_per_developer_per_day(org, days=30, now=now)
     assert first_day == now.date() - datetime.timedelta(days=29)
     assert [(r["email"], r["day"], r["calls"], r["errors"]) for r in rows] == [

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import anyio
 import anyio.to_thread
 import httpx2
 import pytest
@@ -211,6 +212,19 @@ async def db(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def structured(result: Any) -> Any:
     assert not result.is_error, result
     return result.structured_content
+
+
+async def refused_within(call: Callable[[], Any], seconds: float) -> tuple[MCPError, float]:
+    """Call `call()` until it is refused (a change made elsewhere reaches a server within its key-check memory);
+    the refusal and how long it took. Fails when it still works after `seconds`."""
+    started = time.monotonic()
+    while True:
+        try:
+            await call()
+        except Exception as exc:
+            return mcp_error(exc), time.monotonic() - started
+        assert time.monotonic() - started < seconds, f"still not refused after {seconds} s"
+        await anyio.sleep(0.1)
 
 
 # --- a TCP proxy to take the database away and bring it back --------------------------------------------------------

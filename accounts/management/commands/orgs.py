@@ -18,6 +18,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_variables
 
 from accounts import legacy, selectors, services
 from accounts.billing.sync import sync_from_stripe
@@ -305,6 +307,7 @@ class Command(BaseCommand):
 
     # --- developers ---
 
+    @method_decorator(sensitive_variables("plain_key"))
     def create_dev(self, options: dict[str, Any]) -> None:
         org = selectors.get_organization(options["org_id"])
         dev, plain_key = services.add_developer(
@@ -336,6 +339,7 @@ class Command(BaseCommand):
         )
         self.emit(developer_data(dev), text)
 
+    @method_decorator(sensitive_variables("plain_key"))
     def rotate_key(self, options: dict[str, Any]) -> None:
         dev = selectors.get_developer(options["dev_id"])
         dev, plain_key = services.rotate_key(developer=dev)

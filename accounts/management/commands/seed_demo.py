@@ -14,6 +14,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_variables
 
 from accounts import services
 from accounts.billing.endpoints import save_webhook_endpoint
@@ -33,6 +35,7 @@ class Command(BaseCommand):
         parser.add_argument("--base-url", default="http://127.0.0.1:8000", help="Where the server will listen.")
         parser.add_argument("--force", action="store_true", help="Run even when DEBUG is off.")
 
+    @method_decorator(sensitive_variables("key"))
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.DEBUG and not options["force"]:
             raise CommandError("seed_demo creates a known staff password; run it with DEBUG=true (or --force).")

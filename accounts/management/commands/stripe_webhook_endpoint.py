@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_variables
 
 from accounts.billing.endpoints import save_webhook_endpoint, webhook_path
 from accounts.billing.receivers import SUBSCRIPTION_EVENTS
@@ -41,6 +43,7 @@ class Command(BaseCommand):
             ),
         )
 
+    @method_decorator(sensitive_variables("options"))
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             endpoint, created = save_webhook_endpoint(secret=options["secret"], url=options["url"] or LOCAL_BASE_URL)
