@@ -36,8 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    # Before accounts: dj-stripe's webhook receivers must sync Stripe's objects before ours read them.
-    "djstripe",
+    "djstripe",  # our receivers run on its webhook_post_process signal, whatever this order
     "accounts",
     "mcp_bridge",
 ]
