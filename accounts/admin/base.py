@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import get_fields_from_path
 from django.db.models import Q, QuerySet
 from django.forms import Form
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -54,6 +55,27 @@ class ServiceRefused(Exception):
 
 
 class ServiceAdmin(admin.ModelAdmin):
+    # Query-string lookups a changelist accepts besides its list filters' own (links from other pages).
+    extra_lookups: tuple[str, ...] = ()
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        """Only the lookups the list filters offer (and `extra_lookups`). Django allows any lookup on a model field,
+        so staff who may only view could filter by a prefix of a stored key hash and recover it a character at a
+        time; a lookup not offered is refused (HTTP 400)."""
+        return lookup in self._offered_lookups()
+
+    def _offered_lookups(self) -> frozenset[str]:
+        offered = set(self.extra_lookups)
+        for entry in self.list_filter:
+            if isinstance(entry, type) and issubclass(entry, admin.SimpleListFilter):
+                offered.add(entry.parameter_name)
+                continue
+            path = entry[0] if isinstance(entry, tuple | list) else entry
+            field = get_fields_from_path(self.model, path)[-1]
+            exact = f"{path}__id__exact" if field.is_relation else f"{path}__exact"
+            offered |= {exact, f"{path}__isnull"}
+        return frozenset(offered)
+
     def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> None:
         return None
 

@@ -73,6 +73,7 @@ class DeveloperAdmin(ServiceAdmin):
     autocomplete_fields = ("organization",)
     list_display = ("email", "full_name", "organization_link", "api_key_prefix", "api_key_last_used_at", "state")
     list_filter = (("organization__subscription_status", OrganizationStatusFilter), "is_active", RevokedFilter)
+    extra_lookups = ("organization__id__exact",)  # an organization's "developers" link
     search_fields = ("email", "first_name", "last_name", "api_key_prefix")
     search_help_text = "Email, name or key prefix (hc_live_…)."
     list_select_related = ("organization",)

@@ -143,6 +143,10 @@ class TestDevelopers:
         assert all(DEV_KEYS <= d.keys() and "api_key" not in d for d in everyone)
         assert [d["email"] for d in orgs_json("list-devs", str(a.organization_id))] == ["a@x.com"]
 
+    def test_list_devs_names_each_developer_s_organization(self):
+        DeveloperFactory(email="a@x.com", organization__name="Acme Corp")
+        assert "Acme Corp" in orgs("list-devs").splitlines()[1]
+
     def test_revoke_dev(self):
         dev = DeveloperFactory()
         data = orgs_json("revoke-dev", str(dev.id))
@@ -177,6 +181,8 @@ class TestMistakes:
             (["show-org", str(uuid.UUID(int=1))], "No organization has the id"),
             (["update-status", "{org}", "bogus"], "'bogus' is not a subscription status"),
             (["update-seats", "{org}", "-2"], "whole number of 0 or more"),
+            (["update-seats", "{org}", "99999999999"], "at most 2147483647"),
+            (["create-org", "Huge", "cus_huge", "99999999999"], "at most 2147483647"),
             (["create-dev", "{org}", "TAKEN@example.com", "A", "B"], "taken@example.com already exists"),
             (["create-dev", "{full}", "new@example.com", "A", "B"], "uses 1 of 1 seat"),
             (["create-dev", "{org}", "not an email", "A", "B"], "email"),
@@ -238,7 +244,44 @@ def test_from_a_shell_a_mistake_is_one_line_on_stderr_and_a_non_zero_exit():
         assert len(unknown.stderr.strip().splitlines()) == 1, unknown.stderr
         assert "VERB" in unknown.stderr and "--help" in unknown.stderr
 
+    too_many = run("update-seats", str(org.id), "99999999999")
+    assert too_many.returncode == 1
+    assert too_many.stderr.strip().splitlines() == [
+        "CommandError: max seats: a whole number of 0 or more (at most 2147483647), not 99999999999."
+    ]
+
     listed = run("list-orgs", "--json")
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)[0]["seats_in_use"] == 1
     assert Developer.objects.count() == 1
+
+
+class TestHostileNames:
+    """Names come from customers and from Stripe-linked data: escape sequences and line breaks in them must not reach
+    the operator's terminal as such (JSON output escapes them already)."""
+
+    CLEAR_SCREEN = "\x1b[2J\x1b[H"
+
+    def test_tables_and_messages_escape_control_characters(self):
+        org = OrganizationFactory(name=f"Evil{self.CLEAR_SCREEN}Corp\nFAKE  active  9/9", max_seats=1)
+        DeveloperFactory(organization=org, first_name="Bell\a", last_name="Back\bspace")
+        outputs = [
+            orgs("list-orgs"),
+            orgs("show-org", str(org.id)),
+            orgs("list-devs"),
+            orgs("update-status", str(org.id), "active"),
+            orgs("update-seats", str(org.id), "0"),
+        ]
+        for text in outputs:
+            assert "\x1b" not in text and "\a" not in text and "\b" not in text
+            assert "FAKE" not in "".join(line for line in text.splitlines() if line.startswith("FAKE"))
+            assert "\\x1b[2J" in text or "Bell" in text
+        table = orgs("list-orgs").splitlines()
+        assert len(table) == 2  # the header and one row: the name's line break did not make a second row
+        assert json.loads(orgs("list-orgs", "--json"))[0]["name"] == org.name
+
+    def test_refusal_messages_escape_names_too(self):
+        org = OrganizationFactory(name=f"Full{self.CLEAR_SCREEN}Co", max_seats=0)
+        with pytest.raises(CommandError) as refused:
+            orgs("create-dev", str(org.id), "x@example.com", "X", "Y")
+        assert "\x1b" not in str(refused.value) and "\\x1b[2J" in str(refused.value)

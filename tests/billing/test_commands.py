@@ -112,7 +112,7 @@ def test_sync_stripe_applies_stripe_s_current_state_after_missed_webhooks(stripe
 
     org.refresh_from_db()
     assert (org.subscription_status, org.subscription_id, org.max_seats) == ("active", sub["id"], 4)
-    assert out.strip() == f"{org.name}: active, 4 seat(s) (subscription {sub['id']})."
+    assert out.strip() == f"{org.name}: active, 4 seats (subscription {sub['id']})."
     assert f"/v1/subscriptions?customer={cus['id']}" not in stripe_stub.requested()  # query is not in the path
     assert any(r.query.get("customer") == [cus["id"]] for r in stripe_stub.requests)
 

@@ -98,12 +98,25 @@ def _dev_row(dev: Developer) -> tuple[str, ...]:
         f"{dev.api_key_prefix}…" if dev.api_key_prefix else "—",
         dev.key_state,
         _when(dev.api_key_last_used_at),
-        str(dev.organization_id),
+        dev.organization.name,
     )
 
 
+def printable(text: str) -> str:
+    """`text` with control and other invisible characters written as escapes (`\\x1b`, `\\n`), so a name cannot
+    clear the operator's screen, move the cursor or forge a row of the table."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _lines(text: str) -> str:
+    """Text for the terminal, each line `printable` (names are escaped where written; this catches the rest)."""
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
 def format_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    rows = [tuple(columns), *rows]
+    rows = [tuple(columns), *(tuple(printable(cell) for cell in row) for row in rows)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
@@ -213,7 +226,7 @@ class Command(BaseCommand):
         try:
             options["handler"](options)
         except AccountsError as exc:
-            raise CommandError(exc.message) from None
+            raise CommandError(printable(exc.message)) from None
 
     # --- output ---
 
@@ -221,11 +234,11 @@ class Command(BaseCommand):
         if self.as_json:
             self.stdout.write(json.dumps(data, indent=2, ensure_ascii=False))
         else:
-            self.stdout.write(text)
+            self.stdout.write(_lines(text))
 
     def warn(self, text: str) -> None:
         if not self.as_json:
-            self.stderr.write(f"warning: {text}")
+            self.stderr.write(f"warning: {_lines(text)}")
 
     # --- organizations ---
 
@@ -263,7 +276,7 @@ class Command(BaseCommand):
             for dev in developers
         ]
         lines = [
-            f"{org.name}  ({org.id})",
+            f"{printable(org.name)}  ({org.id})",
             f"  status        {org.subscription_status}"
             + (f"  (subscription {org.subscription_id})" if org.subscription_id else ""),
             f"  seats         {used} of {org.max_seats} in use"
@@ -290,7 +303,7 @@ class Command(BaseCommand):
         used = selectors.seats_in_use(org)
         self.emit(
             organization_data(org, used),
-            f"{org.name}: subscription status {old} → {org.subscription_status}.",
+            f"{printable(org.name)}: subscription status {old} → {org.subscription_status}.",
         )
 
     def update_seats(self, options: dict[str, Any]) -> None:
@@ -300,10 +313,12 @@ class Command(BaseCommand):
         used = selectors.seats_in_use(org)
         if used > org.max_seats:
             self.warn(
-                f"{org.name} has {plural(used, 'developer')} holding seats; {newest_refused(used, org.max_seats)} "
-                "(seat_limit_exceeded) until seats are added or freed."
+                f"{printable(org.name)} has {plural(used, 'developer')} holding seats; "
+                f"{newest_refused(used, org.max_seats)} (seat_limit_exceeded) until seats are added or freed."
             )
-        self.emit(organization_data(org, used), f"{org.name}: seats {old} → {org.max_seats} ({used} in use).")
+        self.emit(
+            organization_data(org, used), f"{printable(org.name)}: seats {old} → {org.max_seats} ({used} in use)."
+        )
 
     # --- developers ---
 
@@ -315,12 +330,12 @@ class Command(BaseCommand):
         )
         self.emit(
             {**developer_data(dev), "api_key": plain_key},
-            f"Added {dev.email} to {org.name} (developer {dev.id}).\n"
+            f"Added {dev.email} to {printable(org.name)} (developer {dev.id}).\n"
             f"API key, shown only this once — store it now:\n\n    {plain_key}\n",
         )
 
     def list_devs(self, options: dict[str, Any]) -> None:
-        developers = Developer.objects.order_by("organization__name", "email")
+        developers = Developer.objects.select_related("organization").order_by("organization__name", "email")
         if options["org_id"]:
             developers = developers.filter(organization=selectors.get_organization(options["org_id"]))
         developers = list(developers)
@@ -393,19 +408,19 @@ class Command(BaseCommand):
             except AccountsError as exc:
                 if options["org_id"]:
                     raise
-                failures.append(f"{org.name} ({org.id}): {exc.message}")
+                failures.append(f"{printable(org.name)} ({org.id}): {exc.message}")
                 results.append({**organization_data(org, selectors.seats_in_use(org)), "stripe_error": exc.message})
                 continue
             org = applied.organization
             results.append(
                 {**organization_data(org, selectors.seats_in_use(org)), "stripe_problem": applied.problem or None}
             )
-            line = f"{org.name}: {org.subscription_status}, {org.max_seats} seat(s)" + (
+            line = f"{printable(org.name)}: {org.subscription_status}, {plural(org.max_seats, 'seat')}" + (
                 f" (subscription {org.subscription_id})." if org.subscription_id else "."
             )
             lines.append(line)
             if applied.problem:
-                self.warn(f"{org.name}: {applied.problem}")
+                self.warn(f"{printable(org.name)}: {applied.problem}")
         if not organizations:
             lines.append("No organization has a Stripe customer id.")
         self.emit(results[0] if options["org_id"] else results, "\n".join(lines))
