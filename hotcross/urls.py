@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from accounts.billing import webhooks
 from hotcross.views import djstripe_admin_action, healthz
 
 urlpatterns = [
@@ -11,6 +12,8 @@ urlpatterns = [
         admin.site.admin_view(djstripe_admin_action),
     ),
     path("admin/", admin.site.urls),
-    # Stripe webhooks: /stripe/webhook/<uuid>/ (see `manage.py stripe_webhook_endpoint`).
+    # Stripe webhooks: /stripe/webhook/<uuid>/ (see `manage.py stripe_webhook_endpoint`), checked before dj-stripe's
+    # own view sees them (accounts.billing.webhooks); dj-stripe's URL names still build the paths.
+    path("stripe/webhook/<uuid:uuid>/", webhooks.receive, name="stripe_webhook"),
     path("stripe/", include("djstripe.urls", namespace="djstripe")),
 ]

@@ -1,7 +1,7 @@
 """dj-stripe's webhook signals → `accounts.billing.sync`. Connected by `AccountsConfig.ready()` (`connect()`).
 
-`webhook_pre_process` (a verified event, before dj-stripe fetches anything): refuse an unusable Stripe key with a
-message naming its setting, and take the customer's turn (`sync.customer_turn`). `webhook_post_process` (after
+`webhook_pre_process` (a verified event, before dj-stripe fetches anything): take the customer's turn
+(`sync.customer_turn`). `webhook_post_process` (after
 dj-stripe synced the event's objects, whatever the order of `INSTALLED_APPS`): apply the synced subscription.
 """
 
@@ -10,11 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.conf import settings
 from djstripe import signals as djstripe_signals
 from djstripe.models import Subscription, WebhookEventTrigger
 
-from accounts.billing.config import StripeUnavailable, key_problem
 from accounts.billing.sync import apply_subscription, customer_turn
 
 logger = logging.getLogger(__name__)
@@ -34,28 +32,11 @@ SUBSCRIPTION_EVENTS = (
 
 def connect() -> None:
     djstripe_signals.webhook_pre_process.connect(
-        require_usable_key, sender=WebhookEventTrigger, dispatch_uid="accounts.billing.require_usable_key"
-    )
-    djstripe_signals.webhook_pre_process.connect(
         take_customer_turn, sender=WebhookEventTrigger, dispatch_uid="accounts.billing.take_customer_turn"
     )
     djstripe_signals.webhook_post_process.connect(
         apply_synced_subscription, sender=WebhookEventTrigger, dispatch_uid="accounts.billing.apply_subscription"
     )
-
-
-def require_usable_key(sender: Any, instance: WebhookEventTrigger, **kwargs: Any) -> None:
-    """Before dj-stripe calls Stripe for a verified event, refuse an unusable key with a message naming its setting.
-
-    dj-stripe would fail too, but its message quotes a malformed key, and that message is logged and stored on the
-    trigger row.
-    """
-    if hasattr(settings, "STRIPE_SECRET_KEY"):  # dj-stripe's override of both keys; not how this project is set up
-        return
-    endpoint = instance.webhook_endpoint
-    problem = key_problem(live=bool(endpoint.livemode) if endpoint is not None else None)
-    if problem:
-        raise StripeUnavailable(problem)
 
 
 def take_customer_turn(sender: Any, instance: WebhookEventTrigger, **kwargs: Any) -> None:
