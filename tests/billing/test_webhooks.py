@@ -386,6 +386,15 @@ def test_a_customer_tagged_by_another_app_is_an_unknown_customer(webhook, stripe
     assert f"customer {cus['id']}, which no organization has" in caplog.text
 
 
+def _active_organization_whose_subscription_stripe_canceled(plan, stripe_stub) -> tuple[Organization, dict]:
+    """An active organization with 2 seats; Stripe (the stub) already has its subscription canceled."""
+    _, seat_price, cus = plan
+    org = OrganizationFactory(stripe_customer_id=cus["id"], subscription_status="active", max_seats=2)
+    canceled = sd.with_status(sd.subscription(cus, [(seat_price, 1)]), "canceled")
+    stripe_stub.put(canceled)
+    return org, canceled
+
+
 def test_a_signed_body_that_is_not_an_event_is_refused_400(webhook, stripe_stub):
     payload = "this is not json"
     header = sd.signature(payload, webhook.secret)
@@ -436,10 +445,7 @@ def test_the_webhook_secret_is_never_logged_nor_stored_elsewhere(db, stripe_stub
     ],
 )
 def test_a_bad_signature_is_refused_400_and_nothing_is_stored(webhook, stripe_stub, plan, signature, caplog):
-    _, seat_price, cus = plan
-    org = OrganizationFactory(stripe_customer_id=cus["id"], subscription_status="active", max_seats=2)
-    canceled = sd.with_status(sd.subscription(cus, [(seat_price, 1)]), "canceled")
-    stripe_stub.put(canceled)
+    org, canceled = _active_organization_whose_subscription_stripe_canceled(plan, stripe_stub)
     event = sd.event("customer.subscription.deleted", canceled)
     payload = sd.dumps(event)
     header = {
@@ -479,10 +485,7 @@ def test_a_missing_signature_is_refused_400_and_nothing_is_stored(webhook, strip
 def test_without_a_stripe_key_a_webhook_is_answered_503_and_changes_nothing(
     webhook, stripe_stub, plan, settings, caplog
 ):
-    _, seat_price, cus = plan
-    org = OrganizationFactory(stripe_customer_id=cus["id"], subscription_status="active", max_seats=2)
-    canceled = sd.with_status(sd.subscription(cus, [(seat_price, 1)]), "canceled")
-    stripe_stub.put(canceled)
+    org, canceled = _active_organization_whose_subscription_stripe_canceled(plan, stripe_stub)
     settings.STRIPE_TEST_SECRET_KEY = ""
 
     with caplog.at_level(logging.DEBUG):
@@ -501,10 +504,7 @@ def test_without_a_stripe_key_a_webhook_is_answered_503_and_changes_nothing(
 def test_with_a_malformed_stripe_key_a_webhook_is_answered_503_without_showing_the_key(
     webhook, stripe_stub, plan, settings, caplog
 ):
-    _, seat_price, cus = plan
-    org = OrganizationFactory(stripe_customer_id=cus["id"], subscription_status="active", max_seats=2)
-    canceled = sd.with_status(sd.subscription(cus, [(seat_price, 1)]), "canceled")
-    stripe_stub.put(canceled)
+    org, canceled = _active_organization_whose_subscription_stripe_canceled(plan, stripe_stub)
     settings.STRIPE_TEST_SECRET_KEY = "sk_test_truncatedSecret"
 
     with caplog.at_level(logging.DEBUG):
@@ -633,10 +633,7 @@ def test_a_signed_but_malformed_event_is_refused_400_stores_nothing_and_is_logge
 def test_the_debug_secret_header_is_ignored(webhook, stripe_stub, plan, settings):
     """dj-stripe takes the secret from `X-Djstripe-Webhook-Secret` under DEBUG; here the stored secret alone counts."""
     settings.DEBUG = True
-    _, seat_price, cus = plan
-    org = OrganizationFactory(stripe_customer_id=cus["id"], subscription_status="active", max_seats=2)
-    canceled = sd.with_status(sd.subscription(cus, [(seat_price, 1)]), "canceled")
-    stripe_stub.put(canceled)
+    org, canceled = _active_organization_whose_subscription_stripe_canceled(plan, stripe_stub)
     event = sd.event("customer.subscription.deleted", canceled)
     payload = sd.dumps(event)
     forged_secret = "whsec_chosenByTheSender0000000"
@@ -697,10 +694,7 @@ def test_a_slow_stripe_does_not_hold_the_organization(webhook, stripe_stub, plan
 def test_a_stripe_api_that_does_not_answer_in_time_gives_503_and_changes_nothing(
     webhook, stripe_stub, plan, settings, monkeypatch
 ):
-    _, seat_price, cus = plan
-    org = OrganizationFactory(stripe_customer_id=cus["id"], subscription_status="active", max_seats=2)
-    canceled = sd.with_status(sd.subscription(cus, [(seat_price, 1)]), "canceled")
-    stripe_stub.put(canceled)
+    org, canceled = _active_organization_whose_subscription_stripe_canceled(plan, stripe_stub)
     settings.STRIPE_TIMEOUT_SECONDS = 1
     settings.STRIPE_MAX_NETWORK_RETRIES = 0
     monkeypatch.setattr(stripe, "default_http_client", stripe.default_http_client)  # restored after the test
