@@ -88,7 +88,7 @@ def _verified_payload(body: bytes, header: str, endpoint: WebhookEndpoint) -> st
     if len(header) > MAX_SIGNATURE_HEADER or not _SIGNATURE.fullmatch(header.strip()):
         raise Refused("a Stripe-Signature header that is not Stripe's t=...,v1=... form")
     parts = dict(part.split("=", 1) for part in header.strip().split(","))
-    if not parts.get("t", "").isdigit() or "v1" not in parts:
+    if not (parts.get("t", "").isdigit() and len(parts["t"]) <= 12) or "v1" not in parts:
         raise Refused("a Stripe-Signature header without a timestamp and a v1 signature")
     tolerance = int(endpoint.djstripe_tolerance or 300)
     if abs(time.time() - int(parts["t"])) > tolerance:
@@ -112,6 +112,8 @@ def _check_event(payload: str) -> None:
         raise Refused("a signed body that is not JSON (or is nested too deeply)") from None
     if not isinstance(event, dict):
         raise Refused("a signed body that is not a JSON object")
+    if event.get("object") != "event":
+        raise Refused('a signed object that is not an event ("object": "event")')
     for name, limit in _MAX_LENGTHS.items():
         value = event.get(name)
         if name == "api_version" and value is None:

@@ -442,6 +442,7 @@ def test_the_webhook_secret_is_never_logged_nor_stored_elsewhere(db, stripe_stub
         pytest.param("future", id="an-hour-in-the-future"),
         pytest.param("tampered", id="payload-changed-after-signing"),
         pytest.param("non-ascii", id="non-ascii"),
+        pytest.param("huge-timestamp", id="a-400-digit-timestamp"),
     ],
 )
 def test_a_bad_signature_is_refused_400_and_nothing_is_stored(webhook, stripe_stub, plan, signature, caplog):
@@ -455,6 +456,7 @@ def test_a_bad_signature_is_refused_400_and_nothing_is_stored(webhook, stripe_st
         "future": sd.signature(payload, webhook.secret, timestamp=int(time.time()) + 3600),
         "tampered": sd.signature(sd.dumps(sd.event("customer.subscription.created", canceled)), webhook.secret),
         "non-ascii": "t=1,v1=\u00e9",
+        "huge-timestamp": "t=" + "9" * 400 + ",v1=" + "a" * 64,
     }[signature]
 
     with caplog.at_level(logging.DEBUG):
@@ -575,6 +577,8 @@ def _signed_event_text(webhook: Webhook, cus: dict, seat_price: dict, shape: str
         event["id"] = "evt_" + "x" * 10_000
     elif shape == "api-version-500":
         event["api_version"] = "2" * 500
+    elif shape == "not-an-event":
+        event["object"] = "subscription"
     elif shape == "created-yesterday":
         event["created"] = "yesterday"
     elif shape == "nul-in-id":
@@ -595,6 +599,7 @@ MALFORMED = [
     "id-10000",
     "api-version-500",
     "created-yesterday",
+    "not-an-event",
     "nested-5000",
     "nul-in-id",
     "nul-in-customer",
