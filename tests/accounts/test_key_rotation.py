@@ -18,7 +18,7 @@ from accounts.authentication import authenticate_key
 from accounts.exceptions import InvalidInput, KeyRefused
 from accounts.models import Developer, ReplacedKey
 from accounts.services.developers import MAX_GRACE, parse_grace
-from tests.factories import DeveloperFactory
+from tests.factories import DeveloperFactory, ReplacedKeyFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -72,6 +72,18 @@ def test_only_the_hash_of_the_replaced_key_is_kept():
     replaced = ReplacedKey.objects.get(developer=dev)
     assert (replaced.key_hash, replaced.key_prefix) == (old_hash, old_prefix)
     assert dev.plain_key not in str(list(ReplacedKey.objects.values()))
+
+
+def test_a_replaced_key_s_answer_follows_its_row():
+    at = datetime.datetime(2026, 12, 3, 14, 5, tzinfo=datetime.UTC)
+    replaced = ReplacedKeyFactory(replaced_at=at, developer__organization__name="Demo Org")
+    assert refusal(replaced.plain_key).message.startswith(
+        "This key was replaced by a newer one on 2026-12-03 14:05 UTC."
+    )
+    in_grace = ReplacedKeyFactory(grace_until=timezone.now() + MINUTES_15)
+    assert authenticate_key(in_grace.plain_key).developer_id == in_grace.developer_id
+    revoked = ReplacedKeyFactory(revoked_at=at)
+    assert refusal(revoked.plain_key).code == "key_revoked"
 
 
 def test_a_key_revoked_and_then_replaced_keeps_its_key_revoked_answer():
