@@ -8,6 +8,9 @@ Cold, a check is one query: the developer, its organization and the developer's 
 (`DeveloperQuerySet.with_seat_rank`), compiled once per connection and kept prepared on PostgreSQL. A successful
 cold check also writes `api_key_last_used_at`, at most once a minute per developer. Warm, the answer comes from
 this process's memory for at most a second.
+
+Only a hash no developer holds now costs a second query: the keys rotations replaced (`ReplacedKey`). Such a key is
+refused with `key_rotated` (or `key_revoked`, if it had been revoked), or works while its rotation's grace period lasts.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class _Checked:
     principal: Principal | None
     refusal: tuple[str, str] | None  # (code, message); a fresh exception is raised on every check
     expires_at: datetime.datetime | None
+    # The refusal once `expires_at` has passed, when it is not `key_expired` (an old key whose grace period ends).
+    at_expiry: tuple[str, str] | None = None
 
 
 # --- the two entry points -------------------------------------------------------------------------------------------
@@ -106,7 +111,7 @@ def _outcome(checked: _Checked) -> Principal:
     if checked.refusal is not None:
         raise KeyRefused(*checked.refusal)
     if checked.expires_at is not None and checked.expires_at <= timezone.now():
-        raise _expired(checked.expires_at)
+        raise KeyRefused(*checked.at_expiry) if checked.at_expiry else _expired(checked.expires_at)
     assert checked.principal is not None
     return checked.principal
 
@@ -150,34 +155,30 @@ _KEY_CHECK_FIELDS = (
 _HASH_PLACEHOLDER = "hotcross-key-hash-placeholder"
 
 
+class _ReplacedRow(NamedTuple):
+    """What the second query adds for a key a rotation replaced (`_REPLACED_KEY_FIELDS`)."""
+
+    replaced_at: datetime.datetime
+    revoked_at: datetime.datetime | None
+    grace_until: datetime.datetime | None
+
+
+_REPLACED_KEY_FIELDS = ("replaced_keys__replaced_at", "replaced_keys__revoked_at", "replaced_keys__grace_until")
+
+
 def _check_in_database(key_hash: str) -> _Checked:
-    """One query: the developer, its organization and whether the developer is beyond the seat limit. Raises
-    `invalid_key` for a hash no developer has (never remembered, so random guesses cannot fill the memory)."""
+    """One query: the developer, its organization and whether the developer is beyond the seat limit. A hash no
+    developer holds asks once more, among the keys rotations replaced; one that is not there either raises
+    `invalid_key` (never remembered, so random guesses cannot fill the memory)."""
     connection = connections[DEFAULT_DB_ALIAS]
-    sql, params, hash_index, compiler, converters = _key_check_statement(connection)
-    params = params.copy()
-    params[hash_index] = key_hash
-    with _preparing_cursor(connection) as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+    row = _fetch_row(connection, _key_check_statement(connection), key_hash)
     if row is None:
-        raise _invalid_key()
-    if converters:
-        row = next(iter(compiler.apply_converters([row], converters)))
+        return _check_replaced_key(connection, key_hash)
     found = _KeyRow(*row)
     refusal = _refusal(found)
     principal = None
     if refusal is None:
-        principal = Principal(
-            developer_id=found.developer_id,
-            organization_id=found.organization_id,
-            email=found.email,
-            first_name=found.first_name,
-            last_name=found.last_name,
-            organization_name=found.organization_name,
-            subscription_status=found.subscription_status,
-            max_seats=found.max_seats,
-        )
+        principal = _principal(found)
         _touch_last_used(found)
     checked = _Checked(
         principal=principal,
@@ -186,6 +187,53 @@ def _check_in_database(key_hash: str) -> _Checked:
     )
     key_cache.put(key_hash, checked)
     return checked
+
+
+def _check_replaced_key(connection: BaseDatabaseWrapper, key_hash: str) -> _Checked:
+    """The miss path: a key a rotation replaced is refused with what happened to it, or works (as its developer, on
+    the developer's seat) while its grace period lasts. Its last use is not recorded: `api_key_last_used_at` is the
+    current key's."""
+    row = _fetch_row(connection, _replaced_key_statement(connection), key_hash)
+    if row is None:
+        raise _invalid_key()
+    found = _KeyRow(*row[: len(_KEY_CHECK_FIELDS)])
+    replaced = _ReplacedRow(*row[len(_KEY_CHECK_FIELDS) :])
+    rotated = _rotated(replaced.replaced_at, found.organization_name)
+    refusal = _replaced_key_refusal(found, replaced, rotated)
+    in_grace = refusal is None
+    checked = _Checked(
+        principal=_principal(found) if in_grace else None,
+        refusal=None if in_grace else (refusal.code, refusal.message),
+        expires_at=replaced.grace_until if in_grace else None,
+        at_expiry=(rotated.code, rotated.message),
+    )
+    key_cache.put(key_hash, checked)
+    return checked
+
+
+def _principal(found: _KeyRow) -> Principal:
+    return Principal(
+        developer_id=found.developer_id,
+        organization_id=found.organization_id,
+        email=found.email,
+        first_name=found.first_name,
+        last_name=found.last_name,
+        organization_name=found.organization_name,
+        subscription_status=found.subscription_status,
+        max_seats=found.max_seats,
+    )
+
+
+def _fetch_row(connection: BaseDatabaseWrapper, statement: tuple, key_hash: str) -> tuple | None:
+    sql, params, hash_index, compiler, converters = statement
+    params = params.copy()
+    params[hash_index] = key_hash
+    with _preparing_cursor(connection) as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is not None and converters:
+        row = next(iter(compiler.apply_converters([row], converters)))
+    return row
 
 
 def _key_check_statement(connection: BaseDatabaseWrapper) -> tuple[str, list, int, SQLCompiler, dict]:
@@ -197,19 +245,35 @@ def _key_check_statement(connection: BaseDatabaseWrapper) -> tuple[str, list, in
     """
     prepared = getattr(connection, "_hotcross_key_check", None)
     if prepared is None:
-        query = (
-            Developer.objects.with_seat_rank()
-            .filter(api_key_hash=_HASH_PLACEHOLDER)
-            .order_by()
-            .values_list(*_KEY_CHECK_FIELDS)
-            .query
+        prepared = _compiled(
+            connection, Developer.objects.with_seat_rank().filter(api_key_hash=_HASH_PLACEHOLDER), _KEY_CHECK_FIELDS
         )
-        compiler = query.get_compiler(connection=connection)
-        sql, params = compiler.as_sql()
-        converters = compiler.get_converters([expression for expression, _, _ in compiler.select])
-        prepared = (sql, list(params), list(params).index(_HASH_PLACEHOLDER), compiler, converters)
         connection._hotcross_key_check = prepared
     return prepared
+
+
+def _replaced_key_statement(connection: BaseDatabaseWrapper) -> tuple[str, list, int, SQLCompiler, dict]:
+    """The same columns for the developer whose replaced key has the hash, and the replaced key's own (compiled once
+    per connection too)."""
+    prepared = getattr(connection, "_hotcross_replaced_key_check", None)
+    if prepared is None:
+        prepared = _compiled(
+            connection,
+            Developer.objects.with_seat_rank().filter(replaced_keys__key_hash=_HASH_PLACEHOLDER),
+            (*_KEY_CHECK_FIELDS, *_REPLACED_KEY_FIELDS),
+        )
+        connection._hotcross_replaced_key_check = prepared
+    return prepared
+
+
+def _compiled(
+    connection: BaseDatabaseWrapper, queryset: Any, fields: tuple[str, ...]
+) -> tuple[str, list, int, SQLCompiler, dict]:
+    query = queryset.order_by().values_list(*fields).query
+    compiler = query.get_compiler(connection=connection)
+    sql, params = compiler.as_sql()
+    converters = compiler.get_converters([expression for expression, _, _ in compiler.select])
+    return sql, list(params), list(params).index(_HASH_PLACEHOLDER), compiler, converters
 
 
 def _preparing_cursor(connection: BaseDatabaseWrapper) -> Any:
@@ -239,11 +303,7 @@ def _preparing_cursor(connection: BaseDatabaseWrapper) -> Any:
 def _refusal(found: _KeyRow) -> KeyRefused | None:
     org_name = found.organization_name
     if found.revoked_at is not None:
-        return KeyRefused(
-            KeyRefused.KEY_REVOKED,
-            f"This API key was revoked on {found.revoked_at:%Y-%m-%d %H:%M} UTC. "
-            f"Ask an administrator of {org_name} for a new key.",
-        )
+        return _revoked(found.revoked_at, org_name)
     if found.expires_at is not None and found.expires_at <= timezone.now():
         return _expired(found.expires_at)
     if not found.is_active:
@@ -265,6 +325,35 @@ def _refusal(found: _KeyRow) -> KeyRefused | None:
             "Ask an administrator to add seats or free one.",
         )
     return None
+
+
+def _replaced_key_refusal(found: _KeyRow, replaced: _ReplacedRow, rotated: KeyRefused) -> KeyRefused | None:
+    """Why a replaced key is refused, or None while its grace period lets it work. What stops the developer (a revoked
+    key, a deactivation) is said first: "use the new key" would not help then."""
+    if replaced.revoked_at is not None:  # it had been revoked before the rotation: it keeps that answer
+        return _revoked(replaced.revoked_at, found.organization_name)
+    refusal = _refusal(found._replace(expires_at=None))  # the current key's expiry is not the old key's
+    if refusal is not None and refusal.code in (KeyRefused.KEY_REVOKED, KeyRefused.DEVELOPER_INACTIVE):
+        return refusal
+    if replaced.grace_until is None or replaced.grace_until <= timezone.now():
+        return rotated
+    return refusal
+
+
+def _rotated(replaced_at: datetime.datetime, org_name: str) -> KeyRefused:
+    return KeyRefused(
+        KeyRefused.KEY_ROTATED,
+        f"This key was replaced by a newer one on {replaced_at:%Y-%m-%d %H:%M} UTC. "
+        f"Use the new key, or ask an administrator of {org_name}.",
+    )
+
+
+def _revoked(revoked_at: datetime.datetime, org_name: str) -> KeyRefused:
+    return KeyRefused(
+        KeyRefused.KEY_REVOKED,
+        f"This API key was revoked on {revoked_at:%Y-%m-%d %H:%M} UTC. "
+        f"Ask an administrator of {org_name} for a new key.",
+    )
 
 
 def _invalid_key() -> KeyRefused:

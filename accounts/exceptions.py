@@ -53,6 +53,7 @@ class KeyRefused(AccountsError):
 
     INVALID_KEY = "invalid_key"
     KEY_REVOKED = "key_revoked"
+    KEY_ROTATED = "key_rotated"
     KEY_EXPIRED = "key_expired"
     DEVELOPER_INACTIVE = "developer_inactive"
     SUBSCRIPTION_INACTIVE = "subscription_inactive"
@@ -60,6 +61,7 @@ class KeyRefused(AccountsError):
     CODES = (
         INVALID_KEY,
         KEY_REVOKED,
+        KEY_ROTATED,
         KEY_EXPIRED,
         DEVELOPER_INACTIVE,
         SUBSCRIPTION_INACTIVE,

@@ -5,6 +5,7 @@ Fields, constraints, indexes and small derived properties only; every workflow l
 
 from __future__ import annotations
 
+import datetime
 import uuid
 
 from django.db import models
@@ -21,6 +22,7 @@ __all__ = [
     "LegacyCustomer",
     "Organization",
     "PricingModel",
+    "ReplacedKey",
     "SubscriptionStatus",
     "UsageEvent",
 ]
@@ -151,6 +153,16 @@ class DeveloperQuerySet(models.QuerySet):
         """The seat holders the key check refuses with `seat_limit_exceeded`, in seat order."""
         return self.with_seat_rank().filter(beyond_seat_limit=True).in_seat_order()
 
+    def with_old_key_grace(self, now: datetime.datetime | None = None) -> DeveloperQuerySet:
+        """Annotated with `old_key_works_until`: when the key replaced by a rotation with a grace period stops working
+        (None when no old key is in its grace period). One subquery."""
+        in_grace = (
+            ReplacedKey.objects.filter(developer=OuterRef("pk"), grace_until__gt=now or timezone.now())
+            .order_by("-grace_until")
+            .values("grace_until")[:1]
+        )
+        return self.annotate(old_key_works_until=Subquery(in_grace))
+
 
 class Developer(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -159,11 +171,12 @@ class Developer(models.Model):
     first_name = models.CharField(blank=True)  # unbounded, as the legacy columns were (see Organization.name)
     last_name = models.CharField(blank=True)
     api_key_hash = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
-    api_key_prefix = models.CharField(blank=True, editable=False)  # legacy prefixes are kept verbatim
-    api_key_created_at = models.DateTimeField(null=True, blank=True, editable=False)
-    api_key_revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
-    api_key_last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-    api_key_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Labels say "key": a developer has one key, and "API key created at" is longer than it needs to be.
+    api_key_prefix = models.CharField("key prefix", blank=True, editable=False)  # legacy prefixes are kept verbatim
+    api_key_created_at = models.DateTimeField("key created", null=True, blank=True, editable=False)
+    api_key_revoked_at = models.DateTimeField("key revoked", null=True, blank=True, editable=False)
+    api_key_last_used_at = models.DateTimeField("key last used", null=True, blank=True, editable=False)
+    api_key_expires_at = models.DateTimeField("key expires", null=True, blank=True, editable=False)
     is_active = models.BooleanField(default=True)
     # When the developer last took a seat (added, reactivated, re-keyed after a revocation). After a downgrade the
     # earliest seat holders keep access, so this, not created_at, orders them.
@@ -232,6 +245,32 @@ class Developer(models.Model):
         if self.api_key_expires_at is not None and self.api_key_expires_at <= timezone.now():
             return "expired"
         return "active"
+
+
+class ReplacedKey(models.Model):
+    """A key a rotation replaced: its SHA-256 hash (never the key), so that the key check can tell someone presenting
+    it what happened (`key_rotated`, or `key_revoked` when it had been revoked) instead of "not valid".
+
+    `grace_until`: a rotation with a grace period lets the old key keep working until then (the developer's one seat
+    covers both keys). Revoking the developer's key, deactivating the developer or rotating again ends it at once
+    (`accounts.services.developers`).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    developer = models.ForeignKey(Developer, on_delete=models.CASCADE, related_name="replaced_keys")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    key_prefix = models.CharField(blank=True, editable=False)
+    replaced_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Set when the key had been revoked before it was replaced: it keeps answering `key_revoked`.
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    grace_until = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        # A developer has few replaced keys: the foreign key's index serves every per-developer read.
+        ordering = ["-replaced_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.key_prefix}… replaced {self.replaced_at:%Y-%m-%d %H:%M}"
 
 
 class UsageEvent(models.Model):

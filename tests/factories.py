@@ -7,7 +7,7 @@ import factory
 from django.utils import timezone
 
 from accounts import keys
-from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus, UsageEvent
+from accounts.models import Developer, Organization, PricingModel, ReplacedKey, SubscriptionStatus, UsageEvent
 
 
 class OrganizationFactory(factory.django.DjangoModelFactory):
@@ -62,3 +62,24 @@ class UsageEventFactory(factory.django.DjangoModelFactory):
     ok = True
     duration_ms = 1
     created_at = factory.LazyFunction(timezone.now)
+
+
+class ReplacedKeyFactory(factory.django.DjangoModelFactory):
+    """A key a rotation replaced. `plain_key` is set on the built instance (only its hash is stored), like
+    `DeveloperFactory`'s; `grace_until` a time to make it an old key in its grace period."""
+
+    class Meta:
+        model = ReplacedKey
+
+    developer = factory.SubFactory(DeveloperFactory)
+    plain_key = factory.LazyFunction(keys.generate_key)
+    key_hash = factory.LazyAttribute(lambda o: keys.hash_key(o.plain_key))
+    key_prefix = factory.LazyAttribute(lambda o: keys.display_prefix(o.plain_key))
+    replaced_at = factory.LazyFunction(timezone.now)
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        plain_key = kwargs.pop("plain_key")
+        instance = super()._create(model_class, *args, **kwargs)
+        instance.plain_key = plain_key
+        return instance

@@ -3,6 +3,7 @@ and the actions revoke, rotate, deactivate, activate and key expiry."""
 
 from __future__ import annotations
 
+import datetime
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +21,7 @@ from django.views.decorators.debug import sensitive_variables
 from accounts import services
 from accounts.admin.base import ServiceAdmin, YesNoFilter
 from accounts.admin.display import state_badge
-from accounts.admin.forms import DeveloperAddForm, KeyExpiryForm
+from accounts.admin.forms import DeveloperAddForm, KeyExpiryForm, RotateKeyForm
 from accounts.admin.pages import key_page
 from accounts.exceptions import AccountsError, KeyChanged
 from accounts.models import Developer
@@ -59,9 +60,10 @@ class DeveloperAdmin(ServiceAdmin):
                     "state",
                     "api_key_prefix",
                     "api_key_created_at",
-                    "api_key_last_used_at",
-                    "api_key_expires_at",
+                    "last_used",
+                    "expires",
                     "api_key_revoked_at",
+                    "old_key",
                     "seat_claimed_at",
                 )
             },
@@ -71,7 +73,7 @@ class DeveloperAdmin(ServiceAdmin):
     # Nothing on a developer's page is edited in place: keys and state change through actions and buttons.
     readonly_fields = flatten_fieldsets(fieldsets)
     autocomplete_fields = ("organization",)
-    list_display = ("email", "full_name", "organization_link", "api_key_prefix", "api_key_last_used_at", "state")
+    list_display = ("email", "full_name", "organization_link", "api_key_prefix", "last_used", "state")
     list_filter = (("organization__subscription_status", OrganizationStatusFilter), "is_active", RevokedFilter)
     extra_lookups = ("organization__id__exact",)  # an organization's "developers" link
     search_fields = ("email", "first_name", "last_name", "api_key_prefix")
@@ -126,6 +128,20 @@ class DeveloperAdmin(ServiceAdmin):
     @admin.display(description="state")
     def state(self, obj: Developer) -> str:
         return state_badge(obj.key_state)
+
+    # Empty dates say what they mean, as on the organization page ("never", not "-").
+    @admin.display(description="key last used", ordering="api_key_last_used_at", empty_value="never")
+    def last_used(self, obj: Developer) -> datetime.datetime | None:
+        return obj.api_key_last_used_at
+
+    @admin.display(description="key expires", empty_value="never")
+    def expires(self, obj: Developer) -> datetime.datetime | None:
+        return obj.api_key_expires_at
+
+    @admin.display(description="old key works until", empty_value="— (no old key in a grace period)")
+    def old_key(self, obj: Developer) -> datetime.datetime | None:
+        """The key replaced by a rotation with a grace period, while it still works (one query, this page only)."""
+        return Developer.objects.with_old_key_grace().filter(pk=obj.pk).values_list("old_key_works_until", flat=True)[0]
 
     # --- the add flow: create through the service, then show the key once ---
 
@@ -230,7 +246,12 @@ class DeveloperAdmin(ServiceAdmin):
 
     @admin.action(description="Deactivate (frees the seat)", permissions=["change"])
     def deactivate(self, request: HttpRequest, queryset: QuerySet) -> None:
-        done = self.each(request, queryset, lambda d: services.deactivate_developer(developer=d, actor=request.user))
+        done = self.each(
+            request,
+            queryset,
+            lambda d: services.deactivate_developer(developer=d, actor=request.user),
+            name=_not_done_for,
+        )
         self.report(request, "Deactivated", sum(changed for _, changed in done), "developer")
 
     @admin.action(description="Activate (takes a seat)", permissions=["change"])
@@ -239,7 +260,7 @@ class DeveloperAdmin(ServiceAdmin):
             request,
             queryset.select_related("organization"),
             lambda d: services.activate_developer(developer=d, actor=request.user),
-            name=lambda d: d.email,
+            name=_not_done_for,
         )
         self.report(request, "Activated", sum(changed for _, changed in done), "developer")
 
@@ -251,7 +272,7 @@ class DeveloperAdmin(ServiceAdmin):
                 request,
                 developers,
                 lambda d: services.set_key_expiry(developer=d, expires_at=expires_at, actor=request.user),
-                name=lambda d: d.email,
+                name=_not_done_for,
             )
             when = f"{expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else "never"
             self.report(request, "Keys of", len(done), "developer", f" expire {when}.")
@@ -296,15 +317,19 @@ class DeveloperAdmin(ServiceAdmin):
                 # a different key and rotates nothing, so it cannot show a key again.
                 expected = request.POST.get(f"key_version_{developer.pk}", "")
                 try:
-                    issued.append(services.rotate_key(developer=developer, actor=request.user, if_key_version=expected))
+                    issued.append(
+                        services.rotate_key(
+                            developer=developer, actor=request.user, if_key_version=expected, grace=data["grace"]
+                        )
+                    )
                 except KeyChanged as exc:
                     self.message_user(request, exc.message, messages.WARNING)
                 except AccountsError as exc:
-                    self.message_user(request, f"{developer.email}: {exc.message}", messages.ERROR)
+                    self.message_user(request, f"{_not_done_for(developer)}: {exc.message}", messages.ERROR)
             if not issued:
                 return None
             title = f"New API key for {issued[0][0].email}" if len(issued) == 1 else f"{len(issued)} new API keys"
-            return key_page(self, request, issued, title=title)
+            return key_page(self, request, issued, title=title, old_keys_until=_old_keys_until(issued))
 
         count = developers.count() if isinstance(developers, QuerySet) else len(developers)
         return self.confirmed_action(
@@ -312,13 +337,14 @@ class DeveloperAdmin(ServiceAdmin):
             developers,
             perform=perform,
             title="Rotate key?",
-            question=("The developer gets" if count == 1 else "Each developer gets")
-            + " a new key, shown once on the next page; the current key stops working at once. Re-keying a revoked "
-            "developer takes a seat.",
+            question=("The developer gets a new key" if count == 1 else "Each developer gets a new key")
+            + ", shown once on the next page; the current key stops working at once, or after the grace period "
+            "below. Re-keying a revoked developer takes a seat.",
             details=_key_line,
             hidden=[(f"key_version_{d.pk}", d.key_version) for d in developers[:MAX_ROTATIONS]],
             submit="Yes, rotate",
             action=action,
+            form_class=RotateKeyForm,
             danger=True,
             limit=MAX_ROTATIONS,
         )
@@ -326,3 +352,17 @@ class DeveloperAdmin(ServiceAdmin):
 
 def _key_line(developer: Developer) -> str:
     return f"{developer.email}: key {developer.api_key_prefix or '—'}… ({developer.key_state})"
+
+
+def _not_done_for(developer: Developer) -> str:
+    # Messages must not start with the email: the admin capitalises the first letter of every message.
+    return f"Nothing was done for {developer.email}"
+
+
+def _old_keys_until(issued: list[tuple[Developer, str]]) -> dict[Any, datetime.datetime]:
+    """Developer id → when the key just replaced stops working, for those rotated with a grace period (one query)."""
+    return dict(
+        Developer.objects.with_old_key_grace()
+        .filter(pk__in=[developer.pk for developer, _ in issued], old_key_works_until__isnull=False)
+        .values_list("pk", "old_key_works_until")
+    )

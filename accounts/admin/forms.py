@@ -3,11 +3,14 @@ the admin's `save_model` then writes through the services."""
 
 from __future__ import annotations
 
+import datetime
+
 from django import forms
 
 from accounts import services
 from accounts.exceptions import AccountsError, DuplicateEmail, SeatLimitReached
 from accounts.models import Developer, SubscriptionStatus
+from accounts.services.developers import parse_grace
 
 
 class DeveloperAddForm(forms.ModelForm):
@@ -55,3 +58,22 @@ class KeyExpiryForm(forms.Form):
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"],
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
+
+
+class RotateKeyForm(forms.Form):
+    """The rotation's grace period, read with the command line's rule (`parse_grace`: 30s, 15m, 2h, 1d; at most 24h)."""
+
+    grace = forms.CharField(
+        label="Old key keeps working for",
+        required=False,
+        max_length=40,
+        help_text="Empty: the old key stops at once. Or a grace period (30s, 15m, 2h, 1d; at most 24h) so a team "
+        "can switch to the new key, e.g. in CI secrets, without downtime; both keys use the developer's one seat.",
+        widget=forms.TextInput(attrs={"placeholder": "e.g. 15m", "size": 10}),
+    )
+
+    def clean_grace(self) -> datetime.timedelta | None:
+        try:
+            return parse_grace(self.cleaned_data["grace"])
+        except AccountsError as exc:
+            raise forms.ValidationError(exc.message) from None

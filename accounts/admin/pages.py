@@ -6,6 +6,7 @@ performs), and extra admin views returning a `TemplateResponse` like `UserAdmin.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -68,16 +69,28 @@ def key_page(
     title: str,
     added: bool = False,
     already_added: Developer | None = None,
+    old_keys_until: dict[Any, datetime.datetime] | None = None,
 ) -> TemplateResponse:
     """The one page a plain key ever appears on. It is the response to the POST that made the key: nothing is
     stored, so reloading or going back cannot show it again (`already_added`: the page a re-sent add gets).
-    `added`: the keys are of developers just added (the page then offers to add another)."""
+    `added`: the keys are of developers just added (the page then offers to add another; a rotation's does not).
+    `old_keys_until`: developer id → when the replaced key stops working (a rotation with a grace period)."""
+    old_keys_until = old_keys_until or {}
     context = {
         **model_admin.admin_site.each_context(request),
         "title": title,
         "subtitle": None,
         "opts": model_admin.opts,
-        "issued": [{"developer": developer, "key": key} for developer, key in issued],
+        "issued": [
+            {
+                "developer": developer,
+                "key": key,
+                "old_key_until": (
+                    f"{old_keys_until[developer.pk]:%Y-%m-%d %H:%M:%S} UTC" if developer.pk in old_keys_until else ""
+                ),
+            }
+            for developer, key in issued
+        ],
         "added": added,
         "already_added": already_added,
         "can_rotate": already_added is not None and request.user.has_perm("accounts.rotate_key"),

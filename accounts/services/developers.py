@@ -1,6 +1,10 @@
 """Writes to developers and their keys: add, revoke, rotate, deactivate, activate, key expiry, and revoking every key
 of organizations.
 
+A rotation remembers the replaced key's hash (`ReplacedKey`), so the key check can answer `key_rotated` for it; with
+a grace period (at most `MAX_GRACE`) the old key keeps working until then, on the developer's one seat. Revoking the
+key, deactivating the developer or rotating again ends a running grace at once.
+
 Taking a seat (adding, reactivating, re-keying a revoked developer) locks the organization row first, so concurrent
 requests for the last free seat cannot both succeed. Plain keys are returned to the caller to show once and are
 never stored or logged.
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,12 +24,16 @@ from django.views.decorators.debug import sensitive_variables
 
 from accounts import audit, keys
 from accounts.exceptions import DuplicateEmail, InvalidInput, KeyChanged, SeatLimitReached
-from accounts.models import Developer, Organization
+from accounts.models import Developer, Organization, ReplacedKey
 from accounts.selectors import keys_in_use, seats_in_use
 from accounts.services._base import keys_changed, lock_organization, refresh_from, save_unique, validate
 from accounts.wording import plural
 
 logger = logging.getLogger(__name__)
+
+MAX_GRACE = datetime.timedelta(hours=24)
+_GRACE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_GRACE_PART = re.compile(r"(\d{1,6})([smhd])")
 
 
 def check_new_developer(*, organization: Organization, email: str, first_name: str = "", last_name: str = "") -> None:
@@ -64,17 +73,22 @@ def add_developer(
 
 
 def revoke_key(*, developer: Developer, actor: Any = None) -> bool:
-    """Revoke the developer's key (frees the seat). False when it was already revoked or there is none."""
+    """Revoke the developer's key (frees the seat; an old key in its grace period stops too). False when it was already
+    revoked or there is none."""
     now = timezone.now()
-    changed = bool(
-        Developer.objects.filter(pk=developer.pk, api_key_revoked_at__isnull=True, api_key_hash__isnull=False).update(
-            api_key_revoked_at=now, updated_at=now
+    with transaction.atomic():
+        changed = bool(
+            Developer.objects.filter(
+                pk=developer.pk, api_key_revoked_at__isnull=True, api_key_hash__isnull=False
+            ).update(api_key_revoked_at=now, updated_at=now)
         )
-    )
-    if changed:
-        developer.api_key_revoked_at = now
-        audit.record(actor=actor, obj=developer, message=f"Revoked key {developer.api_key_prefix}….")
+        grace_ended = _end_grace(developer, now)
+        if changed:
+            developer.api_key_revoked_at = now
+            audit.record(actor=actor, obj=developer, message=f"Revoked key {developer.api_key_prefix}…." + grace_ended)
+    if changed or grace_ended:
         keys_changed()
+    if changed:
         logger.info("developer key revoked id=%s key_prefix=%s", developer.pk, developer.api_key_prefix)
     return changed
 
@@ -85,13 +99,26 @@ def revoke_all_keys(*, organizations: Iterable[Organization], actor: Any = None)
 
 
 @sensitive_variables("plain_key")
-def rotate_key(*, developer: Developer, actor: Any = None, if_key_version: str | None = None) -> tuple[Developer, str]:
-    """Issue a new key; the old one stops working at once. Re-keying a revoked developer needs a free seat.
+def rotate_key(
+    *,
+    developer: Developer,
+    actor: Any = None,
+    if_key_version: str | None = None,
+    grace: datetime.timedelta | None = None,
+) -> tuple[Developer, str]:
+    """Issue a new key. Re-keying a revoked developer needs a free seat.
+
+    The old key's hash is remembered (`ReplacedKey`): presented again, it is refused with `key_rotated` (or still
+    `key_revoked` if it had been revoked). `grace` (up to `MAX_GRACE`; None or zero: none) lets the old key keep
+    working that long beside the new one, on the same seat; only a working key can be given one (`InvalidInput`
+    otherwise, nothing changed). A rotation during another's grace period ends that one at once: at most one old key
+    works at a time.
 
     `if_key_version`: rotate only if the current key is still that one (`Developer.key_version`), else raise
     `KeyChanged`. A confirmation page passes what it showed, so a replayed or concurrent request issues no second
     key (and so shows no key again).
     """
+    grace = valid_grace(grace)
     plain_key = keys.generate_key()
     now = timezone.now()
     with transaction.atomic():
@@ -103,9 +130,20 @@ def rotate_key(*, developer: Developer, actor: Any = None, if_key_version: str |
                 "(already rotated?). Open the page again to rotate it."
             )
         old_prefix = current.api_key_prefix
+        grace_until = _grace_until(current, grace, now)
         if current.is_active and not current.holds_seat:
             _require_free_seat(organization)
             current.seat_claimed_at = now
+        earlier_grace_ended = _end_grace(current, now)
+        if current.api_key_hash is not None:
+            ReplacedKey.objects.create(
+                developer=current,
+                key_hash=current.api_key_hash,
+                key_prefix=current.api_key_prefix,
+                replaced_at=now,
+                revoked_at=current.api_key_revoked_at,
+                grace_until=grace_until,
+            )
         current.api_key_hash = keys.hash_key(plain_key)
         current.api_key_prefix = keys.display_prefix(plain_key)
         current.api_key_created_at = now
@@ -113,22 +151,76 @@ def rotate_key(*, developer: Developer, actor: Any = None, if_key_version: str |
         current.api_key_expires_at = None  # an expiry belonged to the old key
         current.api_key_last_used_at = None
         current.save()
-        audit.record(actor=actor, obj=current, message=f"Rotated key {old_prefix or '—'}… → {current.api_key_prefix}….")
+        works = f" The old key works until {grace_until:%Y-%m-%d %H:%M:%S} UTC." if grace_until else ""
+        audit.record(
+            actor=actor,
+            obj=current,
+            message=f"Rotated key {old_prefix or '—'}… → {current.api_key_prefix}….{earlier_grace_ended}{works}",
+        )
     refresh_from(developer, current)
     keys_changed()
-    logger.info("developer key rotated id=%s key_prefix=%s", developer.pk, developer.api_key_prefix)
+    logger.info(
+        "developer key rotated id=%s key_prefix=%s grace_until=%s", developer.pk, developer.api_key_prefix, grace_until
+    )
     return developer, plain_key
 
 
+def valid_grace(grace: datetime.timedelta | None) -> datetime.timedelta | None:
+    """A rotation's grace period: None for none (or zero), at most `MAX_GRACE`; `InvalidInput` otherwise."""
+    if grace is None or grace == datetime.timedelta(0):
+        return None
+    if grace < datetime.timedelta(0):
+        raise InvalidInput("A grace period cannot be negative.")
+    if grace > MAX_GRACE:
+        raise InvalidInput(
+            f"A grace period is at most 24 hours (24h), not {describe_grace(grace)}: "
+            "the old key must stop working soon."
+        )
+    return grace
+
+
+def parse_grace(text: str | None) -> datetime.timedelta | None:
+    """`30s`, `15m`, `2h`, `1d` or combinations (`1h30m`); empty or `0` for none. `InvalidInput` for anything else or
+    more than `MAX_GRACE`."""
+    raw = (text or "").strip().lower().replace(" ", "")
+    if raw in ("", "0"):
+        return None
+    parts = _GRACE_PART.findall(raw)
+    if not parts or "".join(number + unit for number, unit in parts) != raw:
+        shown = (text or "").strip()[:40]
+        raise InvalidInput(
+            f"'{shown}' is not a grace period: use a number and a unit, e.g. 30s, 15m, 2h or 1d (at most 24h)."
+        )
+    seconds = sum(int(number) * _GRACE_UNITS[unit] for number, unit in parts)
+    return valid_grace(datetime.timedelta(seconds=seconds))
+
+
+def describe_grace(grace: datetime.timedelta) -> str:
+    """`1h30m`-style text of a duration (whole seconds)."""
+    seconds = int(grace.total_seconds())
+    text = ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            text += f"{seconds // size}{unit}"
+            seconds %= size
+    return text or "0s"
+
+
 def deactivate_developer(*, developer: Developer, actor: Any = None) -> bool:
-    """Deactivate (frees the seat; the key stops working). False when already inactive."""
-    changed = bool(
-        Developer.objects.filter(pk=developer.pk, is_active=True).update(is_active=False, updated_at=timezone.now())
-    )
-    if changed:
-        developer.is_active = False
-        audit.record(actor=actor, obj=developer, message="Deactivated.")
+    """Deactivate (frees the seat; the key, and an old key in its grace period, stop working). False when already
+    inactive."""
+    now = timezone.now()
+    with transaction.atomic():
+        changed = bool(
+            Developer.objects.filter(pk=developer.pk, is_active=True).update(is_active=False, updated_at=now)
+        )
+        grace_ended = _end_grace(developer, now)
+        if changed:
+            developer.is_active = False
+            audit.record(actor=actor, obj=developer, message="Deactivated." + grace_ended)
+    if changed or grace_ended:
         keys_changed()
+    if changed:
         logger.info("developer deactivated id=%s", developer.pk)
     return changed
 
@@ -187,6 +279,35 @@ def _new_developer(
         seat_claimed_at=now,
         created_at=now,
     )
+
+
+def _grace_until(
+    current: Developer, grace: datetime.timedelta | None, now: datetime.datetime
+) -> datetime.datetime | None:
+    """When the key being replaced stops working: None at once. A grace period is for a key that works now, and does
+    not outlive the key's own expiry."""
+    if grace is None:
+        return None
+    if not current.is_active or current.api_key_hash is None or current.api_key_revoked_at is not None:
+        state = "deactivated" if not current.is_active else current.key_state
+        raise InvalidInput(
+            f"The key of {current.email} does not work now ({state}), so it cannot keep working for a grace period: "
+            "rotate without one."
+        )
+    expires_at = current.api_key_expires_at
+    if expires_at is not None and expires_at <= now:
+        raise InvalidInput(
+            f"The key of {current.email} expired on {expires_at:%Y-%m-%d %H:%M} UTC, so it cannot keep working for a "
+            "grace period: rotate without one."
+        )
+    until = now + grace
+    return min(until, expires_at) if expires_at is not None else until
+
+
+def _end_grace(developer: Developer, now: datetime.datetime) -> str:
+    """Stop the developer's old key if it is in its grace period. Returns words for the history ("" when none was)."""
+    ended = ReplacedKey.objects.filter(developer_id=developer.pk, grace_until__gt=now).update(grace_until=now)
+    return " The old key's grace period ended." if ended else ""
 
 
 def normalize_email(email: str) -> str:

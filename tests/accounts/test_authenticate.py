@@ -70,7 +70,7 @@ def test_rotated_away_key_stops_working_and_the_new_one_works():
     old = dev.plain_key
     authenticate_key(old)
     _, new = services.rotate_key(developer=dev)
-    assert refusal(old).code == "invalid_key"
+    assert refusal(old).code == "key_rotated"  # tests/accounts/test_key_rotation.py has the rest
     assert authenticate_key(new).developer_id == dev.id
 
 

@@ -10,9 +10,9 @@ from django.contrib.sessions.models import Session
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts import authentication, keys, selectors
+from accounts import authentication, keys, selectors, services
 from accounts.exceptions import KeyRefused
-from accounts.models import Developer
+from accounts.models import Developer, ReplacedKey
 from tests.factories import DeveloperFactory, OrganizationFactory
 
 pytestmark = pytest.mark.django_db
@@ -24,6 +24,10 @@ KEY_RE = re.compile(r"hc_live_[A-Za-z0-9]{40}")
 
 def shown_keys(response) -> list[str]:
     return KEY_RE.findall(response.content.decode())
+
+
+def authenticate_key_id(raw_key: str):
+    return authentication.authenticate_key(raw_key).developer_id
 
 
 def history(obj) -> list[LogEntry]:
@@ -153,7 +157,9 @@ class TestRotate:
         assert authentication.authenticate_key(new_key).developer_id == developer.pk
         with pytest.raises(KeyRefused) as refused:
             authentication.authenticate_key(old_key)
-        assert refused.value.code == "invalid_key"
+        assert refused.value.code == "key_rotated"
+        assert "The old key no longer works." in response.content.decode()
+        assert "Add another developer" not in response.content.decode()
         (entry,) = history(developer)
         assert entry.action_flag == CHANGE and entry.user == superuser and "Rotated key" in entry.change_message
 
@@ -186,6 +192,74 @@ class TestRotate:
         assert shown_keys(response) == []
         response = staff_client.get(CHANGELIST_URL)
         assert "Acme Corp uses 3 of 3 seats." in response.content.decode()
+
+    def test_rotate_with_a_grace_period_keeps_the_old_key_working_on_the_same_seat(self, staff_client, org, developer):
+        page = staff_client.post(
+            CHANGELIST_URL, {"action": "rotate_keys", "_selected_action": [str(developer.pk)], "index": "0"}
+        )
+        assert 'name="grace"' in page.content.decode()
+        name, value = page.context["hidden"][0]
+        data = {"action": "rotate_keys", "_selected_action": [str(developer.pk)], "post": "yes", name: value}
+        response = staff_client.post(CHANGELIST_URL, {**data, "grace": "15m"})
+        (new_key,) = shown_keys(response)
+        until = ReplacedKey.objects.get(developer=developer).grace_until
+        assert datetime.timedelta(minutes=14) < until - timezone.now() <= datetime.timedelta(minutes=15)
+        assert f"The old key keeps working until {until:%Y-%m-%d %H:%M:%S} UTC" in response.content.decode()
+        assert authenticate_key_id(developer.plain_key) == authenticate_key_id(new_key) == developer.pk
+        assert selectors.seats_in_use(org) == 1
+        change = staff_client.get(reverse("admin:accounts_developer_change", args=[developer.pk])).content.decode()
+        assert "Old key works until" in change and f"{until:%H:%M}" in change
+
+    def test_the_rotate_button_takes_a_grace_period_too(self, staff_client, developer):
+        url = reverse("admin:accounts_developer_rotate_key", args=[developer.pk])
+        name, value = staff_client.get(url).context["hidden"][0]
+        response = staff_client.post(url, {"post": "yes", name: value, "grace": "2h"})
+        assert len(shown_keys(response)) == 1
+        assert authenticate_key_id(developer.plain_key) == developer.pk
+
+    @pytest.mark.parametrize(
+        ("grace", "says"), [("25h", "A grace period is at most 24 hours"), ("later", "is not a grace period")]
+    )
+    def test_a_bad_grace_period_is_a_form_error_and_rotates_nothing(self, staff_client, developer, grace, says):
+        url = reverse("admin:accounts_developer_rotate_key", args=[developer.pk])
+        name, value = staff_client.get(url).context["hidden"][0]
+        response = staff_client.post(url, {"post": "yes", name: value, "grace": grace})
+        assert response.status_code == 200
+        assert shown_keys(response) == []
+        assert says in response.context["form"].errors["grace"][0]
+        assert Developer.objects.get(pk=developer.pk).api_key_hash == developer.api_key_hash
+        assert not ReplacedKey.objects.exists() and history(developer) == []
+
+    def test_the_confirmation_speaks_of_one_developer_when_there_is_one(self, staff_client, org, developer):
+        one = staff_client.post(
+            CHANGELIST_URL, {"action": "rotate_keys", "_selected_action": [str(developer.pk)], "index": "0"}
+        ).content.decode()
+        assert "The developer gets a new key" in one and "Each developer" not in one
+        other = DeveloperFactory(organization=org)
+        two = staff_client.post(
+            CHANGELIST_URL,
+            {"action": "rotate_keys", "_selected_action": [str(developer.pk), str(other.pk)], "index": "0"},
+        ).content.decode()
+        assert "Each developer gets a new key" in two
+        button = staff_client.get(reverse("admin:accounts_developer_rotate_key", args=[developer.pk]))
+        assert "The developer gets a new key" in button.content.decode()
+
+    def test_messages_naming_a_developer_do_not_start_with_the_email(self, staff_client, org):
+        """The admin capitalises the first letter of every message: "Erin@demo.example: …" is not her address."""
+        erin = DeveloperFactory(organization=org, email="erin@demo.example")
+        data, first = self.confirm_and_rotate(staff_client, erin)
+        assert len(shown_keys(first)) == 1
+        reloaded = staff_client.post(CHANGELIST_URL, data, follow=True).content.decode()
+        assert "Nothing was done for erin@demo.example: the key changed" in reloaded
+        assert "Erin@" not in reloaded
+
+        services.revoke_key(developer=erin)
+        DeveloperFactory.create_batch(3, organization=org)
+        _, refused = self.confirm_and_rotate(staff_client, Developer.objects.get(pk=erin.pk))
+        assert shown_keys(refused) == []
+        full = staff_client.get(CHANGELIST_URL).content.decode()
+        assert "Nothing was done for erin@demo.example: Acme Corp uses 3 of 3 seats." in full
+        assert "Erin@" not in full
 
 
 class TestRevoke:
@@ -296,6 +370,21 @@ class TestChangelistAndChangePage:
         assert developer.api_key_hash not in body and developer.api_key_hash not in change
         assert 'name="_save"' not in change  # nothing is edited in place
         assert 'name="api_key_prefix"' not in change
+
+    def test_short_labels_and_never_for_a_key_not_used_yet(self, staff_client, developer):
+        body = staff_client.get(CHANGELIST_URL).content.decode()
+        assert "Key last used" in body and "api key last used" not in body.lower()
+        row = body[body.index("ada@acme.test") :]
+        assert "never" in row[: row.index("</tr>")]
+        change = staff_client.get(reverse("admin:accounts_developer_change", args=[developer.pk])).content.decode()
+        for label in ("Key prefix", "Key created", "Key last used", "Key expires"):
+            assert f">{label}:<" in change
+        assert "Api key" not in change and "API key created at" not in change
+
+        used = timezone.now() - datetime.timedelta(hours=1)
+        Developer.objects.filter(pk=developer.pk).update(api_key_last_used_at=used)
+        row = staff_client.get(CHANGELIST_URL).content.decode()
+        assert "never" not in row[row.index("ada@acme.test") :].split("</tr>")[0]
 
     @pytest.mark.parametrize(
         ("query", "expected"),

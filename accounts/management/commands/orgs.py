@@ -25,6 +25,7 @@ from accounts import legacy, selectors, services
 from accounts.billing.sync import sync_from_stripe
 from accounts.exceptions import AccountsError
 from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus
+from accounts.services.developers import parse_grace
 from accounts.wording import newest_refused, plural
 
 
@@ -70,7 +71,15 @@ def developer_data(dev: Developer) -> dict[str, Any]:
         "api_key_revoked_at": _iso(dev.api_key_revoked_at),
         "api_key_last_used_at": _iso(dev.api_key_last_used_at),
         "api_key_expires_at": _iso(dev.api_key_expires_at),
+        "old_key_works_until": _iso(_old_key_works_until(dev)),
     }
+
+
+def _old_key_works_until(dev: Developer) -> datetime.datetime | None:
+    """When the key a rotation with a grace period replaced stops working (lists annotate it: no query each)."""
+    if not hasattr(dev, "old_key_works_until"):
+        dev.old_key_works_until = Developer.objects.with_old_key_grace().get(pk=dev.pk).old_key_works_until
+    return dev.old_key_works_until
 
 
 def _iso(value: datetime.datetime | None) -> str | None:
@@ -96,7 +105,8 @@ def _dev_row(dev: Developer) -> tuple[str, ...]:
         dev.email,
         dev.full_name or "—",
         f"{dev.api_key_prefix}…" if dev.api_key_prefix else "—",
-        dev.key_state,
+        dev.key_state
+        + (f" (old key until {_when(dev.old_key_works_until)})" if getattr(dev, "old_key_works_until", None) else ""),
         _when(dev.api_key_last_used_at),
         dev.organization.name,
     )
@@ -190,8 +200,18 @@ class Command(BaseCommand):
         p = verb("revoke-dev", self.revoke_dev, "Revoke a developer's API key (frees the seat).")
         p.add_argument("dev_id", metavar="DEV_ID")
 
-        p = verb("rotate-key", self.rotate_key, "Issue a new API key (shown once); the old one stops working.")
+        p = verb(
+            "rotate-key",
+            self.rotate_key,
+            "Issue a new API key (shown once); the old one stops working, at once or after --grace.",
+        )
         p.add_argument("dev_id", metavar="DEV_ID")
+        p.add_argument(
+            "--grace",
+            metavar="DURATION",
+            default=None,
+            help="Let the old key keep working this long (30s, 15m, 2h, 1d; at most 24h), e.g. to roll CI secrets.",
+        )
 
         p = verb("deactivate-dev", self.deactivate_dev, "Deactivate a developer (frees the seat).")
         p.add_argument("dev_id", metavar="DEV_ID")
@@ -268,7 +288,7 @@ class Command(BaseCommand):
 
     def show_org(self, options: dict[str, Any]) -> None:
         org = selectors.get_organization(options["org_id"])
-        developers = list(selectors.developers_in_seat_order(org))
+        developers = list(selectors.developers_in_seat_order(org).with_old_key_grace())
         used = sum(1 for dev in developers if dev.holds_seat)
         data = organization_data(org, used)
         data["developers"] = [
@@ -335,7 +355,11 @@ class Command(BaseCommand):
         )
 
     def list_devs(self, options: dict[str, Any]) -> None:
-        developers = Developer.objects.select_related("organization").order_by("organization__name", "email")
+        developers = (
+            Developer.objects.select_related("organization")
+            .with_old_key_grace()
+            .order_by("organization__name", "email")
+        )
         if options["org_id"]:
             developers = developers.filter(organization=selectors.get_organization(options["org_id"]))
         developers = list(developers)
@@ -356,12 +380,19 @@ class Command(BaseCommand):
 
     @method_decorator(sensitive_variables("plain_key"))
     def rotate_key(self, options: dict[str, Any]) -> None:
+        grace = parse_grace(options["grace"])  # a bad value stops here, before anything is read or written
         dev = selectors.get_developer(options["dev_id"])
-        dev, plain_key = services.rotate_key(developer=dev)
+        dev, plain_key = services.rotate_key(developer=dev, grace=grace)
+        data = developer_data(dev)
+        until = dev.old_key_works_until
+        old = (
+            f"the old one keeps working until {until:%Y-%m-%d %H:%M:%S} UTC, then stops"
+            if until
+            else "the old one no longer works"
+        )
         self.emit(
-            {**developer_data(dev), "api_key": plain_key},
-            f"New key for {dev.email}; the old one no longer works. Shown only this once — store it now:\n\n"
-            f"    {plain_key}\n",
+            {**data, "api_key": plain_key},
+            f"New key for {dev.email}; {old}. Shown only this once — store it now:\n\n    {plain_key}\n",
         )
 
     def deactivate_dev(self, options: dict[str, Any]) -> None:
