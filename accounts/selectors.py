@@ -91,9 +91,9 @@ def usage_per_developer_per_day(
 ) -> tuple[datetime.date, list[dict]]:
     """An organization's recorded calls per developer per day over the last `days` days (today included).
 
-    Returns the first day of the window and rows `{developer_id, email, day, calls, errors}` ordered by day (two
-    queries: the counts from the (organization, created_at) index, then the emails). Days are in the current time
-    zone.
+    Returns the first day of the window and rows `{developer_id, email, seat, day, calls, errors}` ordered by day (two
+    queries: the counts from the (organization, created_at) index, then the emails). `seat` ranks the developers of
+    the rows in the organization's seat order (0 first, as its page lists them). Days are in the current time zone.
     """
     today = timezone.localdate(now or timezone.now())
     first_day = today - datetime.timedelta(days=days - 1)
@@ -106,8 +106,13 @@ def usage_per_developer_per_day(
         .annotate(calls=Count("id"), errors=Count("id", filter=Q(ok=False)))
         .order_by("day", "developer_id")
     )
-    emails = dict(Developer.objects.filter(pk__in={row["developer_id"] for row in rows}).values_list("id", "email"))
-    return first_day, [{**row, "email": emails.get(row["developer_id"], "")} for row in rows]
+    developers = Developer.objects.filter(pk__in={row["developer_id"] for row in rows}).in_seat_order()
+    seats = {pk: (seat, email) for seat, (pk, email) in enumerate(developers.values_list("id", "email"))}
+    unknown = (len(seats), "")
+    return first_day, [
+        {**row, "email": seats.get(row["developer_id"], unknown)[1], "seat": seats.get(row["developer_id"], unknown)[0]}
+        for row in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,12 +56,14 @@ class DeveloperInline(admin.TabularInline):
 
     model = Developer
     formset = _CappedInlineFormSet
-    fields = ("email", "full_name", "api_key_prefix", "last_used", "key_state", "seat")
+    # Django's tabular inline without the line above each row that repeated the email next to a "View" link: the
+    # email column links to the developer's page instead.
+    template = "admin/accounts/organization/developers_inline.html"
+    fields = ("email_link", "full_name", "api_key_prefix", "last_used", "key_state", "seat")
     readonly_fields = fields
     extra = 0
     max_num = 0
     can_delete = False
-    show_change_link = True
     verbose_name_plural = f"developers (in seat order; the first {INLINE_DEVELOPERS} are listed)"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -78,6 +80,11 @@ class DeveloperInline(admin.TabularInline):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description="email")
+    def email_link(self, obj: Developer) -> str:
+        # Whoever sees this inline may view developers, and so open their pages.
+        return format_html('<a href="{}">{}</a>', reverse("admin:accounts_developer_change", args=[obj.pk]), obj.email)
 
     @admin.display(description="name")
     def full_name(self, obj: Developer) -> str:
