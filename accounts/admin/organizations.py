@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.admin.exceptions import NotRegistered
 from django.contrib.admin.utils import display_for_value, unquote
 from django.db.models import Q, QuerySet
 from django.forms.models import BaseInlineFormSet
@@ -336,10 +338,8 @@ class OrganizationAdmin(ServiceAdmin):
         obj: Organization | None = None,
     ) -> HttpResponse:
         if obj is not None and change:
-            # The Support group cannot open dj-stripe's pages (see migration 0003): do not offer dead links.
-            obj._hc_djstripe_viewable = {
-                m for m in DJSTRIPE_LINKED_MODELS if request.user.has_perm(f"djstripe.view_{m}")
-            }
+            # Only superusers open dj-stripe's pages (`hotcross.admin_site`): do not offer others dead links.
+            obj._hc_djstripe_viewable = {m for m in DJSTRIPE_LINKED_MODELS if _may_view(self.admin_site, request, m)}
             first_day, rows = selectors.usage_per_developer_per_day(obj, days=USAGE_DAYS)
             context["usage_chart"] = usage_chart(first_day, rows, days=USAGE_DAYS)
             context["usage_days"] = USAGE_DAYS
@@ -397,6 +397,15 @@ class OrganizationAdmin(ServiceAdmin):
             action="revoke_all_keys",
             danger=True,
         )
+
+
+def _may_view(site: admin.AdminSite, request: HttpRequest, djstripe_model: str) -> bool:
+    """Whether dj-stripe's admin for this model is there and lets the user in (its own permission rule)."""
+    try:
+        model_admin = site.get_model_admin(apps.get_model("djstripe", djstripe_model))
+    except (LookupError, NotRegistered):
+        return False
+    return model_admin.has_view_permission(request)
 
 
 def _developers_url(organization: Organization) -> str:
