@@ -11,10 +11,11 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import TruncDate
+from django.db.models import Count, F, IntegerField, Max, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce, Greatest, Least, TruncDate
 from django.utils import timezone
 
+from accounts.choices import STATUS_STANDING, SubscriptionStatus, status_rank
 from accounts.exceptions import NotFound
 from accounts.models import Developer, Organization, UsageEvent
 
@@ -91,9 +92,9 @@ def usage_per_developer_per_day(
 ) -> tuple[datetime.date, list[dict]]:
     """An organization's recorded calls per developer per day over the last `days` days (today included).
 
-    Returns the first day of the window and rows `{developer_id, email, day, calls, errors}` ordered by day (two
-    queries: the counts from the (organization, created_at) index, then the emails). Days are in the current time
-    zone.
+    Returns the first day of the window and rows `{developer_id, email, seat, day, calls, errors}` ordered by day (two
+    queries: the counts from the (organization, created_at) index, then the emails). `seat` ranks the developers of
+    the rows in the organization's seat order (0 first, as its page lists them). Days are in the current time zone.
     """
     today = timezone.localdate(now or timezone.now())
     first_day = today - datetime.timedelta(days=days - 1)
@@ -106,8 +107,13 @@ def usage_per_developer_per_day(
         .annotate(calls=Count("id"), errors=Count("id", filter=Q(ok=False)))
         .order_by("day", "developer_id")
     )
-    emails = dict(Developer.objects.filter(pk__in={row["developer_id"] for row in rows}).values_list("id", "email"))
-    return first_day, [{**row, "email": emails.get(row["developer_id"], "")} for row in rows]
+    developers = Developer.objects.filter(pk__in={row["developer_id"] for row in rows}).in_seat_order()
+    seats = {pk: (seat, email) for seat, (pk, email) in enumerate(developers.values_list("id", "email"))}
+    unknown = (len(seats), "")
+    return first_day, [
+        {**row, "email": seats.get(row["developer_id"], unknown)[1], "seat": seats.get(row["developer_id"], unknown)[0]}
+        for row in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +153,155 @@ def monthly_usage(
     )
 
 
+# --- the staff dashboard ----------------------------------------------------------------------------------------------
+
+# In good standing: the statuses at the top of `STATUS_STANDING`, down to trialing (the statuses whose keys work by
+# default). Their organizations' seats are the seats paid for.
+GOOD_STANDING = STATUS_STANDING[: status_rank(SubscriptionStatus.TRIALING) + 1]
+# Statuses that need someone to act: a payment failed (past due, unpaid) or the customer left (canceled).
+NEEDS_ATTENTION = (SubscriptionStatus.PAST_DUE, SubscriptionStatus.UNPAID, SubscriptionStatus.CANCELED)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCount:
+    status: str
+    label: str
+    organizations: int
+    needs_attention: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DayCalls:
+    day: datetime.date
+    calls: int
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dashboard:
+    """The figures of the staff dashboard (the admin's index). Seats count per the seat rule
+    (`OrganizationQuerySet.with_seats`); days are in the current time zone."""
+
+    organizations: int
+    by_status: list[StatusCount]  # every status, best standing first
+    over_seat_limit: int  # organizations (any status) with more seat holders than seats
+    seats_paid: int  # Σ max_seats of the organizations in good standing
+    seats_on_trial: int  # the part of seats_paid whose organizations are trialing
+    seats_held: int  # Σ min(seat holders, max_seats) over the organizations in good standing
+    seat_holders_refused: int  # Σ seat holders beyond max_seats over the same organizations (refused by the key check)
+    today: datetime.date
+    month_start: datetime.date
+    calls_today: int
+    errors_today: int
+    calls_this_month: int
+    errors_this_month: int
+    first_day: datetime.date  # of the daily series
+    per_day: list[DayCalls]  # days with calls only, oldest first
+    webhooks_since: datetime.datetime
+    webhooks_invalid: int  # deliveries that failed Stripe's signature check (never processed)
+    webhooks_unprocessed: int  # valid deliveries not processed (processing failed, or under way)
+    webhooks_errored: int  # processed deliveries whose processing still raised (a receiver failed)
+
+    @property
+    def webhooks_failed(self) -> int:
+        return self.webhooks_invalid + self.webhooks_unprocessed + self.webhooks_errored
+
+    @property
+    def needs_attention(self) -> int:
+        return sum(row.organizations for row in self.by_status if row.needs_attention)
+
+
+def dashboard(*, days: int = 30, now: datetime.datetime | None = None) -> Dashboard:
+    """Everything the staff dashboard shows, in four aggregate queries whatever the data size: organizations by status
+    and seats paid, seats held (one grouped pass over the seat holders), calls per day (one grouped pass over the
+    window's usage events) and webhook deliveries of the last 24 hours."""
+    from djstripe.models import WebhookEventTrigger  # dj-stripe's models need the app registry
+
+    now = now or timezone.now()
+    today = timezone.localdate(now)
+    month_start = today.replace(day=1)
+    first_day = today - datetime.timedelta(days=days - 1)
+
+    good = Q(subscription_status__in=GOOD_STANDING)
+    figures = Organization.objects.order_by().aggregate(
+        seats_paid=Coalesce(Sum("max_seats", filter=good), 0),
+        seats_on_trial=Coalesce(Sum("max_seats", filter=Q(subscription_status=SubscriptionStatus.TRIALING)), 0),
+        **{f"status_{status}": Count("pk", filter=Q(subscription_status=status)) for status in STATUS_STANDING},
+    )
+    # Seat holders per organization in one grouped pass over the seat holders' index (an organization without any
+    # holds none and is not over its limit), then summed: cheaper than a count per organization at every row.
+    per_organization = (
+        Developer.objects.seat_holders()
+        .order_by()
+        .values("organization_id", "organization__max_seats", "organization__subscription_status")
+        .annotate(holders=Count("pk"))
+    )
+    int_field = IntegerField()
+    max_seats = F("organization__max_seats")
+    in_good_standing = Q(organization__subscription_status__in=GOOD_STANDING)
+    seats = per_organization.aggregate(
+        held=Coalesce(Sum(Least(F("holders"), max_seats, output_field=int_field), filter=in_good_standing), 0),
+        beyond=Coalesce(
+            Sum(Greatest(F("holders") - max_seats, Value(0), output_field=int_field), filter=in_good_standing), 0
+        ),
+        over_seat_limit=Count("organization_id", filter=Q(holders__gt=max_seats)),
+    )
+    by_status = [
+        StatusCount(
+            status=status,
+            label=SubscriptionStatus(status).label,
+            organizations=figures[f"status_{status}"],
+            needs_attention=status in NEEDS_ATTENTION,
+        )
+        for status in STATUS_STANDING
+    ]
+
+    since = _start_of(min(first_day, month_start))
+    per_day = [
+        DayCalls(day=row["day"], calls=row["calls"], errors=row["errors"])
+        for row in UsageEvent.objects.filter(created_at__gte=since)
+        .annotate(day=TruncDate("created_at"))
+        .order_by()
+        .values("day")
+        .annotate(calls=Count("pk"), errors=Count("pk", filter=Q(ok=False)))
+        .order_by("day")
+    ]
+
+    webhooks_since = now - datetime.timedelta(hours=24)
+    webhooks = WebhookEventTrigger.objects.filter(created__gte=webhooks_since).aggregate(
+        invalid=Count("pk", filter=Q(valid=False)),
+        unprocessed=Count("pk", filter=Q(valid=True, processed=False)),
+        errored=Count("pk", filter=Q(valid=True, processed=True) & ~Q(exception="")),
+    )
+    return Dashboard(
+        organizations=sum(row.organizations for row in by_status),
+        by_status=by_status,
+        over_seat_limit=seats["over_seat_limit"],
+        seats_paid=figures["seats_paid"],
+        seats_on_trial=figures["seats_on_trial"],
+        seats_held=seats["held"],
+        seat_holders_refused=seats["beyond"],
+        today=today,
+        month_start=month_start,
+        calls_today=sum(d.calls for d in per_day if d.day == today),
+        errors_today=sum(d.errors for d in per_day if d.day == today),
+        calls_this_month=sum(d.calls for d in per_day if d.day >= month_start),
+        errors_this_month=sum(d.errors for d in per_day if d.day >= month_start),
+        first_day=first_day,
+        per_day=[d for d in per_day if d.day >= first_day],
+        webhooks_since=webhooks_since,
+        webhooks_invalid=webhooks["invalid"],
+        webhooks_unprocessed=webhooks["unprocessed"],
+        webhooks_errored=webhooks["errored"],
+    )
+
+
 # --- helpers ----------------------------------------------------------------------------------------------------------
+
+
+def _start_of(day: datetime.date) -> datetime.datetime:
+    """Midnight at the start of `day` in the current time zone."""
+    return timezone.make_aware(datetime.datetime.combine(day, datetime.time.min))
 
 
 def _pk(obj: Organization | uuid.UUID) -> uuid.UUID:

@@ -3,10 +3,12 @@
 
     DATABASE_URL is not used: the script makes its own scratch database on the server below (dropped at the end).
     .venv/bin/python bench/admin_pages.py [--server postgres://postgres@127.0.0.1:5432] [--runs 20] [--keep]
+                                          [--database hotcross_bench_admin]
                                           [--orgs 10000]   (a smaller --orgs only checks that the script works)
 
 Loads 10 000 organizations, 100 000 developers (some revoked, some inactive, a few organizations over their seat
-limit) and 200 000 usage events over the last 30 days, then requests each page through Django's test client as a
+limit), 200 000 usage events over the last 30 days and 3 000 Stripe webhook deliveries over three days (some failed),
+then requests each page (the index is the staff dashboard) through Django's test client as a
 logged-in superuser (DEBUG off, so templates are cached as in production) and prints, per page, the median, p95 and
 worst time over the runs and the number of SQL queries.
 """
@@ -30,6 +32,7 @@ SCRATCH_DB = "hotcross_bench_admin"
 
 def parse_args() -> argparse.Namespace:
     arguments = parser(__doc__)
+    arguments.add_argument("--database", default=SCRATCH_DB, help=f"the scratch database's name (default {SCRATCH_DB})")
     arguments.add_argument("--runs", type=int, default=20, help="timed requests per page (after 2 warm-up requests)")
     arguments.add_argument(
         "--orgs",
@@ -43,7 +46,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     env = {"DEBUG": "false", "ALLOWED_HOSTS": "testserver", "LOG_LEVEL": "WARNING"}
-    with scratch_database(args.server, SCRATCH_DB, keep=args.keep, **env):
+    with scratch_database(args.server, args.database, keep=args.keep, **env):
         run(args)
 
 
@@ -99,6 +102,29 @@ def load(now: datetime.datetime, orgs_count: int) -> None:
             )
         )
     UsageEvent.objects.bulk_create(events, batch_size=10_000)
+    load_webhooks(now)
+
+
+def load_webhooks(now: datetime.datetime) -> None:
+    """3 000 webhook deliveries over the last three days, one in fifty failed (the dashboard counts the last 24 h)."""
+    from django.db.models import DurationField, ExpressionWrapper, F, Value
+    from djstripe.models import WebhookEventTrigger
+
+    WebhookEventTrigger.objects.bulk_create(
+        WebhookEventTrigger(
+            remote_ip="127.0.0.1",
+            headers={},
+            body="{}",
+            valid=i % 100 != 0,
+            processed=i % 50 != 0,
+            exception="KeyError" if i % 50 == 0 else "",
+        )
+        for i in range(3_000)
+    )
+    # `created` is auto_now_add: spread the deliveries afterwards, one every 86.4 seconds back from now.
+    first = WebhookEventTrigger.objects.order_by("pk").values_list("pk", flat=True).first()
+    step = ExpressionWrapper((F("pk") - first) * Value(datetime.timedelta(seconds=86.4)), output_field=DurationField())
+    WebhookEventTrigger.objects.update(created=Value(now) - step)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -113,12 +139,12 @@ def run(args: argparse.Namespace) -> None:
     from accounts.models import Organization
 
     print(
-        f"PostgreSQL scratch database {SCRATCH_DB}: migrating and loading {args.orgs} organizations, "
+        f"PostgreSQL scratch database {args.database}: migrating and loading {args.orgs} organizations, "
         f"{args.orgs * DEVS_PER_ORG} developers, {max(args.orgs * EVENTS_PER_ORG, 5_000)} usage events…",
         flush=True,
     )
     started = time.perf_counter()
-    for app in ("contenttypes", "auth", "sessions", "admin", "accounts"):
+    for app in ("contenttypes", "auth", "sessions", "admin", "djstripe", "accounts"):
         call_command("migrate", app, verbosity=0)
     load(timezone.now(), args.orgs)
     with connection.cursor() as cursor:
@@ -132,6 +158,7 @@ def run(args: argparse.Namespace) -> None:
     org_list = reverse("admin:accounts_organization_changelist")
     dev_list = reverse("admin:accounts_developer_changelist")
     pages = [
+        ("index: the staff dashboard", reverse("admin:index")),
         ("organizations: list", org_list),
         ("organizations: sorted by seats used", org_list + "?o=3"),
         ("organizations: over seat limit", org_list + "?over_seat_limit=yes"),

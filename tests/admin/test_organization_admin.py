@@ -320,6 +320,37 @@ class TestChangePage:
         assert "1 of 3" in body  # the developer's seat
         assert reverse("admin:accounts_developer_add") + f"?organization={org.pk}" in body
 
+    def test_each_developer_row_shows_the_email_once_as_the_link_to_the_developer(self, staff_client, org, developer):
+        body = staff_client.get(change_url(org)).content.decode()
+        row = re.search(r'<tr class="form-row has_original"[^>]*id="developers-0">(.*?)</tr>', body, re.S).group(1)
+        assert row.count("ada@acme.test") == 1
+        developer_url = reverse("admin:accounts_developer_change", args=[developer.pk])
+        assert f'<a href="{developer_url}">ada@acme.test</a>' in row
+        assert "inlineviewlink" not in body and "inlinechangelink" not in body
+        # The cell Django shows the grey line in holds only the hidden id and organization fields now.
+        original = re.search(r'<td class="original">(.*?)</td>', row, re.S).group(1)
+        assert re.sub(r"<input[^>]*>", "", original).strip() == ""
+
+    def test_usage_chart_fills_the_width_and_its_legend_follows_the_stacks(self, staff_client, org):
+        now = timezone.now()
+        # Seat order zed, amy; amy is busier and first by name: the legend still lists zed first, as the inline does.
+        zed = DeveloperFactory(organization=org, email="zed@acme.test", seat_claimed_at=now - datetime.timedelta(9))
+        amy = DeveloperFactory(organization=org, email="amy@acme.test", seat_claimed_at=now - datetime.timedelta(1))
+        UsageEventFactory(developer=zed, created_at=now)
+        UsageEventFactory.create_batch(3, developer=amy, created_at=now)
+        response = staff_client.get(change_url(org))
+        chart = response.context["usage_chart"]
+        assert [s.label for s in chart.legend] == ["zed@acme.test", "amy@acme.test"]
+        bottom_up = sorted(chart.segments, key=lambda s: -s.y)
+        assert [s.color for s in bottom_up] == [s.color for s in chart.legend]
+        body = response.content.decode()
+        svg = re.search(r'<svg class="hc-chart"[^>]*>', body).group(0)
+        assert 'width="100%"' in svg and f'viewBox="0 0 {chart.width} {chart.height}"' in svg
+        legend = body[body.index("hc-usage-legend") :]
+        assert legend.index("zed@acme.test") < legend.index("amy@acme.test")
+        inline = body[body.index('id="developers-group"') :]
+        assert inline.index("zed@acme.test") < inline.index("amy@acme.test")  # the same order as the developers
+
     def test_links_to_stripe_and_dj_stripe(self, staff_client, org):
         org.subscription_id = "sub_123"
         org.save()

@@ -112,6 +112,12 @@ def test_staff_day_in_the_browser(browser_page, screenshot):
     assert "7 calls, 1 error" in page.locator("#usage").inner_text()
     inline = page.locator(".inline-related tr", has_text="ada@browser.test")
     assert "1 of 1" in inline.inner_text() and developer.api_key_prefix in inline.inner_text()
+    # The email once, as the link to the developer; the row is a saved one (Django's script offers no removal).
+    assert inline.inner_text().count("ada@browser.test") == 1
+    assert inline.locator("a", has_text="ada@browser.test").get_attribute("href").endswith(f"{developer.pk}/change/")
+    assert page.locator(".inline-deletelink").count() == 0
+    # The chart takes the width of its section.
+    assert page.locator("svg.hc-chart").bounding_box()["width"] >= page.locator("#usage").bounding_box()["width"] - 30
     screenshot("07-organization-page")
 
     # Lowering the seats below those in use asks first, then flags the organization; the newest holder is refused.

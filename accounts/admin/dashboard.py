@@ -1,0 +1,124 @@
+"""The staff dashboard on the admin's index: the figures of `selectors.dashboard`, each with a link to the list it
+counts when the viewer may open that list. `hotcross.admin_site.HotcrossAdminSite.index` renders it with
+`admin/hotcross/dashboard.html`."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from django.contrib import admin
+from django.contrib.admin.exceptions import NotRegistered
+from django.db.models import Model
+from django.http import HttpRequest
+from django.urls import reverse
+
+from accounts import selectors
+from accounts.admin.chart import Chart, calls_chart
+from accounts.admin.display import status_badge
+from accounts.models import Organization
+
+DAYS = 30
+# The calls card spans the dashboard beside the "Recent actions" column: about this many pixels on a laptop screen.
+CHART_WIDTH = 1000
+
+
+@dataclass(frozen=True)
+class Line:
+    """One counted thing: a label, its count, the list it counts (None: not for this viewer) and whether it is a
+    problem when not zero."""
+
+    label: str
+    count: int
+    url: str | None = None
+    flagged: bool = False
+    badge: str = ""
+
+    @property
+    def alert(self) -> bool:
+        return self.flagged and self.count > 0
+
+
+@dataclass(frozen=True)
+class Board:
+    figures: selectors.Dashboard
+    statuses: list[Line]
+    over_seat_limit: Line
+    webhooks: list[Line]
+    webhooks_url: str | None  # every delivery of the last 24 hours (superusers)
+    chart: Chart
+    days: int
+
+    @property
+    def seats_held_percent(self) -> int | None:
+        paid = self.figures.seats_paid
+        return round(100 * self.figures.seats_held / paid) if paid else None
+
+
+def dashboard(request: HttpRequest, site: admin.AdminSite) -> Board | None:
+    """The dashboard for this viewer, or None when they may not view organizations (the figures are about them)."""
+    organizations = _model_admin(site, Organization)
+    if organizations is None or not organizations.has_view_or_change_permission(request):
+        return None
+    figures = selectors.dashboard(days=DAYS)
+    org_list = reverse("admin:accounts_organization_changelist")
+    statuses = [
+        Line(
+            label=row.label,
+            count=row.organizations,
+            url=f"{org_list}?{urlencode({'subscription_status__exact': row.status})}",
+            flagged=row.needs_attention,
+            badge=status_badge(row.status, row.label),
+        )
+        for row in figures.by_status
+    ]
+    over = Line("Over their seat limit", figures.over_seat_limit, f"{org_list}?over_seat_limit=yes", flagged=True)
+    webhooks_url = _webhooks_url(request, site, figures.webhooks_since)
+    # Each list shows exactly the deliveries counted on its line (the three are disjoint).
+    webhooks = [
+        Line(label, count, f"{webhooks_url}&{query}" if webhooks_url else None, flagged=True)
+        for label, count, query in (
+            ("Rejected (signature check failed)", figures.webhooks_invalid, "valid__exact=0"),
+            (
+                "Not processed",
+                figures.webhooks_unprocessed,
+                "valid__exact=1&processed__exact=0",
+            ),
+            (
+                "Processed with an error",
+                figures.webhooks_errored,
+                "valid__exact=1&processed__exact=1&exception__gt=",
+            ),
+        )
+    ]
+    return Board(
+        figures=figures,
+        statuses=statuses,
+        over_seat_limit=over,
+        webhooks=webhooks,
+        webhooks_url=webhooks_url,
+        chart=calls_chart(figures.first_day, figures.per_day, days=DAYS, width=CHART_WIDTH),
+        days=DAYS,
+    )
+
+
+def _webhooks_url(request: HttpRequest, site: admin.AdminSite, since: datetime.datetime) -> str | None:
+    """dj-stripe's list of webhook deliveries since `since`, when the viewer may open it (superusers)."""
+    from djstripe.models import WebhookEventTrigger
+
+    triggers = _model_admin(site, WebhookEventTrigger)
+    if triggers is None or not triggers.has_view_permission(request):
+        return None
+    return (
+        reverse("admin:djstripe_webhookeventtrigger_changelist")
+        + "?"
+        + urlencode({"created__gte": since.isoformat(sep=" ", timespec="seconds")})
+    )
+
+
+def _model_admin(site: admin.AdminSite, model: type[Model]) -> admin.ModelAdmin | None:
+    try:
+        return site.get_model_admin(model)
+    except NotRegistered:
+        return None
