@@ -3,6 +3,7 @@
 import logging
 
 from django.apps import apps
+from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, connection
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
@@ -39,7 +40,7 @@ def djstripe_admin_action(request: HttpRequest, model: str, action_name: str, mo
     """dj-stripe's admin action view, behind a permission check it lacks.
 
     dj-stripe only asks for a staff login before syncing from Stripe or cancelling a subscription *in Stripe*; here
-    the user must also be allowed to change that dj-stripe model (superusers are; the Support group is not).
+    the model's registered admin must allow the user to change it (only superusers, see `hotcross.admin_site`).
     """
     if request.method != "POST":
         # dj-stripe's view answers a GET with a server error: its confirmation page comes from the changelist action.
@@ -50,6 +51,8 @@ def djstripe_admin_action(request: HttpRequest, model: str, action_name: str, mo
         target = apps.get_model("djstripe", model_name)
     except LookupError:
         raise Http404("No such model.") from None
-    if not request.user.has_perm(f"djstripe.change_{target._meta.model_name}"):
+    # The registered admin decides (dj-stripe's admin is superuser-only, whatever permissions a staff user holds).
+    model_admin = admin.site.get_model_admin(target) if admin.site.is_registered(target) else None
+    if model_admin is None or not model_admin.has_change_permission(request):
         raise PermissionDenied
     return ConfirmCustomAction.as_view()(request, action_name=action_name, model_name=model_name)

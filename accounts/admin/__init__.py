@@ -6,7 +6,8 @@ are the command line's and the services write the admin history (see `base.Servi
 - `organizations`, `developers`: the two model admins (lists, pages, actions).
 - `base`: what they share (writes through services, confirmed actions, refusals shown as messages).
 - `pages`: the confirmation page and the one page a new key is shown on.
-- `forms`, `display` (badges, links), `chart` (the usage chart's geometry).
+- `forms`, `display` (badges, links), `chart` (the day charts' geometry), `dashboard` (the index's figures and
+  links, drawn by `hotcross.admin_site`).
 
 The admin site itself (titles, the dashboard index) is `hotcross.admin_site`.
 """

@@ -1,7 +1,7 @@
 """Who may do what: non-staff get the login page, the Support group views everything and revokes keys, no more."""
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
 from accounts import authentication
@@ -99,6 +99,15 @@ class TestSupportGroup:
         client.force_login(superuser)
         # Who may change the model reaches dj-stripe's view: an empty selection gets its confirmation page again.
         assert client.post(url).status_code == 200
+
+    def test_staff_given_dj_stripe_permissions_still_cannot_start_its_actions(self, client, make_staff):
+        # dj-stripe's admin is superuser-only (hotcross.admin_site); its action URL asks the same admin.
+        staff = make_staff("view_organization")
+        staff.user_permissions.add(*Permission.objects.filter(content_type__app_label="djstripe"))
+        client.force_login(User.objects.get(pk=staff.pk))
+        assert client.get(reverse("admin:djstripe_customer_changelist")).status_code == 403
+        url = "/admin/djstripe/customer/action/_resync_instances/customer/"
+        assert client.post(url, {"_selected_action": ["1"]}).status_code == 403
 
     def test_dj_stripe_action_urls_take_only_dj_stripe_actions_and_posts(self, staff_client):
         assert staff_client.post("/admin/djstripe/customer/action/dispatch/customer/").status_code == 404
