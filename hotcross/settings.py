@@ -1,18 +1,55 @@
 """Settings for the Hotcross back office, read from the environment (and `.env` when present).
 
-See `.env.example` and README's configuration table for every variable.
+See `.env.example` and README's configuration table for every variable. A missing or unusable value raises
+`ImproperlyConfigured` with one line saying what to set; `manage.py` and `hotcross.asgi` print that line, not a
+traceback.
 """
 
+import os
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
-if (BASE_DIR / ".env").is_file():
-    environ.Env.read_env(BASE_DIR / ".env")
+
+class _Env(environ.Env):
+    """django-environ, with a value that cannot be read as its type raising ImproperlyConfigured that names the
+    variable (never its value, which may be a secret) instead of a ValueError deep in the settings."""
+
+    _TRUE = frozenset({"true", "1", "yes", "on", "y", "t"})
+    _FALSE = frozenset({"false", "0", "no", "off", "n", "f", ""})
+
+    def get_value(self, var: str, cast: Any = None, default: Any = environ.Env.NOTSET, parse_default: bool = False):
+        if cast is bool and var in self.ENVIRON:
+            text = str(self.ENVIRON[var]).strip().lower()
+            if text not in self._TRUE | self._FALSE:
+                raise ImproperlyConfigured(f"{var} must be true or false.")
+        try:
+            return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
+        except ValueError:
+            kind = {int: "a whole number", float: "a number"}.get(cast, "a valid value")
+            raise ImproperlyConfigured(f"{var} must be {kind}.") from None
+
+    def db_url(self, var: str = environ.Env.DEFAULT_DATABASE_ENV, default: Any = environ.Env.NOTSET, engine=None):
+        try:
+            return super().db_url(var, default=default, engine=engine)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{var} is not a usable database URL: {exc}.") from None
+
+
+env = _Env()
+# `.env` at the top of the repository (`make run` writes one for development: hotcross.local_env), or the file named
+# by DOTENV_FILE (set but empty: no file, as in the test suite). Variables already in the environment win over it.
+DOTENV_FILE = os.environ.get("DOTENV_FILE", str(BASE_DIR / ".env"))
+if DOTENV_FILE:
+    if Path(DOTENV_FILE).is_file():
+        environ.Env.read_env(DOTENV_FILE)
+    elif "DOTENV_FILE" in os.environ:
+        raise ImproperlyConfigured(f"DOTENV_FILE names {DOTENV_FILE}, which is not a file. Fix or unset DOTENV_FILE.")
+
 
 DEBUG = env.bool("DEBUG", default=False)
 
@@ -22,7 +59,8 @@ SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "SECRET_KEY is not set. Set SECRET_KEY in the environment (or .env), or DEBUG=true for development."
+            f"SECRET_KEY is not set. Set SECRET_KEY in the environment or in {DOTENV_FILE or '.env'} "
+            "(`make run` writes a development .env), or DEBUG=true for development."
         )
     SECRET_KEY = _DEV_SECRET_KEY
 
@@ -114,6 +152,10 @@ SERVE_STATIC = env.bool("SERVE_STATIC", default=DEBUG)
 LOGIN_URL = "admin:login"
 
 # --- Hotcross domain settings -------------------------------------------------------------------------------------
+# Where this site is reached from outside: the one source for every absolute URL the project prints or registers
+# (seed_demo's demo lines, the landing page's MCP URL, `stripe_webhook_endpoint` without --url). `make run` passes
+# what it serves (http://HOST:PORT) and writes it into the .env it creates.
+HOTCROSS_PUBLIC_URL = env.str("HOTCROSS_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
 # Subscription statuses whose keys work. active and trialing always; add past_due for a grace period.
 HOTCROSS_ALLOWED_STATUSES = env.list("HOTCROSS_ALLOWED_STATUSES", default=["active", "trialing"])
 # How long a key check may be served from this process's memory. Capped at one second so that revocations,

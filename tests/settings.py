@@ -6,6 +6,9 @@ DATABASE_URL still decides the database (PostgreSQL in CI, SQLite by default), s
 import os
 
 os.environ.setdefault("SECRET_KEY", "tests-only-not-a-secret")
+# A developer's .env (which `make run` writes, with DEBUG=true) must not change what the tests see, here or in the
+# commands and servers they start: set but empty, DOTENV_FILE means no file (subprocesses inherit it).
+os.environ.setdefault("DOTENV_FILE", "")
 
 from hotcross.settings import *  # noqa: F403
 
