@@ -5,6 +5,7 @@ See `.env.example` and README's configuration table for every variable. A missin
 traceback.
 """
 
+import datetime
 import os
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ INSTALLED_APPS = [
     "djstripe",  # our receivers run on its webhook_post_process signal, whatever this order
     "accounts",
     "mcp_bridge",
+    "axes",  # admin login throttling (see "Admin login throttling" below)
 ]
 
 MIDDLEWARE = [
@@ -87,6 +89,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout page
 ]
 
 ROOT_URLCONF = "hotcross.urls"
@@ -150,6 +153,41 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 SERVE_STATIC = env.bool("SERVE_STATIC", default=DEBUG)
 
 LOGIN_URL = "admin:login"
+
+# --- HTTPS and proxies ----------------------------------------------------------------------------------------------
+# On by default whenever DEBUG is off, so a production configuration passes `manage.py check --deploy` clean; each one
+# can be turned off (or HSTS shortened) from the environment. /healthz is never redirected: load balancers probe it
+# over plain HTTP. /mcp is served beside Django (hotcross.asgi), so the redirect never applies to it.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# Behind a reverse proxy (a load balancer that ends TLS): trust its X-Forwarded-Proto to say the request was HTTPS,
+# and take the client's address for login throttling from the address the proxy appended to X-Forwarded-For
+# (hotcross.proxy). Only set it when every request comes through that proxy: otherwise a client could claim either.
+BEHIND_PROXY = env.bool("BEHIND_PROXY", default=False)
+if BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Admin login throttling (django-axes) -------------------------------------------------------------------------
+# After AXES_FAILURE_LIMIT wrong passwords for one username from one address, that pair is refused (HTTP 429, the
+# page templates/lockout.html) for AXES_COOLOFF_MINUTES, even with the right password; a successful login resets
+# the count. Staff unlock early in the admin (Axes → Access attempts: delete the row) or with
+# `manage.py axes_reset_username USERNAME` / `axes_reset`.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out pair before the password is checked
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = datetime.timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "lockout.html"
+AXES_CLIENT_IP_CALLABLE = "hotcross.proxy.client_ip"
+AXES_VERBOSE = False  # no start-up banner in every command; failures and lockouts are still logged (WARNING)
 
 # --- Hotcross domain settings -------------------------------------------------------------------------------------
 # Where this site is reached from outside: the one source for every absolute URL the project prints or registers
