@@ -55,10 +55,12 @@ def ensure_env_file(path: Path, public_url: str = DEFAULT_PUBLIC_URL) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write a development .env when there is none.")
-    parser.add_argument("--path", default=os.environ.get("DOTENV_FILE") or str(BASE_DIR / ".env"))
+    parser.add_argument("--path", default=None, help="Default: DOTENV_FILE, else .env at the top of the repository.")
     parser.add_argument("--public-url", default=os.environ.get("HOTCROSS_PUBLIC_URL") or DEFAULT_PUBLIC_URL)
     args = parser.parse_args(argv)
-    path = Path(args.path)
+    if args.path is None and os.environ.get("DOTENV_FILE") == "":
+        return 0  # DOTENV_FILE set but empty: the settings read no file, so there is none to write
+    path = Path(args.path or os.environ.get("DOTENV_FILE") or BASE_DIR / ".env")
     shown = os.path.relpath(path) if path.is_absolute() and path.is_relative_to(Path.cwd()) else str(path)
     try:
         written = ensure_env_file(path, args.public_url)

@@ -194,6 +194,10 @@ AXES_VERBOSE = False  # no start-up banner in every command; failures and lockou
 # (seed_demo's demo lines, the landing page's MCP URL, `stripe_webhook_endpoint` without --url). `make run` passes
 # what it serves (http://HOST:PORT) and writes it into the .env it creates.
 HOTCROSS_PUBLIC_URL = env.str("HOTCROSS_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+if not HOTCROSS_PUBLIC_URL.startswith(("http://", "https://")) or "/" in HOTCROSS_PUBLIC_URL.split("://", 1)[1]:
+    raise ImproperlyConfigured(
+        "HOTCROSS_PUBLIC_URL must be the site's address, like https://backoffice.example.com (no path)."
+    )
 # Subscription statuses whose keys work. active and trialing always; add past_due for a grace period.
 HOTCROSS_ALLOWED_STATUSES = env.list("HOTCROSS_ALLOWED_STATUSES", default=["active", "trialing"])
 # How long a key check may be served from this process's memory. Capped at one second so that revocations,

@@ -47,6 +47,7 @@ def one_line(result: subprocess.CompletedProcess) -> str:
         ({"DEBUG": "true", "HOTCROSS_MCP_DB_THREADS": "many"}, "HOTCROSS_MCP_DB_THREADS must be a whole number."),
         ({"DEBUG": "true", "DOTENV_FILE": "/nonexistent/.env"}, "DOTENV_FILE names /nonexistent/.env"),
         ({"DEBUG": "true", "DATABASE_URL": "postgres://u:secret@h:port/d"}, "DATABASE_URL is not a usable"),
+        ({"DEBUG": "true", "HOTCROSS_PUBLIC_URL": "127.0.0.1:8000"}, "HOTCROSS_PUBLIC_URL must be the site's address"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(tmp_path, env, says):
