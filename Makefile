@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run serve test test-tools lint format bench clean
+.PHONY: install run test test-tools lint format bench clean
 
 install: $(STAMP)
 
@@ -16,11 +16,18 @@ $(STAMP): requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	touch $(STAMP)
 
+# `make run` writes a development .env when there is none (never overwriting one: hotcross/local_env.py), so
+# commands in another terminal read the same settings. HOTCROSS_PUBLIC_URL is what this run serves (0.0.0.0 is
+# reached as 127.0.0.1) unless given. ROTATE_DEMO_KEY=1 gives the demo developer a new key (printed once).
+# hotcross/serve.py runs uvicorn and exits 0 when stopped by Ctrl-C or SIGTERM.
+run: PUBLIC_HOST = $(if $(filter 0.0.0.0 :: [::],$(HOST)),127.0.0.1,$(HOST))
+run: export HOTCROSS_PUBLIC_URL ?= http://$(PUBLIC_HOST):$(PORT)
 run: install
-	mkdir -p var
-	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate --noinput
-	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py seed_demo --base-url http://$(HOST):$(PORT)
-	DEBUG=$${DEBUG:-true} $(BIN)/python -m uvicorn hotcross.asgi:application --host $(HOST) --port $(PORT)
+	@mkdir -p var
+	@$(BIN)/python -m hotcross.local_env
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo$(if $(filter-out 0,$(ROTATE_DEMO_KEY)), --rotate-key)
+	exec $(BIN)/python -m hotcross.serve --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check .
@@ -34,6 +41,7 @@ format: install
 # chromium for the admin's browser tests (apt, as root; Playwright never downloads a browser). Where they cannot be
 # installed, those tests skip locally and fail under CI=true.
 test-tools: node_modules/.installed
+	@if command -v node >/dev/null 2>&1; then node scripts/check-node.mjs; fi
 	@if command -v chromium >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \

@@ -5,14 +5,21 @@ The ASGI lifespan runs the MCP session manager (Django has no lifespan of its ow
 """
 
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
+from django.core.exceptions import ImproperlyConfigured
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hotcross.settings")
 
-django_application = get_asgi_application()
+try:
+    django_application = get_asgi_application()
+except ImproperlyConfigured as exc:
+    # A missing or unusable setting: one line saying what to set, not a traceback (uvicorn exits with status 1).
+    print("Hotcross cannot start:", " ".join(str(exc).split()), file=sys.stderr)
+    sys.exit(1)
 
-from django.conf import settings  # noqa: E402  (after setup)
+from django.conf import settings
 
 if settings.SERVE_STATIC:
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
@@ -21,7 +28,7 @@ if settings.SERVE_STATIC:
 else:
     web_application = django_application
 
-from mcp_bridge.http import MCP_PATHS, build_http_app  # noqa: E402  (after setup: loads the tool modules)
+from mcp_bridge.http import MCP_PATHS, build_http_app
 
 mcp_application = build_http_app()
 

@@ -1,18 +1,56 @@
 """Settings for the Hotcross back office, read from the environment (and `.env` when present).
 
-See `.env.example` and README's configuration table for every variable.
+See `.env.example` and README's configuration table for every variable. A missing or unusable value raises
+`ImproperlyConfigured` with one line saying what to set; `manage.py` and `hotcross.asgi` print that line, not a
+traceback.
 """
 
+import datetime
+import os
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
-if (BASE_DIR / ".env").is_file():
-    environ.Env.read_env(BASE_DIR / ".env")
+
+class _Env(environ.Env):
+    """django-environ, with a value that cannot be read as its type raising ImproperlyConfigured that names the
+    variable (never its value, which may be a secret) instead of a ValueError deep in the settings."""
+
+    _TRUE = frozenset({"true", "1", "yes", "on", "y", "t"})
+    _FALSE = frozenset({"false", "0", "no", "off", "n", "f", ""})
+
+    def get_value(self, var: str, cast: Any = None, default: Any = environ.Env.NOTSET, parse_default: bool = False):
+        if cast is bool and var in self.ENVIRON:
+            text = str(self.ENVIRON[var]).strip().lower()
+            if text not in self._TRUE | self._FALSE:
+                raise ImproperlyConfigured(f"{var} must be true or false.")
+        try:
+            return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
+        except ValueError:
+            kind = {int: "a whole number", float: "a number"}.get(cast, "a valid value")
+            raise ImproperlyConfigured(f"{var} must be {kind}.") from None
+
+    def db_url(self, var: str = environ.Env.DEFAULT_DATABASE_ENV, default: Any = environ.Env.NOTSET, engine=None):
+        try:
+            return super().db_url(var, default=default, engine=engine)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{var} is not a usable database URL: {exc}.") from None
+
+
+env = _Env()
+# `.env` at the top of the repository (`make run` writes one for development: hotcross.local_env), or the file named
+# by DOTENV_FILE (set but empty: no file, as in the test suite). Variables already in the environment win over it.
+DOTENV_FILE = os.environ.get("DOTENV_FILE", str(BASE_DIR / ".env"))
+if DOTENV_FILE:
+    if Path(DOTENV_FILE).is_file():
+        environ.Env.read_env(DOTENV_FILE)
+    elif "DOTENV_FILE" in os.environ:
+        raise ImproperlyConfigured(f"DOTENV_FILE names {DOTENV_FILE}, which is not a file. Fix or unset DOTENV_FILE.")
+
 
 DEBUG = env.bool("DEBUG", default=False)
 
@@ -22,7 +60,8 @@ SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "SECRET_KEY is not set. Set SECRET_KEY in the environment (or .env), or DEBUG=true for development."
+            f"SECRET_KEY is not set. Set SECRET_KEY in the environment or in {DOTENV_FILE or '.env'} "
+            "(`make run` writes a development .env), or DEBUG=true for development."
         )
     SECRET_KEY = _DEV_SECRET_KEY
 
@@ -39,6 +78,7 @@ INSTALLED_APPS = [
     "djstripe",  # our receivers run on its webhook_post_process signal, whatever this order
     "accounts",
     "mcp_bridge",
+    "axes",  # admin login throttling (see "Admin login throttling" below)
 ]
 
 MIDDLEWARE = [
@@ -49,6 +89,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout page
 ]
 
 ROOT_URLCONF = "hotcross.urls"
@@ -113,7 +154,50 @@ SERVE_STATIC = env.bool("SERVE_STATIC", default=DEBUG)
 
 LOGIN_URL = "admin:login"
 
+# --- HTTPS and proxies ----------------------------------------------------------------------------------------------
+# On by default whenever DEBUG is off, so a production configuration passes `manage.py check --deploy` clean; each one
+# can be turned off (or HSTS shortened) from the environment. /healthz is never redirected: load balancers probe it
+# over plain HTTP. /mcp is served beside Django (hotcross.asgi), so the redirect never applies to it.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# Behind a reverse proxy (a load balancer that ends TLS): trust its X-Forwarded-Proto to say the request was HTTPS,
+# and take the client's address for login throttling from the address the proxy appended to X-Forwarded-For
+# (hotcross.proxy). Only set it when every request comes through that proxy: otherwise a client could claim either.
+BEHIND_PROXY = env.bool("BEHIND_PROXY", default=False)
+if BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Admin login throttling (django-axes) -------------------------------------------------------------------------
+# After AXES_FAILURE_LIMIT wrong passwords for one username from one address, that pair is refused (HTTP 429, the
+# page templates/lockout.html) for AXES_COOLOFF_MINUTES, even with the right password; a successful login resets
+# the count. Staff unlock early in the admin (Axes → Access attempts: delete the row) or with
+# `manage.py axes_reset_username USERNAME` / `axes_reset`.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out pair before the password is checked
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = datetime.timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "lockout.html"
+AXES_CLIENT_IP_CALLABLE = "hotcross.proxy.client_ip"
+AXES_VERBOSE = False  # no start-up banner in every command; failures and lockouts are still logged (WARNING)
+
 # --- Hotcross domain settings -------------------------------------------------------------------------------------
+# Where this site is reached from outside: the one source for every absolute URL the project prints or registers
+# (seed_demo's demo lines, the landing page's MCP URL, `stripe_webhook_endpoint` without --url). `make run` passes
+# what it serves (http://HOST:PORT) and writes it into the .env it creates.
+HOTCROSS_PUBLIC_URL = env.str("HOTCROSS_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+if not HOTCROSS_PUBLIC_URL.startswith(("http://", "https://")) or "/" in HOTCROSS_PUBLIC_URL.split("://", 1)[1]:
+    raise ImproperlyConfigured(
+        "HOTCROSS_PUBLIC_URL must be the site's address, like https://backoffice.example.com (no path)."
+    )
 # Subscription statuses whose keys work. active and trialing always; add past_due for a grace period.
 HOTCROSS_ALLOWED_STATUSES = env.list("HOTCROSS_ALLOWED_STATUSES", default=["active", "trialing"])
 # How long a key check may be served from this process's memory. Capped at one second so that revocations,

@@ -2,9 +2,10 @@ from django.contrib import admin
 from django.urls import include, path
 
 from accounts.billing import webhooks
-from hotcross.views import djstripe_admin_action, healthz
+from hotcross.views import djstripe_admin_action, healthz, landing
 
 urlpatterns = [
+    path("", landing, name="landing"),
     path("healthz", healthz, name="healthz"),
     # Before the admin's own URLs, so this guarded view answers dj-stripe's action URLs (see its docstring).
     path(

@@ -3,13 +3,32 @@
 import logging
 
 from django.apps import apps
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, connection
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_safe
 from djstripe.admin.views import ConfirmCustomAction
 
 logger = logging.getLogger(__name__)
+
+
+@require_safe
+def landing(request: HttpRequest) -> HttpResponse:
+    """`/`: what this server is and where its doors are (the admin's "View site" leads here)."""
+    base = settings.HOTCROSS_PUBLIC_URL
+    return render(
+        request,
+        "landing.html",
+        {
+            "mcp_url": f"{base}/mcp",
+            "admin_url": reverse("admin:index"),
+            "healthz_url": reverse("healthz"),
+        },
+    )
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

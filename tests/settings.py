@@ -6,6 +6,15 @@ DATABASE_URL still decides the database (PostgreSQL in CI, SQLite by default), s
 import os
 
 os.environ.setdefault("SECRET_KEY", "tests-only-not-a-secret")
+# A developer's .env (which `make run` writes, with DEBUG=true) must not change what the tests see, here or in the
+# commands and servers they start: set but empty, DOTENV_FILE means no file (subprocesses inherit it).
+os.environ.setdefault("DOTENV_FILE", "")
+# The tests' servers speak plain HTTP on 127.0.0.1 with DEBUG off, where production defaults would redirect to HTTPS
+# and send cookies only over HTTPS; the servers the tests start in subprocesses inherit these too.
+# tests/hotcross/test_deploy.py checks the production defaults themselves.
+os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+os.environ.setdefault("SESSION_COOKIE_SECURE", "false")
+os.environ.setdefault("CSRF_COOKIE_SECURE", "false")
 
 from hotcross.settings import *  # noqa: F403
 

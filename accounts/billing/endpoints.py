@@ -12,6 +12,7 @@ import re
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
@@ -35,18 +36,21 @@ def webhook_path(endpoint: WebhookEndpoint) -> str:
 
 
 @sensitive_variables("secret")
-def save_webhook_endpoint(*, secret: str, url: str, replace_secret: bool = True) -> tuple[WebhookEndpoint, bool]:
+def save_webhook_endpoint(
+    *, secret: str, url: str | None = None, replace_secret: bool = True
+) -> tuple[WebhookEndpoint, bool]:
     """Create or update a webhook endpoint row without calling Stripe. Returns (endpoint, created).
 
     `url` is where Stripe posts. With a `/stripe/webhook/<uuid>/` path, that uuid names the endpoint; otherwise it is
-    the site's address and the endpoint already registered under it is updated, or a new one is made.
+    the site's address and the endpoint already registered under it is updated, or a new one is made. Without `url`,
+    the site's address is the HOTCROSS_PUBLIC_URL setting.
     `replace_secret=False` leaves an existing endpoint's secret as it is (the demo seeding must not undo a secret set
     for `stripe listen`).
     """
     secret = (secret or "").strip()
     if not _SECRET_PATTERN.fullmatch(secret):
         raise InvalidInput("The signing secret must look like whsec_… (Stripe shows it on the endpoint's page).")
-    url = (url or "").strip()
+    url = (url or settings.HOTCROSS_PUBLIC_URL or "").strip()
     try:
         URLValidator(schemes=["http", "https"])(url)
     except ValidationError:

@@ -75,6 +75,21 @@ def test_webhook_endpoint_per_site_and_by_full_url():
 
 
 @pytest.mark.django_db
+def test_webhook_endpoint_defaults_to_the_public_url_and_prints_the_url_to_forward_to(settings):
+    # `PORT=8123 make run` serves (and sets HOTCROSS_PUBLIC_URL to) http://127.0.0.1:8123: no second endpoint on 8000.
+    settings.HOTCROSS_PUBLIC_URL = "http://127.0.0.1:8123"
+    out, err = run("stripe_webhook_endpoint", "--secret", "whsec_listenSecret0000000", "--print-url")
+    endpoint = WebhookEndpoint.objects.get()
+    assert out.strip() == endpoint.url
+    assert re.fullmatch(r"http://127\.0\.0\.1:8123/stripe/webhook/[0-9a-f-]{36}/", endpoint.url)
+    assert "Secret0000" not in out + err
+
+    path, _ = run("stripe_webhook_endpoint", "--secret", "whsec_listenSecret1111111")
+    assert f"http://127.0.0.1:8123{path.strip()}" == endpoint.url
+    assert WebhookEndpoint.objects.count() == 1
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -1,17 +1,22 @@
 """`manage.py seed_demo`: a staff login, a demo organization and a developer key for trying Hotcross locally.
 
-Safe to run again: nothing is duplicated. The demo developer's key is stored only as a hash, so each run rotates it
-and prints the new one.
+`make run` runs it on every start. It creates what is missing and leaves what exists alone: a staff password
+changed since, the staff's sessions, the demo developer's key (and its state). The key is printed once, when the
+developer is created; later runs show its prefix and how to get a new one, or rotate it when asked (`--rotate-key`,
+`make run ROTATE_DEMO_KEY=1`).
 """
 
 from __future__ import annotations
 
 import secrets
+import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import check_password
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.utils.decorators import method_decorator
@@ -19,6 +24,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from accounts import services
 from accounts.billing.endpoints import save_webhook_endpoint
+from accounts.exceptions import AccountsError
 from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus
 
 DEMO_ORG_NAME = "Demo Org"
@@ -26,71 +32,109 @@ DEMO_STRIPE_ID = "cus_demo"
 DEMO_EMAIL = "dev@demo.example"
 
 
+def python_and_manage() -> str:
+    """The absolute interpreter and manage.py, so a command printed here works from any directory."""
+    return f"{shlex.quote(sys.executable)} {shlex.quote(str(Path(settings.BASE_DIR) / 'manage.py'))}"
+
+
 class Command(BaseCommand):
-    help = "Create (or refresh) the demo staff user, organization and developer, and print the login and key."
+    help = (
+        "Create what is missing of the demo staff user, organization and developer (never changing what exists), "
+        "and print the login, the URLs and the developer's key (shown once, or with --rotate-key)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--username", default="admin", help="Staff username (default admin).")
-        parser.add_argument("--password", default="hotcross-demo", help="Staff password (default hotcross-demo).")
-        parser.add_argument("--base-url", default="http://127.0.0.1:8000", help="Where the server will listen.")
+        parser.add_argument(
+            "--password",
+            default="hotcross-demo",
+            help="Staff password when the user is created (default hotcross-demo).",
+        )
+        parser.add_argument(
+            "--base-url", default=None, help="Where the server listens (default: the HOTCROSS_PUBLIC_URL setting)."
+        )
+        parser.add_argument(
+            "--rotate-key",
+            action="store_true",
+            help="Give the existing demo developer a new key and print it (the previous one stops working).",
+        )
         parser.add_argument("--force", action="store_true", help="Run even when DEBUG is off.")
 
-    @method_decorator(sensitive_variables("key"))
+    @method_decorator(sensitive_variables("key", "options"))
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.DEBUG and not options["force"]:
             raise CommandError("seed_demo creates a known staff password; run it with DEBUG=true (or --force).")
-        with transaction.atomic():
-            user_model = get_user_model()
-            user, _ = user_model.objects.get_or_create(
-                username=options["username"], defaults={"email": "admin@demo.example"}
-            )
-            user.is_staff = user.is_superuser = user.is_active = True
-            user.set_password(options["password"])
-            user.save()
-
-            org = Organization.objects.filter(stripe_customer_id=DEMO_STRIPE_ID).first()
-            if org is None:
-                org = services.create_organization(
-                    name=DEMO_ORG_NAME,
-                    stripe_customer_id=DEMO_STRIPE_ID,
-                    max_seats=5,
-                    subscription_status=SubscriptionStatus.ACTIVE,
-                    pricing_model=PricingModel.PER_ORGANIZATION,
-                    billing_email="billing@demo.example",
+        base = (options["base_url"] or settings.HOTCROSS_PUBLIC_URL).rstrip("/")
+        key: str | None = None
+        try:
+            with transaction.atomic():
+                user_model = get_user_model()
+                user, user_created = user_model.objects.get_or_create(
+                    username=options["username"],
+                    defaults={"email": "admin@demo.example", "is_staff": True, "is_superuser": True},
                 )
-            developer = Developer.objects.filter(email=DEMO_EMAIL).first()
-            if developer is None:
-                developer, key = services.add_developer(
-                    organization=org, email=DEMO_EMAIL, first_name="Demo", last_name="Developer"
+                if user_created:
+                    user.set_password(options["password"])
+                    user.save(update_fields=["password"])
+
+                org = Organization.objects.filter(stripe_customer_id=DEMO_STRIPE_ID).first()
+                if org is None:
+                    org = services.create_organization(
+                        name=DEMO_ORG_NAME,
+                        stripe_customer_id=DEMO_STRIPE_ID,
+                        max_seats=5,
+                        subscription_status=SubscriptionStatus.ACTIVE,
+                        pricing_model=PricingModel.PER_ORGANIZATION,
+                        billing_email="billing@demo.example",
+                    )
+                developer = Developer.objects.filter(email__iexact=DEMO_EMAIL).select_related("organization").first()
+                if developer is None:
+                    developer, key = services.add_developer(
+                        organization=org, email=DEMO_EMAIL, first_name="Demo", last_name="Developer"
+                    )
+                elif options["rotate_key"]:
+                    if not developer.is_active:
+                        services.activate_developer(developer=developer)
+                    developer, key = services.rotate_key(developer=developer)
+
+                # A local webhook endpoint, so the webhook URL below is real. Its secret is random and never shown:
+                # `manage.py stripe_webhook_endpoint --secret whsec_…` (from `stripe listen`) sets the real one, and
+                # a later run keeps it.
+                endpoint, _ = save_webhook_endpoint(
+                    secret=f"whsec_{secrets.token_urlsafe(32)}", url=base, replace_secret=False
                 )
-            else:
-                if not developer.is_active:
-                    services.activate_developer(developer=developer)
-                developer, key = services.rotate_key(developer=developer)
+        except AccountsError as exc:
+            raise CommandError(exc.message) from None
 
-            # A local webhook endpoint, so the webhook URL below is real. Its secret is random and never shown:
-            # `manage.py stripe_webhook_endpoint --secret whsec_…` (from `stripe listen`) sets the real one.
-            base = options["base_url"].rstrip("/")
-            endpoint, _ = save_webhook_endpoint(
-                secret=f"whsec_{secrets.token_urlsafe(32)}", url=base, replace_secret=False
-            )
-
-        self.stdout.write(
-            "\n".join(
-                [
-                    "",
-                    "Hotcross back office demo",
-                    f"  admin        {base}/admin/   login {options['username']} / {options['password']}",
-                    f"  MCP (HTTP)   {base}/mcp   header  Authorization: Bearer <key>",
-                    f"  webhooks     {endpoint.url}",
-                    "                (its signing secret: manage.py stripe_webhook_endpoint --secret whsec_…)",
-                    f"  health       {base}/healthz",
-                    f"  organization {org.name} ({org.id}), {org.max_seats} seats, {org.subscription_status}",
-                    f"  developer    {developer.email}",
-                    f"  API key      {key}",
-                    "                (a new key on every run; the previous one stops working)",
-                    f"  MCP (stdio)  HOTCROSS_API_KEY=<key> DEBUG=true {sys.executable} manage.py mcp_server",
-                    "",
-                ]
-            )
-        )
+        if user_created or check_password(options["password"], user.password):  # never re-hashes or saves
+            login = f"login {user.get_username()} / {options['password']}"
+        else:
+            login = f"login {user.get_username()} (your password; `manage.py changepassword {user.get_username()}`)"
+        developer_org = developer.organization
+        lines = [
+            "",
+            "Hotcross back office demo",
+            f"  admin        {base}/admin/   {login}",
+            f"  MCP (HTTP)   {base}/mcp   header  Authorization: Bearer <key>",
+            f"  webhooks     {endpoint.url}",
+            "                (its signing secret: manage.py stripe_webhook_endpoint --secret whsec_…)",
+            f"  health       {base}/healthz",
+            f"  organization {org.name} ({org.id}), {org.max_seats} seats, {org.subscription_status}",
+            f"  developer    {developer.email} ({developer.id})",
+        ]
+        if developer_org.pk != org.pk:
+            lines.append(f"                (in {developer_org.name}, {developer_org.id})")
+        if key is not None:
+            lines += [
+                f"  API key      {key}",
+                "                (shown this once: copy it now; `make run` keeps it until you ask for a new one)",
+            ]
+        else:
+            state = developer.key_state
+            lines += [
+                f"  API key      {developer.api_key_prefix}… ({state}; shown only when it was issued)",
+                f"                new key: make run ROTATE_DEMO_KEY=1, or {python_and_manage()} orgs rotate-key "
+                f"{developer.id}",
+            ]
+        lines += [f"  MCP (stdio)  HOTCROSS_API_KEY=<key> {python_and_manage()} mcp_server", ""]
+        self.stdout.write("\n".join(lines))

@@ -1,9 +1,11 @@
-"""`manage.py stripe_webhook_endpoint --secret whsec_… [--url …]`: register where Stripe posts, without calling Stripe.
+"""`manage.py stripe_webhook_endpoint --secret whsec_… [--url …] [--print-url]`: register where Stripe posts, without
+calling Stripe.
 
 dj-stripe 2.11 checks each webhook against the signing secret stored on its `WebhookEndpoint` row and routes it by
-the row's uuid (`/stripe/webhook/<uuid>/`). The path is the only line on stdout, so it composes:
+the row's uuid (`/stripe/webhook/<uuid>/`). Without `--url` the endpoint is the one under HOTCROSS_PUBLIC_URL (what
+`make run` serves). Only the endpoint's path — or with `--print-url` its full URL — goes to stdout, so it composes:
 
-    stripe listen --forward-to "127.0.0.1:8000$(python manage.py stripe_webhook_endpoint --secret whsec_…)"
+    stripe listen --forward-to "$(python manage.py stripe_webhook_endpoint --print-url --secret whsec_…)"
 """
 
 from __future__ import annotations
@@ -18,13 +20,11 @@ from accounts.billing.endpoints import save_webhook_endpoint, webhook_path
 from accounts.billing.receivers import SUBSCRIPTION_EVENTS
 from accounts.exceptions import AccountsError
 
-LOCAL_BASE_URL = "http://127.0.0.1:8000"
-
 
 class Command(BaseCommand):
     help = (
-        "Create or update a Stripe webhook endpoint here (no call to Stripe) and print its path. "
-        "The signing secret is stored on the endpoint and never printed."
+        "Create or update a Stripe webhook endpoint here (no call to Stripe) and print its path (or, with "
+        "--print-url, its full URL). The signing secret is stored on the endpoint and never printed."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -39,14 +39,19 @@ class Command(BaseCommand):
             help=(
                 "Where Stripe posts: the site's address (https://backoffice.example.com; the endpoint registered "
                 "under it is updated, or one is created), or an endpoint's full URL ending in /stripe/webhook/<uuid>/ "
-                f"(that endpoint). Default {LOCAL_BASE_URL}, for `stripe listen`."
+                "(that endpoint). Default: the HOTCROSS_PUBLIC_URL setting (what `make run` serves)."
             ),
+        )
+        parser.add_argument(
+            "--print-url",
+            action="store_true",
+            help="Print the endpoint's full URL (what `stripe listen --forward-to` takes) instead of its path.",
         )
 
     @method_decorator(sensitive_variables("options"))
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            endpoint, created = save_webhook_endpoint(secret=options["secret"], url=options["url"] or LOCAL_BASE_URL)
+            endpoint, created = save_webhook_endpoint(secret=options["secret"], url=options["url"])
         except AccountsError as exc:
             raise CommandError(exc.message) from None
         mode = "live" if endpoint.livemode else "test"
@@ -55,4 +60,4 @@ class Command(BaseCommand):
             f"Stripe must post to {endpoint.url}\n"
             f"Events to send: {', '.join(SUBSCRIPTION_EVENTS)}"
         )
-        self.stdout.write(webhook_path(endpoint))
+        self.stdout.write(endpoint.url if options["print_url"] else webhook_path(endpoint))
