@@ -54,8 +54,10 @@ class MeteringMiddleware:
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: Callable[..., Awaitable[Any]]) -> Any:
         if ctx.method != "tools/call" or ctx.request_id is None:
             return await call_next(ctx)
-        name = (ctx.params or {}).get("name")
-        if name not in self._tool_names:
+        params = ctx.params if isinstance(ctx.params, dict) else {}
+        name = params.get("name")
+        if not isinstance(name, str) or name not in self._tool_names:
+            # Not one of our tools (or not a name at all, which `RequestChecks` refuses): not served, not metered.
             return await call_next(ctx)
         caller = current_caller()
         buffer = _buffer()
