@@ -155,7 +155,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # A request refused as suspicious (a Host not in ALLOWED_HOSTS, …) is one line, without a traceback.
+    "filters": {"one_line_for_suspicious_requests": {"()": "hotcross.log_filters.OneLineForSuspiciousRequests"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["one_line_for_suspicious_requests"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="WARNING")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
