@@ -28,6 +28,7 @@ from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hotcross.db import bound_queries
 from mcp_bridge import metering
 from mcp_bridge.auth import BearerKeyMiddleware
 from mcp_bridge.server import build_server
@@ -70,6 +71,9 @@ class MCPHttpApp:
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
+        # A server process: queries wait for the database at most DATABASE_QUERY_TIMEOUT (/healthz's and the admin's
+        # too), so a database that stops answering gives 503s in seconds instead of hanging requests.
+        bound_queries(settings.DATABASE_QUERY_TIMEOUT)
         started = False
         try:
             async with self.running():

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 
 import anyio
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from mcp.server.mcpserver import MCPServer
 
 from accounts.authentication import aauthenticate_key
 from accounts.exceptions import KeyRefused
-from hotcross.db import DatabaseUnavailable
+from hotcross.db import DatabaseUnavailable, bound_queries
 from mcp_bridge import metering
 from mcp_bridge.auth import MISSING_STDIO_KEY
 from mcp_bridge.server import build_server
@@ -30,6 +31,7 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
 
     def handle(self, *args: object, **options: object) -> None:
+        bound_queries(settings.DATABASE_QUERY_TIMEOUT)  # a database that stops answering: -32002 within seconds
         key = os.environ.get("HOTCROSS_API_KEY", "").strip()
         refusal = anyio.run(_refusal_of, key) if key else MISSING_STDIO_KEY
         if refusal is not None:
