@@ -74,6 +74,7 @@ class MCPHttpApp:
         # A server process: queries wait for the database at most DATABASE_QUERY_TIMEOUT (/healthz's and the admin's
         # too), so a database that stops answering gives 503s in seconds instead of hanging requests.
         bound_queries(settings.DATABASE_QUERY_TIMEOUT)
+        await metering.load_spool_at_start()  # the usage events a stop could not write
         started = False
         try:
             async with self.running():

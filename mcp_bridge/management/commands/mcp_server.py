@@ -45,6 +45,7 @@ class Command(BaseCommand):
 
 
 async def _serve(server: MCPServer) -> None:
+    await metering.load_spool_at_start()  # the usage events a stop could not write
     try:
         await server.run_stdio_async()
     finally:
