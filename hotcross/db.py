@@ -18,9 +18,10 @@ Bounded queries. A database behind a network that drops packets answers nothing 
 wait for as long as TCP retries. The servers call `bound_queries(DATABASE_QUERY_TIMEOUT)` at start: from then on a
 PostgreSQL query made through Django that has no answer after that many seconds has its connection shut down under
 it (by one watchdog thread), so it fails with `OperationalError` (→ `DatabaseUnavailable`, HTTP 503 / MCP -32002) and
-the pool drops that connection. Statements on the async connection get the same bound. Commands and migrations are not
-bounded (a data migration may rightly run for minutes); `hotcross.pg` sets the connect timeout and TCP keepalives for
-everyone.
+the pool drops that connection. Statements on the async connection get the same bound. Not bounded: statements inside
+a transaction (they may wait for a row or advisory lock on purpose), and commands and migrations (a data migration may
+rightly run for minutes); for those, `hotcross.pg`'s connect timeout, TCP keepalives and `tcp_user_timeout` still end a
+connection to a database that vanished.
 """
 
 from __future__ import annotations
@@ -128,8 +129,9 @@ _query_timeout: float = 0.0  # seconds; 0 = unbounded (the default outside the s
 
 
 def bound_queries(seconds: float) -> None:
-    """From now on, in this process, a PostgreSQL query made through Django (and a statement on the async connection)
-    that has no answer after `seconds` fails with `OperationalError`; 0 or less: unbounded. For servers, at start."""
+    """From now on, in this process, a PostgreSQL query made through Django outside a transaction (and a statement on
+    the async connection) that has no answer after `seconds` fails with `OperationalError`; 0 or less: unbounded. For
+    servers, at start."""
     global _query_timeout
     _query_timeout = max(0.0, float(seconds))
     if _query_timeout:
@@ -151,9 +153,12 @@ def _bound_connection(sender: Any, connection: BaseDatabaseWrapper, **kwargs: An
 
 def _bounded_execute(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
     seconds = _query_timeout
-    raw = context["connection"].connection
-    if not seconds or raw is None:
+    wrapper = context["connection"]
+    if not seconds or wrapper.connection is None or wrapper.in_atomic_block:
+        # In a transaction a statement may wait for a lock on purpose (the seat rules, per-customer turns); there
+        # the kernel's bounds of `hotcross.pg` (tcp_user_timeout, keepalives) still end a dead connection.
         return execute(sql, params, many, context)
+    raw = wrapper.connection
     ticket = _watchdog.watch(raw.fileno(), seconds)
     try:
         return execute(sql, params, many, context)

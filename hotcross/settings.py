@@ -74,9 +74,9 @@ WSGI_APPLICATION = None
 # Database: an embedded SQLite file by default, PostgreSQL (psycopg 3 with Django's connection pool) in production.
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'hotcross.sqlite3'}")}
 # PostgreSQL: how soon a database that stops answering is noticed (hotcross.pg), so requests fail in seconds (HTTP 503,
-# MCP -32002) instead of hanging. Seconds a new connection may take; seconds a query may wait for its answer in the
-# servers (uvicorn, `mcp_server`; 0 = unbounded; migrations and other commands are not bounded); seconds a request may
-# wait for a pooled connection.
+# MCP -32002) instead of hanging. Seconds a new connection may take; seconds a query outside a transaction may wait
+# for its answer in the servers (uvicorn, `mcp_server`; 0 = unbounded; migrations and other commands are not bounded);
+# seconds a request may wait for a pooled connection.
 DATABASE_CONNECT_TIMEOUT = env.float("DATABASE_CONNECT_TIMEOUT", default=3.0)
 DATABASE_QUERY_TIMEOUT = env.float("DATABASE_QUERY_TIMEOUT", default=5.0)
 DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", default=5.0)
