@@ -158,8 +158,11 @@ def _bounded_execute(execute: Callable[..., Any], sql: str, params: Any, many: b
         # In a transaction a statement may wait for a lock on purpose (the seat rules, per-customer turns); there
         # the kernel's bounds of `hotcross.pg` (tcp_user_timeout, keepalives) still end a dead connection.
         return execute(sql, params, many, context)
-    raw = wrapper.connection
-    ticket = _watchdog.watch(raw.fileno(), seconds)
+    try:
+        fd = wrapper.connection.fileno()
+    except psycopg.Error:  # closed already: the statement fails on its own, as Django reports it
+        return execute(sql, params, many, context)
+    ticket = _watchdog.watch(fd, seconds)
     try:
         return execute(sql, params, many, context)
     except DatabaseError:
