@@ -20,12 +20,14 @@ default): a database round trip per call would cost more than a small tool call 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
+import anyio
 from django.conf import settings
 from django.utils import timezone
 from mcp.server.context import ServerRequestContext
@@ -42,6 +44,8 @@ MAX_BUFFERED = 100_000  # events waiting for the database, per process (a few te
 MAX_BATCH = 1_000  # events per INSERT
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)  # back-off while the database cannot be reached
 SHUTDOWN_SECONDS = 3.0  # how long a stop keeps trying to write what is buffered before it spools it
+# A stdio client waits about 2 s after closing the session before it terminates the server (the mcp SDK's does).
+STDIO_SHUTDOWN_SECONDS = 1.0
 
 
 class MeteringFull(DatabaseUnavailable):
@@ -182,14 +186,14 @@ def _buffer() -> _UsageBuffer:
     return buffer
 
 
-async def flush_at_stop() -> None:
-    """Write what is buffered before the process stops, for at most `SHUTDOWN_SECONDS`; spool what could not be."""
+async def flush_at_stop(seconds: float = SHUTDOWN_SECONDS) -> None:
+    """Write what is buffered before the process stops, for at most `seconds`; spool what could not be."""
     buffer = _buffer()
-    deadline = time.monotonic() + SHUTDOWN_SECONDS
-    try:
-        while len(buffer):  # calls still finishing while the server stops add theirs
-            await buffer.flush(deadline=deadline)
-    except DatabaseUnavailable:
+    with anyio.move_on_after(seconds):
+        with contextlib.suppress(DatabaseUnavailable):
+            while len(buffer):  # calls still finishing while the server stops add theirs
+                await buffer.flush()  # retries while the database cannot be reached, until the time is up
+    if len(buffer):
         async with buffer._writing:
             events = buffer.take_all()
         try:

@@ -12,8 +12,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +66,11 @@ def usage_written(expected: int, timeout: float = 10.0) -> None:
 
 def server_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "HOTCROSS_", "DATABASE_"))}
+    spool_dir = Path(tempfile.gettempdir()) / "hotcross-test-spools"
+    spool_dir.mkdir(exist_ok=True)
     env.update(
+        # Each server its own usage spool (never the checkout's var/): a stop that spools must not feed other tests.
+        HOTCROSS_USAGE_SPOOL=str(spool_dir / f"{uuid.uuid4()}.jsonl"),
         DJANGO_SETTINGS_MODULE="hotcross.settings",
         DATABASE_URL=database_url(),
         SECRET_KEY="tests-only-mcp-bridge-server",

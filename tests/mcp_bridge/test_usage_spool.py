@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import time
 
+import anyio
 import httpx2
 import pytest
 from django.core.management import call_command
@@ -16,7 +18,7 @@ from django.utils import timezone
 from accounts.models import UsageEvent
 from accounts.services.usage import spill_usages, spooled_usages
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import database_url, run_uvicorn
+from tests.mcp_bridge.conftest import database_url, mcp_error, run_uvicorn, stdio_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -118,3 +120,46 @@ def test_a_stop_while_the_database_is_down_spools_and_the_next_start_writes_them
         assert UsageEvent.objects.filter(developer=developer, tool_name="ping").count() == answered
         assert spool.read_text() == ""
         assert "Traceback" not in server.log()
+
+
+@pytest.mark.postgres_only
+def test_a_stdio_session_ending_while_the_database_is_down_spools_and_the_next_session_writes_them(tmp_path, db_proxy):
+    developer = DeveloperFactory()
+    spool = tmp_path / "usage-spool.jsonl"
+    env = {
+        "DATABASE_URL": database_url(host="127.0.0.1", port=db_proxy.port),
+        "HOTCROSS_USAGE_SPOOL": str(spool),
+        "HOTCROSS_MCP_METERING_FLUSH_SECONDS": "5",
+        "DATABASE_POOL_TIMEOUT": "2",
+    }
+
+    async def session(calls: int) -> int:
+        answered = 0
+        with open(tmp_path / "stderr", "a") as errlog:
+            async with stdio_session(developer.plain_key, errlog, **env) as client:
+                await client.call_tool("ping", {})  # the key check is remembered for a second
+                answered += 1
+                if calls:
+                    db_proxy.cut()
+                for _ in range(calls):
+                    try:
+                        result = await client.call_tool("ping", {})
+                    except Exception as exc:  # refused once the key memory is gone: not answered, not metered
+                        assert mcp_error(exc).data["code"] == "service_unavailable"
+                    else:
+                        answered += not result.is_error
+        return answered
+
+    answered = anyio.run(session, 5)
+    # The SDK's client closed the session, and terminates a server still running 2 s later: the spool came first.
+    assert len(spool.read_text().splitlines()) == answered >= 2
+    assert not UsageEvent.objects.exists()
+
+    db_proxy.restore()
+    anyio.run(session, 0)  # its start writes the spool; its own call is written when it ends
+    deadline = time.monotonic() + 5
+    while UsageEvent.objects.count() < answered + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert UsageEvent.objects.filter(developer=developer, tool_name="ping").count() == answered + 1
+    assert spool.read_text() == ""
+    assert "Traceback" not in (tmp_path / "stderr").read_text()

@@ -49,7 +49,8 @@ async def _serve(server: MCPServer) -> None:
     try:
         await server.run_stdio_async()
     finally:
-        await metering.flush_at_stop()  # the usage events of the session's last moments
+        # The usage events of the session's last moments, before the client loses patience.
+        await metering.flush_at_stop(metering.STDIO_SHUTDOWN_SECONDS)
 
 
 async def _refusal_of(key: str) -> str | None:
