@@ -13,6 +13,15 @@ busy server the hand-off to the thread and the GIL it then holds stall the event
 psycopg's own async API does the same work on the event loop without blocking it. The connection uses Django's
 connection parameters (the same database, the test database in tests) in autocommit. A connection-level failure
 closes it and raises Django's `OperationalError`, as the ORM would; the next call connects again.
+
+Bounded queries. A database behind a network that drops packets answers nothing and refuses nothing: a query would
+wait for as long as TCP retries. The servers call `bound_queries(DATABASE_QUERY_TIMEOUT)` at start: from then on a
+PostgreSQL query made through Django that has no answer after that many seconds has its connection shut down under
+it (by one watchdog thread), so it fails with `OperationalError` (→ `DatabaseUnavailable`, HTTP 503 / MCP -32002) and
+the pool drops that connection. Statements on the async connection get the same bound. Not bounded: statements inside
+a transaction (they may wait for a row or advisory lock on purpose), and commands and migrations (a data migration may
+rightly run for minutes); for those, `hotcross.pg`'s connect timeout, TCP keepalives and `tcp_user_timeout` still end a
+connection to a database that vanished.
 """
 
 from __future__ import annotations
@@ -20,8 +29,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import heapq
+import itertools
 import logging
+import socket
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +43,8 @@ from typing import Any, ParamSpec, TypeVar
 import psycopg
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, InterfaceError, OperationalError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +123,123 @@ def connections_at_most() -> int:
     return 2 * threads_per_pool()
 
 
+# --- bounded queries ------------------------------------------------------------------------------------------------
+
+_query_timeout: float = 0.0  # seconds; 0 = unbounded (the default outside the servers)
+
+
+def bound_queries(seconds: float) -> None:
+    """From now on, in this process, a PostgreSQL query made through Django outside a transaction (and a statement on
+    the async connection) that has no answer after `seconds` fails with `OperationalError`; 0 or less: unbounded. For
+    servers, at start."""
+    global _query_timeout
+    _query_timeout = max(0.0, float(seconds))
+    if _query_timeout:
+        connection_created.connect(_bound_connection, weak=False, dispatch_uid="hotcross.db.bound_queries")
+    else:
+        connection_created.disconnect(dispatch_uid="hotcross.db.bound_queries")
+
+
+def query_timeout() -> float:
+    """The bound `bound_queries` set (0: none)."""
+    return _query_timeout
+
+
+def _bound_connection(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+    # Sent at every connect (with the pool: every checkout) of every thread's connection object.
+    if connection.vendor == "postgresql" and _bounded_execute not in connection.execute_wrappers:
+        connection.execute_wrappers.append(_bounded_execute)
+
+
+def _bounded_execute(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+    seconds = _query_timeout
+    wrapper = context["connection"]
+    if not seconds or wrapper.connection is None or wrapper.in_atomic_block:
+        # In a transaction a statement may wait for a lock on purpose (the seat rules, per-customer turns); there
+        # the kernel's bounds of `hotcross.pg` (tcp_user_timeout, keepalives) still end a dead connection.
+        return execute(sql, params, many, context)
+    try:
+        fd = wrapper.connection.fileno()
+    except psycopg.Error:  # closed already: the statement fails on its own, as Django reports it
+        return execute(sql, params, many, context)
+    ticket = _watchdog.watch(fd, seconds)
+    try:
+        return execute(sql, params, many, context)
+    except DatabaseError:
+        if _watchdog.release(ticket):
+            logger.warning("database query unanswered after %s s: its connection was dropped", seconds)
+            raise OperationalError(f"The database did not answer within {seconds:g} s.") from None
+        raise
+    finally:
+        _watchdog.release(ticket)
+
+
+class _Watchdog:
+    """One thread that shuts down the socket of a query still waiting at its deadline.
+
+    A ticket is released by the thread that ran the query, under the same lock the watchdog holds to fire: a socket is
+    only ever shut down while its query is still running, so the descriptor is still that connection's.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._deadlines: list[tuple[float, int]] = []  # (deadline, ticket), a heap
+        self._waiting: dict[int, int] = {}  # ticket → socket descriptor, while its query runs
+        self._fired: set[int] = set()
+        self._tickets = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, fd: int, seconds: float) -> int:
+        with self._lock:
+            ticket = next(self._tickets)
+            self._waiting[ticket] = fd
+            heapq.heappush(self._deadlines, (time.monotonic() + seconds, ticket))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="hotcross-query-watchdog", daemon=True)
+                self._thread.start()
+            elif self._deadlines[0][1] == ticket:
+                self._lock.notify()
+            return ticket
+
+    def release(self, ticket: int) -> bool:
+        """End the watch of `ticket`; whether its deadline had fired."""
+        with self._lock:
+            self._waiting.pop(ticket, None)
+            if ticket in self._fired:
+                self._fired.discard(ticket)
+                return True
+            return False
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                while self._deadlines and (self._deadlines[0][1] not in self._waiting or self._deadlines[0][0] <= now):
+                    _, ticket = heapq.heappop(self._deadlines)
+                    fd = self._waiting.pop(ticket, None)
+                    if fd is not None:
+                        self._fired.add(ticket)
+                        _shut_down(fd)
+                self._lock.wait(self._deadlines[0][0] - now if self._deadlines else None)
+
+
+def _shut_down(fd: int) -> None:
+    """Shut the socket down (the query waiting on it fails at once); its descriptor stays its connection's."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.detach()  # the descriptor belongs to the connection: do not close it here
+
+
+_watchdog = _Watchdog()
+
+
 # --- the async PostgreSQL connection ----------------------------------------------------------------------------------
 
 
@@ -149,13 +281,17 @@ class _LoopConnection:
     async def execute(self, sql: str, params: Sequence[Any]) -> None:
         async with self.lock:
             try:
-                connection = await self._connect()
-                await connection.execute(sql, params)
+                async with asyncio.timeout(_query_timeout or None):
+                    connection = await self._connect()
+                    await connection.execute(sql, params)
             except psycopg.IntegrityError as exc:
                 raise IntegrityError(*exc.args) from exc
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 await self.discard()
                 raise OperationalError(*exc.args) from exc
+            except TimeoutError:
+                await self.discard()
+                raise OperationalError(f"The database did not answer within {_query_timeout:g} s.") from None
 
     async def _connect(self) -> psycopg.AsyncConnection:
         if self._connection is not None and not self._connection.closed:

@@ -114,20 +114,30 @@ WSGI_APPLICATION = None
 
 # Database: an embedded SQLite file by default, PostgreSQL (psycopg 3 with Django's connection pool) in production.
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'hotcross.sqlite3'}")}
+# PostgreSQL: how soon a database that stops answering is noticed (hotcross.pg), so requests fail in seconds (HTTP 503,
+# MCP -32002) instead of hanging. Seconds a new connection may take; seconds a query outside a transaction may wait
+# for its answer in the servers (uvicorn, `mcp_server`; 0 = unbounded; migrations and other commands are not bounded);
+# seconds a request may wait for a pooled connection.
+DATABASE_CONNECT_TIMEOUT = env.float("DATABASE_CONNECT_TIMEOUT", default=3.0)
+DATABASE_QUERY_TIMEOUT = env.float("DATABASE_QUERY_TIMEOUT", default=5.0)
+DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", default=5.0)
+# Usage events a stopping MCP server could not write (database unreachable) are kept in this JSON-lines file and
+# written at the next start or by `manage.py usage_spool load` (accounts.services.usage).
+HOTCROSS_USAGE_SPOOL = env.path("HOTCROSS_USAGE_SPOOL", default=BASE_DIR / "var" / "usage-spool.jsonl")
 _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.postgresql":
-    _db.setdefault("OPTIONS", {})
-    _db["OPTIONS"]["pool"] = {
-        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
-        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
-        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
-    }
+    from hotcross import pg
+
+    _db["OPTIONS"] = pg.connection_options(
+        _db.get("OPTIONS"),
+        connect_timeout=DATABASE_CONNECT_TIMEOUT,
+        pool_min_size=env.int("DATABASE_POOL_MIN_SIZE", default=1),
+        pool_max_size=env.int("DATABASE_POOL_MAX_SIZE", default=20),
+        pool_timeout=DATABASE_POOL_TIMEOUT,
+        # Behind a pooler that cannot keep prepared statements (PgBouncer in transaction mode before 1.21): false.
+        prepared_statements=env.bool("DATABASE_PREPARED_STATEMENTS", default=True),
+    )
     _db["CONN_MAX_AGE"] = 0  # the pool keeps the connections; Django must not hold them as well
-    # The key check (accounts.selectors) runs as a prepared statement once a connection has run it this many times;
-    # Django's own queries are never prepared. Turn off behind a pooler that cannot keep prepared statements
-    # (PgBouncer in transaction mode before 1.21).
-    if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
-        _db["OPTIONS"].setdefault("prepare_threshold", 5)
 elif _db["ENGINE"] == "django.db.backends.sqlite3":
     # Concurrent writers (webhooks, usage events) would otherwise fail with "database is locked".
     _db.setdefault("OPTIONS", {})
@@ -239,7 +249,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # A request refused as suspicious (a Host not in ALLOWED_HOSTS, …) is one line, without a traceback.
+    "filters": {"one_line_for_suspicious_requests": {"()": "hotcross.log_filters.OneLineForSuspiciousRequests"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["one_line_for_suspicious_requests"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="WARNING")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -51,7 +51,11 @@ MISSING_STDIO_KEY = (
     "HOTCROSS_API_KEY is not set. Put your Hotcross key (hc_live_…) in the MCP server's environment; "
     "ask an administrator of your organization if you have none."
 )
+MULTIPLE_HTTP_KEYS = "More than one Authorization header. Send exactly one: 'Authorization: Bearer hc_live_…'."
 _MAX_BODY_FOR_ID = 64 * 1024
+# An unauthenticated body is read only for its JSON-RPC id, and never parsed when it could nest deeper than this
+# (each level needs a bracket): a deep document costs the parser stack, and the id of a request sits at the top.
+_MAX_BRACKETS_FOR_ID = 256
 
 _caller: ContextVar[Principal | None] = ContextVar("hotcross_mcp_caller", default=None)
 
@@ -197,7 +201,13 @@ class BearerKeyMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        raw_key = _bearer_key(scope)
+        try:
+            raw_key = _bearer_key(scope)
+        except _TooManyKeys:
+            logger.info("mcp http request refused code=%s: several Authorization headers", KeyRefused.INVALID_KEY)
+            refusal = KeyRefused(KeyRefused.INVALID_KEY, MULTIPLE_HTTP_KEYS)
+            await _refuse(receive, send, 401, refusal_payload(refusal), invalid_token=True)
+            return
         if raw_key is None:
             await _refuse(receive, send, 401, refusal_payload(KeyRefused(KeyRefused.INVALID_KEY, MISSING_HTTP_KEY)))
             return
@@ -215,14 +225,24 @@ class BearerKeyMiddleware:
             await self.app({**scope, "user": user, "auth": credentials}, receive, send)
 
 
+class _TooManyKeys(Exception):
+    """More than one Authorization header: which one counts would be up to each proxy on the way, so none does."""
+
+
 def _bearer_key(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name.lower() == b"authorization":
-            scheme, _, credentials = value.decode("latin-1").strip().partition(" ")
-            if scheme.lower() != "bearer" or not credentials.strip():
-                return None
-            return credentials.strip()
-    return None
+    """The bearer credentials of the request's one Authorization header; None when there is none (or another scheme).
+
+    Raises `_TooManyKeys` when the request has several Authorization headers.
+    """
+    values = [value for name, value in scope.get("headers", ()) if name.lower() == b"authorization"]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise _TooManyKeys
+    scheme, _, credentials = values[0].decode("latin-1").strip().partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
+    return credentials.strip()
 
 
 async def _refuse(
@@ -255,9 +275,11 @@ async def _request_id(receive: Receive) -> str | int | None:
             return None
         if not message.get("more_body", False):
             break
+    if body.count(b"[") + body.count(b"{") > _MAX_BRACKETS_FOR_ID:
+        return None  # never parse an unauthenticated document deeper than its id needs
     try:
         request = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     request_id = request.get("id") if isinstance(request, dict) else None
     return request_id if isinstance(request_id, str | int) and not isinstance(request_id, bool) else None

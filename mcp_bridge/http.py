@@ -5,7 +5,9 @@ Stateless (any worker answers any request; no session affinity) with plain JSON 
 1. Host and Origin checks by Django's rules: `ALLOWED_HOSTS` (with its `.example.com` and `*` forms; DEBUG with an
    empty list allows localhost as Django does) and, for Origin, those hosts or `CSRF_TRUSTED_ORIGINS`. Bad Host →
    421, bad Origin → 403, like the SDK's own DNS-rebinding protection, which is switched off in favour of these.
-2. The bearer key (`mcp_bridge.auth.BearerKeyMiddleware`).
+2. POST only: a stateless JSON server has no stream to offer on GET and no session to end on DELETE, so every
+   other method is 405 with `Allow: POST` (as the MCP specification allows), before the key is looked at.
+3. The bearer key (`mcp_bridge.auth.BearerKeyMiddleware`).
 
 `/mcp` and `/mcp/` are the same endpoint. The app also answers the ASGI lifespan, which must run: it starts the
 SDK's session manager (uvicorn's default `--lifespan auto` does).
@@ -26,6 +28,7 @@ from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hotcross.db import bound_queries
 from mcp_bridge import metering
 from mcp_bridge.auth import BearerKeyMiddleware
 from mcp_bridge.server import build_server
@@ -46,7 +49,7 @@ class MCPHttpApp:
             json_response=True,
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         )
-        self._app: ASGIApp = HostOriginGuard(BearerKeyMiddleware(sdk_app) if authenticated else sdk_app)
+        self._app: ASGIApp = HostOriginGuard(PostOnly(BearerKeyMiddleware(sdk_app) if authenticated else sdk_app))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -68,6 +71,10 @@ class MCPHttpApp:
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
+        # A server process: queries wait for the database at most DATABASE_QUERY_TIMEOUT (/healthz's and the admin's
+        # too), so a database that stops answering gives 503s in seconds instead of hanging requests.
+        bound_queries(settings.DATABASE_QUERY_TIMEOUT)
+        await metering.load_spool_at_start()  # the usage events a stop could not write
         started = False
         try:
             async with self.running():
@@ -96,6 +103,25 @@ class HostOriginGuard:
             if origin is not None and not origin_allowed(origin):
                 await PlainTextResponse("Invalid Origin header", status_code=403)(scope, receive, send)
                 return
+        await self.app(scope, receive, send)
+
+
+class PostOnly:
+    """405 with `Allow: POST` for any other method: the SDK would open a never-ending SSE stream on an authenticated
+    GET, which a stateless JSON server has no use for."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] != "POST":
+            response = PlainTextResponse(
+                "Method Not Allowed: this MCP endpoint takes JSON-RPC messages by POST.",
+                status_code=405,
+                headers={"Allow": "POST"},
+            )
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 

@@ -11,26 +11,31 @@ default): a database round trip per call would cost more than a small tool call 
   number of calls served. It is in the database a flush interval later.
 - When the database cannot be reached, events stay buffered and the writes are retried; nothing is lost. Once
   `MAX_BUFFERED` events wait, the bridge refuses further calls (it does not serve calls it cannot meter).
-- A graceful stop (uvicorn's shutdown, the end of a stdio session) writes what is buffered. Only a hard kill of the
-  process loses the events of its last flush interval.
+- A graceful stop (uvicorn's shutdown, the end of a stdio session) writes what is buffered; what the database does
+  not take within `SHUTDOWN_SECONDS` goes to the spool file (`HOTCROSS_USAGE_SPOOL`, see
+  `accounts.services.usage`), which the next start writes to the database (or `manage.py usage_spool load`). Only a
+  hard kill of the process loses the events of its last flush interval.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
+import anyio
 from django.conf import settings
 from django.utils import timezone
 from mcp.server.context import ServerRequestContext
 
 from accounts.authentication import Principal
 from accounts.services import arecord_usages
-from hotcross.db import DatabaseUnavailable, aclose, async_available
+from accounts.services.usage import load_spooled_usages, spill_usages
+from hotcross.db import BOOKKEEPING, DatabaseUnavailable, aclose, async_available, run_in_pool
 from mcp_bridge.auth import current_caller, unavailable_error
 
 logger = logging.getLogger(__name__)
@@ -38,7 +43,9 @@ logger = logging.getLogger(__name__)
 MAX_BUFFERED = 100_000  # events waiting for the database, per process (a few tens of MB at most)
 MAX_BATCH = 1_000  # events per INSERT
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)  # back-off while the database cannot be reached
-SHUTDOWN_SECONDS = 10.0  # how long a stop keeps trying to write what is buffered
+SHUTDOWN_SECONDS = 3.0  # how long a stop keeps trying to write what is buffered before it spools it
+# A stdio client waits about 2 s after closing the session before it terminates the server (the mcp SDK's does).
+STDIO_SHUTDOWN_SECONDS = 1.0
 
 
 class MeteringFull(DatabaseUnavailable):
@@ -54,8 +61,10 @@ class MeteringMiddleware:
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: Callable[..., Awaitable[Any]]) -> Any:
         if ctx.method != "tools/call" or ctx.request_id is None:
             return await call_next(ctx)
-        name = (ctx.params or {}).get("name")
-        if name not in self._tool_names:
+        params = ctx.params if isinstance(ctx.params, dict) else {}
+        name = params.get("name")
+        if not isinstance(name, str) or name not in self._tool_names:
+            # Not one of our tools (or not a name at all, which `RequestChecks` refuses): not served, not metered.
             return await call_next(ctx)
         caller = current_caller()
         buffer = _buffer()
@@ -108,6 +117,12 @@ class _UsageBuffer:
     @property
     def full(self) -> bool:
         return len(self._events) >= MAX_BUFFERED
+
+    def take_all(self) -> list[dict[str, Any]]:
+        """Empty the buffer (for the spool), once no write is running."""
+        events, self._events = self._events, []
+        self._taken += len(events)
+        return events
 
     def add(self, event: dict[str, Any]) -> None:
         self._events.append(event)
@@ -171,14 +186,32 @@ def _buffer() -> _UsageBuffer:
     return buffer
 
 
-async def flush_at_stop() -> None:
-    """Write what is buffered before the process stops, for at most `SHUTDOWN_SECONDS`; say what could not be."""
+async def flush_at_stop(seconds: float = SHUTDOWN_SECONDS) -> None:
+    """Write what is buffered before the process stops, for at most `seconds`; spool what could not be."""
     buffer = _buffer()
-    deadline = time.monotonic() + SHUTDOWN_SECONDS
-    try:
-        while len(buffer):  # calls still finishing while the server stops add theirs
-            await buffer.flush(deadline=deadline)
-    except DatabaseUnavailable:
-        logger.error("stopping with %s usage events that could not be written (database unreachable)", len(buffer))
+    with anyio.move_on_after(seconds):
+        with contextlib.suppress(DatabaseUnavailable):
+            while len(buffer):  # calls still finishing while the server stops add theirs
+                await buffer.flush()  # retries while the database cannot be reached, until the time is up
+    if len(buffer):
+        async with buffer._writing:
+            events = buffer.take_all()
+        try:
+            path = spill_usages(events)
+        except OSError as exc:
+            logger.error("stopping with %s usage events that could not be written or spooled: %s", len(events), exc)
+        else:
+            logger.warning("database unreachable: %s usage events spooled to %s for the next start", len(events), path)
     if async_available():
         await aclose()
+
+
+async def load_spool_at_start() -> None:
+    """Write the usage events a previous stop spooled (see `flush_at_stop`); when the database cannot be reached they
+    stay spooled for the next start or `manage.py usage_spool load`."""
+    try:
+        await run_in_pool(BOOKKEEPING, load_spooled_usages)
+    except DatabaseUnavailable:
+        logger.warning("usage spool not loaded: the database cannot be reached (manage.py usage_spool load)")
+    except OSError as exc:
+        logger.error("usage spool not loaded: %s", exc)

@@ -1,7 +1,8 @@
 """The Hotcross MCP server: one `MCPServer` (mcp SDK 2.x) with the built-in tools and those of `HOTCROSS_MCP_TOOLS`.
 
-Every request passes two middlewares, outermost first: `CallerMiddleware` (who is calling; over stdio it re-checks
-the key) and `MeteringMiddleware` (one usage event per served `tools/call`). Tools get the caller through their
+Every request passes three middlewares, outermost first: `CallerMiddleware` (who is calling; over stdio it re-checks
+the key), `RequestChecks` (names that are not names are invalid params, not server errors) and `MeteringMiddleware`
+(one usage event per served `tools/call`). Tools get the caller through their
 `_developer_id` / `_organization_id` parameters (see `mcp_bridge.tools`).
 
 Transports: `manage.py mcp_server` (stdio) and `mcp_bridge.http` (streamable HTTP at /mcp in `hotcross.asgi`).
@@ -9,22 +10,75 @@ Transports: `manage.py mcp_server` (stdio) and `mcp_bridge.http` (streamable HTT
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import importlib.metadata
+import inspect
+import logging
+import tomllib
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import MCPServer
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 
 from mcp_bridge.auth import CallerMiddleware, current_caller
 from mcp_bridge.metering import MeteringMiddleware
 from mcp_bridge.tools import bind_caller, duplicate_names, options_of, tool_name, tools_of
 
+logger = logging.getLogger(__name__)
+
 SERVER_NAME = "hotcross"
+DISTRIBUTION = "hotcross-backoffice"  # pyproject.toml's [project] name
 BUILTIN_TOOL_MODULES = ("mcp_bridge.tools.builtin",)
 INSTRUCTIONS = (
     "Hotcross tools for the developer whose API key this server was given. "
     "`whoami` tells who that is; `usage` shows this month's tool calls."
 )
+
+
+@functools.cache
+def server_version() -> str:
+    """The project's version (`serverInfo.version`): the installed distribution's, else pyproject.toml's."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        with open(Path(settings.BASE_DIR) / "pyproject.toml", "rb") as file:
+            return str(tomllib.load(file)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "0+unknown"
+
+
+def description_of(fn: Callable[..., Any], given: str | None) -> str | None:
+    """A tool's description as a model should read it: the given one or the docstring, without source indentation."""
+    text = given if given is not None else inspect.getdoc(fn)
+    return inspect.cleandoc(text) if text else None
+
+
+class RequestChecks:
+    """MCP server middleware: a `tools/call` or `prompts/get` whose `name` is not a string, or names a prompt this
+    server does not have, is invalid params (-32602) with a clear message, not a server error with a traceback."""
+
+    def __init__(self, server: MCPServer) -> None:
+        self._server = server
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: Callable[..., Awaitable[Any]]) -> Any:
+        if ctx.method in ("tools/call", "prompts/get") and ctx.request_id is not None:
+            params = ctx.params if isinstance(ctx.params, dict) else {}
+            name = params.get("name")
+            what = "tool" if ctx.method == "tools/call" else "prompt"
+            if not isinstance(name, str):
+                raise MCPError(code=INVALID_PARAMS, message=f"Invalid params: the {what} name must be a string.")
+            if what == "prompt" and name not in {prompt.name for prompt in await self._server.list_prompts()}:
+                logger.info("mcp prompts/get of an unknown prompt")
+                raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {name[:100]!r}.")
+        return await call_next(ctx)
 
 
 def tool_modules() -> list[str]:
@@ -46,20 +100,22 @@ def build_server(
     duplicates = duplicate_names(functions)
     if duplicates:
         raise ImproperlyConfigured(f"HOTCROSS_MCP_TOOLS: more than one tool is named {', '.join(duplicates)}.")
-    middleware = []
+    server = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS, version=server_version())
     if bridged:
-        middleware = [
-            CallerMiddleware(stdio_key=stdio_key),
-            MeteringMiddleware(tool_name(fn) for fn in functions),
-        ]
-    server = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS, middleware=middleware)
+        server.middleware.extend(
+            [
+                CallerMiddleware(stdio_key=stdio_key),
+                RequestChecks(server),
+                MeteringMiddleware(tool_name(fn) for fn in functions),
+            ]
+        )
     for fn in functions:
         options = options_of(fn)
         server.add_tool(
             bind_caller(fn, current_caller) if bridged else fn,
             name=tool_name(fn),
             title=options.title,
-            description=options.description,
+            description=description_of(fn, options.description),
             annotations=options.annotations,
         )
     return server

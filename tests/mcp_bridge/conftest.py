@@ -12,8 +12,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +66,11 @@ def usage_written(expected: int, timeout: float = 10.0) -> None:
 
 def server_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "HOTCROSS_", "DATABASE_"))}
+    spool_dir = Path(tempfile.gettempdir()) / "hotcross-test-spools"
+    spool_dir.mkdir(exist_ok=True)
     env.update(
+        # Each server its own usage spool (never the checkout's var/): a stop that spools must not feed other tests.
+        HOTCROSS_USAGE_SPOOL=str(spool_dir / f"{uuid.uuid4()}.jsonl"),
         DJANGO_SETTINGS_MODULE="hotcross.settings",
         DATABASE_URL=database_url(),
         SECRET_KEY="tests-only-mcp-bridge-server",
@@ -231,7 +237,12 @@ async def refused_within(call: Callable[[], Any], seconds: float) -> tuple[MCPEr
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to the database. `cut()` drops every connection and refuses new ones until `restore()`.
+    """Forwards 127.0.0.1:<port> to the database, and fails in the two ways a database can go away:
+
+    - `cut()`: refused. Every connection is dropped, and new ones end at once, until `restore()`.
+    - `black_hole()`: no answer. Connections stay open and whatever is sent is taken and dropped (as a network that
+      drops packets, without an RST), and new connections are accepted and never answered, until `restore()`; the
+      connections it swallowed stay dead.
 
     The shared PostgreSQL keeps running for everyone else; only connections through this proxy see an outage.
     """
@@ -240,29 +251,40 @@ class TcpProxy:
         self.target = target
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
-        self._up = True
+        self._mode = "up"
         self._open: set[socket.socket] = set()
+        self._dead: set[socket.socket] = set()  # sockets whose traffic is swallowed
         self._lock = threading.Lock()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def cut(self) -> None:
         with self._lock:
-            self._up = False
-            for sock in self._open:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            self._open.clear()
+            self._mode = "refused"
+            self._close_all()
+
+    def black_hole(self) -> None:
+        with self._lock:
+            self._mode = "black_hole"
+            self._dead.update(self._open)
 
     def restore(self) -> None:
         with self._lock:
-            self._up = True
+            self._mode = "up"
 
     def close(self) -> None:
         self._closed = True
-        self.cut()
+        with self._lock:
+            self._close_all()
         self._listener.close()
+
+    def _close_all(self) -> None:
+        for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self._open.clear()
+        self._dead.clear()
 
     def _accept(self) -> None:
         while not self._closed:
@@ -271,9 +293,15 @@ class TcpProxy:
             except OSError:
                 return
             with self._lock:
-                up = self._up
-            if not up:
+                mode = self._mode
+                if mode == "black_hole":
+                    self._open.add(client)
+                    self._dead.add(client)
+            if mode == "refused":
                 client.close()  # the database is "down": the connection ends at once
+                continue
+            if mode == "black_hole":
+                threading.Thread(target=self._pump, args=(client, None), daemon=True).start()
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
@@ -286,16 +314,19 @@ class TcpProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket | None) -> None:
         try:
             while data := source.recv(65536):
+                if sink is None or source in self._dead:
+                    continue  # swallowed
                 sink.sendall(data)
         except OSError:
             pass
         finally:
             for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
 
 
 @pytest.fixture

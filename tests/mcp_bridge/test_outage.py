@@ -1,6 +1,8 @@
 """The database going away mid-session and coming back: a clear error meanwhile, no crash, no restart needed.
 
-The shared PostgreSQL keeps running: the servers reach it through a TCP proxy that the test cuts and restores.
+The shared PostgreSQL keeps running: the servers reach it through a TCP proxy that the test cuts (connections
+refused) or turns into a black hole (connections open, nothing answered: packets dropped without an RST), then
+restores. Either way every request is answered within seconds (HTTP 503 / MCP -32002), not after TCP gives up.
 """
 
 from __future__ import annotations
@@ -27,12 +29,28 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres_only
 
 KEY_MEMORY = 1.2  # the key check may be remembered for a second; wait past it
 RECOVERY = 45  # the pool retries connecting with a backoff of a few seconds
+# Short bounds, so that a black hole is noticed quickly here (the defaults are 3, 5 and 5 s).
+TIMEOUTS = {"DATABASE_CONNECT_TIMEOUT": "2", "DATABASE_QUERY_TIMEOUT": "2", "DATABASE_POOL_TIMEOUT": "2"}
+ANSWER_WITHIN = 7.0  # seconds: each request during the outage is answered by then
+
+
+def go_down(proxy, how: str) -> None:
+    proxy.cut() if how == "refused" else proxy.black_hole()
+
+
+async def timed(call):
+    started = time.monotonic()
+    result = await call()
+    return result, time.monotonic() - started
 
 
 async def refused_while_down(call) -> Exception:
+    started = time.monotonic()
     try:
         await call()
     except Exception as exc:
+        took = time.monotonic() - started
+        assert took < ANSWER_WITHIN, f"the refusal took {took:.1f} s"
         return mcp_error(exc)
     raise AssertionError("a call succeeded while the database was unreachable")
 
@@ -54,11 +72,23 @@ def assert_unavailable(error) -> None:
     assert "cannot reach its database" in error.message
 
 
-def test_http_outage_gives_a_clear_error_and_recovers_without_a_restart(tmp_path, db_proxy):
+@pytest.mark.parametrize("how", ["refused", "black_hole"])
+def test_http_outage_gives_a_clear_error_and_recovers_without_a_restart(tmp_path, db_proxy, how):
     developer = DeveloperFactory()
     through_proxy = database_url(host="127.0.0.1", port=db_proxy.port)
 
-    with run_uvicorn(tmp_path, DATABASE_URL=through_proxy, DATABASE_POOL_TIMEOUT="2") as server:
+    with run_uvicorn(tmp_path, DATABASE_URL=through_proxy, **TIMEOUTS) as server:
+
+        def get(path: str, **kwargs) -> httpx2.Response:
+            return httpx2.get(server.base + path, timeout=30, **kwargs)
+
+        def post_tools_list() -> httpx2.Response:
+            return httpx2.post(
+                server.url,
+                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                headers={"Authorization": f"Bearer {developer.plain_key}"},
+                timeout=30,
+            )
 
         async def scenario():
             async with http_client(server.url, developer.plain_key) as client:
@@ -67,51 +97,52 @@ def test_http_outage_gives_a_clear_error_and_recovers_without_a_restart(tmp_path
                     return structured(await client.call_tool("whoami", {}))
 
                 before = await whoami()
-                db_proxy.cut()
+                healthy = await anyio.to_thread.run_sync(get, "/healthz")
+                go_down(db_proxy, how)
                 await anyio.sleep(KEY_MEMORY)
                 during = [await refused_while_down(whoami) for _ in range(2)]
-                raw = await anyio.to_thread.run_sync(
-                    lambda: httpx2.post(
-                        server.url,
-                        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-                        headers={"Authorization": f"Bearer {developer.plain_key}"},
-                        timeout=30,
-                    )
-                )
+                raw, raw_took = await timed(lambda: anyio.to_thread.run_sync(post_tools_list))
+                health, health_took = await timed(lambda: anyio.to_thread.run_sync(get, "/healthz"))
                 db_proxy.restore()
                 after = await until_it_works(whoami)
-                return before, during, raw, after
+                return before, healthy, during, (raw, raw_took), (health, health_took), after
 
-        before, during, raw, after = anyio.run(scenario)
+        before, healthy, during, (raw, raw_took), (health, health_took), after = anyio.run(scenario)
         assert server.alive()
+        # Calls answered with an outage error were not served, so they are not metered. (Waited for before the stop:
+        # after a black hole the first write finds its connection dead only at DATABASE_QUERY_TIMEOUT, and a stop
+        # sooner than that would spool the event rather than write it.)
+        usage_written(2)
 
+    assert healthy.status_code == 200
     assert before == after
     for error in during:
         assert_unavailable(error)
     assert raw.status_code == 503
+    assert raw_took < ANSWER_WITHIN
     assert raw.headers["retry-after"] == "5"
     assert raw.json()["error"]["data"]["code"] == "service_unavailable"
+    assert health.status_code == 503
+    assert health.json() == {"status": "unavailable", "database": "down"}
+    assert health_took < ANSWER_WITHIN
     assert "Traceback" not in server.log()
-    # Calls answered with an outage error were not served, so they are not metered.
-    usage_written(2)
     assert UsageEvent.objects.filter(developer=developer, ok=True).count() >= 2
 
 
-def test_stdio_outage_gives_a_clear_error_and_the_session_recovers(tmp_path, db_proxy):
+@pytest.mark.parametrize("how", ["refused", "black_hole"])
+def test_stdio_outage_gives_a_clear_error_and_the_session_recovers(tmp_path, db_proxy, how):
     developer = DeveloperFactory()
     through_proxy = database_url(host="127.0.0.1", port=db_proxy.port)
 
     async def scenario():
         with open(tmp_path / "stderr", "w") as errlog:
-            async with stdio_session(
-                developer.plain_key, errlog, DATABASE_URL=through_proxy, DATABASE_POOL_TIMEOUT="2"
-            ) as client:
+            async with stdio_session(developer.plain_key, errlog, DATABASE_URL=through_proxy, **TIMEOUTS) as client:
 
                 async def whoami():
                     return structured(await client.call_tool("whoami", {}))
 
                 before = await whoami()
-                db_proxy.cut()
+                go_down(db_proxy, how)
                 await anyio.sleep(KEY_MEMORY)
                 during = await refused_while_down(whoami)
                 listing = await refused_while_down(client.list_tools)

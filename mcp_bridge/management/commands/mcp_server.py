@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 
 import anyio
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from mcp.server.mcpserver import MCPServer
 
 from accounts.authentication import aauthenticate_key
 from accounts.exceptions import KeyRefused
-from hotcross.db import DatabaseUnavailable
+from hotcross.db import DatabaseUnavailable, bound_queries
 from mcp_bridge import metering
 from mcp_bridge.auth import MISSING_STDIO_KEY
 from mcp_bridge.server import build_server
@@ -30,6 +31,7 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
 
     def handle(self, *args: object, **options: object) -> None:
+        bound_queries(settings.DATABASE_QUERY_TIMEOUT)  # a database that stops answering: -32002 within seconds
         key = os.environ.get("HOTCROSS_API_KEY", "").strip()
         refusal = anyio.run(_refusal_of, key) if key else MISSING_STDIO_KEY
         if refusal is not None:
@@ -43,10 +45,12 @@ class Command(BaseCommand):
 
 
 async def _serve(server: MCPServer) -> None:
+    await metering.load_spool_at_start()  # the usage events a stop could not write
     try:
         await server.run_stdio_async()
     finally:
-        await metering.flush_at_stop()  # the usage events of the session's last moments
+        # The usage events of the session's last moments, before the client loses patience.
+        await metering.flush_at_stop(metering.STDIO_SHUTDOWN_SECONDS)
 
 
 async def _refusal_of(key: str) -> str | None:
