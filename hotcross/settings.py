@@ -226,7 +226,7 @@ HOTCROSS_MCP_METERING_FLUSH_SECONDS = env.float("HOTCROSS_MCP_METERING_FLUSH_SEC
 
 # --- Stripe (dj-stripe) -------------------------------------------------------------------------------------------
 # Stripe is the source of truth for subscription status and seats (accounts/billing/). With no key set the app
-# still starts (a development default): webhooks then fail with HTTP 500 until a key is configured.
+# still starts (a development default): webhooks are then answered 503 (Stripe retries) until a key is configured.
 STRIPE_LIVE_MODE = env.bool("STRIPE_LIVE_MODE", default=False)
 STRIPE_TEST_SECRET_KEY = env.str("STRIPE_TEST_SECRET_KEY", default="")
 STRIPE_LIVE_SECRET_KEY = env.str("STRIPE_LIVE_SECRET_KEY", default="")
