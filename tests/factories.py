@@ -21,21 +21,12 @@ class OrganizationFactory(factory.django.DjangoModelFactory):
     pricing_model = PricingModel.PER_ORGANIZATION
 
 
-class DeveloperFactory(factory.django.DjangoModelFactory):
-    """`plain_key` is set on the built instance (never stored), so tests can present the key."""
+class _KeepsPlainKey(factory.django.DjangoModelFactory):
+    """A factory whose `plain_key` is not a model field: only its hash is stored, and the key is set on the
+    instance so tests can present it."""
 
     class Meta:
-        model = Developer
-
-    organization = factory.SubFactory(OrganizationFactory)
-    email = factory.Sequence(lambda n: f"dev{n}@example.com")
-    first_name = "Ada"
-    last_name = factory.Sequence(lambda n: f"Tester{n}")
-    plain_key = factory.LazyFunction(keys.generate_key)
-    api_key_hash = factory.LazyAttribute(lambda o: keys.hash_key(o.plain_key))
-    api_key_prefix = factory.LazyAttribute(lambda o: keys.display_prefix(o.plain_key))
-    api_key_created_at = factory.LazyFunction(timezone.now)
-    seat_claimed_at = factory.LazyFunction(timezone.now)
+        abstract = True
 
     @classmethod
     def _create(cls, model_class, *args, **kwargs):
@@ -52,6 +43,23 @@ class DeveloperFactory(factory.django.DjangoModelFactory):
         return instance
 
 
+class DeveloperFactory(_KeepsPlainKey):
+    """`plain_key` is set on the built instance (never stored), so tests can present the key."""
+
+    class Meta:
+        model = Developer
+
+    organization = factory.SubFactory(OrganizationFactory)
+    email = factory.Sequence(lambda n: f"dev{n}@example.com")
+    first_name = "Ada"
+    last_name = factory.Sequence(lambda n: f"Tester{n}")
+    plain_key = factory.LazyFunction(keys.generate_key)
+    api_key_hash = factory.LazyAttribute(lambda o: keys.hash_key(o.plain_key))
+    api_key_prefix = factory.LazyAttribute(lambda o: keys.display_prefix(o.plain_key))
+    api_key_created_at = factory.LazyFunction(timezone.now)
+    seat_claimed_at = factory.LazyFunction(timezone.now)
+
+
 class UsageEventFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = UsageEvent
@@ -64,7 +72,7 @@ class UsageEventFactory(factory.django.DjangoModelFactory):
     created_at = factory.LazyFunction(timezone.now)
 
 
-class ReplacedKeyFactory(factory.django.DjangoModelFactory):
+class ReplacedKeyFactory(_KeepsPlainKey):
     """A key a rotation replaced. `plain_key` is set on the built instance (only its hash is stored), like
     `DeveloperFactory`'s; `grace_until` a time to make it an old key in its grace period."""
 
@@ -76,10 +84,3 @@ class ReplacedKeyFactory(factory.django.DjangoModelFactory):
     key_hash = factory.LazyAttribute(lambda o: keys.hash_key(o.plain_key))
     key_prefix = factory.LazyAttribute(lambda o: keys.display_prefix(o.plain_key))
     replaced_at = factory.LazyFunction(timezone.now)
-
-    @classmethod
-    def _create(cls, model_class, *args, **kwargs):
-        plain_key = kwargs.pop("plain_key")
-        instance = super()._create(model_class, *args, **kwargs)
-        instance.plain_key = plain_key
-        return instance

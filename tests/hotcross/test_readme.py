@@ -114,7 +114,8 @@ def readme_orgs_lines() -> list[str]:
     table = table[: table.index("\n\n")]
     for row in table.splitlines()[2:]:
         new = row.split("|")[2]
-        for verb in re.findall(r"`([a-z-]+(?: [^`]*)?)`", new):
+        # A command starts with its verb (a word); other code in the cell (`--grace`, `30s`, `never`) describes it.
+        for verb in re.findall(r"`([a-z][a-z-]*(?: [^`]*)?)`", new):
             if verb != "never":
                 lines.append(f"{PYTHON} manage.py orgs {verb}")
     return lines
