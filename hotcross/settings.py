@@ -13,6 +13,8 @@ from typing import Any
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from hotcross import local_env
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -203,7 +205,7 @@ AXES_VERBOSE = False  # no start-up banner in every command; failures and lockou
 # Where this site is reached from outside: the one source for every absolute URL the project prints or registers
 # (seed_demo's demo lines, the landing page's MCP URL, `stripe_webhook_endpoint` without --url). `make run` passes
 # what it serves (http://HOST:PORT) and writes it into the .env it creates.
-HOTCROSS_PUBLIC_URL = env.str("HOTCROSS_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+HOTCROSS_PUBLIC_URL = env.str("HOTCROSS_PUBLIC_URL", default=local_env.DEFAULT_PUBLIC_URL).rstrip("/")
 if not HOTCROSS_PUBLIC_URL.startswith(("http://", "https://")) or "/" in HOTCROSS_PUBLIC_URL.split("://", 1)[1]:
     raise ImproperlyConfigured(
         "HOTCROSS_PUBLIC_URL must be the site's address, like https://backoffice.example.com (no path)."

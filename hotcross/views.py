@@ -13,6 +13,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_safe
 from djstripe.admin.views import ConfirmCustomAction
 
+from hotcross.admin_site import registered_admin
+
 logger = logging.getLogger(__name__)
 
 
@@ -71,7 +73,7 @@ def djstripe_admin_action(request: HttpRequest, model: str, action_name: str, mo
     except LookupError:
         raise Http404("No such model.") from None
     # The registered admin decides (dj-stripe's admin is superuser-only, whatever permissions a staff user holds).
-    model_admin = admin.site.get_model_admin(target) if admin.site.is_registered(target) else None
+    model_admin = registered_admin(admin.site, target)
     if model_admin is None or not model_admin.has_change_permission(request):
         raise PermissionDenied
     return ConfirmCustomAction.as_view()(request, action_name=action_name, model_name=model_name)

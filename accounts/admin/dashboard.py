@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from django.contrib import admin
-from django.contrib.admin.exceptions import NotRegistered
-from django.db.models import Model
 from django.http import HttpRequest
 from django.urls import reverse
 
@@ -18,6 +16,7 @@ from accounts import selectors
 from accounts.admin.chart import Chart, calls_chart
 from accounts.admin.display import status_badge
 from accounts.models import Organization
+from hotcross.admin_site import registered_admin
 
 DAYS = 30
 # The calls card spans the dashboard beside the "Recent actions" column: about this many pixels on a laptop screen.
@@ -58,7 +57,7 @@ class Board:
 
 def dashboard(request: HttpRequest, site: admin.AdminSite) -> Board | None:
     """The dashboard for this viewer, or None when they may not view organizations (the figures are about them)."""
-    organizations = _model_admin(site, Organization)
+    organizations = registered_admin(site, Organization)
     if organizations is None or not organizations.has_view_or_change_permission(request):
         return None
     figures = selectors.dashboard(days=DAYS)
@@ -107,7 +106,7 @@ def _webhooks_url(request: HttpRequest, site: admin.AdminSite, since: datetime.d
     """dj-stripe's list of webhook deliveries since `since`, when the viewer may open it (superusers)."""
     from djstripe.models import WebhookEventTrigger
 
-    triggers = _model_admin(site, WebhookEventTrigger)
+    triggers = registered_admin(site, WebhookEventTrigger)
     if triggers is None or not triggers.has_view_permission(request):
         return None
     return (
@@ -115,10 +114,3 @@ def _webhooks_url(request: HttpRequest, site: admin.AdminSite, since: datetime.d
         + "?"
         + urlencode({"created__gte": since.isoformat(sep=" ", timespec="seconds")})
     )
-
-
-def _model_admin(site: admin.AdminSite, model: type[Model]) -> admin.ModelAdmin | None:
-    try:
-        return site.get_model_admin(model)
-    except NotRegistered:
-        return None

@@ -8,7 +8,6 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.contrib import admin
-from django.contrib.admin.exceptions import NotRegistered
 from django.contrib.admin.utils import display_for_value, unquote
 from django.db.models import Q, QuerySet
 from django.forms.models import BaseInlineFormSet
@@ -26,6 +25,7 @@ from accounts.admin.forms import StatusForm
 from accounts.admin.pages import confirmation
 from accounts.models import Developer, Organization
 from accounts.wording import newest_refused, plural
+from hotcross.admin_site import registered_admin
 
 # Developers listed on an organization's page; the rest are one click away in the developer list.
 INLINE_DEVELOPERS = 100
@@ -402,10 +402,11 @@ class OrganizationAdmin(ServiceAdmin):
 def _may_view(site: admin.AdminSite, request: HttpRequest, djstripe_model: str) -> bool:
     """Whether dj-stripe's admin for this model is there and lets the user in (its own permission rule)."""
     try:
-        model_admin = site.get_model_admin(apps.get_model("djstripe", djstripe_model))
-    except (LookupError, NotRegistered):
+        model = apps.get_model("djstripe", djstripe_model)
+    except LookupError:
         return False
-    return model_admin.has_view_permission(request)
+    model_admin = registered_admin(site, model)
+    return model_admin is not None and model_admin.has_view_permission(request)
 
 
 def _developers_url(organization: Organization) -> str:

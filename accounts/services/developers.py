@@ -199,7 +199,7 @@ def describe_grace(grace: datetime.timedelta) -> str:
     """`1h30m`-style text of a duration (whole seconds)."""
     seconds = int(grace.total_seconds())
     text = ""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+    for unit, size in sorted(_GRACE_UNITS.items(), key=lambda item: -item[1]):
         if seconds >= size:
             text += f"{seconds // size}{unit}"
             seconds %= size
