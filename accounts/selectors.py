@@ -12,12 +12,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db.models import Count, F, IntegerField, Max, OuterRef, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce, Greatest, Least, TruncDate
+from django.db.models.functions import Coalesce, Greatest, Least
 from django.utils import timezone
 
 from accounts.choices import STATUS_STANDING, SubscriptionStatus, status_rank
 from accounts.exceptions import NotFound
-from accounts.models import Developer, Organization, UsageEvent
+from accounts.models import Developer, Organization, UsageRollup
 
 # --- organizations, developers and seats ------------------------------------------------------------------------------
 
@@ -90,21 +90,18 @@ def organizations_for_admin() -> QuerySet[Organization]:
 def usage_per_developer_per_day(
     organization: Organization | uuid.UUID, *, days: int = 30, now: datetime.datetime | None = None
 ) -> tuple[datetime.date, list[dict]]:
-    """An organization's recorded calls per developer per day over the last `days` days (today included).
+    """An organization's recorded calls per developer per day over the last `days` UTC days (today included).
 
     Returns the first day of the window and rows `{developer_id, email, seat, day, calls, errors}` ordered by day (two
-    queries: the counts from the (organization, created_at) index, then the emails). `seat` ranks the developers of
-    the rows in the organization's seat order (0 first, as its page lists them). Days are in the current time zone.
+    queries: the sums from the rollups, whose size does not grow with the number of calls, then the emails). `seat`
+    ranks the developers of the rows in the organization's seat order (0 first, as its page lists them).
     """
-    today = timezone.localdate(now or timezone.now())
+    today = utc_day(now)
     first_day = today - datetime.timedelta(days=days - 1)
-    since = timezone.make_aware(datetime.datetime.combine(first_day, datetime.time.min))
-    # Grouped without joining developers (a join makes PostgreSQL hash every developer); emails come separately.
     rows = list(
-        UsageEvent.objects.filter(organization_id=_pk(organization), created_at__gte=since)
-        .annotate(day=TruncDate("created_at"))
+        UsageRollup.objects.filter(organization_id=_pk(organization), day__gte=first_day)
         .values("developer_id", "day")
-        .annotate(calls=Count("id"), errors=Count("id", filter=Q(ok=False)))
+        .annotate(calls=Sum("calls"), errors=Sum("errors"))
         .order_by("day", "developer_id")
     )
     developers = Developer.objects.filter(pk__in={row["developer_id"] for row in rows}).in_seat_order()
@@ -114,6 +111,11 @@ def usage_per_developer_per_day(
         {**row, "email": seats.get(row["developer_id"], unknown)[1], "seat": seats.get(row["developer_id"], unknown)[0]}
         for row in rows
     ]
+
+
+def utc_day(now: datetime.datetime | None = None) -> datetime.date:
+    """Today (or the day of `now`) in UTC: the rollups' days."""
+    return (now or timezone.now()).astimezone(datetime.UTC).date()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,26 +133,30 @@ class MonthlyUsage:
 def monthly_usage(
     *, developer_id: uuid.UUID, organization_id: uuid.UUID, now: datetime.datetime | None = None
 ) -> MonthlyUsage:
-    """Calls recorded this calendar month (the month of `now`): the developer's by tool, and the organization's."""
-    local = timezone.localtime(now or timezone.now())
-    since = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    until = (since + datetime.timedelta(days=32)).replace(day=1)
-    in_month = UsageEvent.objects.filter(created_at__gte=since, created_at__lt=until).order_by()
+    """Calls recorded this calendar month (UTC; the month of `now`): the developer's by tool, and the organization's.
+    Two small reads of the rollups, whatever the number of calls."""
+    first = utc_day(now).replace(day=1)
+    after = (first + datetime.timedelta(days=32)).replace(day=1)
+    in_month = UsageRollup.objects.filter(day__gte=first, day__lt=after).order_by()
     by_tool = dict(
         in_month.filter(developer_id=developer_id)
         .values("tool_name")
-        .annotate(n=Count("pk"))
+        .annotate(n=Sum("calls"))
         .order_by("tool_name")
         .values_list("tool_name", "n")
     )
     return MonthlyUsage(
-        month=f"{since:%Y-%m}",
-        since=since,
-        until=until,
+        month=f"{first:%Y-%m}",
+        since=_utc_midnight(first),
+        until=_utc_midnight(after),
         by_tool=by_tool,
         developer_total=sum(by_tool.values()),
-        organization_total=in_month.filter(organization_id=organization_id).count(),
+        organization_total=in_month.filter(organization_id=organization_id).aggregate(n=Coalesce(Sum("calls"), 0))["n"],
     )
+
+
+def _utc_midnight(day: datetime.date) -> datetime.datetime:
+    return datetime.datetime.combine(day, datetime.time.min, tzinfo=datetime.UTC)
 
 
 # --- the staff dashboard ----------------------------------------------------------------------------------------------
@@ -180,7 +186,7 @@ class DayCalls:
 @dataclass(frozen=True, slots=True)
 class Dashboard:
     """The figures of the staff dashboard (the admin's index). Seats count per the seat rule
-    (`OrganizationQuerySet.with_seats`); days are in the current time zone."""
+    (`OrganizationQuerySet.with_seats`); days are UTC days (the rollups')."""
 
     organizations: int
     by_status: list[StatusCount]  # every status, best standing first
@@ -214,11 +220,11 @@ class Dashboard:
 def dashboard(*, days: int = 30, now: datetime.datetime | None = None) -> Dashboard:
     """Everything the staff dashboard shows, in four aggregate queries whatever the data size: organizations by status
     and seats paid, seats held (one grouped pass over the seat holders), calls per day (one grouped pass over the
-    window's usage events) and webhook deliveries of the last 24 hours."""
+    window's usage rollups) and webhook deliveries of the last 24 hours."""
     from djstripe.models import WebhookEventTrigger  # dj-stripe's models need the app registry
 
     now = now or timezone.now()
-    today = timezone.localdate(now)
+    today = utc_day(now)
     month_start = today.replace(day=1)
     first_day = today - datetime.timedelta(days=days - 1)
 
@@ -256,14 +262,12 @@ def dashboard(*, days: int = 30, now: datetime.datetime | None = None) -> Dashbo
         for status in STATUS_STANDING
     ]
 
-    since = _start_of(min(first_day, month_start))
     per_day = [
         DayCalls(day=row["day"], calls=row["calls"], errors=row["errors"])
-        for row in UsageEvent.objects.filter(created_at__gte=since)
-        .annotate(day=TruncDate("created_at"))
+        for row in UsageRollup.objects.filter(day__gte=min(first_day, month_start))
         .order_by()
         .values("day")
-        .annotate(calls=Count("pk"), errors=Count("pk", filter=Q(ok=False)))
+        .annotate(calls=Sum("calls"), errors=Sum("errors"))
         .order_by("day")
     ]
 
@@ -297,11 +301,6 @@ def dashboard(*, days: int = 30, now: datetime.datetime | None = None) -> Dashbo
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------------
-
-
-def _start_of(day: datetime.date) -> datetime.datetime:
-    """Midnight at the start of `day` in the current time zone."""
-    return timezone.make_aware(datetime.datetime.combine(day, datetime.time.min))
 
 
 def _pk(obj: Organization | uuid.UUID) -> uuid.UUID:

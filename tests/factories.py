@@ -71,6 +71,21 @@ class UsageEventFactory(factory.django.DjangoModelFactory):
     duration_ms = 1
     created_at = factory.LazyFunction(timezone.now)
 
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        """Through the writers' own path (`record_usage`), so that the rollups count the event as they would a served
+        call's."""
+        from accounts.services import record_usage
+
+        return record_usage(
+            developer_id=kwargs["developer"].pk,
+            organization_id=kwargs["organization"].pk,
+            tool_name=kwargs["tool_name"],
+            ok=kwargs["ok"],
+            duration_ms=kwargs["duration_ms"],
+            created_at=kwargs["created_at"],
+        )
+
 
 class ReplacedKeyFactory(_KeepsPlainKey):
     """A key a rotation replaced. `plain_key` is set on the built instance (only its hash is stored), like

@@ -1,4 +1,7 @@
-"""Writes of usage events: one per served MCP tool call (metering and the admin usage chart).
+"""Writes of usage events: one per served MCP tool call (metering and the admin usage chart), and their rollups.
+
+Every batch of events is added to the rollups (`UsageRollup`, `accounts.rollups`) in the same transaction (PostgreSQL,
+async: the same statement), so the rollups always equal the raw events.
 
 No admin history: a tool call is not an administrative change, and there is one event per call.
 
@@ -32,10 +35,13 @@ from typing import IO, Any, Required, TypedDict, Unpack
 from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db import connection as db_connection
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from accounts import rollups
 from accounts.exceptions import AccountsError, InvalidInput, NotFound
-from accounts.models import UsageEvent
+from accounts.models import UsageEvent, UsageRollup
 from hotcross.db import BOOKKEEPING, DatabaseUnavailable, aexecute, async_available, run_in_pool
 
 logger = logging.getLogger(__name__)
@@ -77,6 +83,7 @@ def record_usages(calls: Sequence[UsageCall]) -> list[Outcome]:
     try:
         with transaction.atomic():
             UsageEvent.objects.bulk_create(events)
+            rollups.add_rows(db_connection, rollups.summed(values for _, values in valid))
     except IntegrityError:
         # One of them names a developer or organization that no longer exists: record them one by one.
         for (index, _), event in zip(valid, events, strict=True):
@@ -157,6 +164,7 @@ def _saved_or_error(event: UsageEvent) -> NotFound | None:
     try:
         with transaction.atomic():
             event.save(force_insert=True)
+            rollups.add_rows(db_connection, rollups.summed([{c: getattr(event, c) for c in _COLUMNS}]))
     except IntegrityError:
         # The foreign keys are checked when the row commits: the developer or organization was deleted meanwhile, or
         # the ids name nothing.
@@ -205,7 +213,13 @@ def _insert_sql() -> str:
     columns = ", ".join(quote(field.column) for field in fields)
     arrays = ", ".join(f"%s::{field.db_type(db_connection)}[]" for field in fields)  # e.g. %s::uuid[]
     table = quote(UsageEvent._meta.db_table)
-    return f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays})"  # noqa: S608 (the model's own names)
+    # One statement writes the events and adds them to the rollups: both or neither (a foreign key that names nothing
+    # fails the statement at its end), and one round trip.
+    returning = ", ".join(quote(name) for name in _COLUMNS)
+    return (
+        f"WITH added AS (INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}) "  # noqa: S608 (our names)
+        f"RETURNING {returning}) " + rollups.from_events_sql(db_connection, "added")
+    )
 
 
 # --- the spool: events that could not be written yet -----------------------------------------------------------------
@@ -343,3 +357,78 @@ def _parse(file: IO[str]) -> tuple[list[UsageCall], list[str]]:
     if unreadable:
         logger.warning("usage spool: %s unreadable lines kept", len(unreadable))
     return calls, unreadable
+
+
+# --- the rollups: rebuild and check -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RollupDifference:
+    """One (organization, developer, tool, day) whose rollup does not equal its raw events: (calls, errors,
+    duration in ms) by the events and by the rollup."""
+
+    organization_id: uuid.UUID
+    developer_id: uuid.UUID
+    tool_name: str
+    day: datetime.date
+    events: tuple[int, int, int]
+    rollup: tuple[int, int, int]
+
+
+def rebuild_rollups(*, since: datetime.date, until: datetime.date | None = None) -> int:
+    """Replace the rollups of the UTC days [since, until) (until: open) with the sums of the raw events of those days,
+    in one transaction. Metering goes on meanwhile: on PostgreSQL writers wait for the rebuild at their rollup
+    statement (their events are not yet visible to it), then add theirs. Returns the number of rollup rows after."""
+    _check_range(since, until)
+    with transaction.atomic():
+        if db_connection.vendor == "postgresql":
+            with db_connection.cursor() as cursor:
+                # Blocks writers' rollup upserts (ROW EXCLUSIVE) until this commits, and other rebuilds.
+                table = db_connection.ops.quote_name(rollups.ROLLUPS)
+                cursor.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+        in_range = UsageRollup.objects.filter(day__gte=since)
+        if until is not None:
+            in_range = in_range.filter(day__lt=until)
+        in_range.delete()
+        rollups.roll_up_events(db_connection, since=_midnight(since), until=_midnight(until) if until else None)
+        return in_range.count()
+
+
+def check_rollups(*, since: datetime.date, until: datetime.date | None = None) -> list[RollupDifference]:
+    """The (organization, developer, tool, day) of [since, until) whose rollup differs from the raw events (none when
+    they are equal): two grouped reads."""
+    _check_range(since, until)
+    events = UsageEvent.objects.filter(created_at__gte=_midnight(since))
+    in_range = UsageRollup.objects.filter(day__gte=since)
+    if until is not None:
+        events = events.filter(created_at__lt=_midnight(until))
+        in_range = in_range.filter(day__lt=until)
+    key = ("organization_id", "developer_id", "tool_name", "day")
+    by_events = {
+        tuple(row[name] for name in key): (row["calls"], row["errors"], row["duration"])
+        for row in events.annotate(day=TruncDate("created_at", tzinfo=datetime.UTC))
+        .order_by()
+        .values(*key)
+        .annotate(calls=Count("pk"), errors=Count("pk", filter=Q(ok=False)), duration=Sum("duration_ms"))
+    }
+    by_rollups = {
+        tuple(row[:4]): tuple(row[4:])
+        for row in in_range.order_by().values_list(*key, "calls", "errors", "duration_ms")
+        if any(row[4:])
+    }
+    return [
+        RollupDifference(*group, events=by_events.get(group, (0, 0, 0)), rollup=by_rollups.get(group, (0, 0, 0)))
+        for group in sorted(by_events.keys() | by_rollups.keys(), key=str)
+        if by_events.get(group, (0, 0, 0)) != by_rollups.get(group, (0, 0, 0))
+    ]
+
+
+def _check_range(since: datetime.date, until: datetime.date | None) -> None:
+    if not isinstance(since, datetime.date) or isinstance(since, datetime.datetime):
+        raise InvalidInput(f"The first day must be a date, not {since!r}.")
+    if until is not None and until <= since:
+        raise InvalidInput(f"The end ({until}) must be after the first day ({since}).")
+
+
+def _midnight(day: datetime.date) -> datetime.datetime:
+    return datetime.datetime.combine(day, datetime.time.min, tzinfo=datetime.UTC)
