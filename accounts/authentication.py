@@ -5,9 +5,10 @@ One rule set for every transport (MCP over stdio and HTTP, anything else that ta
 per-process memory (`accounts.key_cache`) and the one database query.
 
 Cold, a check is one query: the developer, its organization and the developer's place in the seat order together
-(`DeveloperQuerySet.with_seat_rank`), compiled once per connection and kept prepared on PostgreSQL. A successful
-cold check also writes `api_key_last_used_at`, at most once a minute per developer. Warm, the answer comes from
-this process's memory for at most a second.
+(`DeveloperQuerySet.with_seat_rank`), compiled once per connection and kept prepared on PostgreSQL; nothing else,
+even when `api_key_last_used_at` is due: a successful cold check only notes the use in memory (`accounts.last_used`),
+and the note is written behind, batched with the metering flush, at most once a minute per developer. Warm, the
+answer comes from this process's memory for at most a second.
 
 Only a hash no developer holds now costs a second query: the keys rotations replaced (`ReplacedKey`). Such a key is
 refused with `key_rotated` (or `key_revoked`, if it had been revoked), or works while its rotation's grace period lasts.
@@ -28,13 +29,13 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.sql.compiler import SQLCompiler
 from django.utils import timezone
 
-from accounts import key_cache, keys
+from accounts import key_cache, keys, last_used
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer
 from accounts.wording import plural
 from hotcross.db import BOOKKEEPING, run_in_pool
 
-LAST_USED_RESOLUTION = datetime.timedelta(minutes=1)
+LAST_USED_RESOLUTION = last_used.RESOLUTION
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +180,7 @@ def _check_in_database(key_hash: str) -> _Checked:
     principal = None
     if refusal is None:
         principal = _principal(found)
-        _touch_last_used(found)
+        last_used.note(found.developer_id, timezone.now(), found.last_used_at)  # written behind, not here
     checked = _Checked(
         principal=principal,
         refusal=None if refusal is None else (refusal.code, refusal.message),
@@ -369,40 +370,4 @@ def _expired(expires_at: datetime.datetime) -> KeyRefused:
         KeyRefused.KEY_EXPIRED,
         f"This API key expired on {expires_at:%Y-%m-%d %H:%M} UTC. Ask an administrator of your organization "
         "to rotate it.",
-    )
-
-
-# --- last used ------------------------------------------------------------------------------------------------------
-
-
-def _touch_last_used(found: _KeyRow) -> None:
-    now = timezone.now()
-    if found.last_used_at is not None and now - found.last_used_at < LAST_USED_RESOLUTION:
-        return
-    connection = connections[DEFAULT_DB_ALIAS]
-    with _preparing_cursor(connection) as cursor:
-        cursor.execute(
-            _touch_statement(connection),
-            [
-                connection.ops.adapt_datetimefield_value(now),
-                Developer._meta.pk.get_db_prep_value(found.developer_id, connection),
-                connection.ops.adapt_datetimefield_value(now - LAST_USED_RESOLUTION),
-            ],
-        )
-
-
-def _touch_statement(connection: BaseDatabaseWrapper) -> str:
-    """`UPDATE … SET api_key_last_used_at = now WHERE id = … AND (never used OR used over a minute ago)`.
-
-    The condition makes concurrent checks (other threads, other workers) write at most once a minute too. Written out
-    (from the model's names) rather than through `QuerySet.update`, whose compilation costs more than the write, so
-    that it can stay prepared like the key check.
-    """
-    quote = connection.ops.quote_name
-    table = quote(Developer._meta.db_table)
-    last_used = quote(Developer._meta.get_field("api_key_last_used_at").column)
-    pk = quote(Developer._meta.pk.column)
-    return (
-        f"UPDATE {table} SET {last_used} = %s "  # noqa: S608 (names from the model, values as parameters)
-        f"WHERE {pk} = %s AND ({last_used} IS NULL OR {last_used} < %s)"
     )

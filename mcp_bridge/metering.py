@@ -15,6 +15,9 @@ default): a database round trip per call would cost more than a small tool call 
   not take within `SHUTDOWN_SECONDS` goes to the spool file (`HOTCROSS_USAGE_SPOOL`, see
   `accounts.services.usage`), which the next start writes to the database (or `manage.py usage_spool load`). Only a
   hard kill of the process loses the events of its last flush interval.
+- Each event is added to the usage rollups in the same statement (`accounts.services.usage`), and each flush also
+  writes the key checks' last-used notes (`accounts.last_used`: `api_key_last_used_at`, at most once a minute per
+  developer), so that a key check is one read.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ from django.conf import settings
 from django.utils import timezone
 from mcp.server.context import ServerRequestContext
 
+from accounts import last_used
 from accounts.authentication import Principal
 from accounts.services import arecord_usages
-from accounts.services.usage import load_spooled_usages, spill_usages
+from accounts.services.usage import arecord_last_used, load_spooled_usages, spill_usages
 from hotcross.db import BOOKKEEPING, DatabaseUnavailable, aclose, async_available, run_in_pool
 from mcp_bridge.auth import current_caller, unavailable_error
 
@@ -57,8 +61,12 @@ class MeteringMiddleware:
 
     def __init__(self, tool_names: Collection[str]) -> None:
         self._tool_names = frozenset(tool_names)
+        # The key check's last-used notes go with this server's flushes (not the background writer's thread).
+        last_used.background = False
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: Callable[..., Awaitable[Any]]) -> Any:
+        if last_used.pending():
+            _buffer().wake()  # a key check of this request noted a last use: the next flush writes it
         if ctx.method != "tools/call" or ctx.request_id is None:
             return await call_next(ctx)
         params = ctx.params if isinstance(ctx.params, dict) else {}
@@ -126,6 +134,10 @@ class _UsageBuffer:
 
     def add(self, event: dict[str, Any]) -> None:
         self._events.append(event)
+        self.wake()
+
+    def wake(self) -> None:
+        """Make sure a flush comes (events or last-used notes wait)."""
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
 
@@ -134,9 +146,14 @@ class _UsageBuffer:
         be reached, retry (until `deadline`, if given)."""
         target = self._taken + len(self._events)
         failures = 0
-        while self._taken < target:
+        notes_written = False
+        while self._taken < target or not notes_written:
             try:
-                await self._write_some()
+                if self._taken < target:
+                    await self._write_some()
+                else:
+                    await _write_last_used()
+                    notes_written = True
                 failures = 0
             except DatabaseUnavailable:
                 wait = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
@@ -150,7 +167,7 @@ class _UsageBuffer:
     async def _flush_periodically(self) -> None:
         # One INSERT per interval with what arrived meanwhile. Writing on as long as events keep coming would, under
         # steady load, turn into an INSERT for every call or two (each arriving while the previous INSERT runs).
-        while self._events:
+        while self._events or last_used.pending():
             await asyncio.sleep(_flush_seconds())
             await self.flush()
 
@@ -168,6 +185,19 @@ class _UsageBuffer:
                 logger.error(
                     "usage event dropped developer=%s tool=%s: %s", event["developer_id"], event["tool_name"], outcome
                 )
+
+
+async def _write_last_used() -> None:
+    """The key checks' last-used notes (`accounts.last_used`), in one statement; kept for the next flush when the
+    database cannot be reached."""
+    notes = last_used.take()
+    if not notes:
+        return
+    try:
+        await arecord_last_used(notes)
+    except DatabaseUnavailable:
+        last_used.give_back(notes)
+        raise
 
 
 def _flush_seconds() -> float:
@@ -191,7 +221,7 @@ async def flush_at_stop(seconds: float = SHUTDOWN_SECONDS) -> None:
     buffer = _buffer()
     with anyio.move_on_after(seconds):
         with contextlib.suppress(DatabaseUnavailable):
-            while len(buffer):  # calls still finishing while the server stops add theirs
+            while len(buffer) or last_used.pending():  # calls still finishing while the server stops add theirs
                 await buffer.flush()  # retries while the database cannot be reached, until the time is up
     if len(buffer):
         async with buffer._writing:

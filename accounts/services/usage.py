@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Required, TypedDict, Unpack
 
@@ -39,9 +39,9 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from accounts import rollups
+from accounts import last_used, rollups
 from accounts.exceptions import AccountsError, InvalidInput, NotFound
-from accounts.models import UsageEvent, UsageRollup
+from accounts.models import Developer, UsageEvent, UsageRollup
 from hotcross.db import BOOKKEEPING, DatabaseUnavailable, aexecute, async_available, run_in_pool
 
 logger = logging.getLogger(__name__)
@@ -357,6 +357,56 @@ def _parse(file: IO[str]) -> tuple[list[UsageCall], list[str]]:
     if unreadable:
         logger.warning("usage spool: %s unreadable lines kept", len(unreadable))
     return calls, unreadable
+
+
+# --- api_key_last_used_at, written behind (see accounts.last_used) ----------------------------------------------------
+
+
+def record_last_used(marks: Mapping[uuid.UUID, datetime.datetime]) -> int:
+    """Set `api_key_last_used_at` of each developer to its time, where the column is empty or over a minute older
+    (concurrent writers, other workers: at most once a minute each). How many rows changed."""
+    changed = 0
+    for developer_id, at in sorted(marks.items(), key=lambda item: str(item[0])):  # one lock order for every writer
+        changed += (
+            Developer.objects.filter(pk=developer_id)
+            .filter(Q(api_key_last_used_at__isnull=True) | Q(api_key_last_used_at__lt=at - last_used.RESOLUTION))
+            .update(api_key_last_used_at=at)
+        )
+    return changed
+
+
+async def arecord_last_used(marks: Mapping[uuid.UUID, datetime.datetime]) -> None:
+    """`record_last_used` for async callers: on PostgreSQL one UPDATE from the event loop. Raises
+    `DatabaseUnavailable` when the database cannot be reached (nothing written)."""
+    if not marks:
+        return
+    if not async_available():
+        await run_in_pool(BOOKKEEPING, record_last_used, marks)
+        return
+    ordered = sorted(marks.items(), key=lambda item: str(item[0]))
+    try:
+        await aexecute(
+            _last_used_sql(),
+            [
+                _array_literal(str(developer_id) for developer_id, _ in ordered),
+                _array_literal(at.isoformat() for _, at in ordered),
+            ],
+        )
+    except (OperationalError, InterfaceError) as exc:
+        raise DatabaseUnavailable() from exc
+
+
+@functools.cache
+def _last_used_sql() -> str:
+    quote = db_connection.ops.quote_name
+    table = quote(Developer._meta.db_table)
+    column = quote(Developer._meta.get_field("api_key_last_used_at").column)
+    pk = quote(Developer._meta.pk.column)
+    return (
+        f"UPDATE {table} SET {column} = noted.at FROM unnest(%s::uuid[], %s::timestamptz[]) AS noted(id, at) "  # noqa: S608
+        f"WHERE {table}.{pk} = noted.id "
+        f"AND ({table}.{column} IS NULL OR {table}.{column} < noted.at - interval '1 minute')"
+    )
 
 
 # --- the rollups: rebuild and check -----------------------------------------------------------------------------------

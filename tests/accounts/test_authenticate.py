@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts import key_cache, keys, services
+from accounts import key_cache, keys, last_used, services
 from accounts.authentication import Principal, aauthenticate_key, authenticate_key
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer, Organization
@@ -173,9 +173,17 @@ class TestCost:
             for _ in range(100):
                 authenticate_key(dev.plain_key)
 
-    def test_last_used_is_written_at_most_once_a_minute(self):
+    def test_a_cold_check_is_one_query_even_when_the_last_used_write_is_due(self, django_assert_num_queries):
+        dev = DeveloperFactory(api_key_last_used_at=None)
+        with django_assert_num_queries(1):
+            authenticate_key(dev.plain_key)
+
+    def test_last_used_is_written_behind_at_most_once_a_minute(self):
         dev = DeveloperFactory(api_key_last_used_at=None)
         authenticate_key(dev.plain_key)
+        dev.refresh_from_db()
+        assert dev.api_key_last_used_at is None  # not by the check: behind it
+        last_used.write_pending()
         dev.refresh_from_db()
         first = dev.api_key_last_used_at
         assert first is not None
@@ -183,6 +191,7 @@ class TestCost:
             key_cache.clear()  # force cold checks
             with CaptureQueriesContext(connection) as queries:
                 authenticate_key(dev.plain_key)
+                last_used.write_pending()
             assert not any(q["sql"].startswith("UPDATE") for q in queries.captured_queries)
         dev.refresh_from_db()
         assert dev.api_key_last_used_at == first
@@ -190,12 +199,14 @@ class TestCost:
         Developer.objects.filter(pk=dev.pk).update(api_key_last_used_at=first - datetime.timedelta(seconds=61))
         key_cache.clear()
         authenticate_key(dev.plain_key)
+        last_used.write_pending()
         dev.refresh_from_db()
         assert dev.api_key_last_used_at > first
 
     def test_a_refused_key_does_not_count_as_used(self):
         dev = DeveloperFactory(organization__subscription_status="canceled")
         refusal(dev.plain_key)
+        last_used.write_pending()
         dev.refresh_from_db()
         assert dev.api_key_last_used_at is None
 
