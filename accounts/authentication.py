@@ -33,6 +33,7 @@ from accounts import key_cache, keys, last_used
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer
 from accounts.wording import plural
+from hotcross import metrics, request_log
 from hotcross.db import BOOKKEEPING, run_in_pool
 
 LAST_USED_RESOLUTION = last_used.RESOLUTION
@@ -68,11 +69,15 @@ class _Checked:
 
 def authenticate_key(raw_key: str) -> Principal:
     """The developer a key belongs to, or `KeyRefused` with a stable `.code` and a message a person can act on."""
-    key_hash = _hash_of(raw_key)
-    checked = key_cache.get(key_hash)
-    if checked is None:
-        checked = _check_in_database(key_hash)
-    return _outcome(checked)
+    try:
+        key_hash = _hash_of(raw_key)
+        checked = key_cache.get(key_hash)
+        if checked is None:
+            checked = _check_in_database(key_hash)
+        return _counted(_outcome(checked))
+    except KeyRefused as refusal:
+        metrics.KEY_CHECKS.labels(refusal.code).inc()
+        raise
 
 
 async def aauthenticate_key(raw_key: str | None) -> Principal:
@@ -83,16 +88,32 @@ async def aauthenticate_key(raw_key: str | None) -> Principal:
     threads (`hotcross.db`), which give their connection back after every check; while one check of a key is under
     way, other requests with the same key wait for it instead of each asking the database.
     """
-    key_hash = _hash_of(raw_key or "")
-    checked = key_cache.get(key_hash)
-    if checked is None:
-        in_flight = _in_flight.setdefault(asyncio.get_running_loop(), {})
-        check = in_flight.get(key_hash)
-        if check is None:
-            check = in_flight[key_hash] = asyncio.ensure_future(run_in_pool(BOOKKEEPING, _check_in_database, key_hash))
-            check.add_done_callback(lambda _done: in_flight.pop(key_hash, None))
-        checked = await asyncio.shield(check)
-    return _outcome(checked)
+    try:
+        key_hash = _hash_of(raw_key or "")
+        checked = key_cache.get(key_hash)
+        if checked is None:
+            in_flight = _in_flight.setdefault(asyncio.get_running_loop(), {})
+            check = in_flight.get(key_hash)
+            if check is None:
+                check = in_flight[key_hash] = asyncio.ensure_future(
+                    run_in_pool(BOOKKEEPING, _check_in_database, key_hash)
+                )
+                check.add_done_callback(lambda _done: in_flight.pop(key_hash, None))
+            checked = await asyncio.shield(check)
+        return _counted(_outcome(checked))
+    except KeyRefused as refusal:
+        metrics.KEY_CHECKS.labels(refusal.code).inc()
+        raise
+
+
+_CHECKS_OK = metrics.KEY_CHECKS.labels("ok")
+
+
+def _counted(principal: Principal) -> Principal:
+    """A key that works: counted for `/metrics`, and the request log's developer id."""
+    _CHECKS_OK.inc()
+    request_log.note_developer(principal.developer_id)
+    return principal
 
 
 _in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[_Checked]]] = (
@@ -172,7 +193,8 @@ def _check_in_database(key_hash: str) -> _Checked:
     developer holds asks once more, among the keys rotations replaced; one that is not there either raises
     `invalid_key` (never remembered, so random guesses cannot fill the memory)."""
     connection = connections[DEFAULT_DB_ALIAS]
-    row = _fetch_row(connection, _key_check_statement(connection), key_hash)
+    with metrics.KEY_CHECK_SECONDS.time():
+        row = _fetch_row(connection, _key_check_statement(connection), key_hash)
     if row is None:
         return _check_replaced_key(connection, key_hash)
     found = _KeyRow(*row)

@@ -33,8 +33,14 @@ from mcp_bridge.http import MCP_PATHS, build_http_app
 mcp_application = build_http_app()
 
 
-async def application(scope, receive, send):
+async def _routed(scope, receive, send):
     if scope["type"] == "lifespan" or scope.get("path") in MCP_PATHS:
         await mcp_application(scope, receive, send)
     else:
         await web_application(scope, receive, send)
+
+
+from hotcross.request_log import RequestLog  # noqa: E402
+
+# Every HTTP request: a request id (X-Request-ID in and out), one log line with LOG_FORMAT=json, a latency sample.
+application = RequestLog(_routed)

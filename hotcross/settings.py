@@ -247,19 +247,49 @@ DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
 # metadata["djstripe_subscriber"] up as an Organization pk and fail (HTTP 500) on another app's non-uuid value.
 DJSTRIPE_SUBSCRIBER_CUSTOMER_KEY = ""
 
+# --- Several workers, metrics, logs (README "Several workers") -------------------------------------------------------
+# Shared state of the processes (workers, machines) goes through Django's cache: Redis when REDIS_URL is set
+# (redis://host:6379/0), else each process's own memory (enough for one process; `make run` needs no Redis).
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "hotcross",
+            "TIMEOUT": 300,
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# /metrics (hotcross.metrics): a Prometheus scraper sends `Authorization: Bearer <this>`; staff can read it signed in.
+# Empty: staff only. With several workers also set PROMETHEUS_MULTIPROC_DIR (README).
+HOTCROSS_METRICS_TOKEN = env.str("HOTCROSS_METRICS_TOKEN", default="")
+# plain (default) or json: one JSON object per log line, and one line per HTTP request with its request id
+# (hotcross.request_log).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain").strip().lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}.")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "hotcross.request_log.JsonFormatter"},
+    },
     # A request refused as suspicious (a Host not in ALLOWED_HOSTS, …) is one line, without a traceback.
     "filters": {"one_line_for_suspicious_requests": {"()": "hotcross.log_filters.OneLineForSuspiciousRequests"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            "formatter": LOG_FORMAT,
             "filters": ["one_line_for_suspicious_requests"],
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="WARNING")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        **({"hotcross.request": {"level": "INFO"}} if LOG_FORMAT == "json" else {}),
+    },
 }

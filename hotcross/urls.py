@@ -2,11 +2,13 @@ from django.contrib import admin
 from django.urls import include, path
 
 from accounts.billing import webhooks
+from hotcross.metrics import metrics_view
 from hotcross.views import djstripe_admin_action, healthz, landing
 
 urlpatterns = [
     path("", landing, name="landing"),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     # Before the admin's own URLs, so this guarded view answers dj-stripe's action URLs (see its docstring).
     path(
         "admin/djstripe/<str:model>/action/<str:action_name>/<str:model_name>/",

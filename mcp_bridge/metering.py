@@ -39,6 +39,7 @@ from accounts import last_used
 from accounts.authentication import Principal
 from accounts.services import arecord_usages
 from accounts.services.usage import arecord_last_used, load_spooled_usages, spill_usages
+from hotcross import metrics
 from hotcross.db import BOOKKEEPING, DatabaseUnavailable, aclose, async_available, run_in_pool
 from mcp_bridge.auth import current_caller, unavailable_error
 
@@ -84,11 +85,18 @@ class MeteringMiddleware:
             result = await call_next(ctx)
         except Exception:
             # A JSON-RPC error raised inside the call (or bad params): served, as an error.
-            buffer.add(_event(caller, name, ok=False, started=started))
+            buffer.add(_counted(_event(caller, name, ok=False, started=started)))
             raise
         ok = not (isinstance(result, dict) and result.get("isError") is True)
-        buffer.add(_event(caller, name, ok=ok, started=started))
+        buffer.add(_counted(_event(caller, name, ok=ok, started=started)))
         return result
+
+
+def _counted(event: dict[str, Any]) -> dict[str, Any]:
+    """A served call, for `/metrics`: by tool and outcome, and its time."""
+    metrics.TOOL_CALLS.labels(event["tool_name"], "ok" if event["ok"] else "error").inc()
+    metrics.TOOL_CALL_SECONDS.labels(event["tool_name"]).observe(event["duration_ms"] / 1000)
+    return event
 
 
 async def flush(timeout: float = 2.0) -> None:
@@ -130,10 +138,12 @@ class _UsageBuffer:
         """Empty the buffer (for the spool), once no write is running."""
         events, self._events = self._events, []
         self._taken += len(events)
+        metrics.METERING_BUFFERED.dec(len(events))
         return events
 
     def add(self, event: dict[str, Any]) -> None:
         self._events.append(event)
+        metrics.METERING_BUFFERED.inc()
         self.wake()
 
     def wake(self) -> None:
@@ -176,9 +186,11 @@ class _UsageBuffer:
             batch = self._events[:MAX_BATCH]
             if not batch:
                 return
-            outcomes = await arecord_usages(batch)
+            with metrics.METERING_FLUSH_SECONDS.time():
+                outcomes = await arecord_usages(batch)
             del self._events[: len(batch)]
             self._taken += len(batch)
+            metrics.METERING_BUFFERED.dec(len(batch))
         for event, outcome in zip(batch, outcomes, strict=True):
             if outcome is not None:
                 # Not the database's fault (the developer was deleted meanwhile): retrying cannot help.
@@ -234,6 +246,7 @@ async def flush_at_stop(seconds: float = SHUTDOWN_SECONDS) -> None:
             logger.warning("database unreachable: %s usage events spooled to %s for the next start", len(events), path)
     if async_available():
         await aclose()
+    metrics.worker_stopped()
 
 
 async def load_spool_at_start() -> None:

@@ -16,6 +16,7 @@ then dj-stripe processes the event; if Stripe's API cannot be reached meanwhile 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -34,6 +35,7 @@ from djstripe.models import WebhookEndpoint
 from djstripe.views import ProcessWebhookView
 
 from accounts.billing.config import describe_error, key_problem
+from hotcross import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +54,18 @@ class Refused(Exception):
 @csrf_exempt
 @require_POST
 def receive(request: HttpRequest, uuid: uuid.UUID) -> HttpResponse:
-    """`/stripe/webhook/<uuid>/`: checks, then dj-stripe's own view."""
+    """`/stripe/webhook/<uuid>/`: checks, then dj-stripe's own view; counted in `/metrics` by type and outcome."""
+    response = _receive(request, uuid)
+    outcome = "processed" if response.status_code < 300 else "refused" if response.status_code < 500 else "unavailable"
+    event_type = "unknown"
+    if outcome == "processed":  # a verified body: its type is Stripe's
+        with contextlib.suppress(ValueError, RecursionError, AttributeError):
+            event_type = str(json.loads(request.body).get("type", "unknown"))[:100]
+    metrics.WEBHOOK_EVENTS.labels(event_type, outcome).inc()
+    return response
+
+
+def _receive(request: HttpRequest, uuid: uuid.UUID) -> HttpResponse:
     header = request.headers.get("Stripe-Signature")
     if header is None:
         return _refused(request, None, "no Stripe-Signature header")

@@ -1,0 +1,115 @@
+"""One log line per HTTP request, with a request id; and the JSON log format (`LOG_FORMAT=json`).
+
+`RequestLog` wraps the whole ASGI application (Django and the MCP bridge alike). For each HTTP request it:
+- takes the request id from `X-Request-ID` (up to 128 letters, digits, `.`, `_`, `-`, `:`), or makes one, and sends it
+  back in the response's `X-Request-ID`;
+- logs one line on the `hotcross.request` logger (INFO) when the response is done: method, path (never the query
+  string), status, duration in ms, request id, and the developer id when a key check established one
+  (`note_developer`, called by `accounts.authentication`). Never a header or a body: never a key or a token;
+- times the request for `/metrics` (`hotcross_http_request_seconds`).
+
+`JsonFormatter` writes every log record as one JSON object per line, with the record's `request_id`, `developer_id`
+and the request fields where set.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from hotcross import metrics
+
+logger = logging.getLogger("hotcross.request")
+
+_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_current: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("hotcross_request", default=None)
+_FIELDS = ("request_id", "developer_id", "method", "path", "status", "duration_ms")
+
+
+def note_developer(developer_id: uuid.UUID) -> None:
+    """The request being served is this developer's (the request's line will say so)."""
+    current = _current.get()
+    if current is not None:
+        current["developer_id"] = str(developer_id)
+
+
+def current_request_id() -> str | None:
+    current = _current.get()
+    return current["request_id"] if current else None
+
+
+def _area(path: str) -> str:
+    first = path.lstrip("/").split("/", 1)[0]
+    return first if first in ("mcp", "admin", "stripe", "metrics", "healthz", "api", "oauth") else "other"
+
+
+class RequestLog:
+    """ASGI middleware: request id in and out, one log line and a latency sample per HTTP request."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), b"").decode("latin-1").strip()
+        request_id = given if _ID.fullmatch(given) else uuid.uuid4().hex
+        fields: dict[str, Any] = {
+            "request_id": request_id,
+            "method": scope.get("method", ""),
+            "path": scope.get("path", ""),
+            "status": 500,  # unless a response starts
+        }
+        token = _current.set(fields)
+        started = time.perf_counter()
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                fields["status"] = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            fields["duration_ms"] = round(seconds * 1000, 1)
+            metrics.HTTP_REQUEST_SECONDS.labels(_area(fields["path"]), f"{fields['status'] // 100}xx").observe(seconds)
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
+                    "%s %s %s %.1f ms",
+                    fields["method"],
+                    fields["path"],
+                    fields["status"],
+                    fields["duration_ms"],
+                    extra={"request": dict(fields)},
+                )
+            _current.reset(token)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, the request's fields, and the
+    exception's text when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request = getattr(record, "request", None) or _current.get() or {}
+        for name in _FIELDS:
+            if request.get(name) is not None:
+                out[name] = request[name]
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)

@@ -1,0 +1,101 @@
+"""`/metrics` (who may read it, what it counts) and the request log (`LOG_FORMAT=json`, X-Request-ID)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import anyio
+import httpx2
+import pytest
+from django.contrib.auth.models import User
+
+from accounts.authentication import authenticate_key
+from accounts.exceptions import KeyRefused
+from tests.factories import DeveloperFactory
+from tests.mcp_bridge.conftest import http_client, run_uvicorn
+
+TOKEN = "metrics-test-token-0123456789"
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus' text format (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.fullmatch(r"([a-z_]+)(?:\{(.*)\})? (\S+)", line)
+        if match and match[1] == name and ",".join(sorted((match[2] or "").split(","))) == wanted:
+            return float(match[3])
+    return 0.0
+
+
+@pytest.mark.django_db
+class TestAccess:
+    def test_the_token_or_a_staff_login_reads_it_and_nobody_else(self, client, settings):
+        settings.HOTCROSS_METRICS_TOKEN = TOKEN
+        assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 200
+
+        anonymous = client.get("/metrics")
+        assert anonymous.status_code == 401 and "Bearer" in anonymous["WWW-Authenticate"]
+        assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+
+        client.force_login(User.objects.create_user("pat", "pat@example.test", "pw-pat-123"))
+        assert client.get("/metrics").status_code == 403
+
+        client.force_login(User.objects.create_user("sam", "sam@example.test", "pw-sam-123", is_staff=True))
+        response = client.get("/metrics")
+        assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
+
+    def test_without_a_token_set_no_bearer_gets_in(self, client, settings):
+        settings.HOTCROSS_METRICS_TOKEN = ""
+        assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer ").status_code == 401
+        assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer anything").status_code == 401
+
+    def test_key_checks_are_counted_by_outcome(self, client, settings):
+        settings.HOTCROSS_METRICS_TOKEN = TOKEN
+
+        def read() -> str:
+            return client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode()
+
+        before = read()
+        good = DeveloperFactory()
+        revoked = DeveloperFactory(api_key_revoked_at="2026-01-01T00:00:00Z")
+        authenticate_key(good.plain_key)
+        authenticate_key(good.plain_key)  # warm: counted too
+        with pytest.raises(KeyRefused):
+            authenticate_key(revoked.plain_key)
+        after = read()
+        key_checks = "hotcross_key_checks_total"
+        assert sample(after, key_checks, outcome="ok") - sample(before, key_checks, outcome="ok") == 2
+        revoked_before = sample(before, key_checks, outcome="key_revoked")
+        assert sample(after, key_checks, outcome="key_revoked") - revoked_before == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_server_with_json_logs_logs_each_request_with_its_id_and_developer_never_the_key(tmp_path):
+    developer = DeveloperFactory()
+    with run_uvicorn(tmp_path, LOG_FORMAT="json", HOTCROSS_METRICS_TOKEN=TOKEN) as server:
+        given = httpx2.get(f"{server.base}/healthz", headers={"X-Request-ID": "trace-abc.123"}, timeout=10)
+        made = httpx2.get(f"{server.base}/healthz", timeout=10)
+        hostile = httpx2.get(f"{server.base}/healthz", headers={"X-Request-ID": "x" * 500}, timeout=10)
+
+        async def scenario():
+            async with http_client(server.url, developer.plain_key, **{"X-Request-ID": "mcp-call-1"}) as client:
+                await client.call_tool("echo", {"text": "hi"})
+
+        anyio.run(scenario)
+        metrics = httpx2.get(f"{server.base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).text
+        log = server.log()
+
+    assert given.headers["X-Request-ID"] == "trace-abc.123"
+    assert re.fullmatch(r"[0-9a-f]{32}", made.headers["X-Request-ID"])
+    assert re.fullmatch(r"[0-9a-f]{32}", hostile.headers["X-Request-ID"])  # not echoed: a new one
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line["logger"] == "hotcross.request"]
+    first = next(line for line in requests if line["request_id"] == "trace-abc.123")
+    assert (first["method"], first["path"], first["status"]) == ("GET", "/healthz", 200)
+    mcp = [line for line in requests if line["request_id"] == "mcp-call-1"]
+    assert mcp and all(line["path"] == "/mcp" for line in mcp)
+    assert any(line.get("developer_id") == str(developer.id) for line in mcp)
+    assert developer.plain_key not in log and TOKEN not in log
+    assert sample(metrics, "hotcross_tool_calls_total", tool="echo", outcome="ok") == 1
+    assert sample(metrics, "hotcross_metering_buffered_events") == 0
