@@ -225,6 +225,11 @@ HOTCROSS_MCP_DB_THREADS = env.int("HOTCROSS_MCP_DB_THREADS", default=8)
 # Usage events of answered MCP calls are buffered and written in one INSERT this often (capped at 5 s). A graceful stop
 # writes what is buffered; only a hard kill loses the last interval (mcp_bridge.metering).
 HOTCROSS_MCP_METERING_FLUSH_SECONDS = env.float("HOTCROSS_MCP_METERING_FLUSH_SECONDS", default=0.05)
+# Raw usage events are kept this many days (whole months are dropped once older: `manage.py usage prune`); the usage
+# rollups, which every figure is read from, are kept.
+HOTCROSS_USAGE_RAW_RETENTION_DAYS = env.int("HOTCROSS_USAGE_RAW_RETENTION_DAYS", default=400)
+if HOTCROSS_USAGE_RAW_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("HOTCROSS_USAGE_RAW_RETENTION_DAYS must be 1 or more (days of raw usage events kept).")
 
 # --- Stripe (dj-stripe) -------------------------------------------------------------------------------------------
 # Stripe is the source of truth for subscription status and seats (accounts/billing/). With no key set the app
