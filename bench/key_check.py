@@ -9,9 +9,15 @@ one connection each:
             sub-query of the organization's active developers, then UPDATE … SET api_key_last_used_at = NOW(),
             both as prepared statements (the old server's asyncpg prepared every query)
   cold      authenticate_key with its memory off (every check asks the database), keys used within the last minute
-  cold+write  the same, for keys last used over a minute ago (the once-a-minute last-used write happens)
+  cold, first use in a minute
+            the same for keys last used over a minute ago: the check is still one read and only notes the use
+            (accounts.last_used); the write happens behind it
+  … + batched write
+            the same, each check also charged its share of the batched last-used write that follows (one UPDATE per
+            100 checks, timed, as the metering flush or the background writer makes it)
   warm      authenticate_key answered from the process's (≤ 1 s) memory
-Prints checks/s, p50 and p99 per variant and the ratios against the baseline (targets: warm ≥ 20×, cold ≥ 2×).
+Prints checks/s, p50 and p99 per variant and the ratios against the baseline (targets: warm ≥ 20×, cold ≥ 2.5× with
+and without the last-used write due).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from common import load_developers, parser, percentile, scratch_database
 
 ORGS = 10_000
 DEVS_PER_ORG = 10
-SCRATCH_DB = "hotcross_bench_keys"
+SCRATCH_DB = "hotcross_bench_scale_keys"
 
 
 def parse_args() -> argparse.Namespace:
@@ -67,7 +73,7 @@ def run(args: argparse.Namespace) -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from accounts import key_cache, keys
+    from accounts import key_cache, keys, last_used
     from accounts.authentication import _preparing_cursor, authenticate_key
     from accounts.models import Developer, Organization
 
@@ -113,8 +119,19 @@ def run(args: argparse.Namespace) -> None:
     results = [summary("baseline (old SQL per call)", timed(baseline, sample))]
     Developer.objects.update(api_key_last_used_at=timezone.now())
     results.append(summary("cold (last used < 1 min ago)", timed(cold, sample)))
+    last_used.background = False  # written here, timed, below
     Developer.objects.update(api_key_last_used_at=timezone.now() - timezone.timedelta(minutes=5))
-    results.append(summary("cold + last-used write", timed(cold, sample)))
+    results.append(summary("cold, first use in a minute", timed(cold, sample)))
+    last_used.write_pending()
+    Developer.objects.update(api_key_last_used_at=timezone.now() - timezone.timedelta(minutes=5))
+    with_write: list[float] = []
+    for start in range(0, len(sample), 100):
+        chunk = timed(cold, sample[start : start + 100])
+        began = time.perf_counter()
+        last_used.write_pending()
+        share = (time.perf_counter() - began) / len(chunk)
+        with_write += [seconds + share for seconds in chunk]
+    results.append(summary("… + batched write", with_write))
 
     settings.HOTCROSS_KEY_CACHE_SECONDS = 1.0
     hot = sample[:1000]
@@ -135,8 +152,9 @@ def run(args: argparse.Namespace) -> None:
     for r in results:
         print(f"{r['name']:<32} {r['rate']:>12,.0f} {r['p50']:>10.1f} {r['p99']:>10.1f} {r['rate'] / base:>10.1f}×")
     print(
-        f"\ntargets: warm ≥ 20× → {results[3]['rate'] / base:.1f}×; cold ≥ 2× → {results[1]['rate'] / base:.1f}× "
-        f"({results[2]['rate'] / base:.1f}× on the once-a-minute call that writes last-used)"
+        f"\ntargets: warm ≥ 20× → {results[4]['rate'] / base:.1f}×; cold ≥ 2.5× → {results[1]['rate'] / base:.1f}×; "
+        f"first use in a minute ≥ 2.5× → {results[2]['rate'] / base:.1f}× "
+        f"({results[3]['rate'] / base:.1f}× with its share of the batched write)"
     )
 
 

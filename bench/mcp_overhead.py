@@ -9,7 +9,8 @@ A load generator in this process keeps `--clients` requests in flight. It prints
 throughput and latency of each, and the ratio (target: bridge ≥ 0.90 of bare): the ratio of the medians, and the
 median of each round's own ratio (a round measures bare, then bridge, so a machine that slows down for a while
 slows both). Many short rounds make both steadier than a few long ones on a shared machine. It also checks that
-the bridge recorded exactly one usage event per call it answered.
+the bridge recorded exactly one usage event per call it answered, and that its rollups (written in the same statement
+as the events, at every flush) count the same.
 
 DATABASE_URL defaults to a SQLite file under var/; the database is created if missing and migrated first. Exits 1
 if the usage events do not match the calls answered. Not run by CI.
@@ -75,8 +76,10 @@ def main() -> None:
 
     _create_database_if_missing(connection)
     call_command("migrate", verbosity=0, interactive=False)
+    from django.db.models import Sum
+
     from accounts import services
-    from accounts.models import UsageEvent
+    from accounts.models import UsageEvent, UsageRollup
 
     org = services.create_organization(name="MCP overhead bench", max_seats=1, subscription_status="active")
     developer, key = services.add_developer(organization=org, email=f"bench-{uuid.uuid4().hex[:12]}@example.com")
@@ -124,9 +127,13 @@ def main() -> None:
     )
     print(f"bridge/bare throughput ratio: {summary['bridge'] / summary['bare']:.3f} (target >= 0.90)")
     print(f"median of the rounds' own ratios: {paired:.3f}")
-    verdict = "OK" if metered == bridge_calls else "MISMATCH"
-    print(f"usage events recorded by the bridge: {metered} for {bridge_calls} calls answered ({verdict})")
-    if metered != bridge_calls:
+    rolled_up = UsageRollup.objects.filter(developer=developer).aggregate(n=Sum("calls"))["n"] or 0
+    verdict = "OK" if metered == bridge_calls == rolled_up else "MISMATCH"
+    print(
+        f"usage events recorded by the bridge: {metered}, in its rollups: {rolled_up}, "
+        f"for {bridge_calls} calls answered ({verdict})"
+    )
+    if not metered == bridge_calls == rolled_up:
         raise SystemExit(1)
 
 

@@ -1,0 +1,176 @@
+#!/usr/bin/env python
+"""Load test: MCP clients over streamable HTTP against `uvicorn --workers N` on PostgreSQL.
+
+    .venv/bin/python bench/load.py [--clients 50] [--seconds 60] [--workers 1,2]
+
+Creates a scratch database (`hotcross_bench_scale_load`, dropped at the end unless --keep) with one organization and
+`--clients` developers, each with an own key. For each worker count it starts `uvicorn hotcross.asgi:application
+--workers N` (multiprocess metrics on), and `--clients` clients, each on its own connection with its own key, call a
+trivial tool (`ping`, bench/mcp_overhead.py's) one call after the other for `--seconds` seconds (bounded: no call
+starts after that). Then the server is stopped gracefully (SIGTERM: every worker writes its buffered usage events) and
+it checks that raw usage events == calls answered == the rollups' sum.
+
+Prints per worker count: calls answered, errors (target 0), throughput, p50/p99 latency, and the check; then the
+throughput of 2 workers ÷ 1 worker. The clients run in this process (asyncio), on the same machine as the server:
+on a small machine they take a share of the CPU, which the ratio shows. Not run by CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, load_developers, parser, percentile, scratch_database
+
+SCRATCH_DB = "hotcross_bench_scale_load"
+BENCH = Path(__file__).resolve().parent
+
+
+def parse_args() -> argparse.Namespace:
+    arguments = parser(__doc__)
+    arguments.add_argument("--clients", type=int, default=50)
+    arguments.add_argument("--seconds", type=float, default=60.0)
+    arguments.add_argument("--workers", default="1,2", help="worker counts to run, comma-separated")
+    return arguments.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    with scratch_database(args.server, SCRATCH_DB, keep=args.keep, LOG_LEVEL="WARNING"):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    from django.core.management import call_command
+    from django.db import connection
+    from django.db.models import Sum
+    from django.utils import timezone
+
+    from accounts.models import UsageEvent, UsageRollup
+
+    call_command("migrate", "accounts", verbosity=0)
+    _, _, plain_keys = load_developers(1, args.clients, timezone.now())
+    connection.close()
+    results = {}
+    for workers in [int(n) for n in args.workers.split(",")]:
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE accounts_usageevent, accounts_usagerollup")
+        connection.close()
+        port, process = _start(workers)
+        print(f"\n{workers} worker(s): {args.clients} clients for {args.seconds:.0f} s…", flush=True)
+        try:
+            answered, errors, latencies, elapsed = asyncio.run(_load(port, plain_keys, args.seconds))
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=60)
+        events = UsageEvent.objects.count()
+        rolled = UsageRollup.objects.aggregate(n=Sum("calls"))["n"] or 0
+        connection.close()
+        ordered = sorted(latencies)
+        rate = answered / elapsed
+        results[workers] = rate
+        verdict = "OK" if events == answered == rolled else "MISMATCH"
+        print(
+            f"  answered {answered:,} calls, {errors} errors, {rate:,.0f} calls/s, "
+            f"p50 {statistics.median(ordered) * 1000:.1f} ms, p99 {percentile(ordered, 0.99) * 1000:.1f} ms\n"
+            f"  after a graceful stop (exit {code}): raw events {events:,}, rollups' sum {rolled:,}, "
+            f"calls answered {answered:,}: {verdict}",
+            flush=True,
+        )
+    if 1 in results and 2 in results:
+        print(f"\nthroughput 2 workers ÷ 1 worker: {results[2] / results[1]:.2f}")
+
+
+def _start(workers: int) -> tuple[int, subprocess.Popen]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(BENCH), str(ROOT)]),
+        "HOTCROSS_MCP_TOOLS": "mcp_overhead",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="hotcross-metrics-"),
+        "LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "uvicorn", "hotcross.asgi:application", "--workers", str(workers)),
+            *("--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"),
+            *("--backlog", "1024"),
+        ],
+        env=env,
+        cwd=ROOT,
+    )
+    asyncio.run(_wait(port))
+    return port, process
+
+
+async def _wait(port: int) -> None:
+    import httpx2
+
+    async with httpx2.AsyncClient() as http:
+        for _ in range(300):
+            try:
+                await http.post(f"http://127.0.0.1:{port}/mcp", json={})
+                return
+            except httpx2.TransportError:
+                await asyncio.sleep(0.2)
+    raise SystemExit(f"the server on port {port} did not start")
+
+
+async def _load(port: int, plain_keys: list[str], seconds: float) -> tuple[int, int, list[float], float]:
+    import httpx2
+
+    url = f"http://127.0.0.1:{port}/mcp"
+    latencies: list[float] = []
+    counts = {"answered": 0, "errors": 0}
+    deadline = time.monotonic() + seconds
+
+    async def client(key: str) -> None:
+        headers = {
+            "Authorization": f"Bearer {key}",
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+        }
+        async with httpx2.AsyncClient(timeout=60, headers=headers) as http:
+            hello = {
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "load", "version": "1"},
+                },
+            }
+            await http.post(url, json=hello)
+            n = 0
+            while time.monotonic() < deadline:
+                n += 1
+                body = {"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": "ping"}}
+                started = time.perf_counter()
+                try:
+                    response = await http.post(url, json=body)
+                    ok = response.status_code == 200 and not response.json()["result"]["isError"]
+                except (httpx2.HTTPError, ValueError, KeyError):
+                    ok = False
+                latencies.append(time.perf_counter() - started)
+                counts["answered" if ok else "errors"] += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(key) for key in plain_keys))
+    return counts["answered"], counts["errors"], latencies, time.perf_counter() - started
+
+
+if __name__ == "__main__":
+    main()
