@@ -99,3 +99,19 @@ def test_a_server_with_json_logs_logs_each_request_with_its_id_and_developer_nev
     assert developer.plain_key not in log and TOKEN not in log
     assert sample(metrics, "hotcross_tool_calls_total", tool="echo", outcome="ok") == 1
     assert sample(metrics, "hotcross_metering_buffered_events") == 0
+
+
+@pytest.mark.django_db
+def test_webhook_deliveries_are_counted_by_outcome(client, settings):
+    settings.HOTCROSS_METRICS_TOKEN = TOKEN
+
+    def refused() -> float:
+        text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode()
+        return sample(text, "hotcross_webhook_events_total", type="unknown", outcome="refused")
+
+    before = refused()
+    response = client.post(
+        "/stripe/webhook/00000000-0000-0000-0000-000000000000/", data="{}", content_type="application/json"
+    )
+    assert response.status_code == 400  # no Stripe-Signature
+    assert refused() == before + 1
