@@ -58,7 +58,9 @@ def run(args: argparse.Namespace) -> None:
     from accounts.models import UsageEvent, UsageRollup
 
     call_command("migrate", "accounts", verbosity=0)
-    _, _, plain_keys = load_developers(1, args.clients, timezone.now())
+    # One more developer than clients: its key is revoked to measure how soon every worker refuses it.
+    _, developers, all_keys = load_developers(1, args.clients + 1, timezone.now())
+    plain_keys, spare_developer, spare_key = all_keys[:-1], developers[-1], all_keys[-1]
     connection.close()
     results = {}
     for workers in [int(n) for n in args.workers.split(",")]:
@@ -69,6 +71,9 @@ def run(args: argparse.Namespace) -> None:
         print(f"\n{workers} worker(s): {args.clients} clients for {args.seconds:.0f} s…", flush=True)
         try:
             answered, errors, latencies, elapsed = asyncio.run(_load(port, plain_keys, args.seconds))
+            if workers == 2:
+                lag = asyncio.run(_revocation_lag(port, spare_developer, spare_key))
+                print(f"  a revocation reached every worker {lag:.2f} s after it was made", flush=True)
         finally:
             process.send_signal(signal.SIGTERM)
             code = process.wait(timeout=60)
@@ -88,6 +93,35 @@ def run(args: argparse.Namespace) -> None:
         )
     if 1 in results and 2 in results:
         print(f"\nthroughput 2 workers ÷ 1 worker: {results[2] / results[1]:.2f}")
+
+
+async def _revocation_lag(port: int, developer, key: str) -> float:
+    """Seconds from a revocation (made here, through the service) until requests on new connections, which the kernel
+    spreads over the workers, are all refused: the last accepted request's start after the revocation."""
+    import httpx2
+    from asgiref.sync import sync_to_async
+
+    from accounts import services
+
+    url = f"http://127.0.0.1:{port}/mcp"
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "Connection": "close",
+    }
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        for _ in range(40):  # every worker remembers the key as working
+            await http.post(url, json=body, headers=headers)
+        await sync_to_async(services.revoke_key)(developer=developer)
+        revoked = time.monotonic()
+        last_ok = revoked
+        while time.monotonic() - revoked < 2.5:
+            sent = time.monotonic()
+            if (await http.post(url, json=body, headers=headers)).status_code == 200:
+                last_ok = sent
+    return last_ok - revoked
 
 
 def _start(workers: int) -> tuple[int, subprocess.Popen]:
