@@ -6,8 +6,8 @@ organization with 10 000 000 usage events against one with 100 000.
 
 Creates a scratch database (`hotcross_bench_scale_usage`, dropped at the end unless --keep), migrates it, and loads:
 - "Big": 50 developers and 10 000 000 events over the last 30 days;
-- 1 000 other organizations of 5 developers with 20 000 000 events between them, one of which ("Mid") has exactly
-  100 000; events are written with `generate_series` in one INSERT … SELECT per group (into the monthly partitions),
+- "Mid": 50 developers and 100 000 events (the same size of organization, a hundredth of the events);
+- 999 other organizations of 5 developers with the rest of 20 000 000 events; events are written with `generate_series` in one INSERT … SELECT per group (into the monthly partitions),
   then rolled up with `manage.py usage rebuild-rollups`' own code (the migration's, timed).
 `--scale 0.1` loads a tenth (1 M + 2 M; "Mid" keeps 100 000).
 
@@ -52,7 +52,14 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    with scratch_database(args.server, SCRATCH_DB, keep=args.keep, LOG_LEVEL="WARNING"):
+    with scratch_database(
+        args.server,
+        SCRATCH_DB,
+        keep=args.keep,
+        LOG_LEVEL="WARNING",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        SECURE_SSL_REDIRECT="false",  # plain HTTP on 127.0.0.1, as the tests' servers
+    ):
         run(args)
 
 
@@ -67,11 +74,20 @@ def run(args: argparse.Namespace) -> None:
     print(f"scratch database {SCRATCH_DB}: migrating…", flush=True)
     call_command("migrate", verbosity=0)
     now = timezone.now()
-    others, _, other_keys = load_developers(OTHERS, 5, now)
-    big_orgs, _, big_keys = load_developers(
-        1, 50, now, organization=lambda i: {"name": "Big", "stripe_customer_id": "cus_big", "max_seats": 50}
-    )
-    big, mid = big_orgs[0], others[0]
+    load_developers(OTHERS - 1, 5, now)
+
+    def fifty(name: str) -> tuple:
+        # Big and Mid alike (50 developers each): the page's and the tool's cost may differ only by their events.
+        orgs, _, plain_keys = load_developers(
+            1,
+            50,
+            now,
+            organization=lambda i: {"name": name, "stripe_customer_id": f"cus_{name.lower()}", "max_seats": 50},
+            developer=lambda i: {"email": f"{name.lower()}{i}@example.com"},
+        )
+        return orgs[0], plain_keys[0]
+
+    (big, big_key), (mid, mid_key) = fifty("Big"), fifty("Mid")
     partitions.create_partitions(connection, since=now - datetime.timedelta(days=31), until=now)
 
     big_events = int(BIG_EVENTS * args.scale)
@@ -101,7 +117,7 @@ def run(args: argparse.Namespace) -> None:
     )
     connection.close()
 
-    tool = {name: _usage_tool(key, args.calls) for name, key in (("Big", big_keys[0]), ("Mid", other_keys[0]))}
+    tool = {name: _usage_tool(key, args.calls) for name, key in (("Big", big_key), ("Mid", mid_key))}
     page = {name: _admin_page(org, args.page_loads) for name, org in (("Big", big), ("Mid", mid))}
 
     print(f"\n{'read':<34} {'events':>12} {'p50 ms':>8} {'p95 ms':>8}")
