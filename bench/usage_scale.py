@@ -7,8 +7,9 @@ organization with 10 000 000 usage events against one with 100 000.
 Creates a scratch database (`hotcross_bench_scale_usage`, dropped at the end unless --keep), migrates it, and loads:
 - "Big": 50 developers and 10 000 000 events over the last 30 days;
 - "Mid": 50 developers and 100 000 events (the same size of organization, a hundredth of the events);
-- 999 other organizations of 5 developers with the rest of 20 000 000 events; events are written with `generate_series` in one INSERT … SELECT per group (into the monthly partitions),
-  then rolled up with `manage.py usage rebuild-rollups`' own code (the migration's, timed).
+- 999 other organizations of 5 developers with the rest of 20 000 000 events.
+Events are written with `generate_series`, one INSERT … SELECT per group (into the monthly partitions), then rolled up
+with `manage.py usage rebuild-rollups`' own code (the migration's; timed).
 `--scale 0.1` loads a tenth (1 M + 2 M; "Mid" keeps 100 000).
 
 Then times, sequentially:
