@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime
+import functools
 import json
 import logging
 import re
@@ -47,6 +48,12 @@ def current_request_id() -> str | None:
 def _area(path: str) -> str:
     first = path.lstrip("/").split("/", 1)[0]
     return first if first in ("mcp", "admin", "stripe", "metrics", "healthz", "api", "oauth") else "other"
+
+
+@functools.cache
+def _latency(area: str, status_class: int) -> Any:
+    """The latency histogram's series for an area and status class (a few dozen at most), looked up once."""
+    return metrics.HTTP_REQUEST_SECONDS.labels(area, f"{status_class}xx")
 
 
 class RequestLog:
@@ -82,7 +89,7 @@ class RequestLog:
         finally:
             seconds = time.perf_counter() - started
             fields["duration_ms"] = round(seconds * 1000, 1)
-            metrics.HTTP_REQUEST_SECONDS.labels(_area(fields["path"]), f"{fields['status'] // 100}xx").observe(seconds)
+            _latency(_area(fields["path"]), fields["status"] // 100).observe(seconds)
             if logger.isEnabledFor(logging.INFO):
                 logger.info(
                     "%s %s %s %.1f ms",
