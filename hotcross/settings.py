@@ -225,6 +225,25 @@ HOTCROSS_MCP_DB_THREADS = env.int("HOTCROSS_MCP_DB_THREADS", default=8)
 # Usage events of answered MCP calls are buffered and written in one INSERT this often (capped at 5 s). A graceful stop
 # writes what is buffered; only a hard kill loses the last interval (mcp_bridge.metering).
 HOTCROSS_MCP_METERING_FLUSH_SECONDS = env.float("HOTCROSS_MCP_METERING_FLUSH_SECONDS", default=0.05)
+# MCP gateway (mcp_bridge.gateway): an upstream MCP server whose tools, prompts and resources the bridge serves behind
+# its keys, seats and metering. A command spoken to over stdio ("uvx hotcross") or a streamable-HTTP URL; empty: none.
+HOTCROSS_MCP_UPSTREAM = env.str("HOTCROSS_MCP_UPSTREAM", default="")
+# The stdio upstream's environment (a JSON object; the bridge's own environment is not passed on, only PATH/HOME and
+# the like) and the HTTP upstream's extra headers (a JSON object, e.g. a service credential).
+HOTCROSS_MCP_UPSTREAM_ENV = env.str("HOTCROSS_MCP_UPSTREAM_ENV", default="")
+HOTCROSS_MCP_UPSTREAM_HEADERS = env.str("HOTCROSS_MCP_UPSTREAM_HEADERS", default="")
+# shared: one upstream for everyone; organization: one stdio process per organization (own data folder).
+HOTCROSS_MCP_UPSTREAM_SCOPE = env.str("HOTCROSS_MCP_UPSTREAM_SCOPE", default="shared")
+# Seconds a forwarded call may take (then upstream_timeout), and an upstream may take to start and answer initialize.
+HOTCROSS_MCP_UPSTREAM_TIMEOUT = env.float("HOTCROSS_MCP_UPSTREAM_TIMEOUT", default=30.0)
+HOTCROSS_MCP_UPSTREAM_START_TIMEOUT = env.float("HOTCROSS_MCP_UPSTREAM_START_TIMEOUT", default=60.0)
+# The cached tool/prompt/resource lists are read again this often (and at once on notifications/*/list_changed).
+HOTCROSS_MCP_UPSTREAM_REFRESH_SECONDS = env.float("HOTCROSS_MCP_UPSTREAM_REFRESH_SECONDS", default=300.0)
+# Organization scope: a process idle this long is stopped; at most this many run (least recently used stopped first);
+# each organization's process gets <data dir>/<organization id> as HOTCROSS_DATA_DIR and working directory.
+HOTCROSS_MCP_UPSTREAM_IDLE_SECONDS = env.float("HOTCROSS_MCP_UPSTREAM_IDLE_SECONDS", default=600.0)
+HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES = env.int("HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES", default=20)
+HOTCROSS_MCP_UPSTREAM_DATA_DIR = env.str("HOTCROSS_MCP_UPSTREAM_DATA_DIR", default=str(BASE_DIR / "var" / "upstream"))
 
 # --- Stripe (dj-stripe) -------------------------------------------------------------------------------------------
 # Stripe is the source of truth for subscription status and seats (accounts/billing/). With no key set the app
