@@ -46,9 +46,11 @@ def _json_object(name: str, raw: str) -> dict[str, str]:
     try:
         value = json.loads(raw)
     except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be a JSON object of strings, like {{\"NAME\": \"value\"}}: {exc}")
+        raise ImproperlyConfigured(
+            f'{name} must be a JSON object of strings, like {{"NAME": "value"}}: {exc}'
+        ) from None
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise ImproperlyConfigured(f"{name} must be a JSON object of strings, like {{\"NAME\": \"value\"}}.")
+        raise ImproperlyConfigured(f'{name} must be a JSON object of strings, like {{"NAME": "value"}}.')
     return value
 
 
@@ -83,9 +85,7 @@ def _parsed(_values: tuple[str, ...]) -> UpstreamConfig | None:
     if scope not in SCOPES:
         raise ImproperlyConfigured(f"HOTCROSS_MCP_UPSTREAM_SCOPE must be one of {', '.join(SCOPES)}, not {scope!r}.")
     env = _json_object("HOTCROSS_MCP_UPSTREAM_ENV", str(getattr(settings, "HOTCROSS_MCP_UPSTREAM_ENV", "")))
-    headers = _json_object(
-        "HOTCROSS_MCP_UPSTREAM_HEADERS", str(getattr(settings, "HOTCROSS_MCP_UPSTREAM_HEADERS", ""))
-    )
+    headers = _json_object("HOTCROSS_MCP_UPSTREAM_HEADERS", str(getattr(settings, "HOTCROSS_MCP_UPSTREAM_HEADERS", "")))
     numbers = {}
     for name, default, low in (
         ("HOTCROSS_MCP_UPSTREAM_TIMEOUT", 30.0, 0.001),

@@ -59,7 +59,11 @@ class Gateway:
         for key, upstream in list(self._upstreams.items()):  # least recently used first
             if upstream.in_flight == 0:
                 del self._upstreams[key]
-                logger.info("stopping %s: %s processes run (HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES)", upstream.name, len(self._upstreams) + 1)
+                logger.info(
+                    "stopping %s: %s processes run (HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES)",
+                    upstream.name,
+                    len(self._upstreams) + 1,
+                )
                 await upstream.stop()
                 return
         raise unavailable(

@@ -137,7 +137,8 @@ class Upstream:
                 if wait > 0:
                     raise unavailable(
                         f"{self.public_name} is not working ({self.last_error or 'it stopped'}); "
-                        f"the bridge tries again in {wait:.0f} s. Try again then, or ask an operator to look at its log."
+                        f"the bridge tries again in {wait:.0f} s. Try again then, or ask an operator to look at "
+                        "its log."
                     )
                 self._wake.set()  # the back-off is over: try now
             changed = self._changed
@@ -175,10 +176,14 @@ class Upstream:
             ) from None
         except (httpx2.HTTPError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             self.break_connection(f"the connection failed: {exc.__class__.__name__}")
-            raise unavailable(f"{self.public_name} could not be reached for {what}; try again in a few seconds.") from None
+            raise unavailable(
+                f"{self.public_name} could not be reached for {what}; try again in a few seconds."
+            ) from None
         except Exception as exc:
             logger.warning("upstream %s answer unusable: %s", what, exc.__class__.__name__)
-            raise unavailable(f"{self.public_name} answered {what} with something that is not a valid MCP answer.") from None
+            raise unavailable(
+                f"{self.public_name} answered {what} with something that is not a valid MCP answer."
+            ) from None
         finally:
             self.in_flight -= 1
             self.last_used = time.monotonic()

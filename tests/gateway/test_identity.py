@@ -1,0 +1,82 @@
+"""An upstream written the old Hotcross way (tools declaring `_developer_id` / `_organization_id`) behind the bridge:
+clients never see those arguments, the upstream always gets the authenticated caller, and a spoofed value is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import pytest
+
+from accounts.models import UsageEvent
+from tests.factories import DeveloperFactory
+from tests.gateway.conftest import OLD_HOTCROSS, gateway_env
+from tests.mcp_bridge.conftest import http_client, run_uvicorn, stdio_session, structured, usage_written
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_identity_arguments_are_hidden_filled_and_spoof_proof_over_http(tmp_path):
+    developer = DeveloperFactory()
+    victim = DeveloperFactory()  # another organization's developer, whose ids a client tries to pass
+    env = gateway_env(OLD_HOTCROSS, HOTCROSS_MCP_UPSTREAM_ENV=json.dumps({"GREETING": "hello"}))
+    with run_uvicorn(tmp_path, **env) as bridge:
+
+        async def scenario():
+            async with http_client(bridge.url, developer.plain_key) as client:
+                tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+                spoofed = await client.call_tool(
+                    "remember",
+                    {"text": "note", "_developer_id": str(victim.id), "_organization_id": str(victim.organization_id)},
+                )
+                project = await client.call_tool("project_of", {"_organization_id": str(victim.organization_id)})
+                meta = await client.call_tool("caller_meta", {})
+                process = await client.call_tool("process", {})
+                fails = await client.call_tool("fails", {})
+                return tools, spoofed, project, meta, process, fails
+
+        tools, spoofed, project, meta, process, fails = anyio.run(scenario)
+
+    assert set(tools["remember"].input_schema["properties"]) == {"text"}
+    assert tools["remember"].input_schema["required"] == ["text"]
+    assert tools["project_of"].input_schema["properties"] == {}
+    assert "_organization_id" not in tools["project_of"].input_schema.get("required", [])
+    assert structured(spoofed) == {
+        "text": "note",
+        "developer_id": str(developer.id),
+        "organization_id": str(developer.organization_id),
+    }
+    assert project.content[0].text == f"projects of {developer.organization_id}"
+    assert structured(meta) == {
+        "hotcross/developer_id": str(developer.id),
+        "hotcross/organization_id": str(developer.organization_id),
+    }
+    # The upstream's environment is what the operator gave it, not the bridge's (no database credential).
+    assert structured(process)["greeting"] == "hello"
+    assert structured(process)["database_url"] == ""
+    # An upstream isError result passes through unchanged, and is metered as an error.
+    assert fails.is_error is True
+    assert fails.content[0].text == "Error executing tool fails"
+    usage_written(5)
+    outcomes = dict(UsageEvent.objects.filter(developer=developer).values_list("tool_name", "ok"))
+    assert outcomes == {"remember": True, "project_of": True, "caller_meta": True, "process": True, "fails": False}
+    assert not UsageEvent.objects.filter(developer=victim).exists()
+
+
+def test_identity_over_stdio_bridge(tmp_path):
+    developer = DeveloperFactory()
+    victim = DeveloperFactory()
+
+    async def scenario():
+        with open(tmp_path / "stderr", "w") as errlog:
+            async with stdio_session(developer.plain_key, errlog, **gateway_env(OLD_HOTCROSS)) as client:
+                tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+                spoofed = await client.call_tool("remember", {"text": "n", "_developer_id": str(victim.id)})
+                return tools, spoofed
+
+    tools, spoofed = anyio.run(scenario)
+    assert {"whoami", "usage", "remember", "project_of"} <= set(tools)
+    assert set(tools["remember"].input_schema["properties"]) == {"text"}
+    assert structured(spoofed)["developer_id"] == str(developer.id)
+    assert structured(spoofed)["organization_id"] == str(developer.organization_id)
