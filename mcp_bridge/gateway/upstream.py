@@ -341,7 +341,8 @@ class Upstream:
         if isinstance(exc, TimeoutError):
             reason = f"it did not answer initialize within {self.config.start_timeout:g} s"
         elif isinstance(exc, FileNotFoundError):
-            reason = f"the command {self.config.command[0]!r} was not found"
+            reason = "its command was not found (HOTCROSS_MCP_UPSTREAM)"
+            logger.warning("%s: %s", self.name, exc)
         elif isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED:
             reason = "it exited before it answered initialize"
         elif isinstance(exc, MCPError):
