@@ -130,6 +130,7 @@ def test_a_command_that_does_not_exist(tmp_path):
 
         error, took = anyio.run(scenario)
         health = healthz(bridge)
+    assert took < 5
     assert error.error.code == UPSTREAM_UNAVAILABLE
     assert "its command was not found (HOTCROSS_MCP_UPSTREAM)" in error.error.message
     assert "/nonexistent" not in error.error.message  # command lines are for the log, not for clients
