@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import tempfile
@@ -20,6 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import anyio
@@ -376,3 +378,22 @@ async def _all_pages(fetch: Callable[..., Awaitable[Any]], attribute: str) -> li
         if not cursor:
             break
     return items
+
+
+async def probe(config: UpstreamConfig) -> Listing:
+    """Start the upstream once, read what it offers, stop it (for `manage.py check` and `manage.py mcp_upstream`).
+
+    An organization-scoped upstream is started as for a placeholder organization (the nil UUID) in a temporary data
+    folder. Raises `upstream_unavailable` / `upstream_timeout` as a call would.
+    """
+    with tempfile.TemporaryDirectory(prefix="hotcross-upstream-probe-") as scratch:
+        organization_id = None
+        if config.scope == "organization":
+            organization_id = uuid.UUID(int=0)
+            config = dataclasses.replace(config, data_dir=Path(scratch))
+        upstream = Upstream(config, organization_id=organization_id)
+        try:
+            await upstream.session()
+            return upstream.listing
+        finally:
+            await upstream.stop()
