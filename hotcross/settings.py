@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "djstripe",  # our receivers run on its webhook_post_process signal, whatever this order
     "accounts",
     "mcp_bridge",
+    "api",  # /api/v1/: key check and usage reports for servers that run elsewhere
     "axes",  # admin login throttling (see "Admin login throttling" below)
 ]
 
@@ -244,6 +245,10 @@ HOTCROSS_MCP_UPSTREAM_REFRESH_SECONDS = env.float("HOTCROSS_MCP_UPSTREAM_REFRESH
 HOTCROSS_MCP_UPSTREAM_IDLE_SECONDS = env.float("HOTCROSS_MCP_UPSTREAM_IDLE_SECONDS", default=600.0)
 HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES = env.int("HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES", default=20)
 HOTCROSS_MCP_UPSTREAM_DATA_DIR = env.str("HOTCROSS_MCP_UPSTREAM_DATA_DIR", default=str(BASE_DIR / "var" / "upstream"))
+# Key-check API (api/): how long a client may remember a /api/v1/keys/verify answer (Cache-Control max-age, capped at
+# 60 s: a revocation reaches such a client within that time), and how old a reported usage event may be.
+HOTCROSS_API_VERIFY_MAX_AGE = env.int("HOTCROSS_API_VERIFY_MAX_AGE", default=60)
+HOTCROSS_API_USAGE_WINDOW_HOURS = env.float("HOTCROSS_API_USAGE_WINDOW_HOURS", default=24.0)
 
 # --- Stripe (dj-stripe) -------------------------------------------------------------------------------------------
 # Stripe is the source of truth for subscription status and seats (accounts/billing/). With no key set the app
