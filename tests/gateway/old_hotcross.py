@@ -104,6 +104,26 @@ async def sleep(seconds: float) -> str:
     return "awake"
 
 
+def grown() -> str:
+    """A tool added while the server runs."""
+    return "I am new"
+
+
+@server.tool()
+async def grow(name: str, ctx: Context) -> str:
+    """Adds a tool named `name` and says so (notifications/tools/list_changed)."""
+    server.add_tool(grown, name=name)
+    await ctx.session.send_tool_list_changed()
+    return "grown"
+
+
+@server.tool()
+def grow_quietly(name: str) -> str:
+    """Adds a tool named `name` without telling anyone."""
+    server.add_tool(grown, name=name)
+    return "grown"
+
+
 @server.prompt()
 def greet(name: str) -> str:
     """A prompt with an argument."""
