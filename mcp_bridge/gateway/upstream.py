@@ -15,14 +15,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import httpx2
@@ -103,6 +103,7 @@ class Upstream:
         self._broken: str | None = None
         self._refresh_wanted = False
         self._retry_at = 0.0
+        self._retired = False  # stopped for good (idle, LRU cap, end of a probe): never started again
 
     # --- what callers use -------------------------------------------------------------------------------------------
 
@@ -191,6 +192,8 @@ class Upstream:
             self.last_used = time.monotonic()
 
     def ensure_running(self) -> None:
+        if self._retired:
+            raise unavailable(f"{self.public_name} was just stopped (idle); try again.")
         if self._task is None or self._task.done():
             self._stopping = False
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"hotcross upstream {self.name}")
@@ -206,7 +209,8 @@ class Upstream:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Stop the upstream (its process, or the HTTP session) and wait for it, a bounded time."""
+        """Stop the upstream (its process, or the HTTP session) for good and wait for it, a bounded time."""
+        self._retired = True
         self._stopping = True
         self._wake.set()
         task = self._task
@@ -232,21 +236,20 @@ class Upstream:
             self._wake = anyio.Event()
             self._set_state("starting")
             up_since: float | None = None
-            with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as errlog:
-                try:
-                    async with self._connected(errlog) as session:
-                        self._session = session
-                        self.starts += 1
-                        up_since = time.monotonic()
-                        self._set_state("up")
-                        logger.info("%s is up (%s tools)", self.name, len(self.listing.tools))
-                        await self._watch(session)
-                    if self._broken:
-                        self.last_error = self._broken
-                except Exception as exc:
-                    self.last_error = self._failure(exc, errlog)
-                finally:
-                    self._session = None
+            try:
+                async with self._connected() as session:
+                    self._session = session
+                    self.starts += 1
+                    up_since = time.monotonic()
+                    self._set_state("up")
+                    logger.info("%s is up (%s tools)", self.name, len(self.listing.tools))
+                    await self._watch(session)
+                if self._broken:
+                    self.last_error = self._broken
+            except Exception as exc:
+                self.last_error = self._failure(exc)
+            finally:
+                self._session = None
             if self._stopping:
                 break
             if up_since is not None:
@@ -264,7 +267,7 @@ class Upstream:
         self._set_state("stopped")
 
     @contextlib.asynccontextmanager
-    async def _connected(self, errlog: IO[str]) -> AsyncIterator[ClientSession]:
+    async def _connected(self) -> AsyncIterator[ClientSession]:
         async with contextlib.AsyncExitStack() as stack:
             if self.config.transport == "http":
                 http = await stack.enter_async_context(
@@ -275,7 +278,8 @@ class Upstream:
                 )
                 read, write = await stack.enter_async_context(streamable_http_client(self.config.url, http_client=http))
             else:
-                read, write = await stack.enter_async_context(stdio_client(self._parameters(), errlog=errlog))
+                # The upstream's stderr is the server's (its log): what it says when it fails is there.
+                read, write = await stack.enter_async_context(stdio_client(self._parameters(), errlog=_stderr()))
             session = await stack.enter_async_context(
                 ClientSession(read, write, message_handler=self._on_message, client_info=CLIENT_INFO)
             )
@@ -338,28 +342,28 @@ class Upstream:
         elif isinstance(message, Exception):
             logger.warning("%s sent something that is not MCP: %s", self.name, message.__class__.__name__)
 
-    def _failure(self, exc: BaseException, errlog: IO[str]) -> str:
+    def _failure(self, exc: BaseException) -> str:
         exc = _innermost(exc)
         if isinstance(exc, TimeoutError):
-            reason = f"it did not answer initialize within {self.config.start_timeout:g} s"
-        elif isinstance(exc, FileNotFoundError):
-            reason = "its command was not found (HOTCROSS_MCP_UPSTREAM)"
+            return f"it did not answer initialize within {self.config.start_timeout:g} s"
+        if isinstance(exc, FileNotFoundError):
             logger.warning("%s: %s", self.name, exc)
-        elif isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED:
-            reason = "it exited before it answered initialize"
-        elif isinstance(exc, MCPError):
-            reason = f"it refused initialize ({exc.code})"
-        else:
-            reason = f"it could not be started or reached ({exc.__class__.__name__})"
-        with contextlib.suppress(OSError, ValueError):
-            errlog.flush()
-            errlog.seek(0, os.SEEK_END)
-            size = errlog.tell()
-            errlog.seek(max(0, size - 2000))
-            tail = errlog.read().strip()
-            if tail:
-                logger.warning("%s: %s; its last output on stderr:\n%s", self.name, reason, tail)
-        return reason
+            return "its command was not found (HOTCROSS_MCP_UPSTREAM)"
+        if isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED:
+            return "it exited before it answered initialize"
+        if isinstance(exc, MCPError):
+            return f"it refused initialize ({exc.code})"
+        logger.warning("%s could not be started or reached: %r", self.name, exc)
+        return f"it could not be started or reached ({exc.__class__.__name__})"
+
+
+def _stderr() -> Any:
+    """The process's stderr as a file a child can inherit (under a test runner's capture, the original one)."""
+    try:
+        sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return sys.__stderr__
+    return sys.stderr
 
 
 def _innermost(exc: BaseException) -> BaseException:

@@ -9,10 +9,19 @@ import json
 import anyio
 import pytest
 
+from accounts import services
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory
 from tests.gateway.conftest import OLD_HOTCROSS, gateway_env
-from tests.mcp_bridge.conftest import http_client, run_uvicorn, stdio_session, structured, usage_written
+from tests.mcp_bridge.conftest import (
+    db,
+    http_client,
+    refused_within,
+    run_uvicorn,
+    stdio_session,
+    structured,
+    usage_written,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -73,9 +82,13 @@ def test_identity_over_stdio_bridge(tmp_path):
             async with stdio_session(developer.plain_key, errlog, **gateway_env(OLD_HOTCROSS)) as client:
                 tools = {tool.name: tool for tool in (await client.list_tools()).tools}
                 spoofed = await client.call_tool("remember", {"text": "n", "_developer_id": str(victim.id)})
-                return tools, spoofed
+                # A key revoked mid-session is refused for upstream tools as for built-in ones.
+                await db(services.revoke_key, developer=developer)
+                refusal, _took = await refused_within(lambda: client.call_tool("ping", {}), seconds=5)
+                return tools, spoofed, refusal
 
-    tools, spoofed = anyio.run(scenario)
+    tools, spoofed, refusal = anyio.run(scenario)
+    assert refusal.error.data["code"] == "key_revoked"
     assert {"whoami", "usage", "remember", "project_of"} <= set(tools)
     assert set(tools["remember"].input_schema["properties"]) == {"text"}
     assert structured(spoofed)["developer_id"] == str(developer.id)
