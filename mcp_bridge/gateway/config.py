@@ -36,8 +36,15 @@ class UpstreamConfig:
         return "http" if self.url else "stdio"
 
     def describe(self) -> str:
-        """The upstream as an operator wrote it (headers and environment values left out: they hold credentials)."""
-        return self.url if self.url else shlex.join(self.command)
+        """The upstream for logs and operators: the command, or the URL without user info or query (headers and
+        environment values are left out: they hold credentials)."""
+        if not self.url:
+            return shlex.join(self.command)
+        parts = urlsplit(self.url)
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        return f"{parts.scheme}://{netloc}{parts.path}"
 
 
 def _json_object(name: str, raw: str) -> dict[str, str]:

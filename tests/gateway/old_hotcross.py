@@ -86,6 +86,13 @@ def caller_meta(ctx: Context) -> dict[str, Any]:
 
 
 @server.tool()
+def service_key(ctx: Context) -> str:
+    """HTTP mode: the X-Service-Key header the bridge sent (its service credential)."""
+    request = ctx.request_context.request
+    return request.headers.get("x-service-key", "") if request is not None else ""
+
+
+@server.tool()
 def fails() -> str:
     """A tool error: the result is flagged isError."""
     raise ValueError("this tool always fails")

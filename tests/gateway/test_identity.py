@@ -5,14 +5,16 @@ clients never see those arguments, the upstream always gets the authenticated ca
 from __future__ import annotations
 
 import json
+import sys
 
 import anyio
+import httpx2
 import pytest
 
 from accounts import services
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory
-from tests.gateway.conftest import OLD_HOTCROSS, gateway_env
+from tests.gateway.conftest import OLD_HOTCROSS, OLD_HOTCROSS_SCRIPT, gateway_env, http_upstream
 from tests.mcp_bridge.conftest import (
     db,
     http_client,
@@ -93,3 +95,25 @@ def test_identity_over_stdio_bridge(tmp_path):
     assert set(tools["remember"].input_schema["properties"]) == {"text"}
     assert structured(spoofed)["developer_id"] == str(developer.id)
     assert structured(spoofed)["organization_id"] == str(developer.organization_id)
+
+
+def test_an_http_upstream_gets_the_service_credential_and_the_caller(tmp_path):
+    developer = DeveloperFactory()
+    command = [sys.executable, str(OLD_HOTCROSS_SCRIPT), "http", "{port}"]
+    with http_upstream(command, tmp_path) as upstream_url:
+        env = gateway_env(upstream_url, HOTCROSS_MCP_UPSTREAM_HEADERS=json.dumps({"X-Service-Key": "svc-secret-1"}))
+        with run_uvicorn(tmp_path, **env) as bridge:
+
+            async def scenario():
+                async with http_client(bridge.url, developer.plain_key) as client:
+                    key = await client.call_tool("service_key", {})
+                    spoofed = await client.call_tool("remember", {"text": "t", "_organization_id": "forged"})
+                    return key, spoofed
+
+            key, spoofed = anyio.run(scenario)
+            health = httpx2.get(f"{bridge.base}/healthz", timeout=10).json()
+            log = bridge.log()
+    assert key.content[0].text == "svc-secret-1"
+    assert structured(spoofed)["organization_id"] == str(developer.organization_id)
+    assert health["upstream"]["transport"] == "http" and health["upstream"]["state"] == "up"
+    assert "svc-secret-1" not in json.dumps(health) and "svc-secret-1" not in log
