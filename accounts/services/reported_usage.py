@@ -17,6 +17,7 @@ batch sent at once cannot both count).
 from __future__ import annotations
 
 import datetime
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -129,11 +130,14 @@ def _parse(principal: Principal, raw: Any) -> _Event:
                 code="other_developer",
             )
     client_id = raw.get("id")
-    if not isinstance(client_id, str) or not client_id.strip() or len(client_id) > MAX_ID_LENGTH:
-        raise invalid(f"'id' must be the client's event id, a string of 1 to {MAX_ID_LENGTH} characters.")
+    if not _text(client_id, MAX_ID_LENGTH):
+        raise invalid(
+            f"'id' must be the client's event id, a string of 1 to {MAX_ID_LENGTH} characters without control "
+            "characters."
+        )
     tool = raw.get("tool")
-    if not isinstance(tool, str) or not tool.strip() or len(tool.strip()) > 200:
-        raise invalid("'tool' must be the tool's name, a string of 1 to 200 characters.")
+    if not _text(tool, 200):
+        raise invalid("'tool' must be the tool's name, a string of 1 to 200 characters without control characters.")
     at = parse_datetime(raw["at"]) if isinstance(raw.get("at"), str) and len(raw["at"]) <= 64 else None
     if at is None or timezone.is_naive(at):
         raise invalid("'at' must be an ISO 8601 time with a time zone, like 2026-12-03T10:15:00Z.")
@@ -184,6 +188,14 @@ def _record(principal: Principal, events: list[_Event]) -> UsageReport:
         if failed is not None:
             raise failed  # rolls the idempotency records back with it
     return UsageReport(recorded=len(fresh), duplicates=duplicates)
+
+
+def _text(value: Any, longest: int) -> bool:
+    """A non-blank string of at most `longest` characters with no control character (NUL cannot even be stored in
+    a PostgreSQL text column) and no lone surrogate (not UTF-8)."""
+    if not isinstance(value, str) or not value.strip() or len(value.strip()) > longest:
+        return False
+    return not any(unicodedata.category(char) in ("Cc", "Cs") for char in value)
 
 
 def _as_uuid(value: Any) -> uuid.UUID | None:

@@ -111,6 +111,9 @@ def test_events_older_than_the_window_or_in_the_future_are_refused(settings):
         event(1, id=5),
         event(1, tool=""),
         event(1, tool=["a"]),
+        event(1, tool="search\x00code"),  # NUL: PostgreSQL cannot store it
+        event(1, id="evt\n1"),
+        event(1, tool="\ud800"),  # a lone surrogate
         event(1, at="yesterday"),
         event(1, at="2026-12-03T10:00:00"),  # no time zone
         event(1, ok="yes"),

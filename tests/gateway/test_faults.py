@@ -4,6 +4,8 @@ and a crashed upstream is restarted; /healthz says so and stays 200."""
 
 from __future__ import annotations
 
+import shlex
+import sys
 import time
 
 import anyio
@@ -135,3 +137,25 @@ def test_a_command_that_does_not_exist(tmp_path):
     assert "its command was not found (HOTCROSS_MCP_UPSTREAM)" in error.error.message
     assert "/nonexistent" not in error.error.message  # command lines are for the log, not for clients
     assert health.status_code == 200
+
+
+def test_an_upstream_that_answers_garbage(tmp_path):
+    developer = DeveloperFactory()
+    garbage = shlex.join(
+        [sys.executable, "-c", "import time; print('this is not JSON-RPC', flush=True); time.sleep(60)"]
+    )
+
+    async def scenario():
+        env = gateway_env(garbage, HOTCROSS_MCP_UPSTREAM_START_TIMEOUT="2")
+        with open(tmp_path / "stderr", "w") as errlog:
+            async with stdio_session(developer.plain_key, errlog, **env) as client:
+                error, took = await refused(client, "anything")
+                whoami = structured(await client.call_tool("whoami", {}))
+                return error, took, whoami
+
+    error, took, whoami = anyio.run(scenario)
+    assert error.error.code == UPSTREAM_UNAVAILABLE
+    assert error.error.data["code"] == "upstream_unavailable"
+    assert "initialize" in error.error.message
+    assert took < 10
+    assert whoami["developer_id"] == str(developer.id)
