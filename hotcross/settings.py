@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "djstripe",  # our receivers run on its webhook_post_process signal, whatever this order
     "accounts",
     "mcp_bridge",
+    "api",  # /api/v1/: key check and usage reports for servers that run elsewhere
     "axes",  # admin login throttling (see "Admin login throttling" below)
 ]
 
@@ -230,6 +231,29 @@ HOTCROSS_MCP_METERING_FLUSH_SECONDS = env.float("HOTCROSS_MCP_METERING_FLUSH_SEC
 HOTCROSS_USAGE_RAW_RETENTION_DAYS = env.int("HOTCROSS_USAGE_RAW_RETENTION_DAYS", default=400)
 if HOTCROSS_USAGE_RAW_RETENTION_DAYS < 1:
     raise ImproperlyConfigured("HOTCROSS_USAGE_RAW_RETENTION_DAYS must be 1 or more (days of raw usage events kept).")
+# MCP gateway (mcp_bridge.gateway): an upstream MCP server whose tools, prompts and resources the bridge serves behind
+# its keys, seats and metering. A command spoken to over stdio ("uvx hotcross") or a streamable-HTTP URL; empty: none.
+HOTCROSS_MCP_UPSTREAM = env.str("HOTCROSS_MCP_UPSTREAM", default="")
+# The stdio upstream's environment (a JSON object; the bridge's own environment is not passed on, only PATH/HOME and
+# the like) and the HTTP upstream's extra headers (a JSON object, e.g. a service credential).
+HOTCROSS_MCP_UPSTREAM_ENV = env.str("HOTCROSS_MCP_UPSTREAM_ENV", default="")
+HOTCROSS_MCP_UPSTREAM_HEADERS = env.str("HOTCROSS_MCP_UPSTREAM_HEADERS", default="")
+# shared: one upstream for everyone; organization: one stdio process per organization (own data folder).
+HOTCROSS_MCP_UPSTREAM_SCOPE = env.str("HOTCROSS_MCP_UPSTREAM_SCOPE", default="shared")
+# Seconds a forwarded call may take (then upstream_timeout), and an upstream may take to start and answer initialize.
+HOTCROSS_MCP_UPSTREAM_TIMEOUT = env.float("HOTCROSS_MCP_UPSTREAM_TIMEOUT", default=30.0)
+HOTCROSS_MCP_UPSTREAM_START_TIMEOUT = env.float("HOTCROSS_MCP_UPSTREAM_START_TIMEOUT", default=60.0)
+# The cached tool/prompt/resource lists are read again this often (and at once on notifications/*/list_changed).
+HOTCROSS_MCP_UPSTREAM_REFRESH_SECONDS = env.float("HOTCROSS_MCP_UPSTREAM_REFRESH_SECONDS", default=300.0)
+# Organization scope: a process idle this long is stopped; at most this many run (least recently used stopped first);
+# each organization's process gets <data dir>/<organization id> as HOTCROSS_DATA_DIR and working directory.
+HOTCROSS_MCP_UPSTREAM_IDLE_SECONDS = env.float("HOTCROSS_MCP_UPSTREAM_IDLE_SECONDS", default=600.0)
+HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES = env.int("HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES", default=20)
+HOTCROSS_MCP_UPSTREAM_DATA_DIR = env.str("HOTCROSS_MCP_UPSTREAM_DATA_DIR", default=str(BASE_DIR / "var" / "upstream"))
+# Key-check API (api/): how long a client may remember a /api/v1/keys/verify answer (Cache-Control max-age, capped at
+# 60 s: a revocation reaches such a client within that time), and how old a reported usage event may be.
+HOTCROSS_API_VERIFY_MAX_AGE = env.int("HOTCROSS_API_VERIFY_MAX_AGE", default=60)
+HOTCROSS_API_USAGE_WINDOW_HOURS = env.float("HOTCROSS_API_USAGE_WINDOW_HOURS", default=24.0)
 
 # --- Stripe (dj-stripe) -------------------------------------------------------------------------------------------
 # Stripe is the source of truth for subscription status and seats (accounts/billing/). With no key set the app

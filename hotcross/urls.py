@@ -19,4 +19,6 @@ urlpatterns = [
     # own view sees them (accounts.billing.webhooks); dj-stripe's URL names still build the paths.
     path("stripe/webhook/<uuid:uuid>/", webhooks.receive, name="stripe_webhook"),
     path("stripe/", include("djstripe.urls", namespace="djstripe")),
+    # The key-check API for servers that run elsewhere (api/): POST /api/v1/keys/verify, POST /api/v1/usage.
+    path("api/v1/", include("api.urls")),
 ]

@@ -5,7 +5,7 @@ import logging
 from django.apps import apps
 from django.conf import settings
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.db import DatabaseError, connection
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import render
@@ -34,15 +34,37 @@ def landing(request: HttpRequest) -> HttpResponse:
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when the database answers a query, 503 otherwise (for load balancers and uptime checks)."""
+    """200 when the database answers a query, 503 otherwise (for load balancers and uptime checks).
+
+    In gateway mode the body also says how the upstream MCP server is (`upstream`: its state, restarts, last error),
+    without changing the status: the site and the built-in tools work without it.
+    """
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
     except DatabaseError as exc:
         logger.warning("healthz: database unavailable: %s", exc.__class__.__name__)
-        return JsonResponse({"status": "unavailable", "database": "down"}, status=503)
-    return JsonResponse({"status": "ok", "database": "up"})
+        return JsonResponse({"status": "unavailable", "database": "down", **_upstream()}, status=503)
+    return JsonResponse({"status": "ok", "database": "up", **_upstream()})
+
+
+def _upstream() -> dict[str, object]:
+    from mcp_bridge.gateway import pool
+    from mcp_bridge.gateway.config import upstream_config
+
+    try:
+        config = upstream_config()
+    except ImproperlyConfigured:
+        return {"upstream": {"state": "misconfigured"}}
+    if config is None:
+        return {}
+    running = pool.statuses()
+    return {
+        "upstream": running[0]
+        if running
+        else {"transport": config.transport, "scope": config.scope, "state": "stopped"}
+    }
 
 
 # The actions dj-stripe's admin offers through its own URL (`djstripe.admin.actions.CustomActionMixin`).

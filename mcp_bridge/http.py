@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from hotcross.db import bound_queries
 from mcp_bridge import metering
 from mcp_bridge.auth import BearerKeyMiddleware
+from mcp_bridge.gateway import pool as gateway_pool
 from mcp_bridge.server import build_server
 
 MCP_PATH = "/mcp"
@@ -65,8 +66,10 @@ class MCPHttpApp:
         still buffered."""
         try:
             async with self.server.session_manager.run():
+                await gateway_pool.start()  # the shared upstream (mcp_bridge.gateway), if any
                 yield
         finally:
+            await gateway_pool.close()
             await metering.flush_at_stop()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -75,21 +75,27 @@ class MeteringMiddleware:
         if not isinstance(name, str) or name not in self._tool_names:
             # Not one of our tools (or not a name at all, which `RequestChecks` refuses): not served, not metered.
             return await call_next(ctx)
-        caller = current_caller()
-        buffer = _buffer()
-        if buffer.full:
-            logger.error("usage buffer full (%s events wait for the database): call refused", len(buffer))
-            raise unavailable_error(MeteringFull())
-        started = time.perf_counter()
-        try:
-            result = await call_next(ctx)
-        except Exception:
-            # A JSON-RPC error raised inside the call (or bad params): served, as an error.
-            buffer.add(_counted(_event(caller, name, ok=False, started=started)))
-            raise
-        ok = not (isinstance(result, dict) and result.get("isError") is True)
-        buffer.add(_counted(_event(caller, name, ok=ok, started=started)))
-        return result
+        return await metered(name, lambda: call_next(ctx))
+
+
+async def metered(tool_name: str, call: Callable[[], Awaitable[Any]]) -> Any:
+    """Serve `call()` as one metered `tools/call` of `tool_name` by the current caller: the middleware's rules (refused
+    when the buffer is full; an event ok or not, with its duration, for a result, an `isError` result or an error
+    raised), for calls the middleware cannot recognise by name (the gateway's forwarded tools)."""
+    caller = current_caller()
+    buffer = _buffer()
+    if buffer.full:
+        logger.error("usage buffer full (%s events wait for the database): call refused", len(buffer))
+        raise unavailable_error(MeteringFull())
+    started = time.perf_counter()
+    try:
+        result = await call()
+    except Exception:
+        buffer.add(_counted(_event(caller, tool_name, ok=False, started=started)))
+        raise
+    is_error = result.get("isError") is True if isinstance(result, dict) else bool(getattr(result, "is_error", False))
+    buffer.add(_counted(_event(caller, tool_name, ok=not is_error, started=started)))
+    return result
 
 
 def _counted(event: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,9 @@ the key), `RequestChecks` (names that are not names are invalid params, not serv
 (one usage event per served `tools/call`). Tools get the caller through their
 `_developer_id` / `_organization_id` parameters (see `mcp_bridge.tools`).
 
+With `HOTCROSS_MCP_UPSTREAM` set the server is a `GatewayServer` (`mcp_bridge.gateway`): the upstream's tools,
+prompts and resources are served beside the built-in ones, behind the same middlewares.
+
 Transports: `manage.py mcp_server` (stdio) and `mcp_bridge.http` (streamable HTTP at /mcp in `hotcross.asgi`).
 """
 
@@ -27,6 +30,8 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 
 from mcp_bridge.auth import CallerMiddleware, current_caller
+from mcp_bridge.gateway.config import upstream_config
+from mcp_bridge.gateway.server import GatewayServer
 from mcp_bridge.metering import MeteringMiddleware
 from mcp_bridge.tools import bind_caller, duplicate_names, options_of, tool_name, tools_of
 
@@ -93,14 +98,16 @@ def build_server(
 
     `stdio_key`: the key to re-check on every request (stdio); without it, the HTTP layer authenticates requests.
     `modules`: tool modules (default: `tool_modules()`).
-    `bridged=False` builds the same server with no caller, no auth and no metering, and registers the tools as they
-    are (they must not take caller parameters); the overhead benchmark compares against it.
+    `bridged=False` builds the same server with no caller, no auth, no metering and no upstream, and registers the
+    tools as they are (they must not take caller parameters); the overhead benchmark compares against it.
     """
     functions = tools_of(tool_modules() if modules is None else modules)
     duplicates = duplicate_names(functions)
     if duplicates:
         raise ImproperlyConfigured(f"HOTCROSS_MCP_TOOLS: more than one tool is named {', '.join(duplicates)}.")
-    server = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS, version=server_version())
+    gateway = bridged and upstream_config() is not None
+    server_class = GatewayServer if gateway else MCPServer
+    server = server_class(SERVER_NAME, instructions=INSTRUCTIONS, version=server_version())
     if bridged:
         server.middleware.extend(
             [

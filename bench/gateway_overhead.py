@@ -1,0 +1,132 @@
+"""What the gateway costs: `tools/call` of a trivial upstream tool through the bridge vs the upstream directly.
+
+    DATABASE_URL=postgres://…/hotcross_bench_gw .venv/bin/python bench/gateway_overhead.py [--clients 8]
+        [--calls 1000] [--rounds 7]
+
+Two servers, measured one at a time and alternately, in the same run:
+- direct: the upstream, an `MCPServer` over streamable HTTP (`tests/gateway/old_hotcross.py http PORT`, stateless
+  JSON), its `ping` tool called with no key;
+- bridge: `hotcross.asgi:application` in gateway mode (`HOTCROSS_MCP_UPSTREAM` = that same upstream's URL), the full
+  path: Host check, key check, caller binding, forwarding over the mcp SDK's client, metering.
+A load generator in this process keeps `--clients` requests in flight. It prints each round, then the medians of
+calls/s, p50 and p99 for each, the throughput ratio (target: bridge ≥ 0.80 of direct) and what the bridge adds at
+p50 (target: ≤ 1 ms), and checks that the bridge recorded one usage event per forwarded call it answered.
+
+DATABASE_URL defaults to a SQLite file under var/; the database is created if missing and migrated first. Exits 1 if
+the usage events do not match the calls answered. Not run by CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from mcp_overhead import _create_database_if_missing, _load, _wait  # noqa: E402  (the same harness)
+
+UPSTREAM = ROOT / "tests" / "gateway" / "old_hotcross.py"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=8, help="requests kept in flight (default 8)")
+    parser.add_argument("--calls", type=int, default=1000, help="calls per measured round (default 1000)")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds per server, alternating (default 7)")
+    args = parser.parse_args()
+
+    os.environ.setdefault("DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'bench-gateway.sqlite3'}")
+    os.environ.setdefault("SECRET_KEY", "bench-only-not-a-secret")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "hotcross.settings"
+    os.environ["HOTCROSS_MCP_TOOLS"] = ""
+    sys.path.insert(0, str(ROOT))
+    (ROOT / "var").mkdir(exist_ok=True)
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    _create_database_if_missing(connection)
+    call_command("migrate", verbosity=0, interactive=False)
+    from accounts import services
+    from accounts.models import UsageEvent
+
+    org = services.create_organization(name="Gateway overhead bench", max_seats=1, subscription_status="active")
+    developer, key = services.add_developer(organization=org, email=f"bench-{uuid.uuid4().hex[:12]}@example.com")
+    connection.close()
+
+    upstream_port, upstream = _start_upstream()
+    upstream_url = f"http://127.0.0.1:{upstream_port}/mcp"
+    os.environ["HOTCROSS_MCP_UPSTREAM"] = upstream_url
+    os.environ["HOTCROSS_MCP_UPSTREAM_TIMEOUT"] = "30"
+    print(f"database: {connection.vendor}; clients in flight: {args.clients}; calls per round: {args.calls}")
+    print(f"upstream: {upstream_url} (tests/gateway/old_hotcross.py, stateless JSON)")
+    from mcp_overhead import _start
+
+    bridge = _start(["hotcross.asgi:application"])
+    servers = (("direct", upstream_port, {}), ("bridge", bridge[0], {"Authorization": f"Bearer {key}"}))
+    results: dict[str, list[tuple[float, float, float]]] = {"direct": [], "bridge": []}
+    bridge_calls = 0
+    try:
+        for name, port, headers in servers:
+            asyncio.run(_load(port, headers, clients=args.clients, calls=200))  # warm up
+            if name == "bridge":
+                bridge_calls += 200
+        for round_number in range(1, args.rounds + 1):
+            for name, port, headers in servers:
+                throughput, p50, p99 = asyncio.run(_load(port, headers, clients=args.clients, calls=args.calls))
+                results[name].append((throughput, p50, p99))
+                if name == "bridge":
+                    bridge_calls += args.calls
+                print(f"round {round_number} {name:6}: {throughput:8.1f} calls/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
+    finally:
+        for process in (bridge[1], upstream):
+            process.terminate()
+            process.wait(timeout=10)
+
+    print()
+    medians = {}
+    for name, rounds in results.items():
+        medians[name] = tuple(statistics.median(r[i] for r in rounds) for i in range(3))
+        throughput, p50, p99 = medians[name]
+        print(f"{name:6} (median of {len(rounds)}): {throughput:8.1f} calls/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
+    ratio = medians["bridge"][0] / medians["direct"][0]
+    paired = statistics.median(b[0] / d[0] for d, b in zip(results["direct"], results["bridge"], strict=True))
+    added = medians["bridge"][1] - medians["direct"][1]
+    print(f"bridge/direct throughput ratio: {ratio:.3f} (target >= 0.80); median of the rounds' own: {paired:.3f}")
+    print(f"added at p50: {added:.2f} ms (target <= 1 ms)")
+    metered = UsageEvent.objects.filter(developer=developer).count()
+    verdict = "OK" if metered == bridge_calls else "MISMATCH"
+    print(f"usage events recorded by the bridge: {metered} for {bridge_calls} forwarded calls answered ({verdict})")
+    if metered != bridge_calls:
+        raise SystemExit(1)
+
+
+def _start_upstream() -> tuple[int, subprocess.Popen]:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, str(UPSTREAM), "http", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    asyncio.run(_wait(port))
+    return port, process
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Who calls, handed to the upstream the old Hotcross way (tool arguments) and in the request's `_meta`.
+
+- An upstream tool whose input schema declares `_developer_id` and/or `_organization_id` gets them filled with the
+  authenticated caller's ids (UUID strings) on every call; clients never see them in the schema, and a value a
+  client sends under those names is dropped.
+- Every forwarded request (tools/call, prompts/get, resources/read) carries the caller in `_meta` under the keys
+  below, for upstreams that read that instead.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from mcp_types import Tool
+
+from accounts.authentication import Principal
+from mcp_bridge.tools import CALLER_ARGUMENTS
+
+META_DEVELOPER_ID = "hotcross/developer_id"
+META_ORGANIZATION_ID = "hotcross/organization_id"
+META_KEYS = (META_DEVELOPER_ID, META_ORGANIZATION_ID)
+
+
+def identity_arguments(tool: Tool) -> tuple[str, ...]:
+    """The caller arguments the upstream tool declares, in `CALLER_ARGUMENTS` order."""
+    properties = (tool.input_schema or {}).get("properties") or {}
+    return tuple(name for name in CALLER_ARGUMENTS if isinstance(properties, Mapping) and name in properties)
+
+
+def public_tool(tool: Tool) -> Tool:
+    """The tool as clients see it: its input schema without the caller arguments."""
+    hidden = identity_arguments(tool)
+    if not hidden:
+        return tool
+    schema = copy.deepcopy(dict(tool.input_schema))
+    schema["properties"] = {k: v for k, v in schema.get("properties", {}).items() if k not in hidden}
+    if isinstance(schema.get("required"), list):
+        schema["required"] = [name for name in schema["required"] if name not in hidden]
+        if not schema["required"]:
+            del schema["required"]
+    return tool.model_copy(update={"input_schema": schema})
+
+
+def forwarded_arguments(tool: Tool | None, arguments: Mapping[str, Any] | None, caller: Principal) -> dict[str, Any]:
+    """The arguments sent upstream: the client's, without caller arguments, plus the real caller where declared."""
+    forwarded = {k: v for k, v in (arguments or {}).items() if k not in CALLER_ARGUMENTS}
+    wanted = identity_arguments(tool) if tool is not None else ()
+    if "_developer_id" in wanted:
+        forwarded["_developer_id"] = str(caller.developer_id)
+    if "_organization_id" in wanted:
+        forwarded["_organization_id"] = str(caller.organization_id)
+    return forwarded
+
+
+def caller_meta(caller: Principal) -> dict[str, Any]:
+    """The `_meta` of a forwarded request."""
+    return {META_DEVELOPER_ID: str(caller.developer_id), META_ORGANIZATION_ID: str(caller.organization_id)}

@@ -1,0 +1,148 @@
+"""The upstreams of one server process: one for everyone (`shared`), or one per organization (`organization`).
+
+Organization scope: an organization's process starts on its first request, with `HOTCROSS_ORGANIZATION_ID` and its
+own data folder; it is never used for another organization. A process idle for `idle_seconds` is stopped; at most
+`max_processes` run, and a new organization's first request stops the least recently used idle one (when every
+process is busy answering, the request is refused with `upstream_unavailable` rather than one being cut off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+import weakref
+from collections import OrderedDict
+from typing import Any
+
+from accounts.authentication import Principal
+from mcp_bridge.gateway.config import UpstreamConfig, upstream_config
+from mcp_bridge.gateway.upstream import Upstream, unavailable
+
+logger = logging.getLogger(__name__)
+
+
+class Gateway:
+    def __init__(self, config: UpstreamConfig) -> None:
+        self.config = config
+        self._upstreams: OrderedDict[uuid.UUID | None, Upstream] = OrderedDict()
+        self._reaper: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def per_organization(self) -> bool:
+        return self.config.scope == "organization"
+
+    def upstreams(self) -> list[Upstream]:
+        return list(self._upstreams.values())
+
+    async def upstream_for(self, caller: Principal | None) -> Upstream:
+        """The caller's upstream (created, not yet started, if there was none)."""
+        key = caller.organization_id if self.per_organization and caller is not None else None
+        upstream = self._upstreams.get(key)
+        if upstream is None:
+            async with self._lock:
+                upstream = self._upstreams.get(key)
+                if upstream is None:
+                    if len(self._upstreams) >= self.config.max_processes:
+                        await self._make_room()
+                    upstream = self._upstreams[key] = Upstream(self.config, organization_id=key)
+        self._upstreams.move_to_end(key)
+        upstream.last_used = time.monotonic()
+        if self.per_organization and (self._reaper is None or self._reaper.done()):
+            self._reaper = asyncio.get_running_loop().create_task(self._reap(), name="hotcross upstream reaper")
+        return upstream
+
+    async def _make_room(self) -> None:
+        for key, upstream in list(self._upstreams.items()):  # least recently used first
+            if upstream.in_flight == 0:
+                del self._upstreams[key]
+                logger.info(
+                    "stopping %s: %s processes run (HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES)",
+                    upstream.name,
+                    len(self._upstreams) + 1,
+                )
+                await upstream.stop()
+                return
+        raise unavailable(
+            f"all {self.config.max_processes} upstream processes (HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES) are busy "
+            "answering other organizations. Try again in a moment."
+        )
+
+    async def _reap(self) -> None:
+        period = max(0.05, min(self.config.idle_seconds / 4, 5.0))
+        while self._upstreams:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for key, upstream in list(self._upstreams.items()):
+                if upstream.in_flight == 0 and now - upstream.last_used >= self.config.idle_seconds:
+                    if self._upstreams.get(key) is upstream:
+                        del self._upstreams[key]
+                        logger.info("stopping %s: idle for %s s", upstream.name, self.config.idle_seconds)
+                        await upstream.stop()
+
+    async def start(self) -> None:
+        """Start the shared upstream now (a server's start), so the first call does not wait for it."""
+        if not self.per_organization:
+            (await self.upstream_for(None)).ensure_running()
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reaper
+        upstreams, self._upstreams = list(self._upstreams.values()), OrderedDict()
+        await asyncio.gather(*(upstream.stop() for upstream in upstreams), return_exceptions=True)
+
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {"transport": self.config.transport, "scope": self.config.scope}
+        upstreams = list(self._upstreams.values())
+        if self.per_organization:
+            states: dict[str, int] = {}
+            for upstream in upstreams:
+                states[upstream.state] = states.get(upstream.state, 0) + 1
+            status.update(processes=len(upstreams), states=states, max_processes=self.config.max_processes)
+        elif upstreams:
+            status.update(upstreams[0].status())
+        else:
+            status["state"] = "stopped"
+        return status
+
+
+_gateways: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gateway] = weakref.WeakKeyDictionary()
+
+
+def gateway() -> Gateway | None:
+    """The running event loop's gateway (a server has one loop), or None when no upstream is configured."""
+    config = upstream_config()
+    if config is None:
+        return None
+    loop = asyncio.get_running_loop()
+    found = _gateways.get(loop)
+    if found is None or found.config != config:
+        found = _gateways[loop] = Gateway(config)
+    return found
+
+
+def statuses() -> list[dict[str, Any]]:
+    """The upstream state of every gateway of this process (for /healthz, which runs on another thread)."""
+    for _attempt in range(3):
+        with contextlib.suppress(RuntimeError):  # a dict changed size while being read: read again
+            return [found.status() for found in list(_gateways.values())]
+    return []
+
+
+async def start() -> None:
+    found = gateway()
+    if found is not None:
+        await found.start()
+
+
+async def close() -> None:
+    with contextlib.suppress(RuntimeError):
+        loop = asyncio.get_running_loop()
+        found = _gateways.pop(loop, None)
+        if found is not None:
+            await found.close()
