@@ -17,4 +17,6 @@ urlpatterns = [
     # own view sees them (accounts.billing.webhooks); dj-stripe's URL names still build the paths.
     path("stripe/webhook/<uuid:uuid>/", webhooks.receive, name="stripe_webhook"),
     path("stripe/", include("djstripe.urls", namespace="djstripe")),
+    # OAuth for MCP clients (issue 13): discovery, the authorization server, developers' sign-in and /account/.
+    path("", include("oauth.urls")),
 ]
