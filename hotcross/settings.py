@@ -290,7 +290,7 @@ OAUTH2_PROVIDER = {
     "CIMD_MAX_DOCUMENT_SIZE": 16 * 1024,
 }
 # Developers' sign-in codes are mailed through Django's email framework: smtp://user:password@host:587 (with
-# ?tls=True), consolemail:// (printed; `make run`), filemail:///path (one file per mail), dummymail://.
+# ?tls=True), consolemail:// (printed; `make run`), filemail:////abs/path (one file per mail), dummymail://.
 globals().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Hotcross <no-reply@localhost>")
 

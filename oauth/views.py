@@ -126,7 +126,7 @@ def sign_in(request: HttpRequest) -> HttpResponse:
                 request.session[SESSION_CODE] = started.code_id
                 request.session[SESSION_EMAIL] = email
                 target = reverse("sign_in_code")
-                return HttpResponseRedirect(f"{target}?next={next_url}" if next_url else target)
+                return HttpResponseRedirect(f"{target}?next={_quote(next_url)}" if next_url else target)
     status = 400 if error else 200
     return _page(request, "oauth/sign_in.html", {"title": "Sign in", "error": error, "next": next_url}, status)
 
