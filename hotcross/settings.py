@@ -285,6 +285,12 @@ OAUTH2_PROVIDER = {
     "DCR_ENABLED": True,
     "DCR_REGISTRATION_PERMISSION_CLASSES": ("oauth2_provider.dcr.AllowAllDCRPermission",),  # + oauth.registration
     "CIMD_ENABLED": True,
+    # Staff see clients (block) and grants (revoke) in accounts.admin.oauth; tokens and codes never.
+    "APPLICATION_ADMIN_CLASS": "accounts.admin.oauth.ClientAdmin",
+    "ACCESS_TOKEN_ADMIN_CLASS": "accounts.admin.oauth.HiddenAdmin",
+    "REFRESH_TOKEN_ADMIN_CLASS": "accounts.admin.oauth.HiddenAdmin",
+    "GRANT_ADMIN_CLASS": "accounts.admin.oauth.HiddenAdmin",
+    "ID_TOKEN_ADMIN_CLASS": "accounts.admin.oauth.HiddenAdmin",
     "CIMD_METADATA_FETCHER": "oauth.fetching.HotcrossMetadataFetcher",
     "CIMD_FETCH_TIMEOUT_SECONDS": 5,
     "CIMD_MAX_DOCUMENT_SIZE": 16 * 1024,
