@@ -65,7 +65,7 @@ class TokenCaller:
 class _Checked:
     caller: TokenCaller | None
     refusal: tuple[str, str] | None
-    expires_at: datetime.datetime | None
+    expires_at: float | None  # a POSIX timestamp: compared with time.time(), cheaper than timezone.now()
 
 
 def token_checksum(raw_token: str) -> str:
@@ -112,7 +112,7 @@ def _checksum_of(raw_token: str) -> str:
 def _outcome(checked: _Checked) -> TokenCaller:
     if checked.refusal is not None:
         raise KeyRefused(*checked.refusal)
-    if checked.expires_at is not None and checked.expires_at <= timezone.now():
+    if checked.expires_at is not None and checked.expires_at <= time.time():
         raise invalid_token(expired=True)
     assert checked.caller is not None
     return checked.caller
@@ -125,10 +125,6 @@ def _check_in_database(checksum: str) -> _Checked:
         raise invalid_token()
     found = _KeyRow(*row[: len(_KEY_CHECK_FIELDS)])
     expires, resource, client_id, client_name = row[len(_KEY_CHECK_FIELDS) :]
-    if isinstance(resource, str):  # SQLite's JSON comes back as text on some paths
-        import json
-
-        resource = json.loads(resource)
     if mcp_resource() not in (resource or []):
         checked = _Checked(None, (KeyRefused.INVALID_KEY, WRONG_AUDIENCE), None)
     else:
@@ -137,7 +133,8 @@ def _check_in_database(checksum: str) -> _Checked:
         if refusal is None:
             caller = TokenCaller(_principal(found), client_id, client_name or "an unnamed client")
             _touch_grant(found.developer_id, client_id)
-        checked = _Checked(caller, None if refusal is None else (refusal.code, refusal.message), expires)
+        expires_at = expires.timestamp() if expires is not None else None
+        checked = _Checked(caller, None if refusal is None else (refusal.code, refusal.message), expires_at)
     key_cache.put("oauth:" + checksum, checked)
     return checked
 
