@@ -43,7 +43,7 @@ from hotcross.db import BOOKKEEPING, run_in_pool
 
 LAST_USED_RESOLUTION = 60.0  # seconds: a grant's last use is written at most once a minute per process
 _TOKEN = "oauth_account__user__oauth2_provider_accesstoken__"  # noqa: S105 (a lookup path, not a secret)
-_TOKEN_FIELDS = (_TOKEN + "expires", _TOKEN + "resource", _TOKEN + "application_id", _TOKEN + "application__name")
+_TOKEN_FIELDS = (_TOKEN + "expires", _TOKEN + "resource", _TOKEN + "application_id")
 _MAX_TOKEN_LENGTH = 512
 
 
@@ -124,14 +124,14 @@ def _check_in_database(checksum: str) -> _Checked:
     if row is None:
         raise invalid_token()
     found = _KeyRow(*row[: len(_KEY_CHECK_FIELDS)])
-    expires, resource, client_id, client_name = row[len(_KEY_CHECK_FIELDS) :]
+    expires, resource, client_id = row[len(_KEY_CHECK_FIELDS) :]
     if mcp_resource() not in (resource or []):
         checked = _Checked(None, (KeyRefused.INVALID_KEY, WRONG_AUDIENCE), None)
     else:
         refusal = developer_refusal(found)
         caller = None
         if refusal is None:
-            caller = TokenCaller(_principal(found), client_id, client_name or "an unnamed client")
+            caller = TokenCaller(_principal(found), client_id, _client_name(client_id))
             _touch_grant(found.developer_id, client_id)
         expires_at = expires.timestamp() if expires is not None else None
         checked = _Checked(caller, None if refusal is None else (refusal.code, refusal.message), expires_at)
@@ -146,6 +146,24 @@ def _token_check_statement(connection: BaseDatabaseWrapper) -> tuple:
         prepared = _compiled(connection, queryset, (*_KEY_CHECK_FIELDS, *_TOKEN_FIELDS))
         connection._hotcross_token_check = prepared
     return prepared
+
+
+_client_names: dict[int, str] = {}
+
+
+def _client_name(client_id: int) -> str:
+    """A client's name, for `whoami` (remembered per process: a name is only displayed, and one join fewer keeps the
+    cold token check close to the key check's cost)."""
+    name = _client_names.get(client_id)
+    if name is None:
+        from oauth2_provider.models import get_application_model
+
+        found = get_application_model().objects.filter(pk=client_id).values_list("name", flat=True).first()
+        name = found or "an unnamed client"
+        if len(_client_names) > 10_000:
+            _client_names.clear()
+        _client_names[client_id] = name
+    return name
 
 
 _grant_writes: dict[tuple[uuid.UUID, int], float] = {}
