@@ -120,7 +120,9 @@ def test_mcp_client_signs_in_with_oauth_uses_tools_refreshes_and_is_signed_out_b
     async def callback_handler() -> AuthorizationCodeResult:
         assert browser.callback is not None, "the browser never came back to the client"
         query = parse_qs(urlsplit(browser.callback).query)
-        return AuthorizationCodeResult(code=query["code"][0], state=query.get("state", [None])[0])
+        return AuthorizationCodeResult(
+            code=query["code"][0], state=query.get("state", [None])[0], iss=query.get("iss", [None])[0]
+        )
 
     provider = OAuthClientProvider(
         server_url=oauth_server.url,
