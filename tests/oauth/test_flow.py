@@ -374,3 +374,23 @@ def test_a_refused_developer_cannot_sign_in_with_the_key_checks_message(state):
         "over_seat": "seat_limit_exceeded",
     }[state]
     assert expected in response.content.decode()
+
+
+def test_a_grant_records_its_last_use():
+    developer = DeveloperFactory()
+    tokens, _ = tokens_for(developer)
+    assert Grant.objects.get().last_used_at is None
+    authenticate_token(tokens["access_token"])
+    assert Grant.objects.get().last_used_at is not None
+
+
+def test_a_developer_refused_after_signing_in_gets_no_consent_page_and_the_reason():
+    developer = DeveloperFactory()
+    browser = Client()
+    flow = new_flow(register(browser)["client_id"])
+    sign_in_with_key(browser, developer.plain_key)
+    services.deactivate_developer(developer=developer)
+    response = browser.get(flow.authorize_url())
+    assert response.status_code == 403
+    assert "developer_inactive" in response.content.decode()
+    assert not Grant.objects.exists()
