@@ -19,6 +19,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
+from oauth2_provider.models import get_application_model
 from oauth2_provider.views import AuthorizationView
 from oauth2_provider.views.dynamic_client_registration import DynamicClientRegistrationView
 from oauth2_provider.views.metadata import OAuthProtectedResourceMetadataView
@@ -212,11 +213,8 @@ class ConsentView(AuthorizationView):
         if form.cleaned_data.get("allow") and response.status_code in (301, 302):
             location = response.get("Location", "")
             if "code=" in urlsplit(location).query:
-                client = self.request.client if hasattr(self.request, "client") else None
-                from oauth2_provider.models import get_application_model
-
                 client = get_application_model().objects.get(client_id=form.cleaned_data["client_id"])
-                grants.record_grant(developer=self.developer, client=client)
+                grants.record_grant(developer=self.developer, client=client, actor=self.request.user)
         return response
 
 

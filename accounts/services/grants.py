@@ -39,8 +39,9 @@ def shadow_user(*, developer: Developer) -> Any:
     return user
 
 
-def record_grant(*, developer: Developer, client: Any) -> Any:
-    """The developer allowed `client` on the consent page: the grant (made, or made live again)."""
+def record_grant(*, developer: Developer, client: Any, actor: Any = None) -> Any:
+    """The developer allowed `client` on the consent page: the grant (made, or made live again). `actor`: the
+    developer's shadow user, so the history says who allowed it."""
     from oauth.models import Grant
 
     with transaction.atomic():
@@ -50,7 +51,7 @@ def record_grant(*, developer: Developer, client: Any) -> Any:
         if not created:
             grant.revoked_at = None
             grant.save(update_fields=["revoked_at"])
-        audit.record(actor=None, obj=developer, message=f"Allowed the OAuth client {client} (signed in).")
+        audit.record(actor=actor, obj=developer, message=f"Allowed the OAuth client {client} (signed in).")
     logger.info("oauth grant made developer=%s client=%s", developer.pk, client.pk)
     return grant
 
