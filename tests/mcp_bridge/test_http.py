@@ -71,6 +71,8 @@ def test_whoami_tells_the_developer_their_organization_and_seats(mcp_http):
         "subscription_status": "trialing",
         "seats_used": 2,
         "max_seats": 4,
+        "credential": "api_key",  # which credential (issue 13): a key here, "oauth" with the client's name otherwise
+        "oauth_client": None,
     }
 
 
