@@ -350,6 +350,12 @@ def _refusal(found: _KeyRow) -> KeyRefused | None:
     return None
 
 
+def developer_refusal(found: _KeyRow) -> KeyRefused | None:
+    """The refusal rules of the developer themself (revoked, inactive, subscription, seats), without the key's own
+    expiry: what an OAuth access token of the developer shares with the key (`oauth.authentication`)."""
+    return _refusal(found._replace(expires_at=None))
+
+
 def _replaced_key_refusal(found: _KeyRow, replaced: _ReplacedRow, rotated: KeyRefused) -> KeyRefused | None:
     """Why a replaced key is refused, or None while its grace period lets it work. What stops the developer (a revoked
     key, a deactivation) is said first: "use the new key" would not help then."""

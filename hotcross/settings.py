@@ -82,6 +82,8 @@ INSTALLED_APPS = [
     "mcp_bridge",
     "api",  # /api/v1/: key check and usage reports for servers that run elsewhere
     "axes",  # admin login throttling (see "Admin login throttling" below)
+    "oauth2_provider",  # OAuth 2.1 authorization server for MCP clients (see "OAuth for MCP clients" below)
+    "oauth",
 ]
 
 MIDDLEWARE = [
@@ -299,6 +301,60 @@ HOTCROSS_METRICS_TOKEN = env.str("HOTCROSS_METRICS_TOKEN", default="")
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain").strip().lower()
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}.")
+# --- OAuth for MCP clients (issue 13: oauth/, django-oauth-toolkit) -------------------------------------------------
+# MCP clients sign developers in with OAuth 2.1 (authorization code + PKCE S256, public clients); every grant is a
+# developer's, on the developer's seat. Tokens are stored as SHA-256 checksums only. Lifetimes in seconds.
+HOTCROSS_OAUTH_ACCESS_TOKEN_SECONDS = env.int("HOTCROSS_OAUTH_ACCESS_TOKEN_SECONDS", default=3600)
+HOTCROSS_OAUTH_REFRESH_TOKEN_SECONDS = env.int("HOTCROSS_OAUTH_REFRESH_TOKEN_SECONDS", default=30 * 24 * 3600)
+# Dynamic client registrations one address may make per hour (0 turns registration off).
+HOTCROSS_OAUTH_REGISTRATIONS_PER_HOUR = env.int("HOTCROSS_OAUTH_REGISTRATIONS_PER_HOUR", default=20)
+# Client ID Metadata Documents at http://127.0.0.1 (a test's or a developer's own machine): only with DEBUG unless set.
+HOTCROSS_OAUTH_CIMD_ALLOW_LOOPBACK = env.bool("HOTCROSS_OAUTH_CIMD_ALLOW_LOOPBACK", default=DEBUG)
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth.Client"
+# django-oauth-toolkit warns that http redirect URIs are allowed: they are, but only to loopback addresses (native
+# clients' listeners, RFC 8252), which oauth.models.Client.clean enforces for every registration.
+SILENCED_SYSTEM_CHECKS = ["oauth2_provider.W008"]
+OAUTH2_PROVIDER = {
+    "SCOPES": {"mcp": "Use the Hotcross MCP tools as you, on your seat"},
+    "DEFAULT_SCOPES": ["mcp"],
+    "ACCESS_TOKEN_EXPIRE_SECONDS": HOTCROSS_OAUTH_ACCESS_TOKEN_SECONDS,
+    "REFRESH_TOKEN_EXPIRE_SECONDS": HOTCROSS_OAUTH_REFRESH_TOKEN_SECONDS,
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
+    "ROTATE_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "PKCE_REQUIRED": True,
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["http", "https"],  # http only for loopback: oauth.models.Client.clean
+    "ALLOW_LOCALHOST_LOOPBACK": True,
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
+    "OIDC_ISS_ENDPOINT": HOTCROSS_PUBLIC_URL,
+    "OAUTH2_VALIDATOR_CLASS": "oauth.validators.HotcrossValidator",
+    "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "refresh_token"],
+    "OAUTH2_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["none"],
+    "DCR_ENABLED": True,
+    "DCR_REGISTRATION_PERMISSION_CLASSES": ("oauth2_provider.dcr.AllowAllDCRPermission",),  # + oauth.registration
+    "CIMD_ENABLED": True,
+    # Staff see clients (block) and grants (revoke) in accounts.admin.oauth; tokens and codes never.
+    "APPLICATION_ADMIN_CLASS": "accounts.admin.oauth.ClientAdmin",
+    "ACCESS_TOKEN_ADMIN_CLASS": "accounts.admin.oauth.HiddenAdmin",
+    "REFRESH_TOKEN_ADMIN_CLASS": "accounts.admin.oauth.HiddenAdmin",
+    "GRANT_ADMIN_CLASS": "accounts.admin.oauth.HiddenAdmin",
+    "ID_TOKEN_ADMIN_CLASS": "accounts.admin.oauth.HiddenAdmin",
+    "CIMD_METADATA_FETCHER": "oauth.fetching.HotcrossMetadataFetcher",
+    "CIMD_FETCH_TIMEOUT_SECONDS": 5,
+    "CIMD_MAX_DOCUMENT_SIZE": 16 * 1024,
+}
+# Developers' sign-in codes are mailed through Django's email framework: smtp://user:password@host:587 (with
+# ?tls=True), consolemail:// (printed; `make run`), filemail:////abs/path (one file per mail), dummymail://.
+globals().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Hotcross <no-reply@localhost>")
 
 LOGGING = {
     "version": 1,

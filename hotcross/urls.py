@@ -21,4 +21,6 @@ urlpatterns = [
     path("stripe/", include("djstripe.urls", namespace="djstripe")),
     # The key-check API for servers that run elsewhere (api/): POST /api/v1/keys/verify, POST /api/v1/usage.
     path("api/v1/", include("api.urls")),
+    # OAuth for MCP clients (issue 13): discovery, the authorization server, developers' sign-in and /account/.
+    path("", include("oauth.urls")),
 ]

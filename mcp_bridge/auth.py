@@ -5,10 +5,12 @@ The rules (revoked, expired, inactive developer, inactive subscription, seat lim
 
 - stdio: the key comes from `HOTCROSS_API_KEY`, checked when the server starts and again on every request
   (`CallerMiddleware`), so a revocation mid-session refuses the next call.
-- streamable HTTP: `Authorization: Bearer <key>` on every HTTP request (`BearerKeyMiddleware`). No key or an unknown
-  key → HTTP 401 with `WWW-Authenticate: Bearer`. A known key that is refused → HTTP 403 whose body is a JSON-RPC
-  error carrying the refusal's code and message (see README, "MCP: refusals"). Database unreachable → HTTP 503, same
-  body shape.
+- streamable HTTP: `Authorization: Bearer <key>` or `X-API-Key: <key>` on every HTTP request (`BearerKeyMiddleware`);
+  at `/mcp` (not at the key-only `/mcp/key`) also `Authorization: Bearer <OAuth access token>`, checked by
+  `oauth.authentication` under the same refusal rules. No credentials or unknown ones → HTTP 401 with
+  `WWW-Authenticate: Bearer` (at `/mcp` with `resource_metadata`, RFC 9728, so MCP clients find the OAuth server).
+  A known credential that is refused → HTTP 403 whose body is a JSON-RPC error carrying the refusal's code and
+  message (see README, "MCP: refusals"). Database unreachable → HTTP 503, same body shape.
 
 In every case the refusal is a JSON-RPC error with code `KEY_REFUSED`, a message that starts with the stable refusal
 code (`key_revoked: This API key was revoked …`, so people see both) and `data = {"code", "message"}` for programs.
@@ -36,6 +38,7 @@ from accounts import keys
 from accounts.authentication import Principal, aauthenticate_key
 from accounts.exceptions import KeyRefused
 from hotcross.db import DatabaseUnavailable
+from oauth.authentication import aauthenticate_token
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +54,25 @@ MISSING_STDIO_KEY = (
     "HOTCROSS_API_KEY is not set. Put your Hotcross key (hc_live_…) in the MCP server's environment; "
     "ask an administrator of your organization if you have none."
 )
-MULTIPLE_HTTP_KEYS = "More than one Authorization header. Send exactly one: 'Authorization: Bearer hc_live_…'."
+MULTIPLE_HTTP_KEYS = (
+    "More than one credential (Authorization or X-API-Key headers). Send exactly one: "
+    "'Authorization: Bearer hc_live_…' or 'X-API-Key: hc_live_…'."
+)
+API_KEY = "api_key"
+OAUTH = "oauth"
 _MAX_BODY_FOR_ID = 64 * 1024
 # An unauthenticated body is read only for its JSON-RPC id, and never parsed when it could nest deeper than this
 # (each level needs a bracket): a deep document costs the parser stack, and the id of a request sits at the top.
 _MAX_BRACKETS_FOR_ID = 256
 
 _caller: ContextVar[Principal | None] = ContextVar("hotcross_mcp_caller", default=None)
+# Which credential the current request came with: (API_KEY, None) or (OAUTH, the client's name).
+_credential: ContextVar[tuple[str, str | None]] = ContextVar("hotcross_mcp_credential", default=(API_KEY, None))
+
+
+def current_credential() -> tuple[str, str | None]:
+    """(`"api_key"`, None) or (`"oauth"`, the OAuth client's name) for the current MCP request."""
+    return _credential.get()
 
 
 # --- the caller ------------------------------------------------------------------------------------------------------
@@ -103,17 +118,23 @@ def _identity(principal: Principal, prefix: str) -> tuple[AuthenticatedUser, Aut
 
 
 @contextlib.contextmanager
-def identity_bound(principal: Principal, raw_key: str) -> Iterator[tuple[AuthenticatedUser, AuthCredentials]]:
+def identity_bound(
+    principal: Principal, raw_key: str, *, oauth_client: str | None = None
+) -> Iterator[tuple[AuthenticatedUser, AuthCredentials]]:
     """`caller_bound`, plus the SDK's own notion of the caller, so `get_access_token()` works on every transport.
 
-    Gives the user and credentials objects for an ASGI scope's `user` and `auth`.
+    Gives the user and credentials objects for an ASGI scope's `user` and `auth`. `oauth_client`: the request came
+    with an OAuth access token of this client (`current_credential()`), not a key.
     """
-    identity = _identity(principal, keys.display_prefix(raw_key.strip()))
+    prefix = "oauth" if oauth_client is not None else keys.display_prefix(raw_key.strip())
+    identity = _identity(principal, prefix)
     sdk_token = auth_context_var.set(identity[0])
+    credential = _credential.set((OAUTH, oauth_client) if oauth_client is not None else (API_KEY, None))
     try:
         with caller_bound(principal):
             yield identity
     finally:
+        _credential.reset(credential)
         auth_context_var.reset(sdk_token)
 
 
@@ -194,34 +215,45 @@ class BearerKeyMiddleware:
     is not kept).
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, resource_metadata_url: str | None = None) -> None:
+        """`resource_metadata_url`: OAuth access tokens are accepted too, and a 401 names this RFC 9728 document
+        (None: the key-only URL, which offers no OAuth discovery)."""
         self.app = app
+        self.resource_metadata_url = resource_metadata_url
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        metadata = self.resource_metadata_url
         try:
-            raw_key = _bearer_key(scope)
+            raw_key = _credentials(scope)
         except _TooManyKeys:
-            logger.info("mcp http request refused code=%s: several Authorization headers", KeyRefused.INVALID_KEY)
+            logger.info("mcp http request refused code=%s: several credentials", KeyRefused.INVALID_KEY)
             refusal = KeyRefused(KeyRefused.INVALID_KEY, MULTIPLE_HTTP_KEYS)
-            await _refuse(receive, send, 401, refusal_payload(refusal), invalid_token=True)
+            await _refuse(receive, send, 401, refusal_payload(refusal), invalid_token=True, metadata=metadata)
             return
         if raw_key is None:
-            await _refuse(receive, send, 401, refusal_payload(KeyRefused(KeyRefused.INVALID_KEY, MISSING_HTTP_KEY)))
+            refusal = KeyRefused(KeyRefused.INVALID_KEY, MISSING_HTTP_KEY)
+            await _refuse(receive, send, 401, refusal_payload(refusal), metadata=metadata)
             return
+        oauth_client = None
         try:
-            principal = await aauthenticate_key(raw_key)
+            if metadata is not None and keys.normalize(raw_key) is None:
+                caller = await aauthenticate_token(raw_key)
+                principal, oauth_client = caller.principal, caller.client_name
+            else:
+                principal = await aauthenticate_key(raw_key)
         except KeyRefused as refusal:
             logger.info("mcp http request refused code=%s", refusal.code)
             unknown = refusal.code == KeyRefused.INVALID_KEY
-            await _refuse(receive, send, 401 if unknown else 403, refusal_payload(refusal), invalid_token=unknown)
+            status = 401 if unknown else 403
+            await _refuse(receive, send, status, refusal_payload(refusal), invalid_token=unknown, metadata=metadata)
             return
         except DatabaseUnavailable as exc:
             await _refuse(receive, send, 503, unavailable_payload(exc))
             return
-        with identity_bound(principal, raw_key) as (user, credentials):
+        with identity_bound(principal, raw_key, oauth_client=oauth_client) as (user, credentials):
             await self.app({**scope, "user": user, "auth": credentials}, receive, send)
 
 
@@ -229,16 +261,21 @@ class _TooManyKeys(Exception):
     """More than one Authorization header: which one counts would be up to each proxy on the way, so none does."""
 
 
-def _bearer_key(scope: Scope) -> str | None:
-    """The bearer credentials of the request's one Authorization header; None when there is none (or another scheme).
+def _credentials(scope: Scope) -> str | None:
+    """The request's one credential: the bearer value of its Authorization header or its X-API-Key header; None when
+    there is none (or another scheme).
 
-    Raises `_TooManyKeys` when the request has several Authorization headers.
+    Raises `_TooManyKeys` when the request has several Authorization or X-API-Key headers, or both with values.
     """
     values = [value for name, value in scope.get("headers", ()) if name.lower() == b"authorization"]
+    api_keys = [value for name, value in scope.get("headers", ()) if name.lower() == b"x-api-key"]
+    if len(values) + len(api_keys) > 1:
+        raise _TooManyKeys
+    if api_keys:
+        key = api_keys[0].decode("latin-1").strip()
+        return key or None
     if not values:
         return None
-    if len(values) > 1:
-        raise _TooManyKeys
     scheme, _, credentials = values[0].decode("latin-1").strip().partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
         return None
@@ -246,7 +283,13 @@ def _bearer_key(scope: Scope) -> str | None:
 
 
 async def _refuse(
-    receive: Receive, send: Send, status: int, error: dict[str, Any], *, invalid_token: bool = False
+    receive: Receive,
+    send: Send,
+    status: int,
+    error: dict[str, Any],
+    *,
+    invalid_token: bool = False,
+    metadata: str | None = None,
 ) -> None:
     """Answer with a JSON-RPC error body (MCP clients show its message) at an HTTP status that says the same."""
     body = json.dumps({"jsonrpc": "2.0", "id": await _request_id(receive), "error": error}).encode()
@@ -254,8 +297,11 @@ async def _refuse(
     if status == 401:
         # RFC 6750: no error code when no credentials were sent; invalid_token when they were wrong.
         challenge = 'Bearer realm="hotcross"'
+        if metadata is not None:
+            challenge += f', resource_metadata="{metadata}"'
         if invalid_token:
-            challenge += ', error="invalid_token", error_description="The API key is not valid."'
+            what = "API key or access token" if metadata is not None else "API key"
+            challenge += f', error="invalid_token", error_description="The {what} is not valid."'
         headers.append((b"www-authenticate", challenge.encode()))
     elif status == 503:
         headers.append((b"retry-after", b"5"))

@@ -7,10 +7,12 @@ Stateless (any worker answers any request; no session affinity) with plain JSON 
    421, bad Origin → 403, like the SDK's own DNS-rebinding protection, which is switched off in favour of these.
 2. POST only: a stateless JSON server has no stream to offer on GET and no session to end on DELETE, so every
    other method is 405 with `Allow: POST` (as the MCP specification allows), before the key is looked at.
-3. The bearer key (`mcp_bridge.auth.BearerKeyMiddleware`).
+3. The credential (`mcp_bridge.auth.BearerKeyMiddleware`): at `/mcp` a key or an OAuth access token, and a 401
+   names the Protected Resource Metadata (RFC 9728) so MCP clients can sign in with OAuth; at `/mcp/key` a key only
+   and no OAuth discovery (for clients that drop a configured header once a server offers OAuth).
 
-`/mcp` and `/mcp/` are the same endpoint. The app also answers the ASGI lifespan, which must run: it starts the
-SDK's session manager (uvicorn's default `--lifespan auto` does).
+`/mcp` and `/mcp/` are the same endpoint (and `/mcp/key`, `/mcp/key/`). The app also answers the ASGI lifespan,
+which must run: it starts the SDK's session manager (uvicorn's default `--lifespan auto` does).
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ from mcp_bridge.gateway import pool as gateway_pool
 from mcp_bridge.server import build_server
 
 MCP_PATH = "/mcp"
-MCP_PATHS = frozenset({MCP_PATH, MCP_PATH + "/"})
+KEY_ONLY_PATH = "/mcp/key"
+KEY_ONLY_PATHS = frozenset({KEY_ONLY_PATH, KEY_ONLY_PATH + "/"})
+MCP_PATHS = frozenset({MCP_PATH, MCP_PATH + "/"}) | KEY_ONLY_PATHS
+RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
 _DEBUG_HOSTS = [".localhost", "127.0.0.1", "[::1]"]  # what Django allows with DEBUG and no ALLOWED_HOSTS
 
 
@@ -50,15 +55,22 @@ class MCPHttpApp:
             json_response=True,
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         )
-        self._app: ASGIApp = HostOriginGuard(PostOnly(BearerKeyMiddleware(sdk_app) if authenticated else sdk_app))
+        metadata = settings.HOTCROSS_PUBLIC_URL + RESOURCE_METADATA_PATH
+        oauth_app = BearerKeyMiddleware(sdk_app, resource_metadata_url=metadata) if authenticated else sdk_app
+        key_app = BearerKeyMiddleware(sdk_app) if authenticated else sdk_app
+        self._app: ASGIApp = HostOriginGuard(PostOnly(oauth_app))
+        self._key_app: ASGIApp = HostOriginGuard(PostOnly(key_app))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        app = self._app
         if scope["type"] == "http" and scope["path"] in MCP_PATHS:
+            if scope["path"] in KEY_ONLY_PATHS:
+                app = self._key_app
             scope = {**scope, "path": MCP_PATH, "raw_path": MCP_PATH.encode()}
-        await self._app(scope, receive, send)
+        await app(scope, receive, send)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

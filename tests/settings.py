@@ -34,4 +34,4 @@ STRIPE_LIVE_SECRET_KEY = ""
 STRIPE_API_HOST = "http://127.0.0.1:9"
 # dj-stripe warns that STRIPE_API_HOST is set while DEBUG is off; here that is the point (and commands the tests run
 # in a subprocess with these settings must not print the warning).
-SILENCED_SYSTEM_CHECKS = ["djstripe.W002"]
+SILENCED_SYSTEM_CHECKS = [*SILENCED_SYSTEM_CHECKS, "djstripe.W002"]  # noqa: F405

@@ -83,7 +83,7 @@ class DeveloperAdmin(ServiceAdmin):
     ordering = (Lower("email"),)
     list_per_page = 50
     show_full_result_count = False
-    actions = ["revoke_keys", "rotate_keys", "deactivate", "activate", "set_key_expiry"]
+    actions = ["revoke_keys", "rotate_keys", "deactivate", "activate", "set_key_expiry", "sign_out_everywhere"]
 
     class Media:
         css = {"all": ["accounts/admin.css"]}
@@ -243,6 +243,13 @@ class DeveloperAdmin(ServiceAdmin):
     @admin.action(description="Rotate key (new key shown once)…", permissions=["rotate_key"])
     def rotate_keys(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         return self._rotate(request, queryset, action="rotate_keys")
+
+    @admin.action(description="Sign out of every OAuth client", permissions=["change"])
+    def sign_out_everywhere(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from accounts.services import grants
+
+        ended = sum(grants.sign_out_everywhere(developer=d, actor=request.user) for d in queryset)
+        self.message_user(request, f"Signed out of every OAuth client: {ended} grant(s) revoked.", messages.SUCCESS)
 
     @admin.action(description="Deactivate (frees the seat)", permissions=["change"])
     def deactivate(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -8,6 +8,7 @@ from typing_extensions import TypedDict
 
 from accounts.selectors import get_developer, monthly_usage, seats_in_use
 from mcp_bridge import db, metering
+from mcp_bridge.auth import current_credential
 from mcp_bridge.tools import tool
 
 
@@ -20,6 +21,8 @@ class WhoAmI(TypedDict):
     subscription_status: str
     seats_used: int
     max_seats: int
+    credential: str
+    oauth_client: str | None
 
 
 class Usage(TypedDict):
@@ -32,7 +35,9 @@ class Usage(TypedDict):
 
 @tool(title="Who am I", read_only=True)
 def whoami(_developer_id: uuid.UUID, _organization_id: uuid.UUID) -> WhoAmI:
-    """The developer this API key belongs to, their organization, its subscription status and seats in use."""
+    """The developer calling, their organization, its subscription status and seats in use, and the credential used
+    (`api_key`, or `oauth` with the OAuth client's name)."""
+    credential, oauth_client = current_credential()
     developer = get_developer(_developer_id)
     organization = developer.organization
     return {
@@ -44,6 +49,8 @@ def whoami(_developer_id: uuid.UUID, _organization_id: uuid.UUID) -> WhoAmI:
         "subscription_status": organization.subscription_status,
         "seats_used": seats_in_use(organization),
         "max_seats": organization.max_seats,
+        "credential": credential,
+        "oauth_client": oauth_client,
     }
 
 

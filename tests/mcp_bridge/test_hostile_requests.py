@@ -48,10 +48,12 @@ def test_two_authorization_headers_are_a_401_even_when_one_key_is_valid(mcp_http
     ):
         response = raw_post(mcp_http.url, body, headers)
         assert response.status_code == 401
-        assert response.headers["www-authenticate"].startswith('Bearer realm="hotcross", error="invalid_token"')
+        challenge = response.headers["www-authenticate"]
+        assert challenge.startswith('Bearer realm="hotcross", resource_metadata=')  # /mcp offers OAuth (issue 13)
+        assert 'error="invalid_token"' in challenge
         error = response.json()["error"]
         assert error["data"]["code"] == "invalid_key"
-        assert "More than one Authorization header" in error["message"]
+        assert "More than one credential" in error["message"]
     assert raw_post(mcp_http.url, body, [good]).status_code == 200
 
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from accounts import services
 from accounts.models import SubscriptionStatus, UsageEvent
+from hotcross import local_env
 from tests.factories import DeveloperFactory, OrganizationFactory, UsageEventFactory
 from tests.mcp_bridge.conftest import (
     db,
@@ -70,6 +71,8 @@ def test_whoami_tells_the_developer_their_organization_and_seats(mcp_http):
         "subscription_status": "trialing",
         "seats_used": 2,
         "max_seats": 4,
+        "credential": "api_key",  # which credential (issue 13): a key here, "oauth" with the client's name otherwise
+        "oauth_client": None,
     }
 
 
@@ -159,7 +162,10 @@ def test_tools_get_the_real_caller_whatever_the_client_sends(mcp_http):
 def test_no_key_or_an_unknown_key_is_401_with_a_bearer_challenge(mcp_http):
     missing = post(mcp_http.url)
     assert missing.status_code == 401
-    assert missing.headers["www-authenticate"] == 'Bearer realm="hotcross"'
+    # /mcp offers OAuth discovery (RFC 9728; issue 13): the challenge names its protected resource metadata.
+    # The test servers keep the default public URL (server_env drops HOTCROSS_* settings).
+    metadata = f"{local_env.DEFAULT_PUBLIC_URL}/.well-known/oauth-protected-resource/mcp"
+    assert missing.headers["www-authenticate"] == f'Bearer realm="hotcross", resource_metadata="{metadata}"'
     body = missing.json()
     assert body["id"] == 7
     assert body["error"]["data"]["code"] == "invalid_key"
@@ -167,7 +173,8 @@ def test_no_key_or_an_unknown_key_is_401_with_a_bearer_challenge(mcp_http):
 
     unknown = post(mcp_http.url, "hc_live_" + "x" * 40)
     assert unknown.status_code == 401
-    assert unknown.headers["www-authenticate"].startswith('Bearer realm="hotcross", error="invalid_token"')
+    assert unknown.headers["www-authenticate"].startswith('Bearer realm="hotcross", resource_metadata=')
+    assert 'error="invalid_token"' in unknown.headers["www-authenticate"]
     assert unknown.json()["error"]["message"].startswith("invalid_key: This API key is not valid.")
 
     assert post(mcp_http.url, "x" * 10_000).status_code == 401  # too long: refused before any hashing

@@ -1,0 +1,210 @@
+"""The token check: an OAuth access token → the developer's `Principal`, under exactly the key check's refusal rules.
+
+It shares the key check's pieces (`accounts.authentication`): the same columns of the developer and its seat rank,
+compiled once per connection and kept prepared on PostgreSQL, the same refusal rules and messages
+(`developer_refusal`), and the same ≤ 1 s per-process memory (`accounts.key_cache`, under the token's checksum), which
+every write through `accounts.services` clears. So a revocation, deactivation, status or seat change, and a staff
+"sign out", reach tokens and keys alike within a second on every worker.
+
+What only tokens have: an expiry (an hour), and an audience (RFC 8707): a token bound to another resource than `/mcp`
+is refused. A token nobody holds (revoked, signed out, the client blocked: django-oauth-toolkit's rows are gone) is
+`invalid_key`, never remembered. Rotating the developer's key does not touch tokens: they are separate credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
+
+from accounts import key_cache
+from accounts.authentication import (
+    _HASH_PLACEHOLDER,
+    _KEY_CHECK_FIELDS,
+    Principal,
+    _compiled,
+    _fetch_row,
+    _KeyRow,
+    _principal,
+    developer_refusal,
+)
+from accounts.exceptions import KeyRefused
+from accounts.models import Developer
+from hotcross.db import BOOKKEEPING, run_in_pool
+
+LAST_USED_RESOLUTION = 60.0  # seconds: a grant's last use is written at most once a minute per process
+_TOKEN = "oauth_account__user__oauth2_provider_accesstoken__"  # noqa: S105 (a lookup path, not a secret)
+_TOKEN_FIELDS = (_TOKEN + "expires", _TOKEN + "resource", _TOKEN + "application_id")
+_MAX_TOKEN_LENGTH = 512
+
+
+def mcp_resource() -> str:
+    """The canonical URL of `/mcp` (RFC 8707 resource, RFC 9728 `resource`): what tokens must be bound to."""
+    return settings.HOTCROSS_PUBLIC_URL + "/mcp"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCaller:
+    """Who a token is for, and through which client."""
+
+    principal: Principal
+    client_id: int
+    client_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    caller: TokenCaller | None
+    refusal: tuple[str, str] | None
+    expires_at: float | None  # a POSIX timestamp: compared with time.time(), cheaper than timezone.now()
+
+
+def token_checksum(raw_token: str) -> str:
+    """How django-oauth-toolkit finds a token (`token_checksum`: SHA-256 hex of the token)."""
+    return hashlib.sha256(raw_token.encode("utf-8")).hexdigest()
+
+
+def authenticate_token(raw_token: str) -> TokenCaller:
+    """The developer an access token was issued to, or `KeyRefused` (the key check's codes)."""
+    checksum = _checksum_of(raw_token)
+    checked = key_cache.get("oauth:" + checksum)
+    if checked is None:
+        checked = _check_in_database(checksum)
+    return _outcome(checked)
+
+
+async def aauthenticate_token(raw_token: str) -> TokenCaller:
+    """`authenticate_token` for async code (same memory; cold checks on the bookkeeping threads, one per token at a
+    time). Raises `KeyRefused` or `hotcross.db.DatabaseUnavailable`."""
+    checksum = _checksum_of(raw_token)
+    checked = key_cache.get("oauth:" + checksum)
+    if checked is None:
+        in_flight = _in_flight.setdefault(asyncio.get_running_loop(), {})
+        check = in_flight.get(checksum)
+        if check is None:
+            check = in_flight[checksum] = asyncio.ensure_future(run_in_pool(BOOKKEEPING, _check_in_database, checksum))
+            check.add_done_callback(lambda _done: in_flight.pop(checksum, None))
+        checked = await asyncio.shield(check)
+    return _outcome(checked)
+
+
+_in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[_Checked]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _checksum_of(raw_token: str) -> str:
+    token = (raw_token or "").strip()
+    if not token or len(token) > _MAX_TOKEN_LENGTH:
+        raise invalid_token()
+    return token_checksum(token)
+
+
+def _outcome(checked: _Checked) -> TokenCaller:
+    if checked.refusal is not None:
+        raise KeyRefused(*checked.refusal)
+    if checked.expires_at is not None and checked.expires_at <= time.time():
+        raise invalid_token(expired=True)
+    assert checked.caller is not None
+    return checked.caller
+
+
+def _check_in_database(checksum: str) -> _Checked:
+    connection = connections[DEFAULT_DB_ALIAS]
+    row = _fetch_row(connection, _token_check_statement(connection), checksum)
+    if row is None:
+        raise invalid_token()
+    found = _KeyRow(*row[: len(_KEY_CHECK_FIELDS)])
+    expires, resource, client_id = row[len(_KEY_CHECK_FIELDS) :]
+    if mcp_resource() not in (resource or []):
+        checked = _Checked(None, (KeyRefused.INVALID_KEY, WRONG_AUDIENCE), None)
+    else:
+        refusal = developer_refusal(found)
+        caller = None
+        if refusal is None:
+            caller = TokenCaller(_principal(found), client_id, _client_name(client_id))
+            _touch_grant(found.developer_id, client_id)
+        expires_at = expires.timestamp() if expires is not None else None
+        checked = _Checked(caller, None if refusal is None else (refusal.code, refusal.message), expires_at)
+    key_cache.put("oauth:" + checksum, checked)
+    return checked
+
+
+def _token_check_statement(connection: BaseDatabaseWrapper) -> tuple:
+    prepared = getattr(connection, "_hotcross_token_check", None)
+    if prepared is None:
+        queryset = Developer.objects.with_seat_rank().filter(**{_TOKEN + "token_checksum": _HASH_PLACEHOLDER})
+        prepared = _compiled(connection, queryset, (*_KEY_CHECK_FIELDS, *_TOKEN_FIELDS))
+        connection._hotcross_token_check = prepared
+    return prepared
+
+
+_client_names: dict[int, str] = {}
+
+
+def _client_name(client_id: int) -> str:
+    """A client's name, for `whoami` (remembered per process: a name is only displayed, and one join fewer keeps the
+    cold token check close to the key check's cost)."""
+    name = _client_names.get(client_id)
+    if name is None:
+        from oauth2_provider.models import get_application_model
+
+        found = get_application_model().objects.filter(pk=client_id).values_list("name", flat=True).first()
+        name = found or "an unnamed client"
+        if len(_client_names) > 10_000:
+            _client_names.clear()
+        _client_names[client_id] = name
+    return name
+
+
+_grant_writes: dict[tuple[uuid.UUID, int], float] = {}
+
+
+def _touch_grant(developer_id: uuid.UUID, client_id: int) -> None:
+    """The grant's `last_used_at`, at most once a minute (per process; the condition keeps workers from each
+    writing it)."""
+    from oauth.models import Grant
+
+    now = time.monotonic()
+    last = _grant_writes.get((developer_id, client_id))
+    if last is not None and now - last < LAST_USED_RESOLUTION:
+        return
+    if len(_grant_writes) > 50_000:
+        _grant_writes.clear()
+    _grant_writes[(developer_id, client_id)] = now
+    at = timezone.now()
+    Grant.objects.filter(developer_id=developer_id, client_id=client_id).exclude(
+        last_used_at__gte=at - datetime.timedelta(seconds=LAST_USED_RESOLUTION)
+    ).update(last_used_at=at)
+
+
+WRONG_AUDIENCE = (
+    "This access token was issued for another resource, not this MCP server. Sign in again from your MCP client."
+)
+
+
+def invalid_token(*, expired: bool = False) -> KeyRefused:
+    if expired:
+        return KeyRefused(KeyRefused.INVALID_KEY, "This access token has expired. Your MCP client refreshes it.")
+    return KeyRefused(
+        KeyRefused.INVALID_KEY,
+        "This access token is not valid (revoked, signed out, or never issued). Sign in again from your MCP client.",
+    )
+
+
+def developer_standing(developer_id: uuid.UUID) -> KeyRefused | None:
+    """Why the key check would refuse this developer right now (the same code and message), or None. Sign-in and
+    consent ask this: a developer who could not use a key cannot sign in either."""
+    row = Developer.objects.with_seat_rank().filter(pk=developer_id).values_list(*_KEY_CHECK_FIELDS).first()
+    if row is None:
+        return invalid_token()
+    return developer_refusal(_KeyRow(*row))

@@ -1,0 +1,137 @@
+"""OAuth for MCP clients: the registered clients, the link from a developer to the Django user that OAuth grants and
+tokens belong to, each developer's grants, and the one-time codes of the email sign-in.
+
+django-oauth-toolkit keeps grants and tokens (its `AccessToken`, `RefreshToken`, `Grant` rows) for
+`settings.AUTH_USER_MODEL`. Developers are not Django users, so each developer who signs in gets one *shadow user*
+(`DeveloperAccount.user`): not staff, no usable password, never able to sign in to the admin. Everything that
+decides access goes back to the developer (`oauth.authentication`), never to that user.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from oauth2_provider.models import AbstractApplication
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """127.0.0.1 (any 127/8), ::1 and localhost: where a native client's own redirect listener runs."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def redirect_uri_problem(uri: str) -> str | None:
+    """Why a redirect URI cannot be registered, or None: https anywhere, http only to a loopback address."""
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname
+    except ValueError:
+        return f"{uri!r} is not a URL."
+    if parts.fragment:
+        return f"{uri!r} has a fragment; redirect URIs may not."
+    if parts.scheme == "https" and host:
+        return None
+    if parts.scheme == "http" and is_loopback_host(host):
+        return None
+    return f"{uri!r} must use https, or http to 127.0.0.1, localhost or [::1] (a native client's own listener)."
+
+
+class Client(AbstractApplication):
+    """An OAuth client (django-oauth-toolkit's application, swapped in by OAUTH2_PROVIDER_APPLICATION_MODEL): what
+    MCP clients register for themselves (RFC 7591 or a Client ID Metadata Document), or staff add. Staff may block
+    one: it then gets no authorization and no token, and its tokens are gone (`accounts.services.grants`)."""
+
+    blocked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(AbstractApplication.Meta):
+        swappable = "OAUTH2_PROVIDER_APPLICATION_MODEL"
+        verbose_name = "OAuth client"
+
+    def __str__(self) -> str:
+        return self.name or self.client_id
+
+    @property
+    def self_registered(self) -> bool:
+        return self.registration_source != self.RegistrationSource.MANUAL
+
+    @property
+    def redirect_hosts(self) -> list[str]:
+        return sorted({urlsplit(uri).netloc for uri in self.redirect_uris.split() if uri})
+
+    def clean(self) -> None:
+        super().clean()
+        problems = [p for p in (redirect_uri_problem(uri) for uri in self.redirect_uris.split()) if p]
+        if problems:
+            raise ValidationError({"redirect_uris": problems})
+
+    def is_usable(self, request: object) -> bool:
+        return self.blocked_at is None
+
+
+class DeveloperAccount(models.Model):
+    """A developer's shadow Django user, which django-oauth-toolkit's grants and tokens point at."""
+
+    developer = models.OneToOneField("accounts.Developer", on_delete=models.CASCADE, related_name="oauth_account")
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="developer_account")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"OAuth account of developer {self.developer_id}"
+
+
+class Grant(models.Model):
+    """A developer's consent to one client: what staff and the developer see and revoke. The tokens themselves are
+    django-oauth-toolkit's (for the developer's shadow user and this client); revoking deletes them."""
+
+    developer = models.ForeignKey("accounts.Developer", on_delete=models.CASCADE, related_name="oauth_grants")
+    client = models.ForeignKey(settings.OAUTH2_PROVIDER_APPLICATION_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "OAuth grant"
+        constraints = [models.UniqueConstraint(fields=["developer", "client"], name="oauth_grant_one_per_client")]
+
+    def __str__(self) -> str:
+        return f"{self.client} for developer {self.developer_id}"
+
+
+class SignInCode(models.Model):
+    """One emailed sign-in code. Made for unknown addresses too (developer empty, nothing sent), so the page answers
+    the same whoever asks. Only the code's hash is kept."""
+
+    email = models.CharField(max_length=254)
+    developer = models.ForeignKey("accounts.Developer", null=True, blank=True, on_delete=models.CASCADE)
+    code_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    sent_at = models.DateTimeField()
+    sends = models.PositiveSmallIntegerField(default=1)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"sign-in code for {self.email}"
+
+
+class SpentCode(models.Model):
+    """An authorization code already exchanged (its hash): presented again, what it issued is revoked."""
+
+    code_hash = models.CharField(max_length=64, unique=True)
+    client = models.ForeignKey(settings.OAUTH2_PROVIDER_APPLICATION_MODEL, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    spent_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return "spent authorization code"

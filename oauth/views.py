@@ -1,0 +1,267 @@
+"""The OAuth pages and endpoints Hotcross adds around django-oauth-toolkit's own views (token, revocation,
+registration, RFC 8414 metadata): Protected Resource Metadata for `/mcp`, the rate limit on registration, the
+developer's sign-in (emailed code or key), the consent page and `/account/`.
+
+Developers are signed in to Django's session as their shadow user (`oauth.models.DeveloperAccount`); a session of
+anyone else (staff) does not count here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.auth import login, logout
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_http_methods
+from oauth2_provider.models import get_application_model
+from oauth2_provider.views import AuthorizationView
+from oauth2_provider.views.dynamic_client_registration import DynamicClientRegistrationView
+from oauth2_provider.views.metadata import OAuthProtectedResourceMetadataView
+
+from accounts import services
+from accounts.exceptions import AccountsError
+from accounts.models import Developer
+from accounts.services import grants
+from oauth import signin
+from oauth.authentication import mcp_resource
+from oauth.models import Grant
+from oauth.registration import WINDOW_SECONDS, registration_allowed
+
+SESSION_CODE = "hotcross_sign_in_code"
+SESSION_EMAIL = "hotcross_sign_in_email"
+
+
+# --- discovery and registration ---------------------------------------------------------------------------------------
+
+
+class ProtectedResourceMetadataView(OAuthProtectedResourceMetadataView):
+    """RFC 9728 for `/mcp` (at /.well-known/oauth-protected-resource/mcp)."""
+
+    def get_resource(self, request: HttpRequest) -> str:
+        return mcp_resource()
+
+    def get_authorization_servers(self, request: HttpRequest) -> list[str]:
+        return [settings.HOTCROSS_PUBLIC_URL]
+
+    def get_resource_name(self) -> str:
+        return "Hotcross MCP server"
+
+
+class RegistrationView(DynamicClientRegistrationView):
+    """RFC 7591 (django-oauth-toolkit's view), open to public clients, at most
+    HOTCROSS_OAUTH_REGISTRATIONS_PER_HOUR per client address."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not registration_allowed(request):
+            response = JsonResponse(
+                {
+                    "error": "invalid_client_metadata",
+                    "error_description": "Too many client registrations from this address. Try again later.",
+                },
+                status=429,
+            )
+            response["Retry-After"] = str(WINDOW_SECONDS)
+            return response
+        return super().post(request, *args, **kwargs)
+
+
+# --- who is signed in ---------------------------------------------------------------------------------------------
+
+
+def signed_in_developer(request: HttpRequest) -> Developer | None:
+    user = request.user
+    if not user.is_authenticated or user.is_staff:
+        return None
+    account = getattr(user, "developer_account", None)
+    return None if account is None else account.developer
+
+
+def _page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
+    base = admin.site.each_context(request)
+    base.update({"site_title": "Hotcross", "site_header": "Hotcross", "has_permission": False})
+    return render(request, template, {**base, **context}, status=status)
+
+
+def _safe_next(request: HttpRequest) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return target
+    return reverse("account")
+
+
+def _sign_in(request: HttpRequest, developer: Developer) -> HttpResponse:
+    user = grants.shadow_user(developer=developer)
+    target = _safe_next(request)
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    return HttpResponseRedirect(target)
+
+
+# --- sign-in --------------------------------------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def sign_in(request: HttpRequest) -> HttpResponse:
+    """Enter an email address (a code is mailed) or paste an API key."""
+    error = None
+    next_url = request.POST.get("next") or request.GET.get("next") or ""
+    if request.method == "POST":
+        if "key" in request.POST:
+            try:
+                developer = signin.sign_in_with_key(request.POST.get("key", ""))
+            except signin.SignInRefused as refused:
+                error = str(refused)
+            else:
+                return _sign_in(request, developer)
+        else:
+            email = request.POST.get("email", "").strip()
+            if "@" not in email or len(email) > 254:
+                error = "Enter the email address your organization registered for you."
+            else:
+                started = signin.start_email_sign_in(email)
+                request.session[SESSION_CODE] = started.code_id
+                request.session[SESSION_EMAIL] = email
+                target = reverse("sign_in_code")
+                return HttpResponseRedirect(f"{target}?next={_quote(next_url)}" if next_url else target)
+    status = 400 if error else 200
+    return _page(request, "oauth/sign_in.html", {"title": "Sign in", "error": error, "next": next_url}, status)
+
+
+@require_http_methods(["GET", "POST"])
+def sign_in_code(request: HttpRequest) -> HttpResponse:
+    code_id = request.session.get(SESSION_CODE)
+    next_url = request.POST.get("next") or request.GET.get("next") or ""
+    if code_id is None:
+        return redirect("sign_in")
+    error = notice = None
+    if request.method == "POST":
+        if "resend" in request.POST:
+            notice = signin.resend_code(code_id)
+        else:
+            try:
+                developer = signin.finish_email_sign_in(code_id, request.POST.get("code", ""))
+            except signin.SignInRefused as refused:
+                error = str(refused)
+            else:
+                request.session.pop(SESSION_CODE, None)
+                return _sign_in(request, developer)
+    context = {
+        "title": "Enter your code",
+        "email": request.session.get(SESSION_EMAIL, ""),
+        "error": error,
+        "notice": notice,
+        "next": next_url,
+    }
+    return _page(request, "oauth/sign_in_code.html", context, 400 if error else 200)
+
+
+@require_http_methods(["POST"])
+def sign_out(request: HttpRequest) -> HttpResponse:
+    if signed_in_developer(request) is not None:
+        logout(request)
+    return redirect("sign_in")
+
+
+# --- consent ----------------------------------------------------------------------------------------------------------
+
+
+class ConsentView(AuthorizationView):
+    """django-oauth-toolkit's authorization endpoint, with Hotcross's sign-in and consent page. Only a signed-in
+    developer in good standing may allow; the grant is recorded when they do."""
+
+    template_name = "oauth/consent.html"
+
+    def get_login_url(self) -> str:
+        return reverse("sign_in")
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        developer = signed_in_developer(request)
+        if developer is None:
+            return self.handle_no_permission()
+        refusal = signin.standing_message(developer)
+        if refusal is not None:
+            logout(request)
+            context = {"title": "You cannot sign in", "error": refusal}
+            return _page(request, "oauth/refused.html", context, status=403)
+        self.developer = developer
+        return super().dispatch(request, *args, **kwargs)
+
+    def handle_no_permission(self) -> HttpResponse:
+        return HttpResponseRedirect(f"{reverse('sign_in')}?next={_quote(self.request.get_full_path())}")
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context.update(admin.site.each_context(self.request))
+        context.update(
+            {
+                "title": "Allow access",
+                "site_header": "Hotcross",
+                "has_permission": False,
+                "developer": self.developer,
+                "organization": self.developer.organization,
+            }
+        )
+        return context
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        response = super().form_valid(form)
+        if form.cleaned_data.get("allow") and response.status_code in (301, 302):
+            location = response.get("Location", "")
+            if "code=" in urlsplit(location).query:
+                client = get_application_model().objects.get(client_id=form.cleaned_data["client_id"])
+                grants.record_grant(developer=self.developer, client=client, actor=self.request.user)
+        return response
+
+
+def _quote(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(path, safe="")
+
+
+# --- /account/ ------------------------------------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def account(request: HttpRequest) -> HttpResponse:
+    developer = signed_in_developer(request)
+    if developer is None:
+        return HttpResponseRedirect(f"{reverse('sign_in')}?next={_quote(reverse('account'))}")
+    new_key = error = notice = None
+    if request.method == "POST":
+        actor = request.user
+        if "revoke_grant" in request.POST:
+            grant = Grant.objects.filter(developer=developer, pk=request.POST.get("revoke_grant") or 0).first()
+            if grant is None:
+                error = "That grant is not yours or no longer exists."
+            elif grants.revoke_grant(grant=grant, actor=actor):
+                notice = f"{grant.client} can no longer use your account."
+        elif "rotate_key" in request.POST:
+            try:
+                developer, new_key = services.rotate_key(
+                    developer=developer, actor=actor, if_key_version=request.POST.get("key_version") or None
+                )
+            except AccountsError as exc:
+                error = str(exc)
+    developer.refresh_from_db()
+    live = Grant.objects.filter(developer=developer, revoked_at=None).select_related("client").order_by("-created_at")
+    context = {
+        "title": "Your Hotcross account",
+        "developer": developer,
+        "organization": developer.organization,
+        "standing": signin.standing_message(developer),
+        "grants": live,
+        "new_key": new_key,
+        "error": error,
+        "notice": notice,
+        "mcp_url": mcp_resource(),
+    }
+    response = _page(request, "account/account.html", context, 400 if error else 200)
+    if new_key:
+        response["Cache-Control"] = "no-store"
+    return response
