@@ -39,6 +39,7 @@ from accounts.authentication import (
 )
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer
+from hotcross import metrics
 from hotcross.db import BOOKKEEPING, run_in_pool
 
 LAST_USED_RESOLUTION = 60.0  # seconds: a grant's last use is written at most once a minute per process
@@ -75,26 +76,43 @@ def token_checksum(raw_token: str) -> str:
 
 def authenticate_token(raw_token: str) -> TokenCaller:
     """The developer an access token was issued to, or `KeyRefused` (the key check's codes)."""
-    checksum = _checksum_of(raw_token)
-    checked = key_cache.get("oauth:" + checksum)
-    if checked is None:
-        checked = _check_in_database(checksum)
-    return _outcome(checked)
+    try:
+        checksum = _checksum_of(raw_token)
+        checked = key_cache.get("oauth:" + checksum)
+        if checked is None:
+            checked = _check_in_database(checksum)
+        caller = _outcome(checked)
+    except KeyRefused as refusal:
+        metrics.TOKEN_CHECKS.labels(refusal.code).inc()
+        raise
+    _TOKEN_CHECKS_OK.inc()
+    return caller
 
 
 async def aauthenticate_token(raw_token: str) -> TokenCaller:
     """`authenticate_token` for async code (same memory; cold checks on the bookkeeping threads, one per token at a
     time). Raises `KeyRefused` or `hotcross.db.DatabaseUnavailable`."""
-    checksum = _checksum_of(raw_token)
-    checked = key_cache.get("oauth:" + checksum)
-    if checked is None:
-        in_flight = _in_flight.setdefault(asyncio.get_running_loop(), {})
-        check = in_flight.get(checksum)
-        if check is None:
-            check = in_flight[checksum] = asyncio.ensure_future(run_in_pool(BOOKKEEPING, _check_in_database, checksum))
-            check.add_done_callback(lambda _done: in_flight.pop(checksum, None))
-        checked = await asyncio.shield(check)
-    return _outcome(checked)
+    try:
+        checksum = _checksum_of(raw_token)
+        checked = key_cache.get("oauth:" + checksum)
+        if checked is None:
+            in_flight = _in_flight.setdefault(asyncio.get_running_loop(), {})
+            check = in_flight.get(checksum)
+            if check is None:
+                check = in_flight[checksum] = asyncio.ensure_future(
+                    run_in_pool(BOOKKEEPING, _check_in_database, checksum)
+                )
+                check.add_done_callback(lambda _done: in_flight.pop(checksum, None))
+            checked = await asyncio.shield(check)
+        caller = _outcome(checked)
+    except KeyRefused as refusal:
+        metrics.TOKEN_CHECKS.labels(refusal.code).inc()
+        raise
+    _TOKEN_CHECKS_OK.inc()
+    return caller
+
+
+_TOKEN_CHECKS_OK = metrics.TOKEN_CHECKS.labels("ok")
 
 
 _in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[_Checked]]] = (

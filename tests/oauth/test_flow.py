@@ -394,3 +394,19 @@ def test_a_developer_refused_after_signing_in_gets_no_consent_page_and_the_reaso
     assert response.status_code == 403
     assert "developer_inactive" in response.content.decode()
     assert not Grant.objects.exists()
+
+
+def test_token_checks_are_counted_in_metrics_by_outcome() -> None:
+    from prometheus_client import REGISTRY
+
+    def count(outcome: str) -> float:
+        return REGISTRY.get_sample_value("hotcross_token_checks_total", {"outcome": outcome}) or 0.0
+
+    developer = DeveloperFactory()
+    tokens, _flow = tokens_for(developer)
+    ok, invalid = count("ok"), count(KeyRefused.INVALID_KEY)
+    authenticate_token(tokens["access_token"])
+    with pytest.raises(KeyRefused):
+        authenticate_token("not-a-token")
+    assert count("ok") == ok + 1
+    assert count(KeyRefused.INVALID_KEY) == invalid + 1
