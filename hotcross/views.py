@@ -27,6 +27,8 @@ def landing(request: HttpRequest) -> HttpResponse:
         "landing.html",
         {
             "mcp_url": f"{base}/mcp",
+            "mcp_key_url": f"{base}/mcp/key",
+            "account_url": reverse("account"),
             "admin_url": reverse("admin:index"),
             "healthz_url": reverse("healthz"),
         },

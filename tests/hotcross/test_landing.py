@@ -15,6 +15,9 @@ def test_the_landing_page_names_the_server_the_mcp_url_the_admin_and_health(sett
     assert "Hotcross back office" in html
     assert "https://backoffice.example.com/mcp" in html
     assert 'href="/admin/"' in html and 'href="/healthz"' in html
+    # OAuth clients need only /mcp; header-only clients have the key-only URL; developers their own page.
+    assert "https://backoffice.example.com/mcp/key" in html and "X-API-Key" in html
+    assert 'href="/account/"' in html
 
 
 @pytest.mark.django_db
