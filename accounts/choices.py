@@ -44,6 +44,21 @@ class PricingModel(models.TextChoices):
     HYBRID = "hybrid", "Hybrid (base + per seat)"
 
 
+class AtCap(models.TextChoices):
+    """What a plan does once an organization has made its monthly calls (per seat × seats)."""
+
+    REFUSE = "refuse", "Refuse further calls (monthly_cap_reached)"
+    OVERAGE = "overage", "Allow, and bill the overage"
+
+
+class MeteredBilling(models.TextChoices):
+    """Which calls a plan reports to Stripe as meter events."""
+
+    NONE = "none", "None (flat or per-seat price only)"
+    ALL_CALLS = "all_calls", "Every call (hybrid: base fee + usage)"
+    OVERAGE = "overage", "Calls beyond the monthly cap"
+
+
 def status_rank(status: str) -> int:
     """A status's place in `STATUS_STANDING` (0 is best); an unknown status ranks after every known one."""
     try:
