@@ -252,6 +252,9 @@ HOTCROSS_MCP_UPSTREAM_REFRESH_SECONDS = env.float("HOTCROSS_MCP_UPSTREAM_REFRESH
 HOTCROSS_MCP_UPSTREAM_IDLE_SECONDS = env.float("HOTCROSS_MCP_UPSTREAM_IDLE_SECONDS", default=600.0)
 HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES = env.int("HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES", default=20)
 HOTCROSS_MCP_UPSTREAM_DATA_DIR = env.str("HOTCROSS_MCP_UPSTREAM_DATA_DIR", default=str(BASE_DIR / "var" / "upstream"))
+# Plans (accounts.plans): the code of the plan of organizations that have none of their own; empty: no plan (every
+# tool, no limits, no usage billing).
+HOTCROSS_DEFAULT_PLAN = env.str("HOTCROSS_DEFAULT_PLAN", default="")
 # Key-check API (api/): how long a client may remember a /api/v1/keys/verify answer (Cache-Control max-age, capped at
 # 60 s: a revocation reaches such a client within that time), and how old a reported usage event may be.
 HOTCROSS_API_VERIFY_MAX_AGE = env.int("HOTCROSS_API_VERIFY_MAX_AGE", default=60)
