@@ -292,11 +292,8 @@ def _replaced_key_statement(connection: BaseDatabaseWrapper) -> tuple[str, list,
 def _compiled(
     connection: BaseDatabaseWrapper, queryset: Any, fields: tuple[str, ...]
 ) -> tuple[str, list, int, SQLCompiler, dict]:
-    query = queryset.order_by().values_list(*fields).query
-    compiler = query.get_compiler(connection=connection)
-    sql, params = compiler.as_sql()
-    converters = compiler.get_converters([expression for expression, _, _ in compiler.select])
-    return sql, list(params), list(params).index(_HASH_PLACEHOLDER), compiler, converters
+    sql, params, compiler, converters = compile_query(connection, queryset, fields)
+    return sql, params, params.index(_HASH_PLACEHOLDER), compiler, converters
 
 
 def _preparing_cursor(connection: BaseDatabaseWrapper) -> Any:
@@ -318,6 +315,47 @@ def _preparing_cursor(connection: BaseDatabaseWrapper) -> Any:
         cursor = ServerBindingCursor(connection.connection)
     # Django's wrappers: database errors become Django's, and query logging (and counting, in tests) still works.
     return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
+
+
+# --- what other credentials' checks share (`oauth.authentication`) -------------------------------------------------
+# Public names for the pieces above: another check reads the same developer columns in its own one statement, and
+# refuses with the same rules. (The private names above stay as they are.)
+
+DeveloperRow = _KeyRow
+"""The key check's developer columns, in the order of `DEVELOPER_CHECK_FIELDS`."""
+DEVELOPER_CHECK_FIELDS = _KEY_CHECK_FIELDS
+HASH_PLACEHOLDER = _HASH_PLACEHOLDER
+Statement = tuple[str, list, int, SQLCompiler, dict]
+"""A compiled check: SQL, parameters, where the hash goes among them, the compiler and its converters."""
+preparing_cursor = _preparing_cursor
+
+
+def compile_query(
+    connection: BaseDatabaseWrapper, queryset: Any, fields: tuple[str, ...]
+) -> tuple[str, list, SQLCompiler, dict]:
+    """The ORM's SQL and parameters for `queryset.values_list(*fields)` (unordered) on `connection`, with the
+    compiler and the converters its rows need (`fetch_row`)."""
+    query = queryset.order_by().values_list(*fields).query
+    compiler = query.get_compiler(connection=connection)
+    sql, params = compiler.as_sql()
+    converters = compiler.get_converters([expression for expression, _, _ in compiler.select])
+    return sql, list(params), compiler, converters
+
+
+def fetch_row(connection: BaseDatabaseWrapper, statement: Statement, credential_hash: str) -> tuple | None:
+    """The one row `statement` finds for the hash (through the backend's converters), as a prepared statement on
+    PostgreSQL; None when there is none."""
+    return _fetch_row(connection, statement, credential_hash)
+
+
+def split_row(row: tuple) -> tuple[DeveloperRow, tuple]:
+    """A row whose first columns are `DEVELOPER_CHECK_FIELDS`: the developer's part, and the rest."""
+    return _KeyRow(*row[: len(_KEY_CHECK_FIELDS)]), tuple(row[len(_KEY_CHECK_FIELDS) :])
+
+
+def principal_of(found: DeveloperRow) -> Principal:
+    """The `Principal` of a developer the refusal rules let through."""
+    return _principal(found)
 
 
 # --- refusals -------------------------------------------------------------------------------------------------------
@@ -350,7 +388,7 @@ def _refusal(found: _KeyRow) -> KeyRefused | None:
     return None
 
 
-def developer_refusal(found: _KeyRow) -> KeyRefused | None:
+def developer_refusal(found: DeveloperRow) -> KeyRefused | None:
     """The refusal rules of the developer themself (revoked, inactive, subscription, seats), without the key's own
     expiry: what an OAuth access token of the developer shares with the key (`oauth.authentication`)."""
     return _refusal(found._replace(expires_at=None))

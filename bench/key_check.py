@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> None:
     from django.utils import timezone
 
     from accounts import key_cache, keys, last_used
-    from accounts.authentication import _preparing_cursor, authenticate_key
+    from accounts.authentication import authenticate_key, preparing_cursor
     from accounts.models import Developer, Organization
 
     print(
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> None:
 
     def baseline(key: str) -> None:
         # Prepared statements like the key check's (and like the old server's asyncpg, which prepares every query).
-        with _preparing_cursor(connection) as cursor:
+        with preparing_cursor(connection) as cursor:
             cursor.execute(baseline_select, [keys.hash_key(key)])
             row = cursor.fetchone()
             cursor.execute(baseline_update, [row[0]])

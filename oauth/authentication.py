@@ -28,14 +28,16 @@ from django.utils import timezone
 
 from accounts import key_cache
 from accounts.authentication import (
-    _HASH_PLACEHOLDER,
-    _KEY_CHECK_FIELDS,
+    DEVELOPER_CHECK_FIELDS,
+    HASH_PLACEHOLDER,
+    DeveloperRow,
     Principal,
-    _compiled,
-    _fetch_row,
-    _KeyRow,
-    _principal,
+    Statement,
+    compile_query,
     developer_refusal,
+    fetch_row,
+    principal_of,
+    split_row,
 )
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer
@@ -138,18 +140,17 @@ def _outcome(checked: _Checked) -> TokenCaller:
 
 def _check_in_database(checksum: str) -> _Checked:
     connection = connections[DEFAULT_DB_ALIAS]
-    row = _fetch_row(connection, _token_check_statement(connection), checksum)
+    row = fetch_row(connection, _token_check_statement(connection), checksum)
     if row is None:
         raise invalid_token()
-    found = _KeyRow(*row[: len(_KEY_CHECK_FIELDS)])
-    expires, resource, client_id = row[len(_KEY_CHECK_FIELDS) :]
+    found, (expires, resource, client_id) = split_row(row)
     if mcp_resource() not in (resource or []):
         checked = _Checked(None, (KeyRefused.INVALID_KEY, WRONG_AUDIENCE), None)
     else:
         refusal = developer_refusal(found)
         caller = None
         if refusal is None:
-            caller = TokenCaller(_principal(found), client_id, _client_name(client_id))
+            caller = TokenCaller(principal_of(found), client_id, _client_name(client_id))
             _touch_grant(found.developer_id, client_id)
         expires_at = expires.timestamp() if expires is not None else None
         checked = _Checked(caller, None if refusal is None else (refusal.code, refusal.message), expires_at)
@@ -157,11 +158,13 @@ def _check_in_database(checksum: str) -> _Checked:
     return checked
 
 
-def _token_check_statement(connection: BaseDatabaseWrapper) -> tuple:
+def _token_check_statement(connection: BaseDatabaseWrapper) -> Statement:
     prepared = getattr(connection, "_hotcross_token_check", None)
     if prepared is None:
-        queryset = Developer.objects.with_seat_rank().filter(**{_TOKEN + "token_checksum": _HASH_PLACEHOLDER})
-        prepared = _compiled(connection, queryset, (*_KEY_CHECK_FIELDS, *_TOKEN_FIELDS))
+        queryset = Developer.objects.with_seat_rank().filter(**{_TOKEN + "token_checksum": HASH_PLACEHOLDER})
+        fields = (*DEVELOPER_CHECK_FIELDS, *_TOKEN_FIELDS)
+        sql, params, compiler, converters = compile_query(connection, queryset, fields)
+        prepared = (sql, params, params.index(HASH_PLACEHOLDER), compiler, converters)
         connection._hotcross_token_check = prepared
     return prepared
 
@@ -222,7 +225,7 @@ def invalid_token(*, expired: bool = False) -> KeyRefused:
 def developer_standing(developer_id: uuid.UUID) -> KeyRefused | None:
     """Why the key check would refuse this developer right now (the same code and message), or None. Sign-in and
     consent ask this: a developer who could not use a key cannot sign in either."""
-    row = Developer.objects.with_seat_rank().filter(pk=developer_id).values_list(*_KEY_CHECK_FIELDS).first()
+    row = Developer.objects.with_seat_rank().filter(pk=developer_id).values_list(*DEVELOPER_CHECK_FIELDS).first()
     if row is None:
         return invalid_token()
-    return developer_refusal(_KeyRow(*row))
+    return developer_refusal(DeveloperRow(*row))
