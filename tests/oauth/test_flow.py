@@ -410,3 +410,18 @@ def test_token_checks_are_counted_in_metrics_by_outcome() -> None:
         authenticate_token("not-a-token")
     assert count("ok") == ok + 1
     assert count(KeyRefused.INVALID_KEY) == invalid + 1
+
+
+def test_a_cold_token_check_is_one_query_that_skips_the_shadow_user(django_assert_num_queries):
+    from accounts import key_cache
+
+    developer = DeveloperFactory()
+    tokens, _flow = tokens_for(developer)
+    authenticate_token(tokens["access_token"])  # the client's name is remembered, the grant's last use written
+    key_cache.clear()
+    with django_assert_num_queries(1) as queries:
+        caller = authenticate_token(tokens["access_token"])
+    assert "auth_user" not in queries.captured_queries[0]["sql"]
+    assert caller.principal.developer_id == developer.pk
+    assert caller.principal.organization_name == developer.organization.name
+    assert caller.client_name == "Test MCP client"
