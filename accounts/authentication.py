@@ -16,10 +16,8 @@ refused with `key_rotated` (or `key_revoked`, if it had been revoked), or works 
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import uuid
-import weakref
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -34,7 +32,7 @@ from accounts.exceptions import KeyRefused
 from accounts.models import Developer
 from accounts.wording import plural
 from hotcross import metrics, request_log
-from hotcross.db import BOOKKEEPING, run_in_pool
+from hotcross.db import BOOKKEEPING, SharedReads
 
 LAST_USED_RESOLUTION = last_used.RESOLUTION
 
@@ -92,14 +90,7 @@ async def aauthenticate_key(raw_key: str | None) -> Principal:
         key_hash = _hash_of(raw_key or "")
         checked = key_cache.get(key_hash)
         if checked is None:
-            in_flight = _in_flight.setdefault(asyncio.get_running_loop(), {})
-            check = in_flight.get(key_hash)
-            if check is None:
-                check = in_flight[key_hash] = asyncio.ensure_future(
-                    run_in_pool(BOOKKEEPING, _check_in_database, key_hash)
-                )
-                check.add_done_callback(lambda _done: in_flight.pop(key_hash, None))
-            checked = await asyncio.shield(check)
+            checked = await _cold_checks.read(key_hash)
         return _counted(_outcome(checked))
     except KeyRefused as refusal:
         metrics.KEY_CHECKS.labels(refusal.code).inc()
@@ -114,11 +105,6 @@ def _counted(principal: Principal) -> Principal:
     _CHECKS_OK.inc()
     request_log.note_developer(principal.developer_id)
     return principal
-
-
-_in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[_Checked]]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def _hash_of(raw_key: str) -> str:
@@ -210,6 +196,9 @@ def _check_in_database(key_hash: str) -> _Checked:
     )
     key_cache.put(key_hash, checked)
     return checked
+
+
+_cold_checks = SharedReads(BOOKKEEPING, _check_in_database)
 
 
 def _check_replaced_key(connection: BaseDatabaseWrapper, key_hash: str) -> _Checked:

@@ -38,7 +38,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 import psycopg
 from django.conf import settings
@@ -89,6 +89,37 @@ async def run_in_pool(pool: str, fn: Callable[P, T], /, *args: P.args, **kwargs:
     except (OperationalError, InterfaceError) as exc:
         logger.warning("database unavailable: %s", exc.__class__.__name__)
         raise DatabaseUnavailable() from exc
+
+
+class SharedReads(Generic[T]):
+    """Concurrent reads of the same thing share one: while `fn(key)` runs on a thread of `pool` for a key, other
+    callers on the same event loop asking for that key wait for its result (or its exception) instead of each asking
+    the database. The cold key and token checks use one each, so a burst of requests with one credential costs one
+    query. A caller that is cancelled does not cancel the read the others wait for.
+    """
+
+    def __init__(self, pool: str, fn: Callable[[str], T]) -> None:
+        self._pool = pool
+        self._fn = fn
+        self._in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[T]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def read(self, key: str) -> T:
+        """`fn(key)`, run once for every caller asking for `key` while it runs. Raises what `run_in_pool` raises."""
+        in_flight = self._in_flight.setdefault(asyncio.get_running_loop(), {})
+        running = in_flight.get(key)
+        if running is None:
+            running = in_flight[key] = asyncio.ensure_future(run_in_pool(self._pool, self._fn, key))
+            running.add_done_callback(lambda _done: in_flight.pop(key, None))
+        return await asyncio.shield(running)
+
+    def running(self) -> int:
+        """How many reads are under way on this thread's event loop (for tests)."""
+        try:
+            return len(self._in_flight.get(asyncio.get_running_loop(), {}))
+        except RuntimeError:
+            return 0
 
 
 def _unit_of_work(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:

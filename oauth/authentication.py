@@ -13,12 +13,10 @@ is refused. A token nobody holds (revoked, signed out, the client blocked: djang
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import hashlib
 import time
 import uuid
-import weakref
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -43,7 +41,7 @@ from accounts.authentication import (
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer
 from hotcross import metrics
-from hotcross.db import BOOKKEEPING, run_in_pool
+from hotcross.db import BOOKKEEPING, SharedReads
 
 LAST_USED_RESOLUTION = 60.0  # seconds: a grant's last use is written at most once a minute per process
 _TOKEN_FIELDS = ("expires", "resource", "application_id")
@@ -98,14 +96,7 @@ async def aauthenticate_token(raw_token: str) -> TokenCaller:
         checksum = _checksum_of(raw_token)
         checked = key_cache.get("oauth:" + checksum)
         if checked is None:
-            in_flight = _in_flight.setdefault(asyncio.get_running_loop(), {})
-            check = in_flight.get(checksum)
-            if check is None:
-                check = in_flight[checksum] = asyncio.ensure_future(
-                    run_in_pool(BOOKKEEPING, _check_in_database, checksum)
-                )
-                check.add_done_callback(lambda _done: in_flight.pop(checksum, None))
-            checked = await asyncio.shield(check)
+            checked = await _cold_checks.read(checksum)
         caller = _outcome(checked)
     except KeyRefused as refusal:
         metrics.TOKEN_CHECKS.labels(refusal.code).inc()
@@ -115,11 +106,6 @@ async def aauthenticate_token(raw_token: str) -> TokenCaller:
 
 
 _TOKEN_CHECKS_OK = metrics.TOKEN_CHECKS.labels("ok")
-
-
-_in_flight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[_Checked]]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def _checksum_of(raw_token: str) -> str:
@@ -156,6 +142,9 @@ def _check_in_database(checksum: str) -> _Checked:
         checked = _Checked(caller, None if refusal is None else (refusal.code, refusal.message), expires_at)
     key_cache.put("oauth:" + checksum, checked)
     return checked
+
+
+_cold_checks = SharedReads(BOOKKEEPING, _check_in_database)
 
 
 def _token_check_statement(connection: BaseDatabaseWrapper) -> Statement:
