@@ -10,14 +10,12 @@ import contextlib
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -32,7 +30,8 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.servers import ROOT, RunningServer, serve_asgi, wait_until_serving
+
 SAMPLE_TOOLS = "tests.mcp_bridge.sample_tools"
 INSPECTOR = ROOT / "node_modules" / ".bin" / "mcp-inspector"
 
@@ -89,70 +88,15 @@ def server_env(**overrides: str) -> dict[str, str]:
 # --- uvicorn ------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class RunningServer:
-    base: str
-    process: subprocess.Popen
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"{self.base}/mcp"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-
 @contextlib.contextmanager
 def run_uvicorn(log_dir: Path, **env: str) -> Iterator[RunningServer]:
-    """uvicorn serving hotcross.asgi:application on an ephemeral 127.0.0.1 port (the socket is handed over)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(256)
-    port = sock.getsockname()[1]
-    log_path = log_dir / f"uvicorn-{port}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "uvicorn", "hotcross.asgi:application"),
-                *("--fd", str(sock.fileno()), "--no-access-log", "--log-level", "warning"),
-            ],
-            pass_fds=[sock.fileno()],
-            env=server_env(**env),
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    sock.close()
-    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
-    try:
-        _wait_until_serving(server)
+    """uvicorn serving hotcross.asgi:application on an ephemeral 127.0.0.1 port (`tests.servers`), with the bridge's
+    test settings (`server_env`) and `env` on top."""
+    with serve_asgi(log_dir, lambda _base: server_env(**env)) as server:
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
-def _wait_until_serving(server: RunningServer, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not server.alive():
-            raise RuntimeError(f"uvicorn exited with {server.process.returncode}:\n{server.log()}")
-        try:
-            if httpx2.post(server.url, json={}, timeout=2).status_code == 401:  # the MCP app answers: it is up
-                return
-        except httpx2.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"uvicorn did not start within {timeout} s:\n{server.log()}")
+_wait_until_serving = wait_until_serving  # the name other test modules import
 
 
 @pytest.fixture(scope="session")

@@ -1,20 +1,20 @@
-"""A real uvicorn for the OAuth end-to-end tests: like `tests.mcp_bridge.conftest.run_uvicorn`, but its public URL
-(`HOTCROSS_PUBLIC_URL`, the issuer and the `/mcp` resource) is the address it listens on, its mail goes to files
-(`filemail://`, read back by the tests), and Client ID Metadata Documents on 127.0.0.1 are allowed."""
+"""A real uvicorn for the OAuth end-to-end tests (`tests.servers`): like `tests.mcp_bridge.conftest.run_uvicorn`, but
+its public URL (`HOTCROSS_PUBLIC_URL`, the issuer and the `/mcp` resource) is the address it listens on, its mail goes
+to files (`filemail://`, read back by the tests), and Client ID Metadata Documents on 127.0.0.1 are allowed."""
 
 from __future__ import annotations
 
 import contextlib
 import re
-import socket
 import subprocess
-import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.mcp_bridge.conftest import ROOT, RunningServer, _wait_until_serving, server_env
+from tests.mcp_bridge.conftest import server_env
+from tests.servers import RunningServer, serve_asgi
 
 
 @dataclass
@@ -37,45 +37,21 @@ class OAuthServer(RunningServer):
 
 @contextlib.contextmanager
 def run_oauth_server(log_dir: Path, **env: str) -> Iterator[OAuthServer]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(256)
-    port = sock.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    mail_dir = log_dir / f"mail-{port}"
-    mail_dir.mkdir()
-    log_path = log_dir / f"uvicorn-{port}.log"
-    settings = {
-        "HOTCROSS_PUBLIC_URL": base,
-        "EMAIL_URL": f"filemail:///{mail_dir}",  # django-environ drops one slash: filemail:////abs/path
-        "HOTCROSS_OAUTH_CIMD_ALLOW_LOOPBACK": "true",
-        **env,
-    }
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "uvicorn", "hotcross.asgi:application"),
-                *("--fd", str(sock.fileno()), "--no-access-log", "--log-level", "warning"),
-            ],
-            pass_fds=[sock.fileno()],
-            env=server_env(**settings),
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+    mail_dir = Path(tempfile.mkdtemp(prefix="mail-", dir=log_dir))
+
+    def environment(base: str) -> dict[str, str]:
+        return server_env(
+            HOTCROSS_PUBLIC_URL=base,
+            EMAIL_URL=f"filemail:///{mail_dir}",  # django-environ drops one slash: filemail:////abs/path
+            HOTCROSS_OAUTH_CIMD_ALLOW_LOOPBACK="true",
+            **env,
         )
-    sock.close()
-    server = OAuthServer(base, process, log_path, mail_dir=mail_dir)
-    try:
-        _wait_until_serving(server)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+
+    def server(base: str, process: subprocess.Popen, log_path: Path) -> OAuthServer:
+        return OAuthServer(base, process, log_path, mail_dir=mail_dir)
+
+    with serve_asgi(log_dir, environment, server) as running:
+        yield running
 
 
 def issue_token(developer, resource: str, *, client_name: str = "Direct client") -> str:
