@@ -1,16 +1,22 @@
 """What the benchmarks share: the server argument, a scratch PostgreSQL database made and dropped around a run, the
-bulk loader of organizations and developers, and percentiles."""
+bulk loader of organizations and developers, timing one call at a time with its summary (checks/s, p50, p99) and
+percentiles, and starting a uvicorn on a port of its own and waiting until it answers."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime
 import math
 import os
+import socket
+import statistics
+import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,19 @@ def parser(doc: str) -> argparse.ArgumentParser:
     parsed.add_argument("--server", default=DEFAULT_SERVER, help="PostgreSQL server URL, without a database")
     parsed.add_argument("--keep", action="store_true", help="keep the scratch database")
     return parsed
+
+
+def check_benchmark(
+    doc: str, database: str, run: Callable[[argparse.Namespace], None], *, calls: int, warm_calls: int
+) -> None:
+    """A check benchmark's `main`: `--server`, `--keep`, `--calls` (database-bound checks per variant) and
+    `--warm-calls`, then `run(args)` in the scratch database `database`."""
+    arguments = parser(doc)
+    arguments.add_argument("--calls", type=int, default=calls, help="database-bound checks per variant")
+    arguments.add_argument("--warm-calls", type=int, default=warm_calls)
+    args = arguments.parse_args()
+    with scratch_database(args.server, database, keep=args.keep):
+        run(args)
 
 
 def admin_sql(server: str, sql: str) -> None:
@@ -116,3 +135,61 @@ def load_developers(
 def percentile(ordered: Sequence[float], fraction: float) -> float:
     """The nearest-rank percentile of sorted samples (`fraction` 0.95 for p95)."""
     return ordered[max(0, math.ceil(len(ordered) * fraction) - 1)]
+
+
+def timed(fn: Callable[[Any], object], items: Iterable[Any]) -> list[float]:
+    """Seconds each `fn(item)` took, one call at a time."""
+    out = []
+    clock = time.perf_counter
+    for item in items:
+        start = clock()
+        fn(item)
+        out.append(clock() - start)
+    return out
+
+
+def summary(name: str, samples: list[float]) -> dict[str, Any]:
+    """`name`, the rate (calls per second of the samples' total time), and p50 and p99 in microseconds."""
+    ordered = sorted(samples)
+    return {
+        "name": name,
+        "rate": len(samples) / sum(samples),
+        "p50": statistics.median(ordered) * 1e6,
+        "p99": percentile(ordered, 0.99) * 1e6,
+    }
+
+
+def start_uvicorn(arguments: Sequence[str], env: dict[str, str]) -> tuple[int, subprocess.Popen]:
+    """`uvicorn <arguments>` (the app, and options such as `--workers`) on a free 127.0.0.1 port of its own, with
+    `env` as its environment, from the checkout; returns once `/mcp` answers. The caller stops the process.
+
+    A port of its own rather than a socket handed over with --fd: asyncio sets TCP_NODELAY only on sockets it knows
+    to be TCP, and without it Nagle's algorithm and delayed ACKs add ~40 ms to every answer."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "uvicorn", *arguments),
+            *("--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"),
+            *("--backlog", "1024"),
+        ],
+        env=env,
+        cwd=ROOT,
+    )
+    asyncio.run(wait_for_server(port))
+    return port, process
+
+
+async def wait_for_server(port: int) -> None:
+    """Return once something answers HTTP on 127.0.0.1:`port`/mcp (within a minute), or exit the benchmark."""
+    import httpx2
+
+    async with httpx2.AsyncClient() as http:
+        for _ in range(300):
+            try:
+                await http.post(f"http://127.0.0.1:{port}/mcp", json={})
+                return
+            except httpx2.TransportError:
+                await asyncio.sleep(0.2)
+    raise SystemExit(f"the server on port {port} did not start")

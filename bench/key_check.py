@@ -24,47 +24,13 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import time
 
-from common import load_developers, parser, percentile, scratch_database
+from common import check_benchmark, load_developers, summary, timed
 
 ORGS = 10_000
 DEVS_PER_ORG = 10
 SCRATCH_DB = "hotcross_bench_scale_keys"
-
-
-def parse_args() -> argparse.Namespace:
-    arguments = parser(__doc__)
-    arguments.add_argument("--calls", type=int, default=5_000, help="database-bound calls per variant")
-    arguments.add_argument("--warm-calls", type=int, default=200_000)
-    return arguments.parse_args()
-
-
-def timed(fn, items) -> list[float]:
-    out = []
-    clock = time.perf_counter
-    for item in items:
-        start = clock()
-        fn(item)
-        out.append(clock() - start)
-    return out
-
-
-def summary(name: str, samples: list[float]) -> dict:
-    ordered = sorted(samples)
-    return {
-        "name": name,
-        "rate": len(samples) / sum(samples),
-        "p50": statistics.median(ordered) * 1e6,
-        "p99": percentile(ordered, 0.99) * 1e6,
-    }
-
-
-def main() -> None:
-    args = parse_args()
-    with scratch_database(args.server, SCRATCH_DB, keep=args.keep):
-        run(args)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -163,6 +129,10 @@ def run(args: argparse.Namespace) -> None:
         f"first use in a minute ≥ 2.5× → {results[2]['rate'] / base:.1f}× "
         f"({results[3]['rate'] / base:.1f}× with its share of the batched write)"
     )
+
+
+def main() -> None:
+    check_benchmark(__doc__, SCRATCH_DB, run, calls=5_000, warm_calls=200_000)
 
 
 if __name__ == "__main__":

@@ -21,15 +21,13 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, load_developers, parser, percentile, scratch_database
+from common import ROOT, load_developers, parser, percentile, scratch_database, start_uvicorn
 
 SCRATCH_DB = "hotcross_bench_scale_load"
 BENCH = Path(__file__).resolve().parent
@@ -125,9 +123,6 @@ async def _revocation_lag(port: int, developer, key: str) -> float:
 
 
 def _start(workers: int) -> tuple[int, subprocess.Popen]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(BENCH), str(ROOT)]),
@@ -136,30 +131,7 @@ def _start(workers: int) -> tuple[int, subprocess.Popen]:
         "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="hotcross-metrics-"),
         "LOG_LEVEL": "WARNING",
     }
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "uvicorn", "hotcross.asgi:application", "--workers", str(workers)),
-            *("--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"),
-            *("--backlog", "1024"),
-        ],
-        env=env,
-        cwd=ROOT,
-    )
-    asyncio.run(_wait(port))
-    return port, process
-
-
-async def _wait(port: int) -> None:
-    import httpx2
-
-    async with httpx2.AsyncClient() as http:
-        for _ in range(300):
-            try:
-                await http.post(f"http://127.0.0.1:{port}/mcp", json={})
-                return
-            except httpx2.TransportError:
-                await asyncio.sleep(0.2)
-    raise SystemExit(f"the server on port {port} did not start")
+    return start_uvicorn(["hotcross.asgi:application", "--workers", str(workers)], env)
 
 
 async def _load(port: int, plain_keys: list[str], seconds: float) -> tuple[int, int, list[float], float]:

@@ -18,48 +18,13 @@ import argparse
 import datetime
 import random
 import secrets
-import statistics
-import time
 
-from common import load_developers, parser, percentile, scratch_database
+from common import check_benchmark, load_developers, summary, timed
 
 ORGS = 5_000
 DEVS_PER_ORG = 10
 WITH_TOKENS = 2_000
 SCRATCH_DB = "hotcross_bench_oauth"
-
-
-def parse_args() -> argparse.Namespace:
-    arguments = parser(__doc__)
-    arguments.add_argument("--calls", type=int, default=4_000, help="database-bound checks per variant")
-    arguments.add_argument("--warm-calls", type=int, default=100_000)
-    return arguments.parse_args()
-
-
-def timed(fn, items) -> list[float]:
-    out = []
-    clock = time.perf_counter
-    for item in items:
-        start = clock()
-        fn(item)
-        out.append(clock() - start)
-    return out
-
-
-def summary(name: str, samples: list[float]) -> dict:
-    ordered = sorted(samples)
-    return {
-        "name": name,
-        "rate": len(samples) / sum(samples),
-        "p50": statistics.median(ordered) * 1e6,
-        "p99": percentile(ordered, 0.99) * 1e6,
-    }
-
-
-def main() -> None:
-    args = parse_args()
-    with scratch_database(args.server, SCRATCH_DB, keep=args.keep):
-        run(args)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -154,6 +119,10 @@ def run(args: argparse.Namespace) -> None:
     cold_ratio = results[0]["rate"] / results[1]["rate"]
     warm_ratio = results[2]["rate"] / results[3]["rate"]
     print(f"\ntoken cost / key cost (target ≤ 1.2×): cold {cold_ratio:.2f}×, warm {warm_ratio:.2f}×")
+
+
+def main() -> None:
+    check_benchmark(__doc__, SCRATCH_DB, run, calls=4_000, warm_calls=100_000)
 
 
 if __name__ == "__main__":
