@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import F
+from django.db.models import DateTimeField, F, Value
 from django.utils import timezone
 
 from accounts import key_cache
@@ -45,6 +45,7 @@ from hotcross.db import BOOKKEEPING, SharedReads
 
 LAST_USED_RESOLUTION = 60.0  # seconds: a grant's last use is written at most once a minute per process
 _TOKEN_FIELDS = ("expires", "resource", "application_id")
+_KEY_ONLY_FIELDS = ("api_key_expires_at", "api_key_last_used_at")  # developer columns a token check never reads
 _MAX_TOKEN_LENGTH = 512
 
 
@@ -138,7 +139,7 @@ def _check_in_database(checksum: str) -> _Checked:
         if refusal is None:
             caller = TokenCaller(principal_of(found), client_id, _client_name(client_id))
             _touch_grant(found.developer_id, client_id)
-        expires_at = expires.timestamp() if expires is not None else None
+        expires_at = expires.timestamp() if isinstance(expires, datetime.datetime) else expires
         checked = _Checked(caller, None if refusal is None else (refusal.code, refusal.message), expires_at)
     key_cache.put("oauth:" + checksum, checked)
     return checked
@@ -154,28 +155,38 @@ def _token_check_statement(connection: BaseDatabaseWrapper) -> Statement:
     The ORM can only reach a token from a developer through the shadow user's row (`auth_user`), which the check
     never reads; joining the token to `DeveloperAccount.user_id` instead saves a lookup on every cold check. So the
     developer part is the key check's query (the ORM's SQL, with its converters), as a subquery the database
-    flattens into the join.
+    flattens into the join. Two of its columns only the key needs (the key's own expiry and last use) come back as
+    NULL, and PostgreSQL gives the token's expiry as a POSIX timestamp: building a datetime from a row costs more
+    than a lookup.
     """
     prepared = getattr(connection, "_hotcross_token_check", None)
     if prepared is None:
         from oauth2_provider.models import get_access_token_model
 
+        skipped = {name: f"unread_{name}" for name in _KEY_ONLY_FIELDS}
         developers = Developer.objects.with_seat_rank().filter(oauth_account__isnull=False)
-        developers = developers.annotate(token_user_id=F("oauth_account__user_id"))
-        dev_sql, dev_params, compiler, converters = compile_query(
-            connection, developers, (*DEVELOPER_CHECK_FIELDS, "token_user_id")
+        developers = developers.annotate(
+            token_user_id=F("oauth_account__user_id"),
+            **{alias: Value(None, output_field=DateTimeField()) for alias in skipped.values()},
         )
+        fields = tuple(skipped.get(name, name) for name in DEVELOPER_CHECK_FIELDS)
+        dev_sql, dev_params, compiler, converters = compile_query(connection, developers, (*fields, "token_user_id"))
         access_token = get_access_token_model()
         *_, token_converters = compile_query(connection, access_token.objects.all(), _TOKEN_FIELDS)
-        offset = len(DEVELOPER_CHECK_FIELDS) + 1  # the token's columns come after the developer's and token_user_id
+        offset = len(fields) + 1  # the token's columns come after the developer's and token_user_id
         converters = {**converters, **{i + offset: c for i, c in token_converters.items()}}
         quote = connection.ops.quote_name
-        columns = ", ".join(f"t.{quote(access_token._meta.get_field(name).column)}" for name in _TOKEN_FIELDS)
         # Names from the models, quoted; the values are parameters.
         table = quote(access_token._meta.db_table)
-        user, checksum = (quote(access_token._meta.get_field(name).column) for name in ("user", "token_checksum"))
-        sql = f"SELECT d.*, {columns} FROM ({dev_sql}) d INNER JOIN {table} t"  # noqa: S608
-        sql += f" ON t.{user} = d.{quote('token_user_id')} WHERE t.{checksum} = %s"
+        user, checksum, *columns = (
+            f"t.{quote(access_token._meta.get_field(name).column)}"
+            for name in ("user", "token_checksum", *_TOKEN_FIELDS)
+        )
+        if connection.vendor == "postgresql":
+            columns[0] = f"EXTRACT(EPOCH FROM {columns[0]})::float8"
+            converters.pop(offset, None)
+        sql = f"SELECT d.*, {', '.join(columns)} FROM ({dev_sql}) d INNER JOIN {table} t"  # noqa: S608
+        sql += f" ON {user} = d.{quote('token_user_id')} WHERE {checksum} = %s"
         params = [*dev_params, HASH_PLACEHOLDER]
         prepared = (sql, params, len(params) - 1, compiler, converters)
         connection._hotcross_token_check = prepared

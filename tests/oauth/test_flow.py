@@ -425,3 +425,19 @@ def test_a_cold_token_check_is_one_query_that_skips_the_shadow_user(django_asser
     assert caller.principal.developer_id == developer.pk
     assert caller.principal.organization_name == developer.organization.name
     assert caller.client_name == "Test MCP client"
+
+
+def test_an_expired_access_token_is_refused_on_a_cold_check():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts import key_cache
+
+    developer = DeveloperFactory()
+    tokens, _flow = tokens_for(developer)
+    _user_tokens().update(expires=timezone.now() - timedelta(seconds=1))
+    key_cache.clear()
+    with pytest.raises(KeyRefused) as refused:
+        authenticate_token(tokens["access_token"])
+    assert "expired" in refused.value.message
