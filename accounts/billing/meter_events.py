@@ -106,6 +106,11 @@ class InvoiceLine:
     description: str
     quantity: int | None
     amount: int  # in the currency's smallest unit
+    currency: str
+
+    @property
+    def amount_display(self) -> str:
+        return UpcomingInvoice.money(self.amount, self.currency)
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,7 @@ def _invoice(invoice: Any) -> UpcomingInvoice:
                 description=str(line.get("description") or ""),
                 quantity=line.get("quantity"),
                 amount=int(line.get("amount") or 0),
+                currency=str(line.get("currency") or invoice.get("currency") or "usd"),
             )
         )
     return UpcomingInvoice(

@@ -154,7 +154,8 @@ class StripeStub:
         self.unexpected.clear()
 
     def fail_next(self, path: str, *statuses: int, after_accepting: bool = False) -> None:
-        """The next requests for `path` are answered with these statuses (500, 429…), one each."""
+        """The next requests for `path` are answered with these statuses (500, 429…), one each; 200 answers one as
+        usual."""
         with self._lock:
             self._failures.setdefault(path, []).extend(Failure(s, after_accepting) for s in statuses)
 
@@ -184,6 +185,8 @@ class StripeStub:
         with self._lock:
             failures = self._failures.get(request.path)
             failure = failures.pop(0) if failures else None
+        if failure is not None and failure.status == 200:
+            failure = None  # a 200 in the list: this request is answered as usual
         if failure is not None:
             if failure.after_accepting:
                 self._answer_route(request)

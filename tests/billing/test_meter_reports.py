@@ -28,7 +28,7 @@ def now_hour() -> datetime.datetime:
 def make_plan(billing: str = MeteredBilling.ALL_CALLS, *, per_seat: int | None = None, **extra: Any) -> Plan:
     return Plan.objects.create(
         code=f"p-{billing}-{per_seat}-{Plan.objects.count()}",
-        name=f"Plan {billing}",
+        name=extra.pop("name", f"Plan {billing}"),
         monthly_calls_per_seat=per_seat,
         at_cap=AtCap.OVERAGE if billing == MeteredBilling.OVERAGE else AtCap.REFUSE,
         metered_billing=billing,
