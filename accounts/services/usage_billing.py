@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Max, Q, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
@@ -183,7 +183,12 @@ def plan_reports(now: datetime.datetime | None = None) -> RunResult:
     )
     for organization, plan in billable:
         result.organizations += 1
-        result.planned += _plan_organization(organization, plan, now)
+        try:
+            result.planned += _plan_organization(organization, plan, now)
+        except IntegrityError:
+            # Another run wrote the same report at the same moment (SQLite has no row locks): it stands; this run
+            # leaves the organization to it.
+            logger.info("Usage billing of %s planned by another run meanwhile.", organization.pk)
     return result
 
 
