@@ -50,7 +50,7 @@ from accounts.models import (
 
 logger = logging.getLogger(__name__)
 
-DAY = datetime.timedelta(days=1)
+BILLED_BY_USAGE = [MeteredBilling.ALL_CALLS, MeteredBilling.OVERAGE]
 
 
 # --- intervals --------------------------------------------------------------------------------------------------------
@@ -94,11 +94,16 @@ def event_timestamp(start: datetime.datetime, end: datetime.datetime) -> datetim
 
 
 def billable_organizations() -> list[tuple[Organization, Plan]]:
-    """Organizations with a Stripe customer whose plan in effect bills usage, with that plan."""
+    """Organizations with a Stripe customer whose plan in effect bills usage, with that plan (one query, or two with
+    a default plan; the rule itself is `plans.bills_usage`, checked again on each)."""
     default = Plan.objects.filter(code=plans.default_plan_code()).first() if plans.default_plan_code() else None
+    metered = Q(plan__metered_billing__in=BILLED_BY_USAGE) & ~Q(plan__stripe_meter_event_name="")
+    if plans.bills_usage(default):
+        metered |= Q(plan__isnull=True)
     found = []
     for organization in (
-        Organization.objects.exclude(Q(stripe_customer_id__isnull=True) | Q(stripe_customer_id=""))
+        Organization.objects.filter(metered)
+        .exclude(Q(stripe_customer_id__isnull=True) | Q(stripe_customer_id=""))
         .select_related("plan")
         .order_by("id")
     ):
