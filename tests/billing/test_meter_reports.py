@@ -376,3 +376,44 @@ def test_the_upcoming_invoice_says_why_when_stripe_cannot_be_asked(stripe_stub: 
     settings.STRIPE_TEST_SECRET_KEY = ""
     with pytest.raises(StripeUnavailable, match="STRIPE_TEST_SECRET_KEY"):
         meter_events.upcoming_invoice("cus_missing")
+
+
+def test_an_organization_leaving_a_metered_plan_starts_afresh_when_it_returns(stripe_stub: StripeStub) -> None:
+    h = now_hour() - 6 * HOUR  # every run below is in the past
+    metered, flat = make_plan(), make_plan(MeteredBilling.NONE)
+    organization = billed_org(metered, h - 2 * HOUR)
+    developer = DeveloperFactory(organization=organization)
+    calls(developer, h - HOUR, 1)
+    run(h + datetime.timedelta(minutes=10))  # reports h-1
+
+    organization.plan = flat
+    organization.save()
+    calls(developer, h + HOUR, 5)  # on the flat plan: never billed by usage
+    run(h + 2 * HOUR + datetime.timedelta(minutes=10))
+    assert UsageBillingState.objects.get(organization=organization).billing_since is None
+
+    organization.plan = metered
+    organization.save()
+    run(h + 3 * HOUR + datetime.timedelta(minutes=10))  # seen billable again: billed from this interval on
+    calls(developer, h + 3 * HOUR + datetime.timedelta(minutes=20), 2)
+    run(h + 4 * HOUR + datetime.timedelta(minutes=10))
+
+    assert stripe_stub.accepted_values() == {ident(organization, h - HOUR): 1, ident(organization, h + 3 * HOUR): 2}
+
+
+def test_longer_intervals_divide_the_day(stripe_stub: StripeStub, settings: Any) -> None:
+    settings.HOTCROSS_METER_INTERVAL_MINUTES = 360
+    moment = datetime.datetime(2026, 5, 4, 13, 37, tzinfo=datetime.UTC)
+    assert usage_billing.interval_start(moment) == datetime.datetime(2026, 5, 4, 12, tzinfo=datetime.UTC)
+    organization = OrganizationFactory(plan=make_plan())
+    developer = DeveloperFactory(organization=organization)
+    calls(developer, datetime.datetime(2026, 5, 4, 6, 5, tzinfo=datetime.UTC), 2)
+    calls(developer, datetime.datetime(2026, 5, 4, 11, 59, tzinfo=datetime.UTC), 1)
+    calls(developer, datetime.datetime(2026, 5, 4, 12, 0, tzinfo=datetime.UTC), 4)
+    billed = usage_billing.billed_per_interval(
+        organization,
+        organization.plan,
+        datetime.datetime(2026, 5, 4, tzinfo=datetime.UTC),
+        datetime.datetime(2026, 5, 5, tzinfo=datetime.UTC),
+    )
+    assert [value for _, value in sorted(billed.items())] == [0, 3, 4, 0]
