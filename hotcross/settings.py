@@ -260,6 +260,29 @@ HOTCROSS_DEFAULT_PLAN = env.str("HOTCROSS_DEFAULT_PLAN", default="")
 HOTCROSS_API_VERIFY_MAX_AGE = env.int("HOTCROSS_API_VERIFY_MAX_AGE", default=60)
 HOTCROSS_API_USAGE_WINDOW_HOURS = env.float("HOTCROSS_API_USAGE_WINDOW_HOURS", default=24.0)
 
+# Usage billing (accounts/services/usage_billing.py, `manage.py billing report-usage`): calls are reported to Stripe
+# per organization per interval (minutes: a multiple of 60 that divides a day), once the interval is over and
+# HOTCROSS_METER_SETTLE_SECONDS more have passed; calls arriving later (the API's window, the spool) are reported as
+# corrections while their interval is within HOTCROSS_METER_LATE_HOURS (default: the API's window + 1 h). Stripe
+# errors (5xx, network, 429) are retried HOTCROSS_METER_TRIES times per run, waiting HOTCROSS_METER_BACKOFF_SECONDS,
+# doubled each time.
+HOTCROSS_METER_INTERVAL_MINUTES = env.int("HOTCROSS_METER_INTERVAL_MINUTES", default=60)
+if (
+    HOTCROSS_METER_INTERVAL_MINUTES < 60
+    or HOTCROSS_METER_INTERVAL_MINUTES % 60
+    or 1440 % HOTCROSS_METER_INTERVAL_MINUTES
+):
+    raise ImproperlyConfigured(
+        "HOTCROSS_METER_INTERVAL_MINUTES must be a multiple of 60 that divides a day (60, 120, 180, 240, 360, 480, 720 "
+        "or 1440)."
+    )
+HOTCROSS_METER_SETTLE_SECONDS = env.int("HOTCROSS_METER_SETTLE_SECONDS", default=300)
+HOTCROSS_METER_LATE_HOURS = env.float("HOTCROSS_METER_LATE_HOURS", default=HOTCROSS_API_USAGE_WINDOW_HOURS + 1)
+if not 0 <= HOTCROSS_METER_LATE_HOURS <= 30 * 24:
+    raise ImproperlyConfigured("HOTCROSS_METER_LATE_HOURS must be between 0 and 720 (Stripe takes 35 days back).")
+HOTCROSS_METER_TRIES = env.int("HOTCROSS_METER_TRIES", default=4)
+HOTCROSS_METER_BACKOFF_SECONDS = env.float("HOTCROSS_METER_BACKOFF_SECONDS", default=1.0)
+
 # --- Stripe (dj-stripe) -------------------------------------------------------------------------------------------
 # Stripe is the source of truth for subscription status and seats (accounts/billing/). With no key set the app
 # still starts (a development default): webhooks are then answered 503 (Stripe retries) until a key is configured.

@@ -23,6 +23,7 @@ from accounts.admin.chart import usage_chart
 from accounts.admin.display import djstripe_list_url, state_badge, status_badge, stripe_dashboard_url
 from accounts.admin.forms import StatusForm
 from accounts.admin.pages import confirmation
+from accounts.admin.usage_billing import usage_billing_section
 from accounts.models import Developer, Organization
 from accounts.wording import newest_refused, plural
 from hotcross.admin_site import registered_admin
@@ -344,6 +345,8 @@ class OrganizationAdmin(ServiceAdmin):
             context["usage_chart"] = usage_chart(first_day, rows, days=USAGE_DAYS)
             context["usage_days"] = USAGE_DAYS
             context["developers_url"] = _developers_url(obj)
+            # Usage billing (accounts.admin.usage_billing): metered usage, reported up to, the upcoming invoice.
+            context["usage_billing"] = usage_billing_section(obj, self.admin_site, request)
             context["add_developer_url"] = (
                 reverse("admin:accounts_developer_add") + f"?organization={obj.pk}"
                 if self.admin_site.is_registered(Developer) and request.user.has_perm("accounts.add_developer")

@@ -5,6 +5,12 @@ serves them as Stripe does: `GET /v1/<collection>/<id>`, the subscription list o
 filter: canceled ones only when asked for), a product's features.
 Tests change what it holds to say "this is Stripe's state now", then deliver (possibly stale) webhook events.
 
+Usage billing: `POST /v1/billing/meter_events` keeps meter events as Stripe does (an identifier seen before is
+answered 400 "An event already exists with identifier …"; a timestamp outside the past 35 days / next 5 minutes is
+refused), and `POST /v1/invoices/create_preview` draws a customer's upcoming invoice from the events it holds
+(`unit_amounts`: cents per unit, by event name). `fail_next(path, status, …)` makes the next requests for a path fail
+(after keeping the event, if asked: the answer lost on its way back).
+
 Every request is recorded. A request for anything else is answered 404 and kept in `unexpected`, so a test can
 assert dj-stripe asked for nothing we did not foresee.
 """
@@ -65,9 +71,26 @@ class Hold:
         self.released.set()
 
 
+@dataclass
+class Failure:
+    status: int
+    after_accepting: bool = False  # the request takes effect, then the answer is an error
+
+
+METER_EVENTS = "/v1/billing/meter_events"
+INVOICE_PREVIEW = "/v1/invoices/create_preview"
+METER_WINDOW_PAST = 35 * 24 * 3600
+METER_WINDOW_FUTURE = 5 * 60
+
+
 class StripeStub:
     def __init__(self) -> None:
         self._objects: dict[str, dict[str, Any]] = {}
+        self.meter_events: dict[str, dict[str, Any]] = {}  # by identifier, in arrival order
+        self.meter_event_posts: list[str] = []  # the identifier of every POST, accepted or not
+        self.unit_amounts: dict[str, int] = {}  # cents per unit of a meter's value, by event name
+        self.base_lines: dict[str, list[dict[str, Any]]] = {}  # a customer's flat invoice lines
+        self._failures: dict[str, list[Failure]] = {}
         self._lock = threading.Lock()
         self._holds: dict[str, Hold] = {}
         self.requests: list[Request] = []
@@ -130,6 +153,21 @@ class StripeStub:
         self.requests.clear()
         self.unexpected.clear()
 
+    def fail_next(self, path: str, *statuses: int, after_accepting: bool = False) -> None:
+        """The next requests for `path` are answered with these statuses (500, 429…), one each; 200 answers one as
+        usual."""
+        with self._lock:
+            self._failures.setdefault(path, []).extend(Failure(s, after_accepting) for s in statuses)
+
+    def accepted_values(self, customer: str | None = None) -> dict[str, int]:
+        """Accepted meter events' values by identifier (for one customer, or all)."""
+        with self._lock:
+            return {
+                identifier: int(event["payload"]["value"])
+                for identifier, event in self.meter_events.items()
+                if customer is None or event["payload"]["stripe_customer_id"] == customer
+            }
+
     @contextmanager
     def holding(self, path: str) -> Iterator[Hold]:
         """The next request for `path` reads Stripe's state when it arrives, then waits for `release()`."""
@@ -144,6 +182,22 @@ class StripeStub:
     # --- serving ---
 
     def _answer(self, request: Request) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            failures = self._failures.get(request.path)
+            failure = failures.pop(0) if failures else None
+        if failure is not None and failure.status == 200:
+            failure = None  # a 200 in the list: this request is answered as usual
+        if failure is not None:
+            if failure.after_accepting:
+                self._answer_route(request)
+            return failure.status, _error(failure.status)
+        return self._answer_route(request)
+
+    def _answer_route(self, request: Request) -> tuple[int, dict[str, Any]]:
+        if request.method == "POST" and request.path == METER_EVENTS:
+            return self._meter_event(request)
+        if request.method == "POST" and request.path == INVOICE_PREVIEW:
+            return self._invoice_preview(request)
         parts = [p for p in request.path.split("/") if p]
         if request.method != "GET" or not parts or parts[0] != "v1":
             return self._missing(request, "route")
@@ -173,6 +227,86 @@ class StripeStub:
                     return 200, copy.deepcopy(obj)
                 return self._missing(request, _COLLECTIONS[parts[0]], parts[1], expected=True)
         return self._missing(request, "route")
+
+    def _meter_event(self, request: Request) -> tuple[int, dict[str, Any]]:
+        """Stripe's checks on a meter event: the fields, the timestamp's window, the identifier's uniqueness."""
+
+        def one(name: str) -> str | None:
+            return (request.query.get(name) or [None])[0]
+
+        event_name, customer, value = one("event_name"), one("payload[stripe_customer_id]"), one("payload[value]")
+        identifier = one("identifier") or f"stub-{time.time_ns()}"
+        now = int(time.time())
+        timestamp = int(one("timestamp") or now)
+        with self._lock:
+            self.meter_event_posts.append(identifier)
+            if not event_name or not customer or value is None:
+                return 400, _invalid(
+                    "Missing required param: event_name, payload[stripe_customer_id] or payload[value]."
+                )
+            if not now - METER_WINDOW_PAST <= timestamp <= now + METER_WINDOW_FUTURE:
+                return 400, _invalid("Timestamp must be within the past 35 days and not more than 5 minutes ahead.")
+            if identifier in self.meter_events:
+                return 400, _invalid(f"An event already exists with identifier {identifier}.")
+            event = {
+                "object": "billing.meter_event",
+                "created": now,
+                "event_name": event_name,
+                "identifier": identifier,
+                "livemode": False,
+                "payload": {"stripe_customer_id": customer, "value": value},
+                "timestamp": timestamp,
+            }
+            self.meter_events[identifier] = event
+            return 200, copy.deepcopy(event)
+
+    def _invoice_preview(self, request: Request) -> tuple[int, dict[str, Any]]:
+        """The customer's upcoming invoice: its flat lines plus one line per meter, from the accepted events."""
+        customer = (request.query.get("customer") or [None])[0]
+        with self._lock:
+            if not customer or customer not in self._objects:
+                return self._missing(request, "customer", customer or "", expected=True)
+            now = int(time.time())
+            lines = [copy.deepcopy(line) for line in self.base_lines.get(customer, [])]
+            usage: dict[str, int] = {}
+            for event in self.meter_events.values():
+                if event["payload"]["stripe_customer_id"] == customer:
+                    usage[event["event_name"]] = usage.get(event["event_name"], 0) + int(event["payload"]["value"])
+            for event_name, quantity in sorted(usage.items()):
+                unit = self.unit_amounts.get(event_name, 1)
+                lines.append(
+                    {"description": f"{quantity} × {event_name}", "quantity": quantity, "amount": unit * quantity}
+                )
+        data = [
+            {
+                "id": f"il_tmp_stub{index}",
+                "object": "line_item",
+                "amount": line["amount"],
+                "currency": "usd",
+                "description": line["description"],
+                "quantity": line.get("quantity"),
+                "period": {"start": now - 86400, "end": now + 86400},
+                "livemode": False,
+                "metadata": {},
+            }
+            for index, line in enumerate(lines)
+        ]
+        total = sum(line["amount"] for line in data)
+        return 200, {
+            "id": None,
+            "object": "invoice",
+            "customer": customer,
+            "currency": "usd",
+            "status": "draft",
+            "livemode": False,
+            "subtotal": total,
+            "total": total,
+            "amount_due": total,
+            "period_start": now - 86400,
+            "period_end": now + 86400,
+            "next_payment_attempt": now + 86400,
+            "lines": {"object": "list", "data": data, "has_more": False, "url": "/v1/invoices/upcoming/lines"},
+        }
 
     def _missing(
         self, request: Request, what: str, object_id: str = "", *, expected: bool = False
@@ -225,3 +359,13 @@ class StripeStub:
                 pass
 
         return Handler
+
+
+def _invalid(message: str) -> dict[str, Any]:
+    return {"error": {"type": "invalid_request_error", "message": message}}
+
+
+def _error(status: int) -> dict[str, Any]:
+    if status == 429:
+        return {"error": {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many requests."}}
+    return {"error": {"type": "api_error", "message": f"The stub answered {status} as asked."}}
