@@ -18,6 +18,8 @@ class ReportedEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["developer", "client_event_id"], name="reported_event_once_per_developer")
         ]
+        # `manage.py usage prune` deletes by age (accounts.services.reported_usage.prune_reported_events).
+        indexes = [models.Index(fields=["received_at"], name="reported_event_received_at")]
 
     def __str__(self) -> str:
         return f"{self.client_event_id} of {self.developer_id}"

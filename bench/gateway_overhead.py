@@ -1,16 +1,21 @@
 """What the gateway costs: `tools/call` of a trivial upstream tool through the bridge vs the upstream directly.
 
     DATABASE_URL=postgres://…/hotcross_bench_gw .venv/bin/python bench/gateway_overhead.py [--clients 8]
-        [--calls 1000] [--rounds 7]
+        [--calls 1000] [--rounds 7] [--before REV]
 
 Two servers, measured one at a time and alternately, in the same run:
 - direct: the upstream, an `MCPServer` over streamable HTTP (`tests/gateway/old_hotcross.py http PORT`, stateless
   JSON), its `ping` tool called with no key;
 - bridge: `hotcross.asgi:application` in gateway mode (`HOTCROSS_MCP_UPSTREAM` = that same upstream's URL), the full
-  path: Host check, key check, caller binding, forwarding over the mcp SDK's client, metering.
+  path: Host check, key check, caller binding, forwarding (one POST on pooled connections), metering.
+With `--before REV` (a git revision, e.g. `main`) a third server joins the rounds: the bridge of that revision
+(`git archive` into a temporary folder, same database, same upstream), so a change is measured before and after in
+the same run.
 A load generator in this process keeps `--clients` requests in flight. It prints each round, then the medians of
 calls/s, p50 and p99 for each, the throughput ratio (target: bridge ≥ 0.80 of direct) and what the bridge adds at
-p50 (target: ≤ 1 ms), and checks that the bridge recorded one usage event per forwarded call it answered.
+p50 (target: ≤ 1 ms), the CPU time per call of the bridge and of the upstream (Linux; steadier than calls/s on a
+shared machine, and it says which process the time goes to), and checks that the bridge recorded one usage event
+per forwarded call it answered.
 
 DATABASE_URL defaults to a SQLite file under var/; the database is created if missing and migrated first. Exits 1 if
 the usage events do not match the calls answered. Not run by CI.
@@ -24,6 +29,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -31,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from mcp_overhead import _create_database_if_missing, _load, _wait  # noqa: E402  (the same harness)
+from mcp_overhead import _QUIET, _create_database_if_missing, _load, _wait  # noqa: E402  (the same harness)
 
 UPSTREAM = ROOT / "tests" / "gateway" / "old_hotcross.py"
 
@@ -41,6 +47,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="requests kept in flight (default 8)")
     parser.add_argument("--calls", type=int, default=1000, help="calls per measured round (default 1000)")
     parser.add_argument("--rounds", type=int, default=7, help="rounds per server, alternating (default 7)")
+    parser.add_argument("--before", metavar="REV", help="also measure the bridge of this git revision")
     args = parser.parse_args()
 
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'bench-gateway.sqlite3'}")
@@ -74,42 +81,99 @@ def main() -> None:
     from mcp_overhead import _start
 
     bridge = _start(["hotcross.asgi:application"])
-    servers = (("direct", upstream_port, {}), ("bridge", bridge[0], {"Authorization": f"Bearer {key}"}))
-    results: dict[str, list[tuple[float, float, float]]] = {"direct": [], "bridge": []}
+    auth = {"Authorization": f"Bearer {key}"}
+    servers = [("direct", upstream_port, {}), ("bridge", bridge[0], auth)]
+    processes = [bridge[1], upstream]
+    pids = {"direct": upstream.pid, "bridge": bridge[1].pid}
+    scratch = tempfile.TemporaryDirectory(prefix="hotcross-bench-before-")
+    if args.before:
+        before = _start_revision(args.before, Path(scratch.name))
+        servers.append(("before", before[0], auth))
+        pids["before"] = before[1].pid
+        processes.insert(0, before[1])
+        print(f"before: the bridge of {args.before}")
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in servers}
+    # CPU time per call of the server asked and of the upstream (Linux /proc): on a machine others load too, a steadier
+    # figure than calls/s, and it says where the time goes.
+    cpu: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in servers}
     bridge_calls = 0
     try:
         for name, port, headers in servers:
             asyncio.run(_load(port, headers, clients=args.clients, calls=200))  # warm up
-            if name == "bridge":
+            if name != "direct":
                 bridge_calls += 200
         for round_number in range(1, args.rounds + 1):
             for name, port, headers in servers:
+                server_cpu, upstream_cpu = _cpu_seconds(pids[name]), _cpu_seconds(upstream.pid)
                 throughput, p50, p99 = asyncio.run(_load(port, headers, clients=args.clients, calls=args.calls))
+                server_cpu = (_cpu_seconds(pids[name]) - server_cpu) * 1000 / args.calls
+                upstream_cpu = (_cpu_seconds(upstream.pid) - upstream_cpu) * 1000 / args.calls
                 results[name].append((throughput, p50, p99))
-                if name == "bridge":
+                cpu[name].append((0.0 if name == "direct" else server_cpu, upstream_cpu))
+                if name != "direct":
                     bridge_calls += args.calls
-                print(f"round {round_number} {name:6}: {throughput:8.1f} calls/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
+                print(
+                    f"round {round_number} {name:6}: {throughput:8.1f} calls/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+                    f"  cpu/call: server {cpu[name][-1][0]:.2f} ms, upstream {upstream_cpu:.2f} ms"
+                )
     finally:
-        for process in (bridge[1], upstream):
+        for process in processes:
             process.terminate()
             process.wait(timeout=10)
+        scratch.cleanup()
 
     print()
     medians = {}
     for name, rounds in results.items():
         medians[name] = tuple(statistics.median(r[i] for r in rounds) for i in range(3))
         throughput, p50, p99 = medians[name]
-        print(f"{name:6} (median of {len(rounds)}): {throughput:8.1f} calls/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
-    ratio = medians["bridge"][0] / medians["direct"][0]
-    paired = statistics.median(b[0] / d[0] for d, b in zip(results["direct"], results["bridge"], strict=True))
-    added = medians["bridge"][1] - medians["direct"][1]
-    print(f"bridge/direct throughput ratio: {ratio:.3f} (target >= 0.80); median of the rounds' own: {paired:.3f}")
-    print(f"added at p50: {added:.2f} ms (target <= 1 ms)")
+        own, upstream_own = (statistics.median(c[i] for c in cpu[name]) for i in range(2))
+        print(
+            f"{name:6} (median of {len(rounds)}): {throughput:8.1f} calls/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+            f"  cpu/call: bridge {own:.2f} ms, upstream {upstream_own:.2f} ms"
+        )
+    for name in [name for name in results if name != "direct"]:
+        ratio = medians[name][0] / medians["direct"][0]
+        paired = statistics.median(b[0] / d[0] for d, b in zip(results["direct"], results[name], strict=True))
+        added = medians[name][1] - medians["direct"][1]
+        print(f"{name}/direct throughput ratio: {ratio:.3f} (target >= 0.80); median of the rounds' own: {paired:.3f}")
+        print(f"{name}: added at p50: {added:.2f} ms (target <= 1 ms)")
     metered = UsageEvent.objects.filter(developer=developer).count()
     verdict = "OK" if metered == bridge_calls else "MISMATCH"
     print(f"usage events recorded by the bridge: {metered} for {bridge_calls} forwarded calls answered ({verdict})")
     if metered != bridge_calls:
         raise SystemExit(1)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 where /proc is missing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            fields = file.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _start_revision(revision: str, folder: Path) -> tuple[int, subprocess.Popen]:
+    """The bridge of a git revision, exported (`git archive`) into `folder`, on a port of its own."""
+    import socket
+
+    archive = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(folder), "LOG_LEVEL": "WARNING"}
+    env.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
+    command = [sys.executable, "-m", "uvicorn", "hotcross.asgi:application", "--host", "127.0.0.1"]
+    process = subprocess.Popen(
+        [*command, "--port", str(port), *_QUIET],
+        env=env,
+        cwd=folder,
+    )
+    asyncio.run(_wait(port))
+    return port, process
 
 
 def _start_upstream() -> tuple[int, subprocess.Popen]:

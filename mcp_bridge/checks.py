@@ -40,10 +40,12 @@ def check_tool_modules(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
 
 @register()
 def check_upstream(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """The gateway's settings, and (once per process) the upstream's tool names against the built-in ones.
+    """The gateway's settings, and (once per process, for `manage.py check` only) the upstream's tool names against
+    the built-in ones.
 
     The second part starts the upstream to ask it (bounded by HOTCROSS_MCP_UPSTREAM_START_TIMEOUT); an upstream that
-    cannot be reached is a warning (it may not be up yet at deploy), a name clash an error.
+    cannot be reached is a warning (it may not be up yet at deploy), a name clash an error. Other commands that run
+    the checks (`migrate`, `mcp_server`, ...) do not start it (`probe_upstream`).
     """
     from mcp_bridge.gateway.config import upstream_config
 
@@ -51,7 +53,7 @@ def check_upstream(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         config = upstream_config()
     except ImproperlyConfigured as exc:
         return [Error(str(exc), hint="See README, 'Gateway mode'.", id="mcp_bridge.E010")]
-    if config is None:
+    if config is None or not probe_upstream:
         return []
     key = repr(config)
     if key not in _upstream_checked:
@@ -60,6 +62,8 @@ def check_upstream(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 
 
 _upstream_checked: dict[str, tuple[CheckMessage, ...]] = {}
+# Set by `manage.py check` (mcp_bridge/management/commands/check.py): the one command that starts the upstream.
+probe_upstream = False
 
 
 def _upstream_findings(config: Any) -> tuple[CheckMessage, ...]:

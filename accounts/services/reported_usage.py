@@ -69,6 +69,32 @@ def usage_window() -> datetime.timedelta:
     return datetime.timedelta(hours=float(settings.HOTCROSS_API_USAGE_WINDOW_HOURS))
 
 
+# Idempotency records are kept this long past the window. An event's time is at most `FUTURE_TOLERANCE` after the
+# moment its record was written, so once a record is older than window + margin, a retry of its event is refused as
+# too old anyway: the record can no longer prevent a double count.
+PRUNE_MARGIN = datetime.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class PrunedRecords:
+    deleted: int
+    before: datetime.datetime
+
+
+def prune_reported_events(*, now: datetime.datetime | None = None, batch_size: int = 10_000) -> PrunedRecords:
+    """Delete the idempotency records (`api.ReportedEvent`) older than the usage window plus `PRUNE_MARGIN`, in
+    batches of `batch_size` rows (short transactions beside a busy API)."""
+    from api.models import ReportedEvent
+
+    before = (now or timezone.now()) - usage_window() - max(PRUNE_MARGIN, FUTURE_TOLERANCE)
+    deleted = 0
+    while True:
+        ids = list(ReportedEvent.objects.filter(received_at__lt=before).values_list("id", flat=True)[:batch_size])
+        if not ids:
+            return PrunedRecords(deleted=deleted, before=before)
+        deleted += ReportedEvent.objects.filter(id__in=ids).delete()[0]
+
+
 def record_reported_usage(*, principal: Principal, events: Any) -> UsageReport:
     """Record a reported batch for `principal`'s developer. Raises `UsageReportRefused` (nothing written)."""
     if not isinstance(events, list):

@@ -77,7 +77,8 @@ class Gateway:
             await asyncio.sleep(period)
             now = time.monotonic()
             for key, upstream in list(self._upstreams.items()):
-                if upstream.in_flight == 0 and now - upstream.last_used >= self.config.idle_seconds:
+                idle = upstream.in_flight == 0 and upstream.state != "starting"  # a start is for a waiting request
+                if idle and now - upstream.last_used >= self.config.idle_seconds:
                     if self._upstreams.get(key) is upstream:
                         del self._upstreams[key]
                         logger.info("stopping %s: idle for %s s", upstream.name, self.config.idle_seconds)

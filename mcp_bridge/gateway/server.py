@@ -8,7 +8,9 @@ whose upstream cannot start is metered as an error too (the bridge cannot tell w
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mcp.server.context import ServerRequestContext
@@ -16,6 +18,9 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
     CallToolResult,
+    CompleteRequestParams,
+    CompleteResult,
+    Completion,
     GetPromptResult,
     ReadResourceRequestParams,
     ReadResourceResult,
@@ -44,6 +49,22 @@ logger = logging.getLogger(__name__)
 
 class GatewayServer(MCPServer):
     """`MCPServer` whose lists and calls include the upstream's (see `mcp_bridge.gateway`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # `completion/complete` goes to the upstream (the bridge's own prompts and templates have no completions).
+        self._lowlevel_server.add_request_handler("completion/complete", CompleteRequestParams, self._handle_complete)
+
+    async def _handle_complete(self, ctx: ServerRequestContext[Any], params: CompleteRequestParams) -> CompleteResult:
+        upstream = await self._upstream()
+        capabilities = upstream.capabilities if upstream is not None else None
+        if upstream is None or capabilities is None or capabilities.completions is None:
+            return CompleteResult(completion=Completion(values=[]))
+        argument = {"name": params.argument.name, "value": params.argument.value}
+        context = params.context.arguments if params.context is not None else None
+        return await upstream.request(
+            "completion/complete", lambda session: session.complete(params.ref, argument, context_arguments=context)
+        )
 
     async def _upstream(self) -> Upstream | None:
         """The caller's upstream, started; None when it cannot be had (the built-ins keep working)."""
@@ -95,11 +116,10 @@ class GatewayServer(MCPServer):
             return await super().call_tool(name, arguments, context)  # not a tool of either: not served, not metered
         arguments = forwarded_arguments(tool, arguments, caller)
         meta = caller_meta(caller)
+        token = _progress_token(context)
 
         async def forward() -> CallToolResult:
-            return await upstream.request(
-                f"tools/call {name!r}", lambda session: session.call_tool(name, arguments, meta=meta)
-            )
+            return await upstream.call_tool(name, arguments, meta, _relay(context, token), progress=token is not None)
 
         return await metering.metered(name, forward)
 
@@ -151,3 +171,50 @@ class GatewayServer(MCPServer):
         upstream = await found.upstream_for(caller)
         uri, meta = str(params.uri), caller_meta(caller)
         return await upstream.request(f"resources/read {uri!r}", lambda session: session.read_resource(uri, meta=meta))
+
+
+# --- what the upstream says during a call ---------------------------------------------------------------------------
+
+
+def _progress_token(context: Any) -> str | int | None:
+    """The progress token of the client's request, if it sent one."""
+    try:
+        meta = context.request_context.meta
+    except (AttributeError, ValueError):
+        return None
+    if not meta:
+        return None
+    token = meta.get("progressToken", meta.get("progress_token"))
+    return token if isinstance(token, str | int) and not isinstance(token, bool) else None
+
+
+def _relay(context: Any, token: str | int | None) -> Callable[[dict[str, Any]], Awaitable[None]] | None:
+    """What passes the upstream's notifications about a forwarded call on to the calling client: its progress (when
+    the client asked for it with a progress token) and its log messages. A transport that cannot carry them (the
+    stateless JSON answers of /mcp) drops them; the call goes on."""
+    try:
+        request = context.request_context
+    except (AttributeError, ValueError):
+        return None
+
+    async def relay(message: dict[str, Any]) -> None:
+        method, params = message.get("method"), message.get("params")
+        if not isinstance(params, dict):
+            return
+        with contextlib.suppress(Exception):
+            if method == "notifications/progress" and token is not None:
+                progress = params.get("progress")
+                if isinstance(progress, int | float):
+                    total, text = params.get("total"), params.get("message")
+                    await request.session.report_progress(
+                        progress,
+                        total if isinstance(total, int | float) else None,
+                        text if isinstance(text, str) else None,
+                    )
+            elif method == "notifications/message" and isinstance(params.get("level"), str):
+                logger_name = params.get("logger")
+                await request.log(
+                    params["level"], params.get("data"), logger_name if isinstance(logger_name, str) else None
+                )
+
+    return relay

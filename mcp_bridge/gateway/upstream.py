@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
     CONNECTION_CLOSED,
+    CallToolResult,
     Implementation,
     PaginatedRequestParams,
     Prompt,
@@ -39,6 +41,7 @@ from mcp_types import (
     Resource,
     ResourceListChangedNotification,
     ResourceTemplate,
+    ServerCapabilities,
     Tool,
     ToolListChangedNotification,
 )
@@ -55,6 +58,7 @@ UPSTREAM_TIMEOUT = -32011
 RESTART_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # back-off between attempts to (re)start a broken upstream
 HEALTHY_SECONDS = 30.0  # an upstream up this long starts its back-off from the beginning when it breaks again
 MAX_PAGES = 100  # of a paginated list
+MAX_SSE_EVENT = 16 * 1024 * 1024  # bytes of one event of a forwarded call's SSE answer
 STOP_SECONDS = 5.0
 CLIENT_INFO = Implementation(name="hotcross-gateway", version="1")
 
@@ -104,6 +108,9 @@ class Upstream:
         self._refresh_wanted = False
         self._retry_at = 0.0
         self._retired = False  # stopped for good (idle, LRU cap, end of a probe): never started again
+        self._http: httpx2.AsyncClient | None = None  # HTTP transport: the connection pool, shared with the SDK's
+        self._http_session: str | None = None  # the upstream's Mcp-Session-Id, if it gave one
+        self._next_id = 0
 
     # --- what callers use -------------------------------------------------------------------------------------------
 
@@ -117,6 +124,11 @@ class Upstream:
     def public_name(self) -> str:
         """For clients: no command line or URL (they may hold paths or credentials)."""
         return "the Hotcross tool server" + (" of your organization" if self.organization_id else "")
+
+    @property
+    def capabilities(self) -> ServerCapabilities | None:
+        """What the connected upstream said it can do (None while it is not up)."""
+        return self._session.server_capabilities if self._session is not None else None
 
     def status(self) -> dict[str, Any]:
         """For /healthz and `manage.py mcp_upstream`: plain values, no secrets."""
@@ -191,6 +203,84 @@ class Upstream:
             self.in_flight -= 1
             self.last_used = time.monotonic()
 
+    async def call_tool(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        meta: dict[str, Any],
+        on_notification: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        *,
+        progress: bool = False,
+    ) -> CallToolResult:
+        """Forward a `tools/call`; `on_notification(message)` gets what the upstream sends about it meanwhile
+        (`notifications/progress` when `progress` is asked for, `notifications/message`).
+
+        Over HTTP the request is one POST of the JSON-RPC message on the pooled keep-alive connections (see
+        `_post`), not a trip through the SDK client's streams and tasks: that trip cost the bridge more CPU than the
+        upstream's whole answer (bench/gateway_overhead.py).
+        """
+        what = f"tools/call {name!r}"
+        if self.config.transport == "http":
+            params = {"name": name, "arguments": arguments, "_meta": meta}
+            if progress:
+                self._next_id += 1
+                params["_meta"] = {**meta, "progressToken": f"hotcross-progress-{self._next_id}"}
+
+            async def post(session: ClientSession) -> CallToolResult:
+                return CallToolResult.model_validate(await self._post(session, "tools/call", params, on_notification))
+
+            return await self.request(what, post)
+
+        relay = None
+        if on_notification is not None and progress:
+            tell = on_notification
+
+            async def relay(value: float, total: float | None, message: str | None) -> None:
+                note = {"progress": value, "total": total, "message": message}
+                await tell({"method": "notifications/progress", "params": note})
+
+        return await self.request(
+            what,
+            lambda session: session.call_tool(name, arguments, meta=meta, progress_callback=relay),  # type: ignore[arg-type]
+        )
+
+    async def _post(
+        self,
+        session: ClientSession,
+        method: str,
+        params: dict[str, Any],
+        on_notification: Callable[[dict[str, Any]], Awaitable[None]] | None,
+    ) -> dict[str, Any]:
+        """One JSON-RPC request by POST (streamable HTTP): its result, or its error raised as `MCPError`. The answer
+        may be JSON or an SSE stream; notifications in the stream go to `on_notification`."""
+        http = self._http
+        if http is None:
+            raise httpx2.TransportError("not connected")
+        self._next_id += 1
+        request_id = f"hotcross-{self._next_id}"
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}).encode()
+        headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+        if session.protocol_version:
+            headers["mcp-protocol-version"] = session.protocol_version
+        if self._http_session:
+            headers["mcp-session-id"] = self._http_session
+        async with http.stream("POST", self.config.url, content=body, headers=headers) as response:
+            if response.status_code == 404 and self._http_session:
+                self.break_connection("it no longer knows the session (HTTP 404)")
+                raise httpx2.TransportError("session gone")
+            kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+            if kind == "text/event-stream":
+                async for message in _sse_messages(response):
+                    if message.get("id") == request_id and ("result" in message or "error" in message):
+                        return _answer(message)
+                    if "id" not in message and isinstance(message.get("method"), str) and on_notification:
+                        await on_notification(message)
+                raise ValueError("the event stream ended without an answer")
+            answer = json.loads(await response.aread())
+            if not isinstance(answer, dict) or answer.get("id") != request_id:
+                raise ValueError(f"HTTP {response.status_code} without the answer")
+            return _answer(answer)
+
     def ensure_running(self) -> None:
         if self._retired:
             raise unavailable(f"{self.public_name} was just stopped (idle); try again.")
@@ -240,7 +330,7 @@ class Upstream:
                 async with self._connected() as session:
                     self._session = session
                     self.starts += 1
-                    up_since = time.monotonic()
+                    up_since = self.last_used = time.monotonic()  # idle from now, not from the request that started it
                     self._set_state("up")
                     logger.info("%s is up (%s tools)", self.name, len(self.listing.tools))
                     await self._watch(session)
@@ -270,13 +360,21 @@ class Upstream:
     async def _connected(self) -> AsyncIterator[ClientSession]:
         async with contextlib.AsyncExitStack() as stack:
             if self.config.transport == "http":
+                self._http_session = None
+
+                async def note_session(response: httpx2.Response) -> None:
+                    self._http_session = response.headers.get("mcp-session-id") or self._http_session
+
                 http = await stack.enter_async_context(
                     httpx2.AsyncClient(
                         headers=self.config.headers,
                         timeout=httpx2.Timeout(self.config.timeout, connect=min(10.0, self.config.start_timeout)),
+                        event_hooks={"response": [note_session]},
                     )
                 )
+                stack.callback(setattr, self, "_http", None)
                 read, write = await stack.enter_async_context(streamable_http_client(self.config.url, http_client=http))
+                self._http = http
             else:
                 # The upstream's stderr is the server's (its log): what it says when it fails is there.
                 read, write = await stack.enter_async_context(stdio_client(self._parameters(), errlog=_stderr()))
@@ -370,6 +468,45 @@ def _innermost(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+def _answer(message: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-RPC response's result; its error as `MCPError` (passed to the client unchanged)."""
+    error = message.get("error")
+    if isinstance(error, dict):
+        code, text = error.get("code"), error.get("message")
+        if not isinstance(code, int) or not isinstance(text, str):
+            raise ValueError("a malformed JSON-RPC error")
+        raise MCPError(code=code, message=text, data=error.get("data"))
+    result = message.get("result")
+    if not isinstance(result, dict):
+        raise ValueError("a JSON-RPC response without a result")
+    return result
+
+
+async def _sse_messages(response: httpx2.Response) -> AsyncIterator[dict[str, Any]]:
+    """The JSON-RPC messages of an SSE answer (each event's `data` lines joined; events without data, such as the
+    priming event of a resumable stream, skipped)."""
+    data: list[str] = []
+    size = 0
+    async for line in response.aiter_lines():
+        if not line:
+            text, data, size = "\n".join(data), [], 0
+            if text.strip():
+                message = json.loads(text)
+                if isinstance(message, dict):
+                    yield message
+            continue
+        if line.startswith("data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(" ") else value)
+            size += len(value)
+            if size > MAX_SSE_EVENT:
+                raise ValueError("an event larger than the bridge accepts")
+    if "".join(data).strip():
+        message = json.loads("\n".join(data))
+        if isinstance(message, dict):
+            yield message
 
 
 async def _all_pages(fetch: Callable[..., Awaitable[Any]], attribute: str) -> list[Any]:

@@ -4,6 +4,7 @@ an operator what the upstream offers and how its identity arguments are handled.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 
@@ -94,3 +95,17 @@ def test_mcp_upstream_without_an_upstream_says_so(tmp_path):
     assert failing.returncode == 1
     assert "exited before it answered initialize" in failing.stderr
     assert "Traceback" not in failing.stderr
+
+
+def test_migrate_never_starts_the_upstream_and_check_does(tmp_path):
+    marker = tmp_path / "started"
+    started_marker = shlex.join(["sh", "-c", f'touch "{marker}"; exec "$0" "$@"', *shlex.split(OLD_HOTCROSS)])
+    env = gateway_env(started_marker)
+    # `--plan` runs migrate's system checks (where the upstream used to start) without applying anything.
+    migrated = manage(tmp_path, "migrate", "--plan", **env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "Planned operations" in migrated.stdout
+    assert not marker.exists()
+    checked = manage(tmp_path, "check", **env)
+    assert checked.returncode == 0, checked.stderr
+    assert marker.exists()

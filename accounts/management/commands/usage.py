@@ -3,7 +3,8 @@
 - `usage rebuild-rollups --since DAY [--until DAY]`: rebuild the rollups of those UTC days from the raw events.
 - `usage rebuild-rollups --since DAY [--until DAY] --check`: only compare them (exit 1 when they differ).
 - `usage partitions [--ahead N]`: PostgreSQL: create the raw events' month partitions ahead, and list them.
-- `usage prune`: drop raw events older than the retention, by whole months (rollups stay).
+- `usage prune`: drop raw events older than the retention, by whole months (rollups stay), and the key-check API's
+  idempotency records older than its usage window plus an hour.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from django.db import DatabaseError, connection
 from accounts import partitions
 from accounts.exceptions import AccountsError
 from accounts.services import usage as usage_services
+from accounts.services.reported_usage import prune_reported_events
 from accounts.wording import plural
 
 
@@ -51,9 +53,12 @@ class Command(BaseCommand):
         ahead.add_argument("--ahead", type=int, default=3, help="months ahead (default 3)")
         actions.add_parser(
             "prune",
-            help="drop raw usage events older than the retention, by whole months (the rollups stay)",
+            help="drop raw usage events older than the retention, by whole months (the rollups stay), and the key-check"
+            " API's old idempotency records",
             description="Drop the raw usage events older than HOTCROSS_USAGE_RAW_RETENTION_DAYS by whole months: "
-            "PostgreSQL drops the month partitions, SQLite deletes the rows. The rollups stay. Run it daily (cron).",
+            "PostgreSQL drops the month partitions, SQLite deletes the rows. The rollups stay. Also delete the "
+            "client event ids of POST /api/v1/usage older than HOTCROSS_API_USAGE_WINDOW_HOURS plus an hour (a "
+            "retry that old is refused anyway). Run it daily (cron).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -109,4 +114,9 @@ class Command(BaseCommand):
             self.stdout.write(f"Dropped {', '.join(pruned.partitions)} (before {pruned.before:%Y-%m-%d}).")
         else:
             self.stdout.write(f"No raw usage events before {pruned.before:%Y-%m-%d} to drop.")
+        records = prune_reported_events()
+        self.stdout.write(
+            f"Deleted {plural(records.deleted, 'reported event id')} (POST /api/v1/usage) from before "
+            f"{records.before:%Y-%m-%d %H:%M} UTC."
+        )
         self.stdout.write("The rollups are kept.")
