@@ -24,6 +24,7 @@ from accounts.admin.display import djstripe_list_url, state_badge, status_badge,
 from accounts.admin.forms import StatusForm
 from accounts.admin.pages import confirmation
 from accounts.models import Developer, Organization
+from accounts.services import plans as plan_services
 from accounts.wording import newest_refused, plural
 from hotcross.admin_site import registered_admin
 
@@ -137,6 +138,7 @@ class OrganizationAdmin(ServiceAdmin):
                     "subscription_status",
                     "max_seats",
                     "seats",
+                    "plan",
                     "stripe_customer_id",
                     "subscription_id",
                     "stripe_links",
@@ -276,6 +278,8 @@ class OrganizationAdmin(ServiceAdmin):
             self.through_service(
                 services.set_seats, organization=current, max_seats=data["max_seats"], actor=request.user
             )
+        if "plan" in form.changed_data:
+            self.through_service(plan_services.set_plan, organization=current, plan=data["plan"], actor=request.user)
 
     def changeform_view(
         self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: Any = None
