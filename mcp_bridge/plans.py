@@ -5,7 +5,10 @@ built-in tools, the tools of `HOTCROSS_MCP_TOOLS` and the gateway's upstream too
 
 - `tools/list` lists only the tools the caller's plan allows;
 - `tools/call` of a tool outside the plan is refused with a JSON-RPC error `PLAN_REFUSED` (-32003) whose message starts
-  with `tool_not_in_plan` and names the plan, and `data = {"code", "message", "plan"}`.
+  with `tool_not_in_plan` and names the plan, and `data = {"code", "message", "plan"}`;
+- a `tools/call` over the plan's rate limits (`accounts.limits`) is refused with `rate_limited` (-32003, and
+  `data.retry_after` in seconds, `data.scope` developer or organization); over HTTP the answer is 429 with
+  `Retry-After` (whole seconds, rounded up).
 
 A refused call never reaches the metering (it is not usage) and is counted in `/metrics` as
 `hotcross_tool_calls_refused_total{reason=…}`. The plan is `accounts.plans.aterms_for(principal.plan_id)`: the key
@@ -15,21 +18,24 @@ check's plan id (≤ 1 s old) and the per-process plan table (≤ 1 s old).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
+from accounts import limits
 from accounts.plans import PlanTerms, aterms_for
 from hotcross import metrics
 from hotcross.db import DatabaseUnavailable
-from mcp_bridge.auth import current_caller, unavailable_error
+from mcp_bridge.auth import current_caller, http_refusal, unavailable_error
 
 logger = logging.getLogger(__name__)
 
 PLAN_REFUSED = -32003  # JSON-RPC error code of the plan's refusals; `data.code` says which
 TOOL_NOT_IN_PLAN = "tool_not_in_plan"
+RATE_LIMITED = "rate_limited"
 
 
 class PlanRefused(Exception):
@@ -62,6 +68,28 @@ def not_in_plan(terms: PlanTerms, tool_name: str) -> PlanRefused:
     )
 
 
+def rate_limited(terms: PlanTerms, decision: limits.Decision) -> PlanRefused:
+    wait = max(decision.retry_after, 0.001)
+    if decision.unavailable:
+        message = f"Rate limits cannot be checked right now, so calls are refused. Retry in {math.ceil(wait)} s."
+    else:
+        limit = (
+            terms.rate_limit_per_developer if decision.scope == limits.DEVELOPER else terms.rate_limit_per_organization
+        )
+        whose = "your" if decision.scope == limits.DEVELOPER else "your organization's"
+        message = (
+            f"Over {whose} rate limit of {limit} calls per minute (plan {terms.name} ({terms.code})). "
+            f"Retry in {math.ceil(wait)} s."
+        )
+    return PlanRefused(RATE_LIMITED, message, plan=terms.code, retry_after=round(wait, 3), scope=decision.scope)
+
+
+def note_http_refusal(retry_after: float) -> None:
+    note = http_refusal.get()
+    if note is not None:
+        note.append(retry_after)
+
+
 def refused(exc: PlanRefused) -> MCPError:
     """Count a refusal for `/metrics` and turn it into the client's JSON-RPC error."""
     metrics.TOOL_CALLS_REFUSED.labels(exc.code).inc()
@@ -89,4 +117,14 @@ class PlanMiddleware:
         name = params.get("name")
         if isinstance(name, str) and not terms.allows(name):
             raise refused(not_in_plan(terms, name))
+        if terms.rate_limit_per_developer or terms.rate_limit_per_organization:
+            decision = limits.check(
+                principal.developer_id,
+                principal.organization_id,
+                terms.rate_limit_per_developer,
+                terms.rate_limit_per_organization,
+            )
+            if not decision.allowed:
+                note_http_refusal(decision.retry_after)
+                raise refused(rate_limited(terms, decision))
         return await call_next(ctx)
