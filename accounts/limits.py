@@ -195,3 +195,57 @@ def _backend() -> RedisBuckets | LocalBuckets:
 def reset() -> None:
     """Forget the backends (tests, and settings changes)."""
     _backends.clear()
+
+
+# --- monthly caps on the hot path ------------------------------------------------------------------------------------
+
+MONTHLY_REFRESH_SECONDS = 1.0
+
+
+class MonthlyCalls:
+    """Each organization's calls this month, per process: read from the rollups at most once a second per
+    organization, plus the calls this process let through since (`count`). How exact: a worker misses the calls other
+    workers served in the last second and those still in the metering buffer (≤ `HOTCROSS_MCP_METERING_FLUSH_SECONDS`),
+    so with W workers a cap can be passed by at most about W × (calls per second) — small against a monthly cap."""
+
+    def __init__(self) -> None:
+        self._entries: dict[Any, tuple[float, int]] = {}  # organization id → (read at, calls)
+        self._lock = threading.Lock()
+
+    def fresh(self, organization_id: Any) -> int | None:
+        entry = self._entries.get(organization_id)
+        if entry is None or time.monotonic() - entry[0] > MONTHLY_REFRESH_SECONDS:
+            return None
+        return entry[1]
+
+    def put(self, organization_id: Any, calls: int) -> int:
+        with self._lock:
+            if len(self._entries) > 100_000:
+                self._entries.clear()
+            self._entries[organization_id] = (time.monotonic(), calls)
+        return calls
+
+    def count(self, organization_id: Any) -> None:
+        with self._lock:
+            entry = self._entries.get(organization_id)
+            if entry is not None:
+                self._entries[organization_id] = (entry[0], entry[1] + 1)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+monthly_calls = MonthlyCalls()
+
+
+async def amonthly_calls(organization_id: Any) -> int:
+    """The organization's calls this month as this process knows them (≤ 1 s old); may read the rollups on the
+    bookkeeping threads (`DatabaseUnavailable` when the database cannot be reached)."""
+    from accounts.plans import calls_this_month
+    from hotcross.db import BOOKKEEPING, run_in_pool
+
+    known = monthly_calls.fresh(organization_id)
+    if known is not None:
+        return known
+    return monthly_calls.put(organization_id, await run_in_pool(BOOKKEEPING, calls_this_month, organization_id))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.db.models import ExpressionWrapper
 
 from accounts import key_cache
 from accounts.choices import AtCap, MeteredBilling
@@ -188,3 +189,71 @@ def forget_table() -> None:
     other processes see the change within `_ttl()`)."""
     global _table
     _table = None
+
+
+# --- monthly caps: how much of it an organization has used (issue 16) -----------------------------------------------
+
+CAP_WARNING_PERCENT = 80
+
+
+def calls_this_month(organization_id: Any, now: datetime.datetime | None = None) -> int:
+    """The organization's served calls this calendar month (UTC), from the daily usage rollups: one indexed query."""
+    from django.db.models import Sum
+    from django.utils import timezone
+
+    from accounts.models import UsageRollup
+
+    since = month_start(now or timezone.now()).date()
+    total = UsageRollup.objects.filter(organization_id=organization_id, day__gte=since).aggregate(n=Sum("calls"))["n"]
+    return int(total or 0)
+
+
+def with_monthly_use(queryset: Any, now: datetime.datetime | None = None) -> Any:
+    """Organizations annotated with `calls_this_month` and `monthly_cap` (None: uncapped; the default plan's for those
+    without a plan of their own): one query with the page, from the rollups."""
+    from django.db.models import Case, F, IntegerField, OuterRef, Subquery, Sum, Value, When
+    from django.db.models.functions import Coalesce
+    from django.utils import timezone
+
+    from accounts.models import UsageRollup
+
+    since = month_start(now or timezone.now()).date()
+    calls = (
+        UsageRollup.objects.filter(organization=OuterRef("pk"), day__gte=since)
+        .order_by()
+        .values("organization")
+        .annotate(n=Sum("calls"))
+        .values("n")
+    )
+    code = default_plan_code()
+    default = Plan.objects.filter(code=code).first() if code else None
+    default_per_seat = default.monthly_calls_per_seat if default is not None else None
+    per_seat = Case(
+        When(plan__isnull=True, then=Value(default_per_seat, output_field=IntegerField())),
+        default=F("plan__monthly_calls_per_seat"),
+        output_field=IntegerField(),
+    )
+    return queryset.annotate(
+        calls_this_month=Coalesce(Subquery(calls), Value(0)),
+        monthly_cap=ExpressionWrapper(per_seat * F("max_seats"), output_field=IntegerField()),
+    )
+
+
+def at_least_percent_of_cap(queryset: Any, percent: int) -> Any:
+    """Those of `with_monthly_use(...)` that have used `percent` % of their monthly cap or more (capped ones only)."""
+    from django.db.models import F, IntegerField
+
+    return queryset.annotate(
+        _use_x100=ExpressionWrapper(F("calls_this_month") * 100, output_field=IntegerField())
+    ).filter(monthly_cap__isnull=False, _use_x100__gte=F("monthly_cap") * percent)
+
+
+def cap_state(calls: int, cap: int | None) -> str:
+    """ "" (uncapped or under 80 %), "warning" (≥ 80 %) or "reached" (≥ 100 %)."""
+    if cap is None:
+        return ""
+    if calls >= cap:
+        return "reached"
+    if calls * 100 >= cap * CAP_WARNING_PERCENT:
+        return "warning"
+    return ""

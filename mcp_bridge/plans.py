@@ -8,7 +8,9 @@ built-in tools, the tools of `HOTCROSS_MCP_TOOLS` and the gateway's upstream too
   with `tool_not_in_plan` and names the plan, and `data = {"code", "message", "plan"}`;
 - a `tools/call` over the plan's rate limits (`accounts.limits`) is refused with `rate_limited` (-32003, and
   `data.retry_after` in seconds, `data.scope` developer or organization); over HTTP the answer is 429 with
-  `Retry-After` (whole seconds, rounded up).
+  `Retry-After` (whole seconds, rounded up);
+- once the organization has made its monthly cap (calls per seat × seats, calendar month UTC), a plan that refuses at
+  the cap refuses with `monthly_cap_reached` (-32003); a plan that bills overage lets calls through.
 
 A refused call never reaches the metering (it is not usage) and is counted in `/metrics` as
 `hotcross_tool_calls_refused_total{reason=…}`. The plan is `accounts.plans.aterms_for(principal.plan_id)`: the key
@@ -26,6 +28,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
 from accounts import limits
+from accounts.choices import AtCap
 from accounts.plans import PlanTerms, aterms_for
 from hotcross import metrics
 from hotcross.db import DatabaseUnavailable
@@ -36,6 +39,7 @@ logger = logging.getLogger(__name__)
 PLAN_REFUSED = -32003  # JSON-RPC error code of the plan's refusals; `data.code` says which
 TOOL_NOT_IN_PLAN = "tool_not_in_plan"
 RATE_LIMITED = "rate_limited"
+MONTHLY_CAP_REACHED = "monthly_cap_reached"
 
 
 class PlanRefused(Exception):
@@ -65,6 +69,16 @@ def not_in_plan(terms: PlanTerms, tool_name: str) -> PlanRefused:
         f"The tool {tool_name[:100]!r} is not in your organization's plan, {terms.name} ({terms.code}). "
         "Ask an administrator of your organization about a plan that includes it.",
         plan=terms.code,
+    )
+
+
+def cap_reached(terms: PlanTerms, cap: int) -> PlanRefused:
+    return PlanRefused(
+        MONTHLY_CAP_REACHED,
+        f"Your organization has made its {cap} calls for this month (plan {terms.name} ({terms.code})). Calls work "
+        "again on the 1st (UTC), or sooner with more seats or another plan: ask an administrator.",
+        plan=terms.code,
+        monthly_cap=cap,
     )
 
 
@@ -117,6 +131,14 @@ class PlanMiddleware:
         name = params.get("name")
         if isinstance(name, str) and not terms.allows(name):
             raise refused(not_in_plan(terms, name))
+        cap = terms.monthly_cap(principal.max_seats)
+        if cap is not None and terms.at_cap == AtCap.REFUSE:
+            try:
+                used = await limits.amonthly_calls(principal.organization_id)
+            except DatabaseUnavailable as exc:
+                raise unavailable_error(exc) from None
+            if used >= cap:
+                raise refused(cap_reached(terms, cap))
         if terms.rate_limit_per_developer or terms.rate_limit_per_organization:
             decision = limits.check(
                 principal.developer_id,
@@ -127,4 +149,6 @@ class PlanMiddleware:
             if not decision.allowed:
                 note_http_refusal(decision.retry_after)
                 raise refused(rate_limited(terms, decision))
+        if cap is not None:
+            limits.monthly_calls.count(principal.organization_id)
         return await call_next(ctx)
