@@ -17,13 +17,16 @@ Where the buckets live:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio
 from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
@@ -102,6 +105,25 @@ def check(
     return decision
 
 
+async def acheck(
+    developer_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    per_developer: int | None,
+    per_organization: int | None,
+) -> Decision:
+    """`check` for async code: with Redis the event loop serves other requests while the script runs."""
+    if not per_developer and not per_organization:
+        return ALLOWED
+    backend = _backend()
+    keys = (f"{KEY_PREFIX}d:{developer_id}", f"{KEY_PREFIX}o:{organization_id}")
+    if isinstance(backend, RedisBuckets):
+        decision = await backend.atake(*keys, per_developer or 0, per_organization or 0)
+    else:
+        decision = backend.take(*keys, per_developer or 0, per_organization or 0)
+    metrics.RATE_LIMIT_CHECKS.labels("ok" if decision.allowed else "refused").inc()
+    return decision
+
+
 # --- in Redis ----------------------------------------------------------------------------------------------------
 
 
@@ -111,6 +133,37 @@ class RedisBuckets:
         self._script: Any = None
         self._down_until = 0.0
         self._lock = threading.Lock()
+        # redis-py's asyncio client on the same server and timeouts as the cache's, one per event loop.
+        self._async_scripts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+    async def atake(
+        self, developer_key: str, organization_key: str, per_developer: int, per_organization: int
+    ) -> Decision:
+        if time.monotonic() < self._down_until:
+            return _unavailable()
+        try:
+            loop = asyncio.get_running_loop()
+            script = self._async_scripts.get(loop)
+            if script is None:
+                options = getattr(self._cache, "_options", {}) or {}
+                client = redis.asyncio.Redis.from_url(
+                    self._cache._servers[0],
+                    **{name: options[name] for name in _ASYNC_OPTIONS if name in options},
+                )
+                script = self._async_scripts[loop] = client.register_script(_LUA)
+            answer = await script(
+                keys=[developer_key, organization_key], args=[per_developer, per_organization, WINDOW_SECONDS]
+            )
+        except Exception as exc:  # redis-py's errors, and OSError underneath: never a failed call
+            return self._failed(exc)
+        return _decision(answer)
+
+    def _failed(self, exc: Exception) -> Decision:
+        with self._lock:
+            self._down_until = time.monotonic() + REDIS_RETRY_SECONDS
+        logger.warning("rate limits: Redis unreachable (%s); failing %s", exc.__class__.__name__, _mode())
+        metrics.RATE_LIMIT_CHECKS.labels("redis_unavailable").inc()
+        return _unavailable()
 
     def take(self, developer_key: str, organization_key: str, per_developer: int, per_organization: int) -> Decision:
         if time.monotonic() < self._down_until:
@@ -118,18 +171,22 @@ class RedisBuckets:
         try:
             if self._script is None:
                 self._script = self._cache._cache.get_client(None, write=True).register_script(_LUA)
-            allowed, wait, which = self._script(
+            answer = self._script(
                 keys=[developer_key, organization_key], args=[per_developer, per_organization, WINDOW_SECONDS]
             )
         except Exception as exc:  # redis-py's errors, and OSError underneath: never a failed call
-            with self._lock:
-                self._down_until = time.monotonic() + REDIS_RETRY_SECONDS
-            logger.warning("rate limits: Redis unreachable (%s); failing %s", exc.__class__.__name__, _mode())
-            metrics.RATE_LIMIT_CHECKS.labels("redis_unavailable").inc()
-            return _unavailable()
-        if int(allowed):
-            return ALLOWED
-        return Decision(False, float(wait), DEVELOPER if int(which) == 1 else ORGANIZATION)
+            return self._failed(exc)
+        return _decision(answer)
+
+
+_ASYNC_OPTIONS = ("socket_timeout", "socket_connect_timeout", "password", "username")
+
+
+def _decision(answer: Any) -> Decision:
+    allowed, wait, which = answer
+    if int(allowed):
+        return ALLOWED
+    return Decision(False, float(wait), DEVELOPER if int(which) == 1 else ORGANIZATION)
 
 
 def _mode() -> str:

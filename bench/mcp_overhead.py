@@ -171,7 +171,7 @@ def main() -> None:
 
 def _limit_check_cost(redis_url: str, iterations: int) -> None:
     """µs per `accounts.limits` check (developer and organization buckets together), in Redis and in this process,
-    against an empty loop of the same calls' bookkeeping as the baseline."""
+    against an empty loop as the baseline and a Redis PING (one round trip) as the floor of any Redis check."""
     from django.core.cache.backends.redis import RedisCache
 
     from accounts import limits
@@ -181,9 +181,13 @@ def _limit_check_cost(redis_url: str, iterations: int) -> None:
     )
     local_buckets = limits.LocalBuckets()
     developer, organization = f"{limits.KEY_PREFIX}d:bench", f"{limits.KEY_PREFIX}o:bench"
+    import redis
+
+    ping = redis.Redis.from_url(redis_url).ping
     figures = {}
     for name, take in (
         ("baseline (no check)", lambda: limits.ALLOWED),
+        ("Redis PING (the floor)", lambda: ping() and limits.ALLOWED),
         ("per-process buckets", lambda: local_buckets.take(developer, organization, 10**9, 10**9)),
         ("Redis buckets (Lua)", lambda: redis_buckets.take(developer, organization, 10**9, 10**9)),
     ):

@@ -140,7 +140,7 @@ class PlanMiddleware:
             if used >= cap:
                 raise refused(cap_reached(terms, cap))
         if terms.rate_limit_per_developer or terms.rate_limit_per_organization:
-            decision = limits.check(
+            decision = await limits.acheck(
                 principal.developer_id,
                 principal.organization_id,
                 terms.rate_limit_per_developer,
