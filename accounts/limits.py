@@ -159,9 +159,12 @@ class RedisBuckets:
         return _decision(answer)
 
     def _failed(self, exc: Exception) -> Decision:
+        now = time.monotonic()
         with self._lock:
-            self._down_until = time.monotonic() + REDIS_RETRY_SECONDS
-        logger.warning("rate limits: Redis unreachable (%s); failing %s", exc.__class__.__name__, _mode())
+            first = now >= self._down_until  # calls in flight when Redis went away fail together: one line
+            self._down_until = now + REDIS_RETRY_SECONDS
+        if first:
+            logger.warning("rate limits: Redis unreachable (%s); failing %s", exc.__class__.__name__, _mode())
         metrics.RATE_LIMIT_CHECKS.labels("redis_unavailable").inc()
         return _unavailable()
 

@@ -177,7 +177,7 @@ def _limit_check_cost(redis_url: str, iterations: int) -> None:
     from accounts import limits
 
     redis_buckets = limits.RedisBuckets(
-        RedisCache(redis_url, {"OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25}})
+        RedisCache(redis_url, {"OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}})
     )
     local_buckets = limits.LocalBuckets()
     developer, organization = f"{limits.KEY_PREFIX}d:bench", f"{limits.KEY_PREFIX}o:bench"

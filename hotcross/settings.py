@@ -294,8 +294,9 @@ if REDIS_URL:
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "hotcross",
             "TIMEOUT": 300,
-            # A Redis that stops answering costs a call at most this long (the rate limits are on every call).
-            "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
+            # A Redis that stops answering costs a call at most this long (the rate limits are on every call; a busy
+            # event loop counts too, so not much less).
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 1.0},
         }
     }
 else:
