@@ -157,28 +157,30 @@ def _load_table() -> _Table:
     return table
 
 
-def _fresh_table() -> _Table | None:
+def _fresh_table(plan_id: int | None) -> _Table | None:
+    """The table when it is fresh and knows `plan_id` (a plan made after it was read is read again at once)."""
     table = _table
-    return table if table is not None and table.expires_at > clock() else None
+    if table is None or table.expires_at <= clock():
+        return None
+    return table if plan_id is None or plan_id in table.by_id else None
 
 
 def _lookup(table: _Table, plan_id: int | None) -> PlanTerms:
     if plan_id is None:
         return table.default
-    # A plan deleted since the key check (`Organization.plan` is SET_NULL): the default, as the database will say.
-    return table.by_id.get(plan_id, table.default)
+    return table.by_id.get(plan_id, table.default)  # a plan the database no longer has: the default
 
 
 def terms_for(plan_id: int | None) -> PlanTerms:
     """The terms of an organization whose `plan_id` this is (None: the default plan). Sync; at most one query a
     second per process."""
-    return _lookup(_fresh_table() or _load_table(), plan_id)
+    return _lookup(_fresh_table(plan_id) or _load_table(), plan_id)
 
 
 async def aterms_for(plan_id: int | None) -> PlanTerms:
     """`terms_for` for async code: from memory, or loaded on the bookkeeping threads (`DatabaseUnavailable` when the
     database cannot be reached)."""
-    table = _fresh_table()
+    table = _fresh_table(plan_id)
     if table is None:
         table = await run_in_pool(BOOKKEEPING, _load_table)
     return _lookup(table, plan_id)

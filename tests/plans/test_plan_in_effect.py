@@ -160,3 +160,9 @@ def test_verify_states_the_plan_and_its_limits(client):
         "monthly_cap": 3000,
         "at_cap": "refuse",
     }
+
+
+def test_a_plan_made_after_the_table_was_read_is_found_at_once():
+    plans.terms_for(None)  # the table is read, and fresh for up to a second
+    plan = Plan.objects.create(code="late", name="Late")  # not through the service: nothing forgets the table
+    assert plans.terms_for(plan.id).code == "late"
