@@ -49,6 +49,9 @@ class Principal:
     organization_name: str
     subscription_status: str
     max_seats: int
+    # The organization's own plan (`Organization.plan_id`); None: the default plan. What the plan allows is read
+    # through `accounts.plans.terms_of(principal)` (a per-process table, at most a second old).
+    plan_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +146,7 @@ class _KeyRow(NamedTuple):
     subscription_status: str
     max_seats: int
     beyond_seat_limit: bool
+    plan_id: int | None
 
 
 _KEY_CHECK_FIELDS = (
@@ -159,6 +163,7 @@ _KEY_CHECK_FIELDS = (
     "organization__subscription_status",
     "organization__max_seats",
     "beyond_seat_limit",
+    "organization__plan_id",
 )
 _HASH_PLACEHOLDER = "hotcross-key-hash-placeholder"
 
@@ -233,6 +238,7 @@ def _principal(found: _KeyRow) -> Principal:
         organization_name=found.organization_name,
         subscription_status=found.subscription_status,
         max_seats=found.max_seats,
+        plan_id=found.plan_id,
     )
 
 

@@ -2,17 +2,28 @@
 
 Which plan an organization is on: its own `plan`, else the plan whose code `HOTCROSS_DEFAULT_PLAN` names, else none
 (no plan: every tool, no limit, nothing billed by usage — how Hotcross behaved before plans existed).
+
+On the hot path (every MCP request) the plan comes from the key check's `Principal.plan_id` (≤ 1 s old) and a
+per-process table of every plan's `PlanTerms`, read at most once per `HOTCROSS_KEY_CACHE_SECONDS` (≤ 1 s): so a staff
+edit of a plan, a change of an organization's plan (admin or Stripe webhook) reaches every worker within a second.
 """
 
 from __future__ import annotations
 
 import datetime
 import fnmatch
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
+from django.db.models import ExpressionWrapper
 
-from accounts.choices import MeteredBilling
+from accounts import key_cache
+from accounts.choices import AtCap, MeteredBilling
 from accounts.models import Organization, Plan
+from hotcross.db import BOOKKEEPING, run_in_pool
 
 
 def default_plan_code() -> str:
@@ -57,3 +68,194 @@ def month_start(moment: datetime.datetime) -> datetime.datetime:
     """The start (UTC) of the calendar month that `moment` falls in: monthly caps and overage count from there."""
     moment = moment.astimezone(datetime.UTC)
     return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+# --- the plan in effect on every check: a per-process table, at most a second old -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlanTerms:
+    """What the bridge enforces for a plan: a snapshot of a `Plan` row (or of "no plan": `NO_PLAN`)."""
+
+    id: int | None
+    code: str
+    name: str
+    tools: tuple[str, ...] | None  # `tool_patterns()`: None = every tool
+    rate_limit_per_developer: int | None
+    rate_limit_per_organization: int | None
+    monthly_calls_per_seat: int | None
+    at_cap: str
+
+    def allows(self, tool_name: str) -> bool:
+        return tool_allowed(self.tools, tool_name)
+
+    def monthly_cap(self, seats: int) -> int | None:
+        if self.monthly_calls_per_seat is None:
+            return None
+        return self.monthly_calls_per_seat * max(seats, 0)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.code})" if self.code else "no plan"
+
+    def describe(self, seats: int) -> dict[str, Any]:
+        """The plan and its limits as `whoami` and `/api/v1/keys/verify` state them."""
+        return {
+            "code": self.code or None,
+            "name": self.name or None,
+            "tools": "all" if self.tools is None else list(self.tools),
+            "rate_limit_per_developer_per_minute": self.rate_limit_per_developer,
+            "rate_limit_per_organization_per_minute": self.rate_limit_per_organization,
+            "monthly_calls_per_seat": self.monthly_calls_per_seat,
+            "monthly_cap": self.monthly_cap(seats),
+            "at_cap": self.at_cap if self.monthly_calls_per_seat is not None else None,
+        }
+
+
+NO_PLAN = PlanTerms(None, "", "", None, None, None, None, AtCap.REFUSE)
+
+
+def terms(plan: Plan | None) -> PlanTerms:
+    if plan is None:
+        return NO_PLAN
+    return PlanTerms(
+        id=plan.id,
+        code=plan.code,
+        name=plan.name,
+        tools=tool_patterns(plan),
+        rate_limit_per_developer=plan.rate_limit_per_developer,
+        rate_limit_per_organization=plan.rate_limit_per_organization,
+        monthly_calls_per_seat=plan.monthly_calls_per_seat,
+        at_cap=plan.at_cap,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    expires_at: float
+    by_id: dict[int, PlanTerms]
+    default: PlanTerms
+
+
+_table: _Table | None = None
+clock: Callable[[], float] = time.monotonic
+
+
+def _ttl() -> float:
+    return key_cache.ttl()  # the key check's: ≤ 1 s, so a plan's change and an organization's reach calls together
+
+
+def _load_table() -> _Table:
+    """Every plan (there are few): one query."""
+    global _table
+    by_id = {plan.id: terms(plan) for plan in Plan.objects.all()}
+    code = default_plan_code()
+    default = next((found for found in by_id.values() if code and found.code == code), NO_PLAN)
+    table = _Table(clock() + _ttl(), by_id, default)
+    if _ttl() > 0:
+        _table = table
+    return table
+
+
+def _fresh_table(plan_id: int | None) -> _Table | None:
+    """The table when it is fresh and knows `plan_id` (a plan made after it was read is read again at once)."""
+    table = _table
+    if table is None or table.expires_at <= clock():
+        return None
+    return table if plan_id is None or plan_id in table.by_id else None
+
+
+def _lookup(table: _Table, plan_id: int | None) -> PlanTerms:
+    if plan_id is None:
+        return table.default
+    return table.by_id.get(plan_id, table.default)  # a plan the database no longer has: the default
+
+
+def terms_for(plan_id: int | None) -> PlanTerms:
+    """The terms of an organization whose `plan_id` this is (None: the default plan). Sync; at most one query a
+    second per process."""
+    return _lookup(_fresh_table(plan_id) or _load_table(), plan_id)
+
+
+async def aterms_for(plan_id: int | None) -> PlanTerms:
+    """`terms_for` for async code: from memory, or loaded on the bookkeeping threads (`DatabaseUnavailable` when the
+    database cannot be reached)."""
+    table = _fresh_table(plan_id)
+    if table is None:
+        table = await run_in_pool(BOOKKEEPING, _load_table)
+    return _lookup(table, plan_id)
+
+
+def forget_table() -> None:
+    """This process reads the plans again at its next check (writes through `accounts.services.plans` call it;
+    other processes see the change within `_ttl()`)."""
+    global _table
+    _table = None
+
+
+# --- monthly caps: how much of it an organization has used (issue 16) -----------------------------------------------
+
+CAP_WARNING_PERCENT = 80
+
+
+def calls_this_month(organization_id: Any, now: datetime.datetime | None = None) -> int:
+    """The organization's served calls this calendar month (UTC), from the daily usage rollups: one indexed query."""
+    from django.db.models import Sum
+    from django.utils import timezone
+
+    from accounts.models import UsageRollup
+
+    since = month_start(now or timezone.now()).date()
+    total = UsageRollup.objects.filter(organization_id=organization_id, day__gte=since).aggregate(n=Sum("calls"))["n"]
+    return int(total or 0)
+
+
+def with_monthly_use(queryset: Any, now: datetime.datetime | None = None) -> Any:
+    """Organizations annotated with `calls_this_month` and `monthly_cap` (None: uncapped; the default plan's for those
+    without a plan of their own): one query with the page, from the rollups."""
+    from django.db.models import Case, F, IntegerField, OuterRef, Subquery, Sum, Value, When
+    from django.db.models.functions import Coalesce
+    from django.utils import timezone
+
+    from accounts.models import UsageRollup
+
+    since = month_start(now or timezone.now()).date()
+    calls = (
+        UsageRollup.objects.filter(organization=OuterRef("pk"), day__gte=since)
+        .order_by()
+        .values("organization")
+        .annotate(n=Sum("calls"))
+        .values("n")
+    )
+    code = default_plan_code()
+    default = Plan.objects.filter(code=code).first() if code else None
+    default_per_seat = default.monthly_calls_per_seat if default is not None else None
+    per_seat = Case(
+        When(plan__isnull=True, then=Value(default_per_seat, output_field=IntegerField())),
+        default=F("plan__monthly_calls_per_seat"),
+        output_field=IntegerField(),
+    )
+    return queryset.annotate(
+        calls_this_month=Coalesce(Subquery(calls), Value(0)),
+        monthly_cap=ExpressionWrapper(per_seat * F("max_seats"), output_field=IntegerField()),
+    )
+
+
+def at_least_percent_of_cap(queryset: Any, percent: int) -> Any:
+    """Those of `with_monthly_use(...)` that have used `percent` % of their monthly cap or more (capped ones only)."""
+    from django.db.models import F, IntegerField
+
+    return queryset.annotate(
+        _use_x100=ExpressionWrapper(F("calls_this_month") * 100, output_field=IntegerField())
+    ).filter(monthly_cap__isnull=False, _use_x100__gte=F("monthly_cap") * percent)
+
+
+def cap_state(calls: int, cap: int | None) -> str:
+    """ "" (uncapped or under 80 %), "warning" (≥ 80 %) or "reached" (≥ 100 %)."""
+    if cap is None:
+        return ""
+    if calls >= cap:
+        return "reached"
+    if calls * 100 >= cap * CAP_WARNING_PERCENT:
+        return "warning"
+    return ""

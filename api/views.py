@@ -19,6 +19,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.authentication import Principal, authenticate_key
 from accounts.exceptions import AccountsError, KeyRefused
+from accounts.plans import terms_for
 from accounts.selectors import seats_in_use
 from accounts.services.reported_usage import MAX_EVENTS, UsageReportRefused, record_reported_usage
 from hotcross.db import DatabaseUnavailable
@@ -118,6 +119,7 @@ def verify_key(request: HttpRequest) -> HttpResponse:
         return principal
     try:
         seats_used = seats_in_use(principal.organization_id)
+        plan = terms_for(principal.plan_id)
     except DatabaseUnavailable as exc:
         return _error(503, "service_unavailable", exc.message)
     response = JsonResponse(
@@ -134,7 +136,7 @@ def verify_key(request: HttpRequest) -> HttpResponse:
                 "seats_used": seats_used,
                 "max_seats": principal.max_seats,
             },
-            "entitlements": {},  # what the plan entitles, once plans exist
+            "entitlements": plan.describe(principal.max_seats),  # the plan in effect and its limits (issue 16)
             "cache_seconds": _max_age(),
         }
     )

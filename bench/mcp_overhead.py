@@ -1,10 +1,15 @@
 """What the MCP bridge costs: `tools/call` of a trivial tool over streamable HTTP, bridge vs bare server.
 
     DATABASE_URL=postgres://… .venv/bin/python bench/mcp_overhead.py [--clients 8] [--calls 2000] [--rounds 7]
+        [--redis-url redis://127.0.0.1:6379/11] [--check-iterations 20000]
 
-Two uvicorn processes, one worker each, measured one at a time and alternately:
-- bridge: `hotcross.asgi:application`, the full path (Host check, key check, caller binding, metering INSERT);
+Three uvicorn processes, one worker each, measured one at a time and alternately:
+- bridge: `hotcross.asgi:application`, the full path (Host check, key check, caller binding, metering INSERT), for a
+  developer with no plan (no limit checked);
+- limited: the same with `REDIS_URL` (`--redis-url`), for a developer whose plan has rate limits per developer and per
+  organization (high enough never to refuse: every call is checked in Redis) and a monthly cap that refuses;
 - bare: the same `MCPServer` (same tool, stateless JSON mode) with no auth and no metering.
+Then a micro-benchmark of `accounts.limits.check` in this process: µs per check, Redis and per-process buckets.
 A load generator in this process keeps `--clients` requests in flight. It prints each round, then the median
 throughput and latency of each, and the ratio (target: bridge ≥ 0.90 of bare): the ratio of the medians, and the
 median of each round's own ratio (a round measures bare, then bridge, so a machine that slows down for a while
@@ -59,6 +64,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="requests kept in flight (default 8)")
     parser.add_argument("--calls", type=int, default=2000, help="calls per measured round (default 2000)")
     parser.add_argument("--rounds", type=int, default=7, help="rounds per server, alternating (default 7)")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11", help="Redis of the limited server")
+    parser.add_argument("--check-iterations", type=int, default=20000, help="limit checks in the micro-benchmark")
     args = parser.parse_args()
 
     os.environ.setdefault("DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'bench-mcp.sqlite3'}")
@@ -83,33 +90,48 @@ def main() -> None:
 
     org = services.create_organization(name="MCP overhead bench", max_seats=1, subscription_status="active")
     developer, key = services.add_developer(organization=org, email=f"bench-{uuid.uuid4().hex[:12]}@example.com")
+    from accounts.models import Plan
+    from accounts.services import plans as plan_services
+
+    plan = plan_services.save_plan(
+        plan=Plan(
+            code=f"bench-{uuid.uuid4().hex[:8]}",
+            name="Bench limits",
+            rate_limit_per_developer=100_000_000,
+            rate_limit_per_organization=100_000_000,
+            monthly_calls_per_seat=1_000_000_000,
+        )
+    )
+    limited_org = services.create_organization(name="Limits bench", max_seats=1, subscription_status="active")
+    plan_services.set_plan(organization=limited_org, plan=plan)
+    limited_developer, limited_key = services.add_developer(
+        organization=limited_org, email=f"bench-{uuid.uuid4().hex[:12]}@example.com"
+    )
     connection.close()
 
     print(f"database: {connection.vendor}; clients in flight: {args.clients}; calls per round: {args.calls}")
     bridge = _start(["hotcross.asgi:application"])
+    limited = _start(["hotcross.asgi:application"], REDIS_URL=args.redis_url)
     bare = _start(["--factory", "mcp_overhead:bare_app"])
-    results: dict[str, list[tuple[float, float, float]]] = {"bare": [], "bridge": []}
-    bridge_calls = 0
+    servers = (
+        ("bare", bare, {}),
+        ("bridge", bridge, {"Authorization": f"Bearer {key}"}),
+        ("limited", limited, {"Authorization": f"Bearer {limited_key}"}),
+    )
+    results: dict[str, list[tuple[float, float, float]]] = {"bare": [], "bridge": [], "limited": []}
+    answered = {"bare": 0, "bridge": 0, "limited": 0}
     try:
-        for name, (port, _), headers in (
-            ("bare", bare, {}),
-            ("bridge", bridge, {"Authorization": f"Bearer {key}"}),
-        ):
+        for name, (port, _), headers in servers:
             asyncio.run(_load(port, headers, clients=args.clients, calls=300))  # warm up
-            if name == "bridge":
-                bridge_calls += 300
+            answered[name] += 300
         for round_number in range(1, args.rounds + 1):
-            for name, (port, _), headers in (
-                ("bare", bare, {}),
-                ("bridge", bridge, {"Authorization": f"Bearer {key}"}),
-            ):
+            for name, (port, _), headers in servers:
                 throughput, p50, p99 = asyncio.run(_load(port, headers, clients=args.clients, calls=args.calls))
                 results[name].append((throughput, p50, p99))
-                if name == "bridge":
-                    bridge_calls += args.calls
-                print(f"round {round_number} {name:6}: {throughput:8.1f} calls/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
+                answered[name] += args.calls
+                print(f"round {round_number} {name:7}: {throughput:8.1f} calls/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
     finally:
-        for _, process in (bridge, bare):
+        for _, (_, process), _ in servers:
             process.terminate()
             process.wait(timeout=10)
 
@@ -120,21 +142,66 @@ def main() -> None:
         p50 = statistics.median(r[1] for r in rounds)
         p99 = statistics.median(r[2] for r in rounds)
         summary[name] = throughput
-        print(f"{name:6} (median of {len(rounds)}): {throughput:8.1f} calls/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
-    metered = UsageEvent.objects.filter(developer=developer).count()
-    paired = statistics.median(
-        bridge[0] / bare[0] for bare, bridge in zip(results["bare"], results["bridge"], strict=True)
-    )
+        print(f"{name:7} (median of {len(rounds)}): {throughput:8.1f} calls/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
+
+    def paired(a: str, b: str) -> float:
+        return statistics.median(x[0] / y[0] for x, y in zip(results[a], results[b], strict=True))
+
     print(f"bridge/bare throughput ratio: {summary['bridge'] / summary['bare']:.3f} (target >= 0.90)")
-    print(f"median of the rounds' own ratios: {paired:.3f}")
-    rolled_up = UsageRollup.objects.filter(developer=developer).aggregate(n=Sum("calls"))["n"] or 0
-    verdict = "OK" if metered == bridge_calls == rolled_up else "MISMATCH"
+    print(f"median of the rounds' own ratios: {paired('bridge', 'bare'):.3f}")
     print(
-        f"usage events recorded by the bridge: {metered}, in its rollups: {rolled_up}, "
-        f"for {bridge_calls} calls answered ({verdict})"
+        f"limited (Redis limits on)/bare: {summary['limited'] / summary['bare']:.3f} "
+        f"(rounds: {paired('limited', 'bare'):.3f}); limited/bridge: {summary['limited'] / summary['bridge']:.3f} "
+        f"(rounds: {paired('limited', 'bridge'):.3f})"
     )
-    if not metered == bridge_calls == rolled_up:
+    _limit_check_cost(args.redis_url, args.check_iterations)
+    mismatch = False
+    for name, who in (("bridge", developer), ("limited", limited_developer)):
+        metered = UsageEvent.objects.filter(developer=who).count()
+        rolled_up = UsageRollup.objects.filter(developer=who).aggregate(n=Sum("calls"))["n"] or 0
+        verdict = "OK" if metered == answered[name] == rolled_up else "MISMATCH"
+        mismatch |= verdict != "OK"
+        print(
+            f"usage events recorded by {name}: {metered}, in its rollups: {rolled_up}, "
+            f"for {answered[name]} calls answered ({verdict})"
+        )
+    if mismatch:
         raise SystemExit(1)
+
+
+def _limit_check_cost(redis_url: str, iterations: int) -> None:
+    """µs per `accounts.limits` check (developer and organization buckets together), in Redis and in this process,
+    against an empty loop as the baseline and a Redis PING (one round trip) as the floor of any Redis check."""
+    from django.core.cache.backends.redis import RedisCache
+
+    from accounts import limits
+
+    redis_buckets = limits.RedisBuckets(
+        RedisCache(redis_url, {"OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}})
+    )
+    local_buckets = limits.LocalBuckets()
+    developer, organization = f"{limits.KEY_PREFIX}d:bench", f"{limits.KEY_PREFIX}o:bench"
+    import redis
+
+    ping = redis.Redis.from_url(redis_url).ping
+    figures = {}
+    for name, take in (
+        ("baseline (no check)", lambda: limits.ALLOWED),
+        ("Redis PING (the floor)", lambda: ping() and limits.ALLOWED),
+        ("per-process buckets", lambda: local_buckets.take(developer, organization, 10**9, 10**9)),
+        ("Redis buckets (Lua)", lambda: redis_buckets.take(developer, organization, 10**9, 10**9)),
+    ):
+        for _ in range(200):
+            take()  # warm up (the Redis script is loaded once)
+        started = time.perf_counter()
+        for _ in range(iterations):
+            decision = take()
+        figures[name] = (time.perf_counter() - started) / iterations * 1e6
+        assert decision.allowed
+    print(f"limit check cost ({iterations} checks each):")
+    for name, micros in figures.items():
+        ratio = micros / figures["baseline (no check)"]
+        print(f"  {name:22}: {micros:8.2f} µs per check ({ratio:,.0f}× the baseline)")
 
 
 def _create_database_if_missing(connection) -> None:
@@ -152,13 +219,18 @@ def _create_database_if_missing(connection) -> None:
 _QUIET = ("--no-access-log", "--log-level=warning", "--backlog", "1024")
 
 
-def _start(app: list[str]) -> tuple[int, subprocess.Popen]:
+def _start(app: list[str], **extra_env: str) -> tuple[int, subprocess.Popen]:
     # A port of its own rather than a socket handed over with --fd: asyncio sets TCP_NODELAY only on sockets it
     # knows to be TCP, and without it Nagle's algorithm and delayed ACKs add ~40 ms to every answer of both servers.
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH), str(ROOT)]), "LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(BENCH), str(ROOT)]),
+        "LOG_LEVEL": "WARNING",
+        **extra_env,
+    }
     env.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", *app, *("--host", "127.0.0.1", "--port", str(port)), *_QUIET],

@@ -42,6 +42,11 @@ KEY_CHECK_SECONDS = Histogram(
 TOOL_CALLS = Counter(
     "hotcross_tool_calls", "MCP tool calls served, by tool and outcome (ok, error)", ["tool", "outcome"]
 )
+# Issue 16: tools/call refused by the plan (tool_not_in_plan, rate_limited, monthly_cap_reached); never metered.
+TOOL_CALLS_REFUSED = Counter("hotcross_tool_calls_refused", "MCP tool calls refused by the plan, by reason", ["reason"])
+RATE_LIMIT_CHECKS = Counter(
+    "hotcross_rate_limit_checks", "Plan rate-limit checks by outcome (ok, refused, redis_unavailable)", ["outcome"]
+)
 TOOL_CALL_SECONDS = Histogram("hotcross_tool_call_seconds", "Time to serve an MCP tool call", ["tool"], buckets=_SLOW)
 METERING_BUFFERED = Gauge(
     "hotcross_metering_buffered_events",

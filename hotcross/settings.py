@@ -255,6 +255,8 @@ HOTCROSS_MCP_UPSTREAM_DATA_DIR = env.str("HOTCROSS_MCP_UPSTREAM_DATA_DIR", defau
 # Plans (accounts.plans): the code of the plan of organizations that have none of their own; empty: no plan (every
 # tool, no limits, no usage billing).
 HOTCROSS_DEFAULT_PLAN = env.str("HOTCROSS_DEFAULT_PLAN", default="")
+# Plans' rate limits (accounts.limits) when Redis cannot be reached: true lets calls through, false refuses them.
+HOTCROSS_RATE_LIMIT_FAIL_OPEN = env.bool("HOTCROSS_RATE_LIMIT_FAIL_OPEN", default=True)
 # Key-check API (api/): how long a client may remember a /api/v1/keys/verify answer (Cache-Control max-age, capped at
 # 60 s: a revocation reaches such a client within that time), and how old a reported usage event may be.
 HOTCROSS_API_VERIFY_MAX_AGE = env.int("HOTCROSS_API_VERIFY_MAX_AGE", default=60)
@@ -315,6 +317,9 @@ if REDIS_URL:
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "hotcross",
             "TIMEOUT": 300,
+            # A Redis that stops answering costs a call at most this long (the rate limits are on every call; a busy
+            # event loop counts too, so not much less).
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 1.0},
         }
     }
 else:

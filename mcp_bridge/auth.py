@@ -22,6 +22,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
@@ -32,7 +33,7 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from starlette.authentication import AuthCredentials
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from accounts import keys
 from accounts.authentication import Principal, aauthenticate_key
@@ -68,6 +69,10 @@ _MAX_BRACKETS_FOR_ID = 256
 _caller: ContextVar[Principal | None] = ContextVar("hotcross_mcp_caller", default=None)
 # Which credential the current request came with: (API_KEY, None) or (OAUTH, the client's name).
 _credential: ContextVar[tuple[str, str | None]] = ContextVar("hotcross_mcp_credential", default=(API_KEY, None))
+# An HTTP request's refusal note: `BearerKeyMiddleware` puts a list here, and a `rate_limited` refusal inside the MCP
+# server (`mcp_bridge.plans`) appends its wait, so the HTTP answer becomes 429 with `Retry-After`. The list is shared,
+# not the variable: the SDK runs the server in tasks that copy the request's context.
+http_refusal: ContextVar[list[float] | None] = ContextVar("hotcross_http_refusal", default=None)
 
 
 def current_credential() -> tuple[str, str | None]:
@@ -253,8 +258,27 @@ class BearerKeyMiddleware:
         except DatabaseUnavailable as exc:
             await _refuse(receive, send, 503, unavailable_payload(exc))
             return
-        with identity_bound(principal, raw_key, oauth_client=oauth_client) as (user, credentials):
-            await self.app({**scope, "user": user, "auth": credentials}, receive, send)
+        note: list[float] = []
+        refusal_note = http_refusal.set(note)
+        try:
+            with identity_bound(principal, raw_key, oauth_client=oauth_client) as (user, credentials):
+                await self.app({**scope, "user": user, "auth": credentials}, receive, _rate_limited_send(send, note))
+        finally:
+            http_refusal.reset(refusal_note)
+
+
+def _rate_limited_send(send: Send, note: list[float]) -> Send:
+    """`send`, but the answer to a request the plan's rate limits refused (`mcp_bridge.plans`) is HTTP 429 with
+    `Retry-After` (whole seconds, rounded up), its body still the JSON-RPC error."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start" and note:
+            headers = [(name, value) for name, value in message.get("headers", ()) if name.lower() != b"retry-after"]
+            headers.append((b"retry-after", str(max(1, math.ceil(max(note)))).encode()))
+            message = {**message, "status": 429, "headers": headers}
+        await send(message)
+
+    return sending
 
 
 class _TooManyKeys(Exception):

@@ -99,3 +99,13 @@ class ReplacedKeyFactory(_KeepsPlainKey):
     key_hash = factory.LazyAttribute(lambda o: keys.hash_key(o.plain_key))
     key_prefix = factory.LazyAttribute(lambda o: keys.display_prefix(o.plain_key))
     replaced_at = factory.LazyFunction(timezone.now)
+
+
+class PlanFactory(factory.django.DjangoModelFactory):
+    """A plan (issue 16): every tool and no limit unless told otherwise."""
+
+    class Meta:
+        model = "accounts.Plan"
+
+    code = factory.Sequence(lambda n: f"plan-{n}")
+    name = factory.Sequence(lambda n: f"Plan {n}")

@@ -12,6 +12,6 @@ are the command line's and the services write the admin history (see `base.Servi
 The admin site itself (titles, the dashboard index) is `hotcross.admin_site`.
 """
 
-from accounts.admin import developers, oauth, organizations
+from accounts.admin import developers, oauth, organizations, plans
 
-__all__ = ["developers", "oauth", "organizations"]
+__all__ = ["developers", "oauth", "organizations", "plans"]

@@ -5,14 +5,14 @@ counts when the viewer may open that list. `hotcross.admin_site.HotcrossAdminSit
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import reverse
 
-from accounts import selectors
+from accounts import plans, selectors
 from accounts.admin.chart import Chart, calls_chart
 from accounts.admin.display import status_badge
 from accounts.models import Organization
@@ -48,6 +48,7 @@ class Board:
     webhooks_url: str | None  # every delivery of the last 24 hours (superusers)
     chart: Chart
     days: int
+    monthly_cap: list[Line] = field(default_factory=list)  # issue 16: organizations near or at their monthly cap
 
     @property
     def seats_held_percent(self) -> int | None:
@@ -91,7 +92,21 @@ def dashboard(request: HttpRequest, site: admin.AdminSite) -> Board | None:
             ),
         )
     ]
+    capped = plans.with_monthly_use(Organization.objects.all())
+    monthly_cap = [
+        Line(
+            label,
+            plans.at_least_percent_of_cap(capped, percent).count(),
+            f"{org_list}?monthly_cap={percent}",
+            flagged=True,
+        )
+        for label, percent in (
+            (f"At {plans.CAP_WARNING_PERCENT} % or more of their monthly cap", plans.CAP_WARNING_PERCENT),
+            ("Monthly cap reached", 100),
+        )
+    ]
     return Board(
+        monthly_cap=monthly_cap,
         figures=figures,
         statuses=statuses,
         over_seat_limit=over,

@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 
-from accounts import selectors, services
+from accounts import plans, selectors, services
 from accounts.admin.base import MAX_ACTION_OBJECTS, ServiceAdmin, YesNoFilter
 from accounts.admin.chart import usage_chart
 from accounts.admin.display import djstripe_list_url, state_badge, status_badge, stripe_dashboard_url
@@ -25,6 +25,7 @@ from accounts.admin.forms import StatusForm
 from accounts.admin.pages import confirmation
 from accounts.admin.usage_billing import usage_billing_section
 from accounts.models import Developer, Organization
+from accounts.services import plans as plan_services
 from accounts.wording import newest_refused, plural
 from hotcross.admin_site import registered_admin
 
@@ -43,6 +44,22 @@ class OverSeatLimitFilter(YesNoFilter):
     def condition(self) -> Q:
         # Worked out once (one pass over the seat holders), not again inside both the page query and its count.
         return Q(pk__in=list(Organization.objects.over_seat_limit().values_list("pk", flat=True)))
+
+
+class MonthlyCapFilter(admin.SimpleListFilter):
+    """Organizations that have used 80 % or all of their plan's monthly cap this month (issue 16)."""
+
+    title = "monthly cap"
+    parameter_name = "monthly_cap"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("80", f"{plans.CAP_WARNING_PERCENT} % or more"), ("100", "reached")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() in ("80", "100"):
+            percent = plans.CAP_WARNING_PERCENT if self.value() == "80" else 100
+            return plans.at_least_percent_of_cap(queryset, percent)
+        return queryset
 
 
 class _CappedInlineFormSet(BaseInlineFormSet):
@@ -116,13 +133,15 @@ class OrganizationAdmin(ServiceAdmin):
         "name",
         "status_badge",
         "seats",
+        "plan",
+        "monthly_use",
         "pricing_model",
         "stripe_link",
         "developers",
         "last_activity",
         "created_at",
     )
-    list_filter = ("subscription_status", "pricing_model", OverSeatLimitFilter)
+    list_filter = ("subscription_status", "pricing_model", OverSeatLimitFilter, MonthlyCapFilter)
     search_fields = ("name", "=stripe_customer_id")  # and developers' emails: see get_search_results
     search_help_text = "Name, Stripe customer id (exact) or any developer's email."
     list_per_page = 50
@@ -138,6 +157,8 @@ class OrganizationAdmin(ServiceAdmin):
                     "subscription_status",
                     "max_seats",
                     "seats",
+                    "plan",
+                    "monthly_use",
                     "stripe_customer_id",
                     "subscription_id",
                     "stripe_links",
@@ -152,6 +173,7 @@ class OrganizationAdmin(ServiceAdmin):
     )
     readonly_fields = (
         "seats",
+        "monthly_use",
         "subscription_id",
         "stripe_links",
         "last_activity",
@@ -164,7 +186,7 @@ class OrganizationAdmin(ServiceAdmin):
         css = {"all": ["accounts/admin.css"]}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return selectors.organizations_for_admin()
+        return plans.with_monthly_use(selectors.organizations_for_admin().select_related("plan"))
 
     def get_fieldsets(self, request: HttpRequest, obj: Organization | None = None) -> Any:
         return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
@@ -200,6 +222,21 @@ class OrganizationAdmin(ServiceAdmin):
                 capfirst(newest_refused(used, obj.max_seats)),
             )
         return f"{used} / {obj.max_seats}"
+
+    @admin.display(description="calls this month / cap", ordering="calls_this_month")
+    def monthly_use(self, obj: Organization) -> str:
+        calls, cap = getattr(obj, "calls_this_month", None), getattr(obj, "monthly_cap", None)
+        if calls is None:
+            return "—"
+        if cap is None:
+            return f"{calls} (no cap)"
+        state = plans.cap_state(calls, cap)
+        if not state:
+            return f"{calls} / {cap}"
+        label = "cap reached" if state == "reached" else f"{plans.CAP_WARNING_PERCENT} %+ of cap"
+        return format_html(
+            '{} / {} <span class="hc-flag hc-cap-{}" data-cap="{}">{}</span>', calls, cap, state, state, label
+        )
 
     @admin.display(description="Stripe customer", ordering="stripe_customer_id")
     def stripe_link(self, obj: Organization) -> str:
@@ -277,6 +314,8 @@ class OrganizationAdmin(ServiceAdmin):
             self.through_service(
                 services.set_seats, organization=current, max_seats=data["max_seats"], actor=request.user
             )
+        if "plan" in form.changed_data:
+            self.through_service(plan_services.set_plan, organization=current, plan=data["plan"], actor=request.user)
 
     def changeform_view(
         self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: Any = None

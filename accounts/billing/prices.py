@@ -10,6 +10,8 @@ reads the old top-level field). A price says what it is in its metadata:
     hotcross_pricing = per_developer  one seat: an organization of one developer
 
 Items add up: a hybrid plan (base + per_seat) has the per-seat quantity.
+
+The plan (issue 16): `hotcross_plan = <code>` on a price, else on its product (`plan_code`).
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from djstripe.models import Price
+from djstripe.models import Price, Product
 
 from accounts.exceptions import InvalidInput
 from accounts.models import MAX_SEATS, PricingModel
 
 PRICING_KEY = "hotcross_pricing"
 SEATS_KEY = "hotcross_seats"
+PLAN_KEY = "hotcross_plan"  # the code of the plan (issue 16), on a price or else its product
 
 
 class PriceKind(StrEnum):
@@ -119,7 +122,12 @@ def _price_of(item: Mapping[str, Any]) -> Mapping[str, Any]:
         synced = Price.objects.filter(id=price).first()
         if synced is None:
             return {"id": price, "metadata": {}}
-        return {"id": price, "metadata": synced.metadata or {}, "recurring": synced.stripe_data.get("recurring")}
+        return {
+            "id": price,
+            "metadata": synced.metadata or {},
+            "recurring": synced.stripe_data.get("recurring"),
+            "product": synced.stripe_data.get("product"),
+        }
     return price
 
 
@@ -135,3 +143,34 @@ def _whole_number(value: Any, *, what: str) -> int:
     if number < 0:
         raise PriceMetadataError(f"{what} must be 0 or more, not {number}.")
     return number
+
+
+# --- the plan (issue 16) -----------------------------------------------------------------------------------------
+
+
+def plan_code(items: Iterable[Mapping[str, Any]]) -> str | None:
+    """The plan a subscription names: `hotcross_plan=<code>` in a price's metadata, else in its product's. None when
+    no item names one (the plan stays as staff set it). Raises `PriceMetadataError` when items name different plans.
+    Whether a plan has that code is for the caller (`accounts.services.plans.apply_plan_code`)."""
+    codes = set()
+    for item in items:
+        price = _price_of(item)
+        code = str((price.get("metadata") or {}).get(PLAN_KEY) or "").strip()
+        if not code:
+            code = str((_product_metadata(price.get("product")) or {}).get(PLAN_KEY) or "").strip()
+        if code:
+            codes.add(code)
+    if len(codes) > 1:
+        raise PriceMetadataError(
+            f"The subscription's prices name several plans ({', '.join(sorted(codes))}) in {PLAN_KEY}; name one."
+        )
+    return codes.pop() if codes else None
+
+
+def _product_metadata(product: Any) -> Mapping[str, Any] | None:
+    if isinstance(product, Mapping):
+        return product.get("metadata") or {}
+    if isinstance(product, str) and product:
+        synced = Product.objects.filter(id=product).first()  # not expanded: dj-stripe's synced copy
+        return synced.metadata if synced is not None else None
+    return None

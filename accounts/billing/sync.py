@@ -1,4 +1,4 @@
-"""A synced Stripe subscription → its organization: status, subscription id, seats and pricing model.
+"""A synced Stripe subscription → its organization: status, subscription id, seats, pricing model and plan.
 
 Reads dj-stripe's synced copies (re-fetched from the API), never an event body: events arrive twice, late and out of
 order, and the organization must end in Stripe's *current* state. The organization is found by its Stripe customer id
@@ -25,10 +25,10 @@ from djstripe.models import Subscription
 
 from accounts import services
 from accounts.billing.config import StripeUnavailable, describe_error, secret_key
-from accounts.billing.prices import PriceMetadataError, seat_plan
+from accounts.billing.prices import PriceMetadataError, plan_code, seat_plan
 from accounts.choices import SubscriptionStatus, status_rank
 from accounts.exceptions import InvalidInput
-from accounts.models import Organization
+from accounts.models import Organization, Plan
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +75,21 @@ def apply_subscription(subscription: Subscription, *, actor: Any = None) -> Appl
     except PriceMetadataError as exc:
         problems.append(f"{exc.message} The seats were left as they were.")
         plan = None
+    items = (deciding.stripe_data.get("items") or {}).get("data") or []
+    try:
+        named_plan = plan_code(items)  # issue 16: the plan named in the price's (else product's) metadata
+    except PriceMetadataError as exc:
+        problems.append(f"{exc.message} The plan was left as it was.")
+        named_plan = None
+    if named_plan is not None and not Plan.objects.filter(code=named_plan).exists():
+        problems.append(f"No plan has the code {named_plan[:64]!r} (hotcross_plan); the plan was left as it was.")
     organization = services.apply_subscription_state(
         stripe_customer_id=customer_id,
         status=status,
         subscription_id=deciding.id,
         seats=plan.seats if plan else None,
         pricing_model=plan.pricing_model if plan else None,
+        plan_code=named_plan,
         actor=actor,
     )
     if organization is None:

@@ -23,6 +23,7 @@ from accounts.services._base import (
     save_unique,
     validate,
 )
+from accounts.services.plans import apply_plan_code, plans_changed
 from accounts.wording import newest_refused
 
 logger = logging.getLogger(__name__)
@@ -120,11 +121,13 @@ def apply_subscription_state(
     subscription_id: str,
     seats: int | None,
     pricing_model: str | None,
+    plan_code: str | None = None,
     actor: Any = None,
 ) -> Organization | None:
     """What a Stripe subscription says, written to the organization of that customer under one lock: the status (and
-    subscription id), the seats and the pricing model, each left as it is when None. Each change is one history entry,
-    as if set one by one. Returns None when no organization has the customer id (nothing written)."""
+    subscription id), the seats, the pricing model and the plan (by code), each left as it is when None. Each change
+    is one history entry, as if set one by one. Returns None when no organization has the customer id (nothing
+    written)."""
     status = None if status is None else valid_status(status)
     seats = None if seats is None else valid_seats(seats)
     if pricing_model is not None and pricing_model not in PricingModel.values:
@@ -141,7 +144,9 @@ def apply_subscription_state(
             locked.pricing_model = pricing_model
             locked.save(update_fields=["pricing_model", "updated_at"])
             audit.record(actor=actor, obj=locked, message="Changed pricing model.")
-    keys_changed()
+        if plan_code is not None:  # issue 16: an unknown code keeps the plan (logged, and in the history)
+            apply_plan_code(locked, plan_code, actor)
+    plans_changed()
     return locked
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from typing_extensions import TypedDict
 
+from accounts.plans import terms_for
 from accounts.selectors import get_developer, monthly_usage, seats_in_use
 from mcp_bridge import db, metering
-from mcp_bridge.auth import current_credential
+from mcp_bridge.auth import current_caller, current_credential
 from mcp_bridge.tools import tool
 
 
@@ -23,6 +25,7 @@ class WhoAmI(TypedDict):
     max_seats: int
     credential: str
     oauth_client: str | None
+    plan: dict[str, Any]
 
 
 class Usage(TypedDict):
@@ -35,8 +38,8 @@ class Usage(TypedDict):
 
 @tool(title="Who am I", read_only=True)
 def whoami(_developer_id: uuid.UUID, _organization_id: uuid.UUID) -> WhoAmI:
-    """The developer calling, their organization, its subscription status and seats in use, and the credential used
-    (`api_key`, or `oauth` with the OAuth client's name)."""
+    """The developer calling, their organization, its subscription status and seats in use, the credential used
+    (`api_key`, or `oauth` with the OAuth client's name), and the organization's plan with its limits."""
     credential, oauth_client = current_credential()
     developer = get_developer(_developer_id)
     organization = developer.organization
@@ -51,6 +54,7 @@ def whoami(_developer_id: uuid.UUID, _organization_id: uuid.UUID) -> WhoAmI:
         "max_seats": organization.max_seats,
         "credential": credential,
         "oauth_client": oauth_client,
+        "plan": terms_for(current_caller().plan_id).describe(organization.max_seats),
     }
 
 

@@ -45,7 +45,16 @@ def test_a_working_key_gets_its_principal(header):
             "seats_used": 2,
             "max_seats": 3,
         },
-        "entitlements": {},
+        "entitlements": {  # no plan: every tool, no limit (issue 16)
+            "code": None,
+            "name": None,
+            "tools": "all",
+            "rate_limit_per_developer_per_minute": None,
+            "rate_limit_per_organization_per_minute": None,
+            "monthly_calls_per_seat": None,
+            "monthly_cap": None,
+            "at_cap": None,
+        },
         "cache_seconds": 60,
     }
     assert 0 < max_age(response) <= 60

@@ -73,6 +73,16 @@ def test_whoami_tells_the_developer_their_organization_and_seats(mcp_http):
         "max_seats": 4,
         "credential": "api_key",  # which credential (issue 13): a key here, "oauth" with the client's name otherwise
         "oauth_client": None,
+        "plan": {  # no plan: every tool, no limit (issue 16; tests/plans covers plans)
+            "code": None,
+            "name": None,
+            "tools": "all",
+            "rate_limit_per_developer_per_minute": None,
+            "rate_limit_per_organization_per_minute": None,
+            "monthly_calls_per_seat": None,
+            "monthly_cap": None,
+            "at_cap": None,
+        },
     }
 
 

@@ -25,11 +25,13 @@ from django.views.decorators.debug import sensitive_variables
 from accounts import services
 from accounts.billing.endpoints import save_webhook_endpoint
 from accounts.exceptions import AccountsError
-from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus
+from accounts.models import Developer, Organization, Plan, PricingModel, SubscriptionStatus
+from accounts.services import plans as plan_services
 
 DEMO_ORG_NAME = "Demo Org"
 DEMO_STRIPE_ID = "cus_demo"
 DEMO_EMAIL = "dev@demo.example"
+DEMO_PLAN_CODE = "demo"
 
 
 def python_and_manage() -> str:
@@ -77,6 +79,16 @@ class Command(BaseCommand):
                     user.set_password(options["password"])
                     user.save(update_fields=["password"])
 
+                # A demo plan (issue 16): every tool, a fair-use rate limit and a monthly cap, for the demo
+                # organization when it is first made; staff change it in the admin (Plans).
+                plan = Plan.objects.filter(code=DEMO_PLAN_CODE).first() or plan_services.save_plan(
+                    plan=Plan(
+                        code=DEMO_PLAN_CODE,
+                        name="Demo",
+                        rate_limit_per_developer=600,
+                        monthly_calls_per_seat=10_000,
+                    )
+                )
                 org = Organization.objects.filter(stripe_customer_id=DEMO_STRIPE_ID).first()
                 if org is None:
                     org = services.create_organization(
@@ -87,6 +99,7 @@ class Command(BaseCommand):
                         pricing_model=PricingModel.PER_ORGANIZATION,
                         billing_email="billing@demo.example",
                     )
+                    plan_services.set_plan(organization=org, plan=plan)
                 developer = Developer.objects.filter(email__iexact=DEMO_EMAIL).select_related("organization").first()
                 if developer is None:
                     developer, key = services.add_developer(
@@ -121,6 +134,8 @@ class Command(BaseCommand):
             f"  health       {base}/healthz",
             f"  organization {org.name} ({org.id}), {org.max_seats} seats, {org.subscription_status}",
             f"  developer    {developer.email} ({developer.id})",
+            f"  demo plan    {plan.name} ({plan.code}): {plan.rate_limit_per_developer} calls/min per developer, "
+            f"{plan.monthly_calls_per_seat} calls/month per seat (admin → Plans)",
         ]
         if developer_org.pk != org.pk:
             lines.append(f"                (in {developer_org.name}, {developer_org.id})")
