@@ -34,6 +34,8 @@ import time
 import uuid
 from pathlib import Path
 
+from common import wait_for_server
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 
@@ -237,21 +239,8 @@ def _start(app: list[str], **extra_env: str) -> tuple[int, subprocess.Popen]:
         env=env,
         cwd=ROOT,
     )
-    asyncio.run(_wait(port))
+    asyncio.run(wait_for_server(port))
     return port, process
-
-
-async def _wait(port: int) -> None:
-    import httpx2
-
-    async with httpx2.AsyncClient() as http:
-        for _ in range(300):
-            try:
-                await http.post(f"http://127.0.0.1:{port}/mcp", json={})
-                return
-            except httpx2.TransportError:
-                await asyncio.sleep(0.2)
-    raise SystemExit(f"the server on port {port} did not start")
 
 
 async def _load(port: int, headers: dict[str, str], *, clients: int, calls: int) -> tuple[float, float, float]:

@@ -20,18 +20,7 @@ from accounts.services import plans as plan_services
 class PlanForm(forms.ModelForm):
     class Meta:
         model = Plan
-        fields = (
-            "code",
-            "name",
-            "allows_all_tools",
-            "allowed_tools",
-            "rate_limit_per_developer",
-            "rate_limit_per_organization",
-            "monthly_calls_per_seat",
-            "at_cap",
-            "metered_billing",
-            "stripe_meter_event_name",
-        )
+        fields = plan_services.PLAN_FIELDS
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

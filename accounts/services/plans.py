@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 MAX_TOOL_PATTERNS = 200
 _PATTERN = re.compile(r"^[A-Za-z0-9_.\-*?\[\]!/:]{1,128}$")
-_PLAN_FIELDS = (
+PLAN_FIELDS = (
     "code",
     "name",
     "allows_all_tools",
@@ -57,7 +57,7 @@ def clean_tool_patterns(text: str, *, allows_all_tools: bool) -> str:
 def save_plan(*, plan: Plan, actor: Any = None) -> Plan:
     """Create or change a plan (its fields already set). Calls follow the new terms within a second."""
     adding = plan._state.adding
-    before = {} if adding else dict(Plan.objects.filter(pk=plan.pk).values(*_PLAN_FIELDS).first() or {})
+    before = {} if adding else dict(Plan.objects.filter(pk=plan.pk).values(*PLAN_FIELDS).first() or {})
     plan.code = (plan.code or "").strip()
     plan.name = (plan.name or "").strip()
     plan.allowed_tools = clean_tool_patterns(plan.allowed_tools, allows_all_tools=plan.allows_all_tools)
@@ -68,7 +68,7 @@ def save_plan(*, plan: Plan, actor: Any = None) -> Plan:
     if adding:
         audit.record(actor=actor, obj=plan, flag=audit.ADDITION, message=f"Created plan {plan.code}.")
     else:
-        changed = [name.replace("_", " ") for name in _PLAN_FIELDS if before.get(name) != getattr(plan, name)]
+        changed = [name.replace("_", " ") for name in PLAN_FIELDS if before.get(name) != getattr(plan, name)]
         if changed:
             audit.record(actor=actor, obj=plan, message=f"Changed {', '.join(changed)}.")
     plans_changed()
