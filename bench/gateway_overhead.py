@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from mcp_overhead import _QUIET, _create_database_if_missing, _load, _wait  # noqa: E402  (the same harness)
+from common import wait_for_server  # noqa: E402
+from mcp_overhead import _QUIET, _create_database_if_missing, _load  # noqa: E402  (the same harness)
 
 UPSTREAM = ROOT / "tests" / "gateway" / "old_hotcross.py"
 
@@ -172,7 +173,7 @@ def _start_revision(revision: str, folder: Path) -> tuple[int, subprocess.Popen]
         env=env,
         cwd=folder,
     )
-    asyncio.run(_wait(port))
+    asyncio.run(wait_for_server(port))
     return port, process
 
 
@@ -188,7 +189,7 @@ def _start_upstream() -> tuple[int, subprocess.Popen]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    asyncio.run(_wait(port))
+    asyncio.run(wait_for_server(port))
     return port, process
 
 
