@@ -44,6 +44,10 @@ TOOL_CALLS = Counter(
 )
 # Issue 16: tools/call refused by the plan (tool_not_in_plan, rate_limited, monthly_cap_reached); never metered.
 TOOL_CALLS_REFUSED = Counter("hotcross_tool_calls_refused", "MCP tool calls refused by the plan, by reason", ["reason"])
+# Issue 14: forwarded tools/call by the path that served it: direct (mcp_bridge.gateway.direct) or sdk (the server).
+GATEWAY_FORWARDED = Counter(
+    "hotcross_gateway_forwarded_calls", "Forwarded tools/call by path (direct: without the SDK's server; sdk)", ["path"]
+)
 RATE_LIMIT_CHECKS = Counter(
     "hotcross_rate_limit_checks", "Plan rate-limit checks by outcome (ok, refused, redis_unavailable)", ["outcome"]
 )

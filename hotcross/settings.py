@@ -252,6 +252,9 @@ HOTCROSS_MCP_UPSTREAM_REFRESH_SECONDS = env.float("HOTCROSS_MCP_UPSTREAM_REFRESH
 HOTCROSS_MCP_UPSTREAM_IDLE_SECONDS = env.float("HOTCROSS_MCP_UPSTREAM_IDLE_SECONDS", default=600.0)
 HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES = env.int("HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES", default=20)
 HOTCROSS_MCP_UPSTREAM_DATA_DIR = env.str("HOTCROSS_MCP_UPSTREAM_DATA_DIR", default=str(BASE_DIR / "var" / "upstream"))
+# A tools/call of an HTTP upstream's tool is answered by the bridge's direct forwarding, without the mcp SDK's server
+# (mcp_bridge.gateway.direct: same rules, a fraction of the CPU); false: every request goes through the SDK.
+HOTCROSS_MCP_DIRECT_FORWARD = env.bool("HOTCROSS_MCP_DIRECT_FORWARD", default=True)
 # Plans (accounts.plans): the code of the plan of organizations that have none of their own; empty: no plan (every
 # tool, no limits, no usage billing).
 HOTCROSS_DEFAULT_PLAN = env.str("HOTCROSS_DEFAULT_PLAN", default="")

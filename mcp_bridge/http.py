@@ -34,6 +34,7 @@ from hotcross.db import bound_queries
 from mcp_bridge import metering
 from mcp_bridge.auth import BearerKeyMiddleware
 from mcp_bridge.gateway import pool as gateway_pool
+from mcp_bridge.gateway.direct import DirectForwarding
 from mcp_bridge.server import build_server
 
 MCP_PATH = "/mcp"
@@ -56,8 +57,10 @@ class MCPHttpApp:
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         )
         metadata = settings.HOTCROSS_PUBLIC_URL + RESOURCE_METADATA_PATH
-        oauth_app = BearerKeyMiddleware(sdk_app, resource_metadata_url=metadata) if authenticated else sdk_app
-        key_app = BearerKeyMiddleware(sdk_app) if authenticated else sdk_app
+        # A tools/call of an HTTP upstream's tool skips the SDK's server (mcp_bridge.gateway.direct).
+        forwarding_app = DirectForwarding(sdk_app, server)
+        oauth_app = BearerKeyMiddleware(forwarding_app, resource_metadata_url=metadata) if authenticated else sdk_app
+        key_app = BearerKeyMiddleware(forwarding_app) if authenticated else sdk_app
         self._app: ASGIApp = HostOriginGuard(PostOnly(oauth_app))
         self._key_app: ASGIApp = HostOriginGuard(PostOnly(key_app))
 

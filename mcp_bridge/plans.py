@@ -28,6 +28,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
 from accounts import limits
+from accounts.authentication import Principal
 from accounts.choices import AtCap
 from accounts.plans import PlanTerms, aterms_for
 from hotcross import metrics
@@ -128,27 +129,42 @@ class PlanMiddleware:
                 result = {**result, "tools": [tool for tool in result["tools"] if terms.allows(tool.get("name", ""))]}
             return result
         params = ctx.params if isinstance(ctx.params, dict) else {}
-        name = params.get("name")
-        if isinstance(name, str) and not terms.allows(name):
-            raise refused(not_in_plan(terms, name))
-        cap = terms.monthly_cap(principal.max_seats)
-        if cap is not None and terms.at_cap == AtCap.REFUSE:
-            try:
-                used = await limits.amonthly_calls(principal.organization_id)
-            except DatabaseUnavailable as exc:
-                raise unavailable_error(exc) from None
-            if used >= cap:
-                raise refused(cap_reached(terms, cap))
-        if terms.rate_limit_per_developer or terms.rate_limit_per_organization:
-            decision = await limits.acheck(
-                principal.developer_id,
-                principal.organization_id,
-                terms.rate_limit_per_developer,
-                terms.rate_limit_per_organization,
-            )
-            if not decision.allowed:
-                note_http_refusal(decision.retry_after)
-                raise refused(rate_limited(terms, decision))
-        if cap is not None:
-            limits.monthly_calls.count(principal.organization_id)
+        await admit(terms, principal, params.get("name"))
         return await call_next(ctx)
+
+
+async def admit_call(principal: Principal, name: str) -> None:
+    """The plan's rules for one `tools/call` of `name` by `principal`, outside the MCP server (the gateway's direct
+    forwarding, `mcp_bridge.gateway.direct`): returns when the call may be served, else raises the client's error."""
+    try:
+        terms = await aterms_for(principal.plan_id)
+    except DatabaseUnavailable as exc:
+        raise unavailable_error(exc) from None
+    await admit(terms, principal, name)
+
+
+async def admit(terms: PlanTerms, principal: Principal, name: Any) -> None:
+    """Tool gating, the monthly cap and the rate limits of `terms` for one call of `name`: returns when it may be
+    served (and counts it towards the cap), else raises the refusal as the client's JSON-RPC error."""
+    if isinstance(name, str) and not terms.allows(name):
+        raise refused(not_in_plan(terms, name))
+    cap = terms.monthly_cap(principal.max_seats)
+    if cap is not None and terms.at_cap == AtCap.REFUSE:
+        try:
+            used = await limits.amonthly_calls(principal.organization_id)
+        except DatabaseUnavailable as exc:
+            raise unavailable_error(exc) from None
+        if used >= cap:
+            raise refused(cap_reached(terms, cap))
+    if terms.rate_limit_per_developer or terms.rate_limit_per_organization:
+        decision = await limits.acheck(
+            principal.developer_id,
+            principal.organization_id,
+            terms.rate_limit_per_developer,
+            terms.rate_limit_per_organization,
+        )
+        if not decision.allowed:
+            note_http_refusal(decision.retry_after)
+            raise refused(rate_limited(terms, decision))
+    if cap is not None:
+        limits.monthly_calls.count(principal.organization_id)

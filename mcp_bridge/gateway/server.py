@@ -38,6 +38,7 @@ from mcp_types import (
     Tool as MCPTool,
 )
 
+from hotcross import metrics
 from mcp_bridge import metering
 from mcp_bridge.auth import current_caller
 from mcp_bridge.gateway import pool
@@ -117,6 +118,8 @@ class GatewayServer(MCPServer):
         arguments = forwarded_arguments(tool, arguments, caller)
         meta = caller_meta(caller)
         token = _progress_token(context)
+
+        metrics.GATEWAY_FORWARDED.labels("sdk").inc()
 
         async def forward() -> CallToolResult:
             return await upstream.call_tool(name, arguments, meta, _relay(context, token), progress=token is not None)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import anyio
 import httpx2
 from mcp.client.session import ClientSession, IncomingMessage
@@ -59,6 +60,7 @@ RESTART_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # back-off between attempts 
 HEALTHY_SECONDS = 30.0  # an upstream up this long starts its back-off from the beginning when it breaks again
 MAX_PAGES = 100  # of a paginated list
 MAX_SSE_EVENT = 16 * 1024 * 1024  # bytes of one event of a forwarded call's SSE answer
+FORWARDING_CONNECTIONS = 100  # keep-alive connections to an HTTP upstream for forwarded calls (per upstream)
 STOP_SECONDS = 5.0
 CLIENT_INFO = Implementation(name="hotcross-gateway", version="1")
 
@@ -108,7 +110,9 @@ class Upstream:
         self._refresh_wanted = False
         self._retry_at = 0.0
         self._retired = False  # stopped for good (idle, LRU cap, end of a probe): never started again
-        self._http: httpx2.AsyncClient | None = None  # HTTP transport: the connection pool, shared with the SDK's
+        # HTTP transport: the forwarding pool (aiohttp: a quarter of httpx's CPU per request; the SDK client keeps its
+        # own httpx pool for initialize and the lists).
+        self._http: aiohttp.ClientSession | None = None
         self._http_session: str | None = None  # the upstream's Mcp-Session-Id, if it gave one
         self._next_id = 0
 
@@ -189,7 +193,13 @@ class Upstream:
                 f"{self.public_name} stopped while answering {what} (it exited or crashed); it is being restarted. "
                 "Try again in a few seconds."
             ) from None
-        except (httpx2.HTTPError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+        except (
+            httpx2.HTTPError,
+            aiohttp.ClientError,
+            OSError,
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+        ) as exc:
             self.break_connection(f"the connection failed: {exc.__class__.__name__}")
             raise unavailable(
                 f"{self.public_name} could not be reached for {what}; try again in a few seconds."
@@ -221,10 +231,7 @@ class Upstream:
         """
         what = f"tools/call {name!r}"
         if self.config.transport == "http":
-            params = {"name": name, "arguments": arguments, "_meta": meta}
-            if progress:
-                self._next_id += 1
-                params["_meta"] = {**meta, "progressToken": f"hotcross-progress-{self._next_id}"}
+            params = self._call_params(name, arguments, meta, progress)
 
             async def post(session: ClientSession) -> CallToolResult:
                 return CallToolResult.model_validate(await self._post(session, "tools/call", params, on_notification))
@@ -244,6 +251,29 @@ class Upstream:
             lambda session: session.call_tool(name, arguments, meta=meta, progress_callback=relay),  # type: ignore[arg-type]
         )
 
+    async def call_tool_json(self, name: str, arguments: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+        """An HTTP upstream's `tools/call` result as it sent it (a dict with a `content` list), for the direct
+        forwarding of `mcp_bridge.gateway.direct`; failures as `call_tool`'s. Nothing the upstream says meanwhile
+        is passed on (a stateless JSON answer has no room for it)."""
+        params = self._call_params(name, arguments, meta, progress=False)
+
+        async def post(session: ClientSession) -> dict[str, Any]:
+            result = await self._post(session, "tools/call", params, None)
+            if not isinstance(result.get("content"), list):
+                raise ValueError("a tools/call result without content")
+            return result
+
+        return await self.request(f"tools/call {name!r}", post)
+
+    def _call_params(
+        self, name: str, arguments: dict[str, Any], meta: dict[str, Any], progress: bool
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"name": name, "arguments": arguments, "_meta": meta}
+        if progress:
+            self._next_id += 1
+            params["_meta"] = {**meta, "progressToken": f"hotcross-progress-{self._next_id}"}
+        return params
+
     async def _post(
         self,
         session: ClientSession,
@@ -255,7 +285,7 @@ class Upstream:
         may be JSON or an SSE stream; notifications in the stream go to `on_notification`."""
         http = self._http
         if http is None:
-            raise httpx2.TransportError("not connected")
+            raise aiohttp.ClientConnectionError("not connected")
         self._next_id += 1
         request_id = f"hotcross-{self._next_id}"
         body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}).encode()
@@ -264,10 +294,10 @@ class Upstream:
             headers["mcp-protocol-version"] = session.protocol_version
         if self._http_session:
             headers["mcp-session-id"] = self._http_session
-        async with http.stream("POST", self.config.url, content=body, headers=headers) as response:
-            if response.status_code == 404 and self._http_session:
+        async with http.post(self.config.url, data=body, headers=headers) as response:
+            if response.status == 404 and self._http_session:
                 self.break_connection("it no longer knows the session (HTTP 404)")
-                raise httpx2.TransportError("session gone")
+                raise aiohttp.ClientConnectionError("session gone")
             kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
             if kind == "text/event-stream":
                 async for message in _sse_messages(response):
@@ -276,9 +306,9 @@ class Upstream:
                     if "id" not in message and isinstance(message.get("method"), str) and on_notification:
                         await on_notification(message)
                 raise ValueError("the event stream ended without an answer")
-            answer = json.loads(await response.aread())
+            answer = json.loads(await response.read())
             if not isinstance(answer, dict) or answer.get("id") != request_id:
-                raise ValueError(f"HTTP {response.status_code} without the answer")
+                raise ValueError(f"HTTP {response.status} without the answer")
             return _answer(answer)
 
     def ensure_running(self) -> None:
@@ -365,16 +395,23 @@ class Upstream:
                 async def note_session(response: httpx2.Response) -> None:
                     self._http_session = response.headers.get("mcp-session-id") or self._http_session
 
+                timeout = httpx2.Timeout(self.config.timeout, connect=min(10.0, self.config.start_timeout))
                 http = await stack.enter_async_context(
                     httpx2.AsyncClient(
+                        headers=self.config.headers, timeout=timeout, event_hooks={"response": [note_session]}
+                    )
+                )
+                forwarding = await stack.enter_async_context(
+                    aiohttp.ClientSession(
                         headers=self.config.headers,
-                        timeout=httpx2.Timeout(self.config.timeout, connect=min(10.0, self.config.start_timeout)),
-                        event_hooks={"response": [note_session]},
+                        timeout=aiohttp.ClientTimeout(sock_connect=min(10.0, self.config.start_timeout)),
+                        connector=aiohttp.TCPConnector(limit=FORWARDING_CONNECTIONS, force_close=False),
+                        auto_decompress=True,
                     )
                 )
                 stack.callback(setattr, self, "_http", None)
                 read, write = await stack.enter_async_context(streamable_http_client(self.config.url, http_client=http))
-                self._http = http
+                self._http = forwarding
             else:
                 # The upstream's stderr is the server's (its log): what it says when it fails is there.
                 read, write = await stack.enter_async_context(stdio_client(self._parameters(), errlog=_stderr()))
@@ -484,12 +521,13 @@ def _answer(message: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-async def _sse_messages(response: httpx2.Response) -> AsyncIterator[dict[str, Any]]:
+async def _sse_messages(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
     """The JSON-RPC messages of an SSE answer (each event's `data` lines joined; events without data, such as the
     priming event of a resumable stream, skipped)."""
     data: list[str] = []
     size = 0
-    async for line in response.aiter_lines():
+    while raw := await response.content.readline(max_line_length=MAX_SSE_EVENT + 64):
+        line = raw.decode().rstrip("\r\n")
         if not line:
             text, data, size = "\n".join(data), [], 0
             if text.strip():

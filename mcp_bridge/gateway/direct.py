@@ -1,0 +1,167 @@
+"""Direct forwarding: a `tools/call` of an HTTP upstream's tool, answered without the mcp SDK's server (issue 14).
+
+For every request the SDK's stateless streamable-HTTP path builds a transport, a server session, task groups and
+memory streams, and validates the message with Pydantic both ways; for a forwarded call that costs the bridge more
+CPU than the upstream's whole answer (`bench/gateway_overhead.py`). So a POST whose body is exactly one JSON-RPC
+`tools/call` request of a tool the (shared, HTTP) upstream lists is answered here, by the same rules in the same
+order as through the SDK:
+
+1. the credential was checked and the caller bound by `BearerKeyMiddleware`, which this app sits inside (and which
+   turns a `rate_limited` refusal into HTTP 429 with `Retry-After`);
+2. the caller's plan admits the call (`mcp_bridge.plans.admit_call`: the tool, the monthly cap, the rate limits);
+3. it is metered like any forwarded call (`metering.metered`: ok or error, with its duration; refused when the usage
+   buffer is full);
+4. the identity arguments and `_meta` are filled (`mcp_bridge.gateway.identity`) and the call is one POST to the
+   upstream (`Upstream.call_tool_json`), whose failures are the gateway's errors (`upstream_unavailable`,
+   `upstream_timeout`); its result passes through as the upstream sent it, `isError` included.
+
+Anything else goes to the SDK unchanged, the body replayed, so it is answered exactly as before: other methods,
+batches, notifications, a progress token, built-in tools, names the upstream does not list, a stdio or
+per-organization upstream, an upstream that is not up yet (the SDK path waits for it and says why it is down),
+headers the SDK would refuse (Accept, Content-Type, an unknown `MCP-Protocol-Version`), and bodies it would refuse
+(not JSON, not valid JSON-RPC, too large). `HOTCROSS_MCP_DIRECT_FORWARD=false` sends everything to the SDK.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
+
+from django.conf import settings
+from mcp.server.mcpserver import MCPServer
+from mcp.server.streamable_http import check_accept_headers
+from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hotcross import metrics
+from mcp_bridge import metering
+from mcp_bridge.auth import current_caller
+from mcp_bridge.gateway import pool
+from mcp_bridge.gateway.identity import caller_meta, forwarded_arguments
+from mcp_bridge.gateway.upstream import Upstream
+from mcp_bridge.plans import admit_call
+
+logger = logging.getLogger(__name__)
+
+_REQUEST_KEYS = frozenset({"jsonrpc", "id", "method", "params"})
+_PARAMS_KEYS = frozenset({"name", "arguments", "_meta"})
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_DIRECT = metrics.GATEWAY_FORWARDED.labels("direct")
+
+
+class DirectForwarding:
+    """ASGI app inside `BearerKeyMiddleware`, in front of the SDK's streamable-HTTP app (`server`'s)."""
+
+    def __init__(self, app: ASGIApp, server: MCPServer) -> None:
+        self.app = app
+        self.server = server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not settings.HOTCROSS_MCP_DIRECT_FORWARD or pool.gateway() is None:
+            await self.app(scope, receive, send)
+            return
+        if not _headers_the_sdk_accepts(scope):
+            await self.app(scope, receive, send)
+            return
+        read = await _read_body(receive)
+        if read is None:
+            return  # the client went away
+        body, more = read
+        found = None if more or len(body) > DEFAULT_MAX_REQUEST_BODY_SIZE else await self._forwardable(body)
+        if found is None:
+            await self.app(scope, _replay(body, more, receive), send)
+            return
+        request_id, upstream, name, arguments = found
+        answer: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
+        try:
+            answer["result"] = await self._forward(upstream, name, arguments)
+        except MCPError as exc:
+            answer["error"] = exc.error.model_dump(by_alias=True, exclude_unset=True)
+        body = json.dumps(answer, separators=(",", ":")).encode()
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _forwardable(self, body: bytes) -> tuple[str | int, Upstream, str, dict[str, Any]] | None:
+        """(id, upstream, tool name, arguments) of a request this app answers; None for everything else."""
+        try:
+            message = json.loads(body)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(message, dict) or message.keys() != _REQUEST_KEYS:
+            return None
+        request_id, params = message["id"], message["params"]
+        if message["jsonrpc"] != "2.0" or message["method"] != "tools/call":
+            return None
+        if not isinstance(request_id, str | int) or isinstance(request_id, bool):
+            return None
+        if not isinstance(params, dict) or not params.keys() <= _PARAMS_KEYS:
+            return None
+        name, arguments, meta = params.get("name"), params.get("arguments"), params.get("_meta")
+        if not isinstance(name, str) or not isinstance(arguments, dict | None):
+            return None
+        if meta is not None and (not isinstance(meta, dict) or "progressToken" in meta):
+            return None  # progress: the SDK path relays what it can
+        if self.server._tool_manager.get_tool(name) is not None:
+            return None  # a built-in or module tool
+        gateway = pool.gateway()
+        if gateway is None or gateway.per_organization:
+            return None
+        upstream = await gateway.upstream_for(current_caller())
+        if upstream.config.transport != "http" or upstream.state != "up" or name not in upstream.listing.tools:
+            return None
+        return request_id, upstream, name, arguments or {}
+
+    async def _forward(self, upstream: Upstream, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        caller = current_caller()
+        await admit_call(caller, name)
+        tool = upstream.listing.tools.get(name)
+        forwarded, meta = forwarded_arguments(tool, arguments, caller), caller_meta(caller)
+        _DIRECT.inc()
+        return await metering.metered(name, lambda: upstream.call_tool_json(name, forwarded, meta))
+
+
+def _headers_the_sdk_accepts(scope: Scope) -> bool:
+    """The SDK's checks of a POST's headers (Accept, Content-Type, MCP-Protocol-Version), passed: a request failing
+    any of them goes to the SDK, which answers it as it always has."""
+    headers = Headers(scope=scope)
+    has_json, _ = check_accept_headers(SimpleNamespace(headers=headers))  # type: ignore[arg-type]
+    if not has_json:
+        return False
+    content_type = headers.get("content-type", "")
+    if "application/json" not in (part.strip() for part in content_type.split(";")[0].split(",")):
+        return False
+    version = headers.get("mcp-protocol-version")
+    return version is None or version in HANDSHAKE_PROTOCOL_VERSIONS
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, bool] | None:
+    """The request body, read until its end or past the SDK's size limit: (what was read, whether more follows);
+    None when the client went away."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body += message.get("body", b"")
+        more = bool(message.get("more_body", False))
+        if not more or len(body) > DEFAULT_MAX_REQUEST_BODY_SIZE:
+            return bytes(body), more
+
+
+def _replay(body: bytes, more: bool, receive: Receive) -> Callable[[], Awaitable[Message]]:
+    """`receive` that gives what was already read first, then the rest of the request."""
+    pending = [body]
+
+    async def replayed() -> Message:
+        if pending:
+            return {"type": "http.request", "body": pending.pop(), "more_body": more}
+        return await receive()
+
+    return replayed
