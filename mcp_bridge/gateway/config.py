@@ -7,10 +7,13 @@ import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 SCOPES = ("shared", "organization")
 
@@ -78,9 +81,30 @@ _NAMES = (
 def upstream_config() -> UpstreamConfig | None:
     """The configured upstream, or None when `HOTCROSS_MCP_UPSTREAM` is empty. Raises `ImproperlyConfigured`.
 
-    Read on every request, so remembered for the settings' current values.
+    Read on every request, so parsed once and remembered until one of its settings changes (`override_settings`
+    sends `setting_changed`; a running server's settings do not change).
     """
-    return _parsed(tuple(repr(getattr(settings, name, None)) for name in _NAMES))
+    found = _current
+    if found is _UNREAD:
+        found = _remember(_parsed(tuple(repr(getattr(settings, name, None)) for name in _NAMES)))
+    return found  # type: ignore[return-value]
+
+
+_UNREAD = object()
+_current: object = _UNREAD
+
+
+def _remember(config: UpstreamConfig | None) -> UpstreamConfig | None:
+    global _current
+    _current = config
+    return config
+
+
+@receiver(setting_changed)
+def _forget(*, setting: str, **_kwargs: Any) -> None:
+    global _current
+    if setting in _NAMES:
+        _current = _UNREAD
 
 
 @functools.lru_cache(maxsize=8)

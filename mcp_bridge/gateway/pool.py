@@ -122,7 +122,7 @@ def gateway() -> Gateway | None:
         return None
     loop = asyncio.get_running_loop()
     found = _gateways.get(loop)
-    if found is None or found.config != config:
+    if found is None or (found.config is not config and found.config != config):
         found = _gateways[loop] = Gateway(config)
     return found
 
