@@ -83,6 +83,9 @@ class DirectForwarding:
             answer["result"] = await self._forward(upstream, name, arguments)
         except MCPError as exc:
             answer["error"] = exc.error.model_dump(by_alias=True, exclude_unset=True)
+        except Exception as exc:  # a bug, not the client's mistake: what the SDK's server answers then, not a 500
+            logger.exception("direct forwarding of tools/call %r failed", name)
+            answer["result"] = {"content": [{"type": "text", "text": str(exc)}], "isError": True}
         body = json.dumps(answer, separators=(",", ":")).encode()
         headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
