@@ -13,6 +13,39 @@ Where the buckets live:
 - Redis unreachable: `HOTCROSS_RATE_LIMIT_FAIL_OPEN` (default true) lets calls through; false refuses them with
   `rate_limited` (retry after `REDIS_RETRY_SECONDS`). Either way never an error; after a failure Redis is not asked
   again for `REDIS_RETRY_SECONDS`, so an outage costs one failed attempt a second per process, not one per call.
+
+Leases (the async check, `acheck`, which the bridge awaits on every `tools/call`): a Redis round trip through
+redis-py's asyncio client costs ~240 µs of CPU, a fifth of the bridge's whole call, so a process may take more than
+one token in one round trip and spend them locally:
+
+- The script grants `min(want, floor(have - limit/2))` over both buckets: tokens from the **upper half** of each
+  bucket only, and at least 1 whenever both have a token (refusal and `retry_after` exactly as without leases).
+- `want` is this process's own admitted calls for the (developer, organization) pair in the previous
+  `LEASE_SECONDS` period, in [1, `MAX_LEASE`]: a cold burst asks for 1 token at a time (exact), only sustained local
+  demand with a bucket more than half full gets a bigger lease.
+- The tokens beyond the call's own are this event loop's lease for the pair, spent without Redis until
+  `LEASE_SECONDS` after the take. At expiry the unused ones go back: piggybacked on the next take for the pair, or
+  by a timer at expiry (fire and forget). A change of the plan's limits drops the lease (its tokens go back).
+- While one take for more than one token is in flight for a pair, the loop's other calls for it wait for its lease
+  rather than each asking Redis.
+
+What holds:
+
+- **Never more calls than the limit**: every admitted call spends a token taken in Redis; a give-back returns only
+  unused tokens, capped at the limit, which leaves the bucket as if they had never been taken. The one difference
+  is timing: a token may be spent up to `LEASE_SECONDS` after it was taken, so over any T seconds a pair makes at
+  most `limit + rate × (T + LEASE_SECONDS)` calls instead of `limit + rate × T` (`limit / 240` more: under one call
+  for limits below 240 a minute).
+- **Near the limit every call is decided in Redis**: with a bucket at most half full, every take is of one token,
+  exactly as without leases. A refusal can come while another process still holds unused leased tokens (at most
+  what it leased from the upper half, ≤ `MAX_LEASE` a take); they are back in Redis within `LEASE_SECONDS`, so such
+  a refusal is at most `LEASE_SECONDS` early for them, and its `Retry-After` (from Redis's buckets) errs long.
+- Redis down: a live lease is still spent (≤ `LEASE_SECONDS`), then the fail-open/closed rule above; the unused
+  tokens of a lease that cannot be given back are lost (fewer calls, never more).
+- What it saves: under sustained demand one round trip per up to `MAX_LEASE` calls, and a leased check costs a few
+  µs instead of ~240 (`bench/mcp_overhead.py` prints both).
+
+The sync `check` (tests, sync callers) always takes exactly one token in Redis; `LocalBuckets` have no leases.
 """
 
 from __future__ import annotations
