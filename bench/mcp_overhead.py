@@ -7,9 +7,11 @@ Three uvicorn processes, one worker each, measured one at a time and alternately
 - bridge: `hotcross.asgi:application`, the full path (Host check, key check, caller binding, metering INSERT), for a
   developer with no plan (no limit checked);
 - limited: the same with `REDIS_URL` (`--redis-url`), for a developer whose plan has rate limits per developer and per
-  organization (high enough never to refuse: every call is checked in Redis) and a monthly cap that refuses;
+  organization (high enough never to refuse; every call is checked against the Redis buckets, most of them through
+  the worker's lease, see `accounts.limits`) and a monthly cap that refuses;
 - bare: the same `MCPServer` (same tool, stateless JSON mode) with no auth and no metering.
-Then a micro-benchmark of `accounts.limits.check` in this process: µs per check, Redis and per-process buckets.
+Then a micro-benchmark of `accounts.limits` in this process: µs per check, Redis (sync, one round trip each; and the
+async check under sustained demand, with leases) and per-process buckets.
 A load generator in this process keeps `--clients` requests in flight. It prints each round, then the median
 throughput and latency of each, and the ratio (target: bridge ≥ 0.90 of bare): the ratio of the medians, and the
 median of each round's own ratio (a round measures bare, then bridge, so a machine that slows down for a while
@@ -200,10 +202,32 @@ def _limit_check_cost(redis_url: str, iterations: int) -> None:
             decision = take()
         figures[name] = (time.perf_counter() - started) / iterations * 1e6
         assert decision.allowed
+    figures["Redis, async, leased"] = _leased_check_cost(redis_buckets, iterations)
     print(f"limit check cost ({iterations} checks each):")
     for name, micros in figures.items():
         ratio = micros / figures["baseline (no check)"]
         print(f"  {name:22}: {micros:8.2f} µs per check ({ratio:,.0f}× the baseline)")
+
+
+def _leased_check_cost(redis_buckets, iterations: int) -> float:
+    """µs per `RedisBuckets.atake` (what the bridge awaits) under sustained demand: after one warm lease period, most
+    checks are served from this event loop's lease, one Redis round trip per `MAX_LEASE` calls at most."""
+    from accounts import limits
+
+    developer, organization = f"{limits.KEY_PREFIX}d:bench-leased", f"{limits.KEY_PREFIX}o:bench-leased"
+
+    async def run() -> float:
+        warm_until = time.monotonic() + 2 * limits.LEASE_SECONDS
+        while time.monotonic() < warm_until:  # a period of demand, so the next takes ask for leases
+            await redis_buckets.atake(developer, organization, 10**9, 10**9)
+        started = time.perf_counter()
+        for _ in range(iterations):
+            decision = await redis_buckets.atake(developer, organization, 10**9, 10**9)
+        elapsed = time.perf_counter() - started
+        assert decision.allowed
+        return elapsed / iterations * 1e6
+
+    return asyncio.run(run())
 
 
 def _create_database_if_missing(connection) -> None:

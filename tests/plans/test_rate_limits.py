@@ -209,3 +209,48 @@ def test_redis_down_and_back_on_a_running_server(tmp_path):
             assert closed.headers["Retry-After"] == "1"
     finally:
         proxy.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_with_leases_still_hold_a_larger_limit_exactly(tmp_path):
+    """Warm traffic first, so each worker has local demand and takes leases (upper half of the bucket: above 20 of
+    40 tokens); then a burst one call over what is left gives exactly one refusal. Exact here because each worker's
+    lease (≤ its previous period's demand, ≤ what is above half) is spent by its own share of the burst; in general a
+    refusal can come while another worker still holds unused leased tokens — at most what was above half of the
+    bucket, and only until they go back (≤ `limits.LEASE_SECONDS`): see the module docstring."""
+    limit, rounds, per_round = 40, 4, 4
+    developer = limited_developer(per_developer=limit)
+    headers = {**ACCEPT, "Authorization": f"Bearer {developer.plain_key}"}
+    with uvicorn_workers(tmp_path, 2, REDIS_URL=REDIS_URL) as server:
+        for _ in range(8):
+            listed = httpx2.post(server.url, json={"jsonrpc": "2.0", "id": 0, "method": "tools/list"}, headers=headers)
+            assert listed.status_code == 200
+
+        async def traffic():
+            async with httpx2.AsyncClient(
+                headers=headers, timeout=30, limits=httpx2.Limits(max_connections=50)
+            ) as http:
+                started = time.monotonic()
+                warm = []
+                for _ in range(rounds):
+                    warm += await asyncio.gather(*(http.post(server.url, json=call(n)) for n in range(per_round)))
+                    await asyncio.sleep(0.1)  # over more than one lease period: the demand of the previous one counts
+                left = limit - rounds * per_round
+                stats.config_resetstat()
+                burst = await asyncio.gather(*(http.post(server.url, json=call(n)) for n in range(left + 1)))
+                return warm, burst, time.monotonic() - started
+
+        stats = redis.Redis.from_url(REDIS_URL)
+        warm, burst, elapsed = asyncio.run(traffic())
+        round_trips = int(stats.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+    assert [answer.status_code for answer in warm] == [200] * rounds * per_round
+    # Exact: what was left is served and the one call over it refused. A slow machine lets tokens come back during
+    # the run; then the burst may also get those, never fewer than what was left, never more than that plus them.
+    refill = math.floor(elapsed * limit / limits.WINDOW_SECONDS)
+    left = limit - rounds * per_round
+    statuses = [answer.status_code for answer in burst]
+    assert set(statuses) <= {200, 429}, statuses
+    assert left <= statuses.count(200) <= left + refill, (statuses, elapsed)
+    if refill == 0:
+        assert statuses.count(429) == 1, statuses
+    assert round_trips < len(burst), round_trips  # some of the burst was served from leases

@@ -1,0 +1,170 @@
+"""Rate-limit leases (issue 16, the per-call cost): a process takes several tokens in one Redis round trip, from the
+upper half of a bucket only and as many as its own recent demand, spends them locally for `LEASE_SECONDS`, and gives
+back what it did not use. Two `RedisBuckets` here are two processes on one real Redis (DB 11, as the other rate-limit
+tests); round trips are counted by Redis itself (`INFO commandstats`)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import redis
+from django.core.cache.backends.redis import RedisCache
+from django.test import override_settings
+
+from accounts import limits
+from tests.mcp_bridge.conftest import TcpProxy
+
+REDIS_URL = "redis://127.0.0.1:6379/11"
+OPTIONS = {"OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_limits():
+    limits.reset()
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    yield
+    limits.reset()
+
+
+def buckets(url: str = REDIS_URL) -> limits.RedisBuckets:
+    """A process's buckets (its own leases and its own Redis connection)."""
+    return limits.RedisBuckets(RedisCache(url, OPTIONS))
+
+
+def pair() -> tuple[str, str]:
+    return f"{limits.KEY_PREFIX}d:{uuid.uuid4()}", f"{limits.KEY_PREFIX}o:{uuid.uuid4()}"
+
+
+def evalsha_calls() -> int:
+    stats = redis.Redis.from_url(REDIS_URL).info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def available(key: str, limit: int) -> float:
+    """The bucket's tokens now, as the script computes them (Redis's clock)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    stored, ts = client.hmget(key, "tokens", "ts")
+    seconds, micros = client.time()
+    if stored is None:
+        return float(limit)
+    now = seconds + micros / 1e6
+    return min(float(limit), float(stored) + max(0.0, now - float(ts)) * limit / limits.WINDOW_SECONDS)
+
+
+def leased(process: limits.RedisBuckets) -> int:
+    """Tokens this process holds in live leases (state read, not changed)."""
+    return sum(lease.tokens for leases in process._leases.values() for lease in leases.values())
+
+
+async def paced(process: limits.RedisBuckets, keys: tuple[str, str], limit: int, calls: int, gap: float) -> int:
+    admitted = 0
+    for _ in range(calls):
+        admitted += (await process.atake(*keys, limit, limit)).allowed
+        await asyncio.sleep(gap)
+    return admitted
+
+
+def test_sustained_demand_gets_leases_so_few_calls_reach_redis():
+    keys = pair()
+    first, second = buckets(), buckets()
+
+    async def scenario() -> list[int]:
+        # Two processes, each ~400 calls a second for ~0.75 s on a limit far away.
+        return await asyncio.gather(paced(first, keys, 10**6, 300, 0.0025), paced(second, keys, 10**6, 300, 0.0025))
+
+    redis.Redis.from_url(REDIS_URL).config_resetstat()
+    admitted = asyncio.run(scenario())
+    round_trips = evalsha_calls()
+    assert admitted == [300, 300]
+    # Cold, each asks for one token at a time for a period (≤ ~100 calls each), then leases of a period's demand.
+    assert round_trips < 600 / 3, round_trips
+
+
+def test_two_processes_never_admit_more_than_the_limit():
+    limit = 120  # two tokens a second
+    keys = pair()
+    first, second = buckets(), buckets()
+
+    async def scenario() -> tuple[list[int], float]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # Warm demand on the same pair (leases from the upper half), then both run on past the limit.
+        admitted = await asyncio.gather(paced(first, keys, limit, 150, 0.002), paced(second, keys, limit, 150, 0.002))
+        return admitted, loop.time() - started
+
+    admitted, elapsed = asyncio.run(scenario())
+    refill = elapsed * limit / limits.WINDOW_SECONDS
+    # Never more than the limit (plus the bucket's refill while the test ran): every admitted call's token was
+    # taken in Redis. And no fewer: the leases came from the upper half, so the lower half went one token at a time.
+    assert limit - 1 <= sum(admitted) <= limit + refill, (admitted, refill)
+
+
+def test_unused_tokens_go_back_within_lease_seconds():
+    limit = 600  # ten tokens a second
+    keys = pair()
+    process = buckets()
+
+    async def scenario() -> tuple[int, float, float, float]:
+        admitted = await paced(process, keys, limit, 120, 0.004)  # ~250 calls a second: leases of ~60
+        while leased(process) < 10:  # stop while a fresh lease has tokens left
+            admitted += (await process.atake(*keys, limit, limit)).allowed
+        left = leased(process)
+        before = available(keys[0], limit)
+        await asyncio.sleep(limits.LEASE_SECONDS + 0.15)  # its timer gives the tokens back
+        after = available(keys[0], limit)
+        return admitted, left, before, after
+
+    admitted, left, before, after = asyncio.run(scenario())
+    assert admitted >= 120 and left >= 10
+    refill_slack = 1.5 * limit / limits.WINDOW_SECONDS  # < 1.5 s of refill, generous
+    assert before <= limit - admitted - left + refill_slack, (before, admitted, left)
+    assert limit - admitted <= after <= limit - admitted + refill_slack, (after, admitted)
+    assert leased(process) == 0
+
+
+def test_a_plan_limit_change_drops_the_lease():
+    keys = pair()
+    process = buckets()
+
+    async def scenario() -> tuple[int, int]:
+        await paced(process, keys, 600, 120, 0.004)
+        while leased(process) < 10:
+            await process.atake(*keys, 600, 600)
+        # The plan now allows 10 a minute: the lease of the old limits is given back (capped at the new limit) and
+        # not spent; the new limit holds exactly.
+        admitted = sum([(await process.atake(*keys, 10, 10)).allowed for _ in range(20)])
+        return admitted, leased(process)
+
+    admitted, left = asyncio.run(scenario())
+    assert admitted == 10
+    assert left == 0
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+def test_redis_down_mid_lease_spends_the_lease_then_fails_as_configured(fail_open):
+    proxy = TcpProxy(("127.0.0.1", 6379))
+    keys = pair()
+    try:
+        with override_settings(HOTCROSS_RATE_LIMIT_FAIL_OPEN=fail_open):
+            process = buckets(f"redis://127.0.0.1:{proxy.port}/11")
+
+            async def scenario() -> tuple[int, list[limits.Decision]]:
+                await paced(process, keys, 600, 120, 0.004)
+                while leased(process) < 10:
+                    await process.atake(*keys, 600, 600)
+                left = leased(process)
+                proxy.cut()
+                decisions = [await process.atake(*keys, 600, 600) for _ in range(left + 5)]
+                await asyncio.sleep(limits.LEASE_SECONDS + 0.1)  # the give-back timer meets a dead Redis: no error
+                return left, decisions
+
+            left, decisions = asyncio.run(scenario())
+    finally:
+        proxy.close()
+    assert all(decision.allowed for decision in decisions[:left])  # the lease is spent without Redis
+    rest = decisions[left:]
+    assert all(decision.allowed == fail_open for decision in rest)
+    if not fail_open:
+        assert all(decision.unavailable for decision in rest)
