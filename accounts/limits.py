@@ -65,6 +65,8 @@ import redis.asyncio
 from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from hotcross import metrics
 
@@ -159,7 +161,7 @@ def check(
     decision = _backend().take(
         f"{KEY_PREFIX}d:{developer_id}", f"{KEY_PREFIX}o:{organization_id}", per_developer or 0, per_organization or 0
     )
-    metrics.RATE_LIMIT_CHECKS.labels("ok" if decision.allowed else "refused").inc()
+    _count("ok" if decision.allowed else "refused")
     return decision
 
 
@@ -178,7 +180,7 @@ async def acheck(
         decision = await backend.atake(*keys, per_developer or 0, per_organization or 0)
     else:
         decision = backend.take(*keys, per_developer or 0, per_organization or 0)
-    metrics.RATE_LIMIT_CHECKS.labels("ok" if decision.allowed else "refused").inc()
+    _count("ok" if decision.allowed else "refused")
     return decision
 
 
@@ -365,7 +367,7 @@ class RedisBuckets:
             self._down_until = now + REDIS_RETRY_SECONDS
         if first:
             logger.warning("rate limits: Redis unreachable (%s); failing %s", exc.__class__.__name__, _mode())
-        metrics.RATE_LIMIT_CHECKS.labels("redis_unavailable").inc()
+        _count("redis_unavailable")
         return _unavailable()
 
     def take(self, developer_key: str, organization_key: str, per_developer: int, per_organization: int) -> Decision:
@@ -442,20 +444,44 @@ class LocalBuckets:
 
 
 _backends: dict[str, Any] = {}
+_current: list[RedisBuckets | LocalBuckets] = []  # the backend of the current CACHES setting, once looked up
 
 
 def _backend() -> RedisBuckets | LocalBuckets:
+    """The buckets of `caches["default"]`, looked up once (every `tools/call` asks; `caches[...]` is a lookup in
+    asgiref's context-local storage) and again after `reset()` or a change of `CACHES`."""
+    if _current:
+        return _current[0]
     cache = caches["default"]
     name = "redis" if isinstance(cache, RedisCache) else "local"
     backend = _backends.get(name)
     if backend is None:
         backend = _backends[name] = RedisBuckets(cache) if name == "redis" else LocalBuckets()
+    _current[:] = [backend]
     return backend
 
 
 def reset() -> None:
     """Forget the backends (tests, and settings changes)."""
     _backends.clear()
+    _current.clear()
+
+
+@receiver(setting_changed)
+def _caches_changed(*, setting: str, **_kwargs: Any) -> None:
+    if setting == "CACHES":
+        _current.clear()
+
+
+def _count(outcome: str) -> None:
+    """`hotcross_rate_limit_checks_total{outcome}` + 1 (the labelled series looked up once)."""
+    series = _series.get(outcome)
+    if series is None:
+        series = _series[outcome] = metrics.RATE_LIMIT_CHECKS.labels(outcome)
+    series.inc()
+
+
+_series: dict[str, Any] = {}
 
 
 # --- monthly caps on the hot path ------------------------------------------------------------------------------------
