@@ -405,8 +405,8 @@ class Upstream:
                     aiohttp.ClientSession(
                         headers=self.config.headers,
                         timeout=aiohttp.ClientTimeout(sock_connect=min(10.0, self.config.start_timeout)),
-                        connector=aiohttp.TCPConnector(limit=FORWARDING_CONNECTIONS, force_close=False),
-                        auto_decompress=True,
+                        connector=aiohttp.TCPConnector(limit=FORWARDING_CONNECTIONS),
+                        trust_env=True,  # HTTP(S)_PROXY / NO_PROXY as the SDK's httpx client reads them
                     )
                 )
                 stack.callback(setattr, self, "_http", None)
