@@ -212,13 +212,14 @@ def test_redis_down_and_back_on_a_running_server(tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_workers_with_leases_still_hold_a_larger_limit_exactly(tmp_path):
-    """Warm traffic first, so each worker has local demand and takes leases (upper half of the bucket: above 20 of
-    40 tokens); then a burst one call over what is left gives exactly one refusal. Exact here because each worker's
-    lease (≤ its previous period's demand, ≤ what is above half) is spent by its own share of the burst; in general a
-    refusal can come while another worker still holds unused leased tokens — at most what was above half of the
-    bucket, and only until they go back (≤ `limits.LEASE_SECONDS`): see the module docstring."""
+def test_two_workers_with_leases_never_pass_the_limit_and_lose_nothing(tmp_path):
+    """Warm traffic first, so each worker has local demand and takes leases (from the upper half of the bucket: above
+    20 of 40 tokens); then a burst one call over what is left. Never more than the limit: the burst gets at most what
+    was left (plus what refilled meanwhile). It may get less — a worker can be refused while the other still holds
+    leased tokens (taken while the bucket was more than half full) — but those go back within `limits.LEASE_SECONDS`,
+    so calls made after that get exactly the rest: nothing is lost, nothing is added."""
     limit, rounds, per_round = 40, 4, 4
+    left = limit - rounds * per_round
     developer = limited_developer(per_developer=limit)
     headers = {**ACCEPT, "Authorization": f"Bearer {developer.plain_key}"}
     with uvicorn_workers(tmp_path, 2, REDIS_URL=REDIS_URL) as server:
@@ -235,22 +236,27 @@ def test_two_workers_with_leases_still_hold_a_larger_limit_exactly(tmp_path):
                 for _ in range(rounds):
                     warm += await asyncio.gather(*(http.post(server.url, json=call(n)) for n in range(per_round)))
                     await asyncio.sleep(0.1)  # over more than one lease period: the demand of the previous one counts
-                left = limit - rounds * per_round
                 stats.config_resetstat()
                 burst = await asyncio.gather(*(http.post(server.url, json=call(n)) for n in range(left + 1)))
-                return warm, burst, time.monotonic() - started
+                round_trips = int(stats.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+                await asyncio.sleep(limits.LEASE_SECONDS + 0.2)  # unused leased tokens go back
+                later = []
+                for n in range(left + 1):  # one at a time until refused
+                    later.append(await http.post(server.url, json=call(n)))
+                    if later[-1].status_code == 429:
+                        break
+                return warm, burst, round_trips, later, time.monotonic() - started
 
         stats = redis.Redis.from_url(REDIS_URL)
-        warm, burst, elapsed = asyncio.run(traffic())
-        round_trips = int(stats.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+        warm, burst, round_trips, later, elapsed = asyncio.run(traffic())
     assert [answer.status_code for answer in warm] == [200] * rounds * per_round
-    # Exact: what was left is served and the one call over it refused. A slow machine lets tokens come back during
-    # the run; then the burst may also get those, never fewer than what was left, never more than that plus them.
-    refill = math.floor(elapsed * limit / limits.WINDOW_SECONDS)
-    left = limit - rounds * per_round
     statuses = [answer.status_code for answer in burst]
     assert set(statuses) <= {200, 429}, statuses
-    assert left <= statuses.count(200) <= left + refill, (statuses, elapsed)
-    if refill == 0:
-        assert statuses.count(429) == 1, statuses
     assert round_trips < len(burst), round_trips  # some of the burst was served from leases
+    # What refilled during the run (40 a minute) may be served too; nothing else.
+    refill = math.floor(elapsed * limit / limits.WINDOW_SECONDS)
+    served = statuses.count(200)
+    assert served <= left + refill, (statuses, elapsed)
+    assert later[-1].status_code == 429, [answer.status_code for answer in later]
+    served_later = len(later) - 1
+    assert left <= served + served_later <= left + refill, (served, served_later, elapsed)
