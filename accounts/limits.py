@@ -44,8 +44,8 @@ What holds:
   tokens of a lease that cannot be given back are lost (fewer calls, never more).
 - What it saves: under sustained demand one round trip per up to `MAX_LEASE` calls; a leased check costs ~5 µs
   (4.7–7.4 measured) against ~210 µs for a bare PING and ~300 µs for the script (sync client), and the bridge with
-  limits on keeps 0.95–0.96 of its throughput without them (`bench/mcp_overhead.py`, 8 clients, median of the
-  rounds' own ratios over three runs; 0.78–0.79 before).
+  limits on kept 0.90–0.96 of its throughput without them (`bench/mcp_overhead.py`, 8 clients, median of the
+  rounds' own ratios over five runs, noise-bound; 0.78–0.79 before).
 
 The sync `check` (tests, sync callers) always takes exactly one token in Redis; `LocalBuckets` have no leases.
 """
