@@ -63,7 +63,8 @@ class DirectForwarding:
         self.server = server
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not settings.HOTCROSS_MCP_DIRECT_FORWARD or pool.gateway() is None:
+        gateway = pool.gateway() if scope["type"] == "http" and settings.HOTCROSS_MCP_DIRECT_FORWARD else None
+        if gateway is None or gateway.per_organization:
             await self.app(scope, receive, send)
             return
         if not _headers_the_sdk_accepts(scope):
@@ -73,7 +74,7 @@ class DirectForwarding:
         if read is None:
             return  # the client went away
         body, more = read
-        found = None if more or len(body) > DEFAULT_MAX_REQUEST_BODY_SIZE else await self._forwardable(body)
+        found = None if more or len(body) > DEFAULT_MAX_REQUEST_BODY_SIZE else await self._forwardable(gateway, body)
         if found is None:
             await self.app(scope, _replay(body, more, receive), send)
             return
@@ -91,7 +92,9 @@ class DirectForwarding:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _forwardable(self, body: bytes) -> tuple[str | int, Upstream, str, dict[str, Any]] | None:
+    async def _forwardable(
+        self, gateway: pool.Gateway, body: bytes
+    ) -> tuple[str | int, Upstream, str, dict[str, Any]] | None:
         """(id, upstream, tool name, arguments) of a request this app answers; None for everything else."""
         try:
             message = json.loads(body)
@@ -113,9 +116,6 @@ class DirectForwarding:
             return None  # progress: the SDK path relays what it can
         if self.server._tool_manager.get_tool(name) is not None:
             return None  # a built-in or module tool
-        gateway = pool.gateway()
-        if gateway is None or gateway.per_organization:
-            return None
         upstream = await gateway.upstream_for(current_caller())
         if upstream.config.transport != "http" or upstream.state != "up" or name not in upstream.listing.tools:
             return None

@@ -15,17 +15,9 @@ from django.test import override_settings
 
 from accounts import limits
 from tests.mcp_bridge.conftest import TcpProxy
+from tests.plans.test_rate_limits import REDIS_URL, _fresh_limits  # noqa: F401  (autouse: applies here too)
 
-REDIS_URL = "redis://127.0.0.1:6379/11"
 OPTIONS = {"OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_limits():
-    limits.reset()
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    yield
-    limits.reset()
 
 
 def buckets(url: str = REDIS_URL) -> limits.RedisBuckets:

@@ -5,9 +5,12 @@ calls not metered; Redis down: the configured behaviour, never a 500; exact acro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import httpx2
@@ -159,16 +162,23 @@ def test_stdio_gives_a_json_rpc_error_with_the_wait(tmp_path):
     assert error.data["code"] == "rate_limited" and 59.0 < error.data["retry_after"] <= 60.0
 
 
+@contextlib.contextmanager
+def two_workers_on_redis(tmp_path, developer) -> Iterator[tuple[Any, dict[str, str]]]:
+    """Two uvicorn workers sharing Redis, both workers' key checks warmed (tools/list is not a call): the server and
+    the developer's request headers."""
+    headers = {**ACCEPT, "Authorization": f"Bearer {developer.plain_key}"}
+    with uvicorn_workers(tmp_path, 2, REDIS_URL=REDIS_URL) as server:
+        for _ in range(8):
+            listed = httpx2.post(server.url, json={"jsonrpc": "2.0", "id": 0, "method": "tools/list"}, headers=headers)
+            assert listed.status_code == 200
+        yield server, headers
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_on_redis_hold_the_limit_exactly(tmp_path):
     limit = 6
     developer = limited_developer(per_developer=limit)
-    headers = {**ACCEPT, "Authorization": f"Bearer {developer.plain_key}"}
-    with uvicorn_workers(tmp_path, 2, REDIS_URL=REDIS_URL) as server:
-        # Warm both workers' key checks (tools/list is not a call).
-        for _ in range(8):
-            listed = httpx2.post(server.url, json={"jsonrpc": "2.0", "id": 0, "method": "tools/list"}, headers=headers)
-            assert listed.status_code == 200
+    with two_workers_on_redis(tmp_path, developer) as (server, headers):
 
         async def burst():
             async with httpx2.AsyncClient(
@@ -221,11 +231,7 @@ def test_two_workers_with_leases_never_pass_the_limit_and_lose_nothing(tmp_path)
     limit, rounds, per_round = 40, 4, 4
     left = limit - rounds * per_round
     developer = limited_developer(per_developer=limit)
-    headers = {**ACCEPT, "Authorization": f"Bearer {developer.plain_key}"}
-    with uvicorn_workers(tmp_path, 2, REDIS_URL=REDIS_URL) as server:
-        for _ in range(8):
-            listed = httpx2.post(server.url, json={"jsonrpc": "2.0", "id": 0, "method": "tools/list"}, headers=headers)
-            assert listed.status_code == 200
+    with two_workers_on_redis(tmp_path, developer) as (server, headers):
 
         async def traffic():
             async with httpx2.AsyncClient(
