@@ -18,10 +18,14 @@ which must run: it starts the SDK's session manager (uvicorn's default `--lifesp
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
 from mcp.server.mcpserver import MCPServer
@@ -143,10 +147,17 @@ class PostOnly:
         await self.app(scope, receive, send)
 
 
+@functools.lru_cache(maxsize=256)  # every request asks; a few hosts are ever served (and the cache is bounded)
 def host_allowed(host: str) -> bool:
     domain, _port = split_domain_port(host)
     allowed = settings.ALLOWED_HOSTS or (_DEBUG_HOSTS if settings.DEBUG else [])
     return bool(domain) and validate_host(domain, allowed)
+
+
+@receiver(setting_changed)
+def _forget_hosts(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("ALLOWED_HOSTS", "DEBUG"):
+        host_allowed.cache_clear()
 
 
 def origin_allowed(origin: str) -> bool:

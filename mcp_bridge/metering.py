@@ -235,12 +235,20 @@ def _flush_seconds() -> float:
 _buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _UsageBuffer] = weakref.WeakKeyDictionary()
 
 
+_last: tuple[weakref.ref[asyncio.AbstractEventLoop], _UsageBuffer] | None = None
+
+
 def _buffer() -> _UsageBuffer:
     """The buffer of the running event loop (a server has one; tests may run several, one after the other)."""
+    global _last
     loop = asyncio.get_running_loop()
+    last = _last
+    if last is not None and last[0]() is loop:  # the usual case, without WeakKeyDictionary's new weakref per lookup
+        return last[1]
     buffer = _buffers.get(loop)
     if buffer is None:
         buffer = _buffers[loop] = _UsageBuffer()
+    _last = (weakref.ref(loop), buffer)
     return buffer
 
 

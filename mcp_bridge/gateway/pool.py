@@ -113,6 +113,7 @@ class Gateway:
 
 
 _gateways: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gateway] = weakref.WeakKeyDictionary()
+_last: tuple[weakref.ref[asyncio.AbstractEventLoop], Gateway] | None = None
 
 
 def gateway() -> Gateway | None:
@@ -120,10 +121,15 @@ def gateway() -> Gateway | None:
     config = upstream_config()
     if config is None:
         return None
+    global _last
     loop = asyncio.get_running_loop()
+    last = _last
+    if last is not None and last[0]() is loop and last[1].config is config:  # the usual case, without a new weakref
+        return last[1]
     found = _gateways.get(loop)
     if found is None or (found.config is not config and found.config != config):
         found = _gateways[loop] = Gateway(config)
+    _last = (weakref.ref(loop), found)
     return found
 
 
@@ -142,8 +148,10 @@ async def start() -> None:
 
 
 async def close() -> None:
+    global _last
     with contextlib.suppress(RuntimeError):
         loop = asyncio.get_running_loop()
+        _last = None
         found = _gateways.pop(loop, None)
         if found is not None:
             await found.close()

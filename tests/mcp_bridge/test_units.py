@@ -149,6 +149,7 @@ def test_host_and_origin_follow_django_rules(settings):
 
     settings.ALLOWED_HOSTS = ["*"]
     assert host_allowed("anything.test")
+    assert host_allowed("evil.test")  # refused above: the answers host_allowed remembers go with the setting
 
 
 @pytest.mark.django_db(transaction=True)

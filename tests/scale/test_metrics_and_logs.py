@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import anyio
@@ -115,3 +116,28 @@ def test_webhook_deliveries_are_counted_by_outcome(client, settings):
     )
     assert response.status_code == 400  # no Stripe-Signature
     assert refused() == before + 1
+
+
+def test_request_ids_made_here_are_unique_in_a_process_and_across_a_fork():
+    """An id the server makes: 32 hex digits, never the same twice, and a forked worker does not repeat its parent's
+    (each process draws its own random half)."""
+    from hotcross import request_log
+
+    made = [request_log._new_request_id() for _ in range(10_000)]
+    assert len(set(made)) == len(made)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in made)
+
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the forked worker: its next ids, to the parent
+        os.close(read)
+        os.write(write, " ".join(request_log._new_request_id() for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        in_child = pipe.read().split()
+    os.waitpid(child, 0)
+    in_parent = [request_log._new_request_id() for _ in range(100)]
+    assert len(in_child) == 100
+    assert not set(in_child) & set(in_parent + made)
+    assert in_child[0][:16] != in_parent[0][:16]
