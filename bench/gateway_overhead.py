@@ -1,24 +1,28 @@
 """What the gateway costs: `tools/call` of a trivial upstream tool through the bridge vs the upstream directly.
 
     DATABASE_URL=postgres://…/hotcross_bench_gw .venv/bin/python bench/gateway_overhead.py [--clients 8]
-        [--calls 1000] [--rounds 7] [--before REV]
+        [--calls 1000] [--rounds 7] [--client aiohttp|httpx] [--no-floor] [--before REV]
 
-Two servers, measured one at a time and alternately, in the same run:
+Servers, measured one at a time and alternately, in the same run:
 - direct: the upstream, an `MCPServer` over streamable HTTP (`tests/gateway/old_hotcross.py http PORT`, stateless
   JSON), its `ping` tool called with no key;
 - bridge: `hotcross.asgi:application` in gateway mode (`HOTCROSS_MCP_UPSTREAM` = that same upstream's URL), the full
   path: Host check, key check, caller binding, the plan, direct forwarding (`mcp_bridge.gateway.direct`: one POST on
-  aiohttp's pooled connections, without the SDK's server), metering.
-With `--before REV` (a git revision, e.g. `main`) a third server joins the rounds: the bridge of that revision
+  aiohttp's pooled connections, without the SDK's server), metering;
+- floor (unless `--no-floor`): `bench/gateway_forwarder.py`, a forwarder that does nothing but pass each body on,
+  under the same uvicorn on the same client library. What the bridge's own rules cost is the difference between it
+  and this; what this costs is what any forwarding process in Python costs on the machine.
+With `--before REV` (a git revision, e.g. `main`) one more server joins the rounds: the bridge of that revision
 (`git archive` into a temporary folder, same database, same upstream), so a change is measured before and after in
 the same run.
-A load generator in this process keeps `--clients` requests in flight. It prints each round, then the medians of
-calls/s, p50 and p99 for each, the throughput ratio (target: bridge ≥ 0.80 of direct) and what the bridge adds at
-p50 (target: ≤ 1 ms) with one call in flight (`--latency-calls` per round, alternating too: with 8 in flight on a
-saturated machine p50 is mostly queueing, the throughput ratio again), the CPU time per call of the bridge and of
-the upstream (Linux; steadier than calls/s on a shared machine, and it says which process the time goes to), and
-checks that the bridge recorded one usage event
-per forwarded call it answered.
+A load generator in this process keeps `--clients` requests in flight, on aiohttp by default (`--client httpx`: on
+httpx2, as `bench/mcp_overhead.py`, which costs it three times the CPU per call). It shares the machine's cores with
+the servers, so the lighter it is, the less it takes from them. It prints each round, then the medians of calls/s,
+p50 and p99 for each, the throughput ratio (target: bridge ≥ 0.80 of direct) and what the bridge adds at p50
+(target: ≤ 1 ms) with one call in flight (`--latency-calls` per round, alternating too: with 8 in flight on a
+saturated machine p50 is mostly queueing, the throughput ratio again), the CPU time per call of each server, of the
+upstream and of the load generator (Linux; steadier than calls/s on a shared machine, and it says which process the
+time goes to), and checks that the bridge recorded one usage event per forwarded call it answered.
 
 DATABASE_URL defaults to a SQLite file under var/; the database is created if missing and migrated first. Exits 1 if
 the usage events do not match the calls answered. Not run by CI.
@@ -28,11 +32,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -41,7 +47,8 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from common import wait_for_server  # noqa: E402
-from mcp_overhead import _QUIET, _create_database_if_missing, _load  # noqa: E402  (the same harness)
+from mcp_overhead import _QUIET, _create_database_if_missing  # noqa: E402  (the same harness)
+from mcp_overhead import _load as _load_httpx  # noqa: E402
 
 UPSTREAM = ROOT / "tests" / "gateway" / "old_hotcross.py"
 
@@ -52,6 +59,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000, help="calls per measured round (default 1000)")
     parser.add_argument("--rounds", type=int, default=7, help="rounds per server, alternating (default 7)")
     parser.add_argument("--before", metavar="REV", help="also measure the bridge of this git revision")
+    parser.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp", help="the load generator's")
+    parser.add_argument("--no-floor", action="store_true", help="leave out the do-nothing forwarder")
     parser.add_argument(
         "--latency-calls", type=int, default=500, help="calls per round with one call in flight (default 500)"
     )
@@ -84,7 +93,7 @@ def main() -> None:
     os.environ["HOTCROSS_MCP_UPSTREAM"] = upstream_url
     os.environ["HOTCROSS_MCP_UPSTREAM_TIMEOUT"] = "30"
     print(f"database: {connection.vendor}; clients in flight: {args.clients}; calls per round: {args.calls}")
-    print(f"upstream: {upstream_url} (tests/gateway/old_hotcross.py, stateless JSON)")
+    print(f"upstream: {upstream_url} (tests/gateway/old_hotcross.py, stateless JSON); load generator: {args.client}")
     from mcp_overhead import _start
 
     bridge = _start(["hotcross.asgi:application"])
@@ -92,6 +101,12 @@ def main() -> None:
     servers = [("direct", upstream_port, {}), ("bridge", bridge[0], auth)]
     processes = [bridge[1], upstream]
     pids = {"direct": upstream.pid, "bridge": bridge[1].pid}
+    if not args.no_floor:
+        floor = _start(["gateway_forwarder:app"])
+        servers.append(("floor", floor[0], {}))
+        processes.insert(0, floor[1])
+        pids["floor"] = floor[1].pid
+    load = _load_aiohttp if args.client == "aiohttp" else _load_httpx
     scratch = tempfile.TemporaryDirectory(prefix="hotcross-bench-before-")
     if args.before:
         before = _start_revision(args.before, Path(scratch.name))
@@ -99,39 +114,40 @@ def main() -> None:
         pids["before"] = before[1].pid
         processes.insert(0, before[1])
         print(f"before: the bridge of {args.before}")
+    metering = {"bridge", "before"}  # the servers that record usage events (the floor does not)
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in servers}
-    # CPU time per call of the server asked and of the upstream (Linux /proc): on a machine others load too, a steadier
-    # figure than calls/s, and it says where the time goes.
-    cpu: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in servers}
+    # CPU time per call of the server asked, of the upstream and of the load generator (Linux /proc): on a machine
+    # others load too, a steadier figure than calls/s, and it says where the time goes.
+    cpu: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in servers}
     alone: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in servers}
     bridge_calls = 0
     try:
         for name, port, headers in servers:
-            asyncio.run(_load(port, headers, clients=args.clients, calls=200))  # warm up
-            if name != "direct":
-                bridge_calls += 200
+            asyncio.run(load(port, headers, clients=args.clients, calls=200))  # warm up
+            bridge_calls += 200 if name in metering else 0
         for round_number in range(1, args.rounds + 1):
             for name, port, headers in servers:
                 server_cpu, upstream_cpu = _cpu_seconds(pids[name]), _cpu_seconds(upstream.pid)
-                throughput, p50, p99 = asyncio.run(_load(port, headers, clients=args.clients, calls=args.calls))
+                client_cpu = time.process_time()
+                throughput, p50, p99 = asyncio.run(load(port, headers, clients=args.clients, calls=args.calls))
+                client_cpu = (time.process_time() - client_cpu) * 1000 / args.calls
                 server_cpu = (_cpu_seconds(pids[name]) - server_cpu) * 1000 / args.calls
                 upstream_cpu = (_cpu_seconds(upstream.pid) - upstream_cpu) * 1000 / args.calls
                 results[name].append((throughput, p50, p99))
-                cpu[name].append((0.0 if name == "direct" else server_cpu, upstream_cpu))
-                if name != "direct":
-                    bridge_calls += args.calls
+                cpu[name].append((0.0 if name == "direct" else server_cpu, upstream_cpu, client_cpu))
+                bridge_calls += args.calls if name in metering else 0
                 print(
                     f"round {round_number} {name:6}: {throughput:8.1f} calls/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
-                    f"  cpu/call: server {cpu[name][-1][0]:.2f} ms, upstream {upstream_cpu:.2f} ms"
+                    f"  cpu/call: server {cpu[name][-1][0]:.3f} ms, upstream {upstream_cpu:.3f} ms, "
+                    f"load generator {client_cpu:.3f} ms"
                 )
         # What the bridge adds to a call's time, without queueing: one call in flight (with 8 in flight on a saturated
         # machine, p50 is mostly the wait behind the other calls, i.e. the throughput figure again).
         for round_number in range(1, args.rounds + 1):
             for name, port, headers in servers:
-                _, p50, p99 = asyncio.run(_load(port, headers, clients=1, calls=args.latency_calls))
+                _, p50, p99 = asyncio.run(load(port, headers, clients=1, calls=args.latency_calls))
                 alone[name].append((p50, p99))
-                if name != "direct":
-                    bridge_calls += args.latency_calls
+                bridge_calls += args.latency_calls if name in metering else 0
                 print(f"one in flight, round {round_number} {name:6}: p50 {p50:6.3f} ms  p99 {p99:6.3f} ms")
     finally:
         for process in processes:
@@ -144,10 +160,10 @@ def main() -> None:
     for name, rounds in results.items():
         medians[name] = tuple(statistics.median(r[i] for r in rounds) for i in range(3))
         throughput, p50, p99 = medians[name]
-        own, upstream_own = (statistics.median(c[i] for c in cpu[name]) for i in range(2))
+        own, upstream_own, client_own = (statistics.median(c[i] for c in cpu[name]) for i in range(3))
         print(
             f"{name:6} (median of {len(rounds)}): {throughput:8.1f} calls/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
-            f"  cpu/call: bridge {own:.2f} ms, upstream {upstream_own:.2f} ms"
+            f"  cpu/call: server {own:.3f} ms, upstream {upstream_own:.3f} ms, load generator {client_own:.3f} ms"
         )
     for name in [name for name in results if name != "direct"]:
         ratio = medians[name][0] / medians["direct"][0]
@@ -155,16 +171,54 @@ def main() -> None:
         added = medians[name][1] - medians["direct"][1]
         alone_added = statistics.median(b[0] - d[0] for d, b in zip(alone["direct"], alone[name], strict=True))
         alone_p50 = statistics.median(b[0] for b in alone[name])
-        print(f"{name}/direct throughput ratio: {ratio:.3f} (target >= 0.80); median of the rounds' own: {paired:.3f}")
+        target = " (target >= 0.80)" if name != "floor" else " (no rules at all: the most a forwarder keeps here)"
+        print(f"{name}/direct throughput ratio: {ratio:.3f}{target}; median of the rounds' own: {paired:.3f}")
+        target = "target <= 1 ms; " if name != "floor" else ""
         print(
-            f"{name}: added at p50 with one call in flight: {alone_added:.3f} ms (target <= 1 ms; its p50 "
-            f"{alone_p50:.3f} ms); with {args.clients} in flight: {added:.2f} ms (queueing included)"
+            f"{name}: added at p50 with one call in flight: {alone_added:.3f} ms ({target}its p50 {alone_p50:.3f} ms); "
+            f"with {args.clients} in flight: {added:.2f} ms (queueing included)"
         )
+    if "floor" in medians:
+        rules = statistics.median(c[0] for c in cpu["bridge"]) - statistics.median(c[0] for c in cpu["floor"])
+        print(f"the bridge's rules (key, plan, metering, logging, checks): {rules:.3f} ms CPU per call over the floor")
     metered = UsageEvent.objects.filter(developer=developer).count()
     verdict = "OK" if metered == bridge_calls else "MISMATCH"
     print(f"usage events recorded by the bridge: {metered} for {bridge_calls} forwarded calls answered ({verdict})")
     if metered != bridge_calls:
         raise SystemExit(1)
+
+
+async def _load_aiohttp(port: int, headers: dict[str, str], *, clients: int, calls: int) -> tuple[float, float, float]:
+    """`mcp_overhead._load` on aiohttp: `clients` calls of `ping` in flight, `calls` in all.
+
+    Returns (calls/s, p50 ms, p99 ms)."""
+    import aiohttp
+
+    url = f"http://127.0.0.1:{port}/mcp"
+    headers = {**headers, "Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    remaining = calls
+
+    async def worker(http: aiohttp.ClientSession) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            body = json.dumps({"jsonrpc": "2.0", "id": remaining, "method": "tools/call", "params": {"name": "ping"}})
+            started = time.perf_counter()
+            async with http.post(url, data=body.encode(), headers=headers) as response:
+                raw = await response.read()
+            latencies.append(time.perf_counter() - started)
+            answer = json.loads(raw)
+            if response.status != 200 or answer["result"]["isError"]:
+                raise SystemExit(f"call failed: {response.status} {raw[:300]!r}")
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(http) for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return calls / elapsed, statistics.median(latencies) * 1000, p99 * 1000
 
 
 def _cpu_seconds(pid: int) -> float:
