@@ -1,7 +1,7 @@
 """What the gateway costs: `tools/call` of a trivial upstream tool through the bridge vs the upstream directly.
 
     DATABASE_URL=postgres://…/hotcross_bench_gw .venv/bin/python bench/gateway_overhead.py [--clients 8]
-        [--calls 1000] [--rounds 7] [--client aiohttp|httpx] [--no-floor] [--before REV]
+        [--calls 1000] [--rounds 7] [--client aiohttp|httpx] [--no-floor] [--pin] [--before REV]
 
 Servers, measured one at a time and alternately, in the same run:
 - direct: the upstream, an `MCPServer` over streamable HTTP (`tests/gateway/old_hotcross.py http PORT`, stateless
@@ -12,6 +12,8 @@ Servers, measured one at a time and alternately, in the same run:
 - floor (unless `--no-floor`): `bench/gateway_forwarder.py`, a forwarder that does nothing but pass each body on,
   under the same uvicorn on the same client library. What the bridge's own rules cost is the difference between it
   and this; what this costs is what any forwarding process in Python costs on the machine.
+With `--pin` the load generator and the upstream share the first CPU and the bridges run on the others, as if the
+bridge had cores of its own in front of the upstream's (by default all share the machine's cores, the harder case).
 With `--before REV` (a git revision, e.g. `main`) one more server joins the rounds: the bridge of that revision
 (`git archive` into a temporary folder, same database, same upstream), so a change is measured before and after in
 the same run.
@@ -61,6 +63,11 @@ def main() -> None:
     parser.add_argument("--before", metavar="REV", help="also measure the bridge of this git revision")
     parser.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp", help="the load generator's")
     parser.add_argument("--no-floor", action="store_true", help="leave out the do-nothing forwarder")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the load generator and the upstream on the first CPU, the bridges on the others (Linux)",
+    )
     parser.add_argument(
         "--latency-calls", type=int, default=500, help="calls per round with one call in flight (default 500)"
     )
@@ -114,6 +121,18 @@ def main() -> None:
         pids["before"] = before[1].pid
         processes.insert(0, before[1])
         print(f"before: the bridge of {args.before}")
+    if args.pin:
+        # As if the bridge ran on a machine (or cores) of its own in front of the upstream's: the load generator and
+        # the upstream share the first CPU in every round, the bridges (and the floor) get the rest.
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--pin needs at least two CPUs")
+        _pin(os.getpid(), cpus[:1])
+        _pin(upstream.pid, cpus[:1])
+        for name, pid in pids.items():
+            if name != "direct":
+                _pin(pid, cpus[1:])
+        print(f"pinned: load generator and upstream on CPU {cpus[0]}, the bridges on {cpus[1:]}")
     metering = {"bridge", "before"}  # the servers that record usage events (the floor does not)
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in servers}
     # CPU time per call of the server asked, of the upstream and of the load generator (Linux /proc): on a machine
@@ -219,6 +238,12 @@ async def _load_aiohttp(port: int, headers: dict[str, str], *, clients: int, cal
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     return calls / elapsed, statistics.median(latencies) * 1000, p99 * 1000
+
+
+def _pin(pid: int, cpus: list[int]) -> None:
+    """Every thread of process `pid` (and the threads it starts later) on `cpus`."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(task), cpus)
 
 
 def _cpu_seconds(pid: int) -> float:
