@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -128,10 +129,8 @@ def main() -> None:
         if len(cpus) < 2:
             raise SystemExit("--pin needs at least two CPUs")
         _pin(os.getpid(), cpus[:1])
-        _pin(upstream.pid, cpus[:1])
-        for name, pid in pids.items():
-            if name != "direct":
-                _pin(pid, cpus[1:])
+        for name, pid in pids.items():  # "direct" is the upstream's process
+            _pin(pid, cpus[:1] if name == "direct" else cpus[1:])
         print(f"pinned: load generator and upstream on CPU {cpus[0]}, the bridges on {cpus[1:]}")
     metering = {"bridge", "before"}  # the servers that record usage events (the floor does not)
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in servers}
@@ -243,7 +242,8 @@ async def _load_aiohttp(port: int, headers: dict[str, str], *, clients: int, cal
 def _pin(pid: int, cpus: list[int]) -> None:
     """Every thread of process `pid` (and the threads it starts later) on `cpus`."""
     for task in os.listdir(f"/proc/{pid}/task"):
-        os.sched_setaffinity(int(task), cpus)
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended since the listing
+            os.sched_setaffinity(int(task), cpus)
 
 
 def _cpu_seconds(pid: int) -> float:
