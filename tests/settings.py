@@ -17,17 +17,22 @@ os.environ.setdefault("SESSION_COOKIE_SECURE", "false")
 os.environ.setdefault("CSRF_COOKIE_SECURE", "false")
 
 from hotcross.settings import *  # noqa: F403
+from tests.support.database import checkout_tag, test_database_name
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
+# The test database's name says which checkout it belongs to (two suites at once on one DATABASE_URL never share
+# one); pytest-xdist adds each worker's suffix (`_gw0`…). tests/support/database.py.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file beside the configured one, not memory: servers the tests start in other threads or processes must
     # see the same data, and each DATABASE_URL gets its own test file.
-    DATABASES["default"]["TEST"] = {"NAME": f"{DATABASES['default']['NAME']}-test"}  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": f"{DATABASES['default']['NAME']}-test-{checkout_tag()}"}  # noqa: F405
+else:
+    DATABASES["default"]["TEST"] = {"NAME": test_database_name(DATABASES["default"]["NAME"])}  # noqa: F405
 
 # Stripe is never reached from tests: a fake key of the shape dj-stripe accepts, and an API host on this machine
 # that refuses connections. Tests that need the API start a local stub and point `stripe.api_base` at it
-# (tests/billing/stripe_stub.py).
+# (tests/support/stripe_stub.py).
 STRIPE_LIVE_MODE = False
 STRIPE_TEST_SECRET_KEY = "sk_test_hotcrossFakeKeyForTestsOnly0000"  # not a secret: no Stripe account has it
 STRIPE_LIVE_SECRET_KEY = ""

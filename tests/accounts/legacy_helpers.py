@@ -10,8 +10,9 @@ import uuid
 from typing import Any
 
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.recorder import MigrationRecorder
+
+from tests.support.migrations import migrate
 
 BEFORE = ("accounts", "0001_initial")
 CONVERSION = ("accounts", "0006_convert_legacy_customers")
@@ -96,13 +97,6 @@ def _db_value(column: str, value: Any) -> Any:
 
 
 # --- the migration --------------------------------------------------------------------------------------------------
-
-
-def migrate(*targets: tuple[str, str]) -> None:
-    """Run the real migrations to `targets` (default: every app's latest), as `manage.py migrate` would."""
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(list(targets) or executor.loader.graph.leaf_nodes())
 
 
 def migrate_forward() -> None:

@@ -13,8 +13,8 @@ from accounts import key_cache, keys, last_used, services
 from accounts.authentication import Principal, aauthenticate_key, authenticate_key
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer, Organization
-from tests.accounts.conftest import refusal_within
 from tests.factories import DeveloperFactory, OrganizationFactory
+from tests.support.keys import refusal_within
 
 pytestmark = pytest.mark.django_db
 

@@ -18,8 +18,8 @@ from accounts.authentication import authenticate_key
 from accounts.exceptions import InvalidInput, KeyRefused
 from accounts.models import Developer, ReplacedKey
 from accounts.services.developers import MAX_GRACE, parse_grace
-from tests.accounts.conftest import refusal_within
 from tests.factories import DeveloperFactory, ReplacedKeyFactory
+from tests.support.keys import refusal_within
 
 pytestmark = pytest.mark.django_db
 

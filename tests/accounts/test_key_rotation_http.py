@@ -11,7 +11,7 @@ from django.utils import timezone
 from accounts import services
 from accounts.models import ReplacedKey
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import db, http_client, mcp_error, refused_within, run_uvicorn, structured
+from tests.support.mcp import db, http_client, mcp_error, refused_within, run_uvicorn, structured
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -2,19 +2,13 @@
 
 import pytest
 from django.contrib.auth.models import Group, Permission, User
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+
+from tests.support.migrations import migrate
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BEFORE = ("accounts", "0002_legacy_conversion")
 AFTER = ("accounts", "0003_support_group")
-
-
-def migrate(target):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate([target])
 
 
 def test_the_migration_is_reversible_and_a_rollback_keeps_the_group_and_its_members(support_group):
@@ -35,8 +29,7 @@ def test_the_migration_is_reversible_and_a_rollback_keeps_the_group_and_its_memb
         # Permissions are not duplicated when post_migrate creates the same ones.
         assert Permission.objects.filter(content_type__app_label="accounts", codename="revoke_key").count() == 1
     finally:
-        executor = MigrationExecutor(connection)
-        executor.migrate(executor.loader.graph.leaf_nodes())
+        migrate()
 
 
 def test_custom_permissions_exist_for_both_key_actions():

@@ -13,7 +13,8 @@ import pytest
 from accounts import services
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import ROOT, run_uvicorn
+from tests.support.mcp import run_uvicorn
+from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,9 +15,9 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from djstripe.models import WebhookEndpoint
 
-from tests.billing import stripe_data as sd
-from tests.billing.conftest import WEBHOOK_SECRET
 from tests.factories import OrganizationFactory
+from tests.support import stripe_data as sd
+from tests.support.stripe import WEBHOOK_SECRET
 
 PATH = re.compile(r"^/stripe/webhook/([0-9a-f-]{36})/$")
 

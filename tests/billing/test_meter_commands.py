@@ -19,9 +19,9 @@ from django.db import connection
 
 from accounts.models import MeterReport, MeterReportState, UsageBillingState
 from accounts.services import usage_billing
-from tests.billing.stripe_stub import METER_EVENTS, StripeStub
 from tests.billing.test_meter_reports import HOUR, billed_org, calls, ident, make_plan, now_hour
 from tests.factories import DeveloperFactory, OrganizationFactory
+from tests.support.stripe_stub import METER_EVENTS, StripeStub
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk_test_hotcrossFakeKeyForTestsOnly0000"

@@ -12,8 +12,8 @@ from accounts.billing import meter_events
 from accounts.choices import AtCap, MeteredBilling
 from accounts.models import MeterReport, MeterReportState, Plan, UsageBillingState
 from accounts.services import usage_billing
-from tests.billing.stripe_stub import METER_EVENTS, StripeStub
 from tests.factories import DeveloperFactory, OrganizationFactory, UsageEventFactory
+from tests.support.stripe_stub import METER_EVENTS, StripeStub
 
 pytestmark = pytest.mark.django_db
 
@@ -342,7 +342,7 @@ def test_stripe_window_and_identifiers() -> None:
 
 
 def test_the_upcoming_invoice_is_read_through_the_stripe_library(stripe_stub: StripeStub) -> None:
-    from tests.billing import stripe_data
+    from tests.support import stripe_data
 
     customer = stripe_data.customer()
     stripe_stub.put(customer)

@@ -12,7 +12,7 @@ import pytest
 import stripe
 from django.conf import settings
 
-from tests.billing.conftest import NetworkRefused
+from tests.support.stripe import NetworkRefused
 
 ROOT = Path(__file__).resolve().parents[2]
 

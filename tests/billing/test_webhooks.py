@@ -27,9 +27,9 @@ from accounts.authentication import authenticate_key
 from accounts.billing import config
 from accounts.exceptions import KeyRefused, SeatLimitReached
 from accounts.models import Organization, PricingModel
-from tests.billing import stripe_data as sd
-from tests.billing.conftest import Webhook
 from tests.factories import DeveloperFactory, OrganizationFactory
+from tests.support import stripe_data as sd
+from tests.support.stripe import Webhook
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import pytest
 
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory, OrganizationFactory, PlanFactory
-from tests.gateway.conftest import OLD_HOTCROSS_SCRIPT, gateway_env, http_upstream
-from tests.mcp_bridge.conftest import run_uvicorn
+from tests.support.mcp import run_uvicorn
+from tests.support.upstreams import OLD_HOTCROSS_SCRIPT, gateway_env, http_upstream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

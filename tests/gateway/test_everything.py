@@ -8,8 +8,8 @@ import pytest
 
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory
-from tests.gateway.conftest import EVERYTHING, EVERYTHING_BIN, gateway_env, http_upstream, needs_everything
-from tests.mcp_bridge.conftest import http_client, run_uvicorn, stdio_session, structured, usage_written
+from tests.support.mcp import http_client, run_uvicorn, stdio_session, structured, usage_written
+from tests.support.upstreams import EVERYTHING, EVERYTHING_BIN, gateway_env, http_upstream, needs_everything
 
 pytestmark = [pytest.mark.django_db(transaction=True), needs_everything]
 

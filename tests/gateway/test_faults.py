@@ -14,8 +14,8 @@ import pytest
 
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory
-from tests.gateway.conftest import OLD_HOTCROSS, gateway_env
-from tests.mcp_bridge.conftest import http_client, mcp_error, run_uvicorn, stdio_session, structured, usage_written
+from tests.support.mcp import http_client, mcp_error, run_uvicorn, stdio_session, structured, usage_written
+from tests.support.upstreams import OLD_HOTCROSS, gateway_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,14 +9,8 @@ import pytest
 from mcp_types import PromptReference
 
 from tests.factories import DeveloperFactory
-from tests.gateway.conftest import (
-    EVERYTHING,
-    EVERYTHING_BIN,
-    gateway_env,
-    http_upstream,
-    needs_everything,
-)
-from tests.mcp_bridge.conftest import stdio_session
+from tests.support.mcp import stdio_session
+from tests.support.upstreams import EVERYTHING, EVERYTHING_BIN, gateway_env, http_upstream, needs_everything
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -14,16 +14,8 @@ import pytest
 from accounts import services
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory
-from tests.gateway.conftest import OLD_HOTCROSS, OLD_HOTCROSS_SCRIPT, gateway_env, http_upstream
-from tests.mcp_bridge.conftest import (
-    db,
-    http_client,
-    refused_within,
-    run_uvicorn,
-    stdio_session,
-    structured,
-    usage_written,
-)
+from tests.support.mcp import db, http_client, refused_within, run_uvicorn, stdio_session, structured, usage_written
+from tests.support.upstreams import OLD_HOTCROSS, OLD_HOTCROSS_SCRIPT, gateway_env, http_upstream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

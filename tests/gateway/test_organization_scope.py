@@ -11,8 +11,8 @@ import httpx2
 import pytest
 
 from tests.factories import DeveloperFactory
-from tests.gateway.conftest import OLD_HOTCROSS, gateway_env
-from tests.mcp_bridge.conftest import http_client, run_uvicorn, structured
+from tests.support.mcp import http_client, run_uvicorn, structured
+from tests.support.upstreams import OLD_HOTCROSS, gateway_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

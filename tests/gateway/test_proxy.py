@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.factories import DeveloperFactory
-from tests.gateway.conftest import OLD_HOTCROSS_SCRIPT, gateway_env, http_upstream
 from tests.gateway.test_direct import call, post
-from tests.mcp_bridge.conftest import run_uvicorn
+from tests.support.mcp import run_uvicorn
+from tests.support.upstreams import OLD_HOTCROSS_SCRIPT, gateway_env, http_upstream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

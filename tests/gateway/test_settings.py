@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from tests.gateway.conftest import OLD_HOTCROSS, gateway_env
-from tests.mcp_bridge.conftest import ROOT, server_env
+from tests.support.mcp import server_env
+from tests.support.servers import ROOT
+from tests.support.upstreams import OLD_HOTCROSS, gateway_env
 
 
 def manage(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:

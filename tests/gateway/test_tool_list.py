@@ -9,8 +9,8 @@ import anyio
 import pytest
 
 from tests.factories import DeveloperFactory
-from tests.gateway.conftest import OLD_HOTCROSS, gateway_env
-from tests.mcp_bridge.conftest import http_client, run_uvicorn
+from tests.support.mcp import http_client, run_uvicorn
+from tests.support.upstreams import OLD_HOTCROSS, gateway_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

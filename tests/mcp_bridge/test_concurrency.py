@@ -9,7 +9,7 @@ import pytest
 
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory, OrganizationFactory
-from tests.mcp_bridge.conftest import http_client, run_uvicorn, usage_written
+from tests.support.mcp import http_client, run_uvicorn, usage_written
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,7 +10,7 @@ import pytest
 from accounts.models import UsageEvent
 from mcp_bridge.server import server_version
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import http_client, structured, usage_written
+from tests.support.mcp import http_client, structured, usage_written
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,15 +13,7 @@ from accounts import services
 from accounts.models import SubscriptionStatus, UsageEvent
 from hotcross import local_env
 from tests.factories import DeveloperFactory, OrganizationFactory, UsageEventFactory
-from tests.mcp_bridge.conftest import (
-    db,
-    http_client,
-    mcp_error,
-    refused_within,
-    run_uvicorn,
-    structured,
-    usage_written,
-)
+from tests.support.mcp import db, http_client, mcp_error, refused_within, run_uvicorn, structured, usage_written
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

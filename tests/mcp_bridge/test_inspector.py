@@ -13,7 +13,8 @@ import pytest
 
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import INSPECTOR, ROOT, database_url, inspector_available, usage_written
+from tests.support.mcp import INSPECTOR, database_url, inspector_available, usage_written
+from tests.support.servers import ROOT
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

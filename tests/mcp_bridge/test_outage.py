@@ -15,7 +15,7 @@ import pytest
 
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import (
+from tests.support.mcp import (
     database_url,
     http_client,
     mcp_error,

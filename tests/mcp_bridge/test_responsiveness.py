@@ -15,7 +15,7 @@ import pytest
 
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import http_client, run_uvicorn, structured, usage_written
+from tests.support.mcp import http_client, run_uvicorn, structured, usage_written
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

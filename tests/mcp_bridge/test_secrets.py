@@ -11,15 +11,8 @@ import pytest
 
 from accounts import keys, services
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import (
-    ROOT,
-    db,
-    http_client,
-    refused_within,
-    run_uvicorn,
-    server_env,
-    stdio_session,
-)
+from tests.support.mcp import db, http_client, refused_within, run_uvicorn, server_env, stdio_session
+from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -14,7 +14,8 @@ from django.utils import timezone
 from accounts import services
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory, OrganizationFactory
-from tests.mcp_bridge.conftest import ROOT, db, mcp_error, server_env, stdio_session, structured, usage_written
+from tests.support.mcp import db, mcp_error, server_env, stdio_session, structured, usage_written
+from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

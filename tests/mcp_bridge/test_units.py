@@ -23,7 +23,7 @@ from mcp_bridge.http import host_allowed, origin_allowed
 from mcp_bridge.server import build_server
 from mcp_bridge.tools import bind_caller, tool, tools_of
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import SAMPLE_TOOLS, db, mcp_error, structured
+from tests.support.mcp import SAMPLE_TOOLS, db, mcp_error, structured
 
 CALLER = Principal(
     developer_id=uuid.uuid4(),

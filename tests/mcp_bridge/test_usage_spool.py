@@ -18,7 +18,7 @@ from django.utils import timezone
 from accounts.models import UsageEvent
 from accounts.services.usage import spill_usages, spooled_usages
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import database_url, mcp_error, run_uvicorn, stdio_session
+from tests.support.mcp import database_url, mcp_error, run_uvicorn, stdio_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

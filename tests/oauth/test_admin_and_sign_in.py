@@ -18,7 +18,7 @@ from oauth.authentication import authenticate_token
 from oauth.models import Client as OAuthClient
 from oauth.models import Grant, SignInCode
 from tests.factories import DeveloperFactory
-from tests.oauth.conftest import tokens_for
+from tests.support.oauth import tokens_for
 
 pytestmark = pytest.mark.django_db
 

@@ -15,7 +15,7 @@ from django.test import Client
 
 from oauth.models import Client as OAuthClient
 from tests.factories import DeveloperFactory
-from tests.oauth.conftest import REDIRECT, allow, exchange, new_flow, sign_in_with_key
+from tests.support.oauth import REDIRECT, allow, exchange, new_flow, sign_in_with_key
 
 pytestmark = pytest.mark.django_db
 

@@ -23,8 +23,8 @@ from accounts.services import grants
 from oauth.models import Grant
 from tests.e2e.conftest import CHROMIUM_ARGS
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import structured, usage_written
-from tests.oauth.server import OAuthServer, issue_token, run_oauth_server
+from tests.support.mcp import structured, usage_written
+from tests.support.oauth import OAuthServer, issue_token, run_oauth_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

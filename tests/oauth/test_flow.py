@@ -15,7 +15,7 @@ from accounts.selectors import seats_in_use
 from oauth.authentication import authenticate_token, token_checksum
 from oauth.models import Grant
 from tests.factories import DeveloperFactory
-from tests.oauth.conftest import REDIRECT, allow, exchange, new_flow, register, sign_in_with_key, tokens_for
+from tests.support.oauth import REDIRECT, allow, exchange, new_flow, register, sign_in_with_key, tokens_for
 
 pytestmark = pytest.mark.django_db
 

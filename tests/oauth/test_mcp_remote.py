@@ -9,8 +9,9 @@ import subprocess
 import pytest
 
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import INSPECTOR, ROOT, inspector_available
-from tests.oauth.server import run_oauth_server
+from tests.support.mcp import INSPECTOR, inspector_available
+from tests.support.oauth import run_oauth_server
+from tests.support.servers import ROOT
 
 MCP_REMOTE = ROOT / "node_modules" / ".bin" / "mcp-remote"
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 from accounts import plans
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory, OrganizationFactory, PlanFactory, UsageEventFactory
-from tests.mcp_bridge.conftest import http_client, mcp_error, usage_written
+from tests.support.mcp import http_client, mcp_error, usage_written
 
 
 def used(org, n: int, *, when: datetime.datetime | None = None) -> None:

@@ -12,9 +12,9 @@ import pytest
 from django.contrib.admin.models import LogEntry
 
 from accounts.billing.prices import PriceMetadataError, plan_code
-from tests.billing import stripe_data as sd
 from tests.factories import DeveloperFactory, OrganizationFactory, PlanFactory
-from tests.mcp_bridge.conftest import http_client
+from tests.support import stripe_data as sd
+from tests.support.mcp import http_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,7 +1,7 @@
 """Rate-limit leases (issue 16, the per-call cost): a process takes several tokens in one Redis round trip, from the
 upper half of a bucket only and as many as its own recent demand, spends them locally for `LEASE_SECONDS`, and gives
-back what it did not use. Two `RedisBuckets` here are two processes on one real Redis (DB 11, as the other rate-limit
-tests); round trips are counted by Redis itself (`INFO commandstats`)."""
+back what it did not use. Two `RedisBuckets` here are two processes on one real Redis (the session's own:
+`redis_service`); round trips are counted by Redis itself (`INFO commandstats`)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,19 @@ from django.core.cache.backends.redis import RedisCache
 from django.test import override_settings
 
 from accounts import limits
-from tests.mcp_bridge.conftest import TcpProxy
-from tests.plans.test_rate_limits import REDIS_URL, _fresh_limits  # noqa: F401  (autouse: applies here too)
+from tests.support.proxy import TcpProxy
 
 OPTIONS = {"OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}}
 
 
-def buckets(url: str = REDIS_URL) -> limits.RedisBuckets:
+@pytest.fixture(autouse=True)
+def _fresh_limits():
+    limits.reset()
+    yield
+    limits.reset()
+
+
+def buckets(url: str) -> limits.RedisBuckets:
     """A process's buckets (its own leases and its own Redis connection)."""
     return limits.RedisBuckets(RedisCache(url, OPTIONS))
 
@@ -29,14 +35,9 @@ def pair() -> tuple[str, str]:
     return f"{limits.KEY_PREFIX}d:{uuid.uuid4()}", f"{limits.KEY_PREFIX}o:{uuid.uuid4()}"
 
 
-def evalsha_calls() -> int:
-    stats = redis.Redis.from_url(REDIS_URL).info("commandstats")
-    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
-
-
-def available(key: str, limit: int) -> float:
+def available(url: str, key: str, limit: int) -> float:
     """The bucket's tokens now, as the script computes them (Redis's clock)."""
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(url)
     stored, ts = client.hmget(key, "tokens", "ts")
     seconds, micros = client.time()
     if stored is None:
@@ -58,26 +59,26 @@ async def paced(process: limits.RedisBuckets, keys: tuple[str, str], limit: int,
     return admitted
 
 
-def test_sustained_demand_gets_leases_so_few_calls_reach_redis():
+def test_sustained_demand_gets_leases_so_few_calls_reach_redis(redis_service):
     keys = pair()
-    first, second = buckets(), buckets()
+    first, second = buckets(redis_service.url), buckets(redis_service.url)
 
     async def scenario() -> list[int]:
         # Two processes, each ~400 calls a second for ~0.75 s on a limit far away.
         return await asyncio.gather(paced(first, keys, 10**6, 300, 0.0025), paced(second, keys, 10**6, 300, 0.0025))
 
-    redis.Redis.from_url(REDIS_URL).config_resetstat()
+    redis_service.reset_statistics()
     admitted = asyncio.run(scenario())
-    round_trips = evalsha_calls()
+    round_trips = redis_service.evalsha_calls()
     assert admitted == [300, 300]
     # Cold, each asks for one token at a time for a period (≤ ~100 calls each), then leases of a period's demand.
     assert round_trips < 600 / 3, round_trips
 
 
-def test_two_processes_never_admit_more_than_the_limit():
+def test_two_processes_never_admit_more_than_the_limit(redis_service):
     limit = 120  # two tokens a second
     keys = pair()
-    first, second = buckets(), buckets()
+    first, second = buckets(redis_service.url), buckets(redis_service.url)
 
     async def scenario() -> tuple[list[int], float]:
         loop = asyncio.get_running_loop()
@@ -93,19 +94,19 @@ def test_two_processes_never_admit_more_than_the_limit():
     assert limit - 1 <= sum(admitted) <= limit + refill, (admitted, refill)
 
 
-def test_unused_tokens_go_back_within_lease_seconds():
+def test_unused_tokens_go_back_within_lease_seconds(redis_service):
     limit = 600  # ten tokens a second
     keys = pair()
-    process = buckets()
+    process = buckets(redis_service.url)
 
     async def scenario() -> tuple[int, float, float, float]:
         admitted = await paced(process, keys, limit, 120, 0.004)  # ~250 calls a second: leases of ~60
         while leased(process) < 10:  # stop while a fresh lease has tokens left
             admitted += (await process.atake(*keys, limit, limit)).allowed
         left = leased(process)
-        before = available(keys[0], limit)
+        before = available(redis_service.url, keys[0], limit)
         await asyncio.sleep(limits.LEASE_SECONDS + 0.15)  # its timer gives the tokens back
-        after = available(keys[0], limit)
+        after = available(redis_service.url, keys[0], limit)
         return admitted, left, before, after
 
     admitted, left, before, after = asyncio.run(scenario())
@@ -116,9 +117,9 @@ def test_unused_tokens_go_back_within_lease_seconds():
     assert leased(process) == 0
 
 
-def test_a_plan_limit_change_drops_the_lease():
+def test_a_plan_limit_change_drops_the_lease(redis_service):
     keys = pair()
-    process = buckets()
+    process = buckets(redis_service.url)
 
     async def scenario() -> tuple[int, int]:
         await paced(process, keys, 600, 120, 0.004)
@@ -135,12 +136,12 @@ def test_a_plan_limit_change_drops_the_lease():
 
 
 @pytest.mark.parametrize("fail_open", [True, False])
-def test_redis_down_mid_lease_spends_the_lease_then_fails_as_configured(fail_open):
-    proxy = TcpProxy(("127.0.0.1", 6379))
+def test_redis_down_mid_lease_spends_the_lease_then_fails_as_configured(fail_open, redis_service):
+    proxy = TcpProxy(("127.0.0.1", redis_service.port))
     keys = pair()
     try:
         with override_settings(HOTCROSS_RATE_LIMIT_FAIL_OPEN=fail_open):
-            process = buckets(f"redis://127.0.0.1:{proxy.port}/11")
+            process = buckets(f"redis://127.0.0.1:{proxy.port}/0")
 
             async def scenario() -> tuple[int, list[limits.Decision]]:
                 await paced(process, keys, 600, 120, 0.004)

@@ -15,26 +15,18 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-import redis
 from django.test import override_settings
 
 from accounts import limits
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory, OrganizationFactory, PlanFactory
-from tests.mcp_bridge.conftest import (
-    TcpProxy,
-    mcp_error,
-    run_uvicorn,
-    stdio_session,
-    usage_written,
-)
-from tests.scale.test_workers import uvicorn_workers
+from tests.support.mcp import mcp_error, run_uvicorn, stdio_session, usage_written
+from tests.support.proxy import TcpProxy
 
-REDIS_URL = "redis://127.0.0.1:6379/11"
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
-def redis_caches(url: str = REDIS_URL) -> dict:
+def redis_caches(url: str) -> dict:
     return {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -47,7 +39,6 @@ def redis_caches(url: str = REDIS_URL) -> dict:
 @pytest.fixture(autouse=True)
 def _fresh_limits():
     limits.reset()
-    redis.Redis.from_url(REDIS_URL).flushdb()
     yield
     limits.reset()
 
@@ -70,9 +61,9 @@ def limited_developer(per_developer: int | None = None, per_organization: int | 
 
 
 @pytest.mark.parametrize("where", ["local", "redis"])
-def test_a_bucket_allows_the_limit_then_says_how_long_to_wait(where):
+def test_a_bucket_allows_the_limit_then_says_how_long_to_wait(where, request):
     caches = (
-        redis_caches()
+        redis_caches(request.getfixturevalue("redis_service").url)
         if where == "redis"
         else {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     )
@@ -163,11 +154,11 @@ def test_stdio_gives_a_json_rpc_error_with_the_wait(tmp_path):
 
 
 @contextlib.contextmanager
-def two_workers_on_redis(tmp_path, developer) -> Iterator[tuple[Any, dict[str, str]]]:
+def two_workers_on_redis(tmp_path, developer, redis_url: str) -> Iterator[tuple[Any, dict[str, str]]]:
     """Two uvicorn workers sharing Redis, both workers' key checks warmed (tools/list is not a call): the server and
     the developer's request headers."""
     headers = {**ACCEPT, "Authorization": f"Bearer {developer.plain_key}"}
-    with uvicorn_workers(tmp_path, 2, REDIS_URL=REDIS_URL) as server:
+    with run_uvicorn(tmp_path, workers=2, REDIS_URL=redis_url) as server:
         for _ in range(8):
             listed = httpx2.post(server.url, json={"jsonrpc": "2.0", "id": 0, "method": "tools/list"}, headers=headers)
             assert listed.status_code == 200
@@ -175,10 +166,10 @@ def two_workers_on_redis(tmp_path, developer) -> Iterator[tuple[Any, dict[str, s
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_workers_on_redis_hold_the_limit_exactly(tmp_path):
+def test_two_workers_on_redis_hold_the_limit_exactly(tmp_path, redis_service):
     limit = 6
     developer = limited_developer(per_developer=limit)
-    with two_workers_on_redis(tmp_path, developer) as (server, headers):
+    with two_workers_on_redis(tmp_path, developer, redis_service.url) as (server, headers):
 
         async def burst():
             async with httpx2.AsyncClient(
@@ -192,12 +183,12 @@ def test_two_workers_on_redis_hold_the_limit_exactly(tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_redis_down_and_back_on_a_running_server(tmp_path):
+def test_redis_down_and_back_on_a_running_server(tmp_path, redis_service):
     developer = limited_developer(per_developer=2)
     headers = {**ACCEPT, "Authorization": f"Bearer {developer.plain_key}"}
-    proxy = TcpProxy(("127.0.0.1", 6379))
+    proxy = TcpProxy(("127.0.0.1", redis_service.port))
     try:
-        with run_uvicorn(tmp_path, REDIS_URL=f"redis://127.0.0.1:{proxy.port}/11") as server:
+        with run_uvicorn(tmp_path, REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0") as server:
             statuses = [
                 httpx2.post(server.url, json=call(n), headers=headers, timeout=30).status_code for n in range(3)
             ]
@@ -210,7 +201,7 @@ def test_redis_down_and_back_on_a_running_server(tmp_path):
             back = httpx2.post(server.url, json=call(9), headers=headers, timeout=30)
             assert back.status_code == 429  # the bucket in Redis is still empty
         with run_uvicorn(
-            tmp_path, REDIS_URL=f"redis://127.0.0.1:{proxy.port}/11", HOTCROSS_RATE_LIMIT_FAIL_OPEN="false"
+            tmp_path, REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0", HOTCROSS_RATE_LIMIT_FAIL_OPEN="false"
         ) as server:
             proxy.cut()
             closed = httpx2.post(server.url, json=call(1), headers=headers, timeout=30)
@@ -222,7 +213,7 @@ def test_redis_down_and_back_on_a_running_server(tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_workers_with_leases_never_pass_the_limit_and_lose_nothing(tmp_path):
+def test_two_workers_with_leases_never_pass_the_limit_and_lose_nothing(tmp_path, redis_service):
     """Warm traffic first, so each worker has local demand and takes leases (from the upper half of the bucket: above
     20 of 40 tokens); then a burst one call over what is left. Never more than the limit: the burst gets at most what
     was left (plus what refilled meanwhile). It may get less — a worker can be refused while the other still holds
@@ -231,7 +222,7 @@ def test_two_workers_with_leases_never_pass_the_limit_and_lose_nothing(tmp_path)
     limit, rounds, per_round = 40, 4, 4
     left = limit - rounds * per_round
     developer = limited_developer(per_developer=limit)
-    with two_workers_on_redis(tmp_path, developer) as (server, headers):
+    with two_workers_on_redis(tmp_path, developer, redis_service.url) as (server, headers):
 
         async def traffic():
             async with httpx2.AsyncClient(
@@ -242,9 +233,9 @@ def test_two_workers_with_leases_never_pass_the_limit_and_lose_nothing(tmp_path)
                 for _ in range(rounds):
                     warm += await asyncio.gather(*(http.post(server.url, json=call(n)) for n in range(per_round)))
                     await asyncio.sleep(0.1)  # over more than one lease period: the demand of the previous one counts
-                stats.config_resetstat()
+                redis_service.reset_statistics()
                 burst = await asyncio.gather(*(http.post(server.url, json=call(n)) for n in range(left + 1)))
-                round_trips = int(stats.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+                round_trips = redis_service.evalsha_calls()
                 await asyncio.sleep(limits.LEASE_SECONDS + 0.2)  # unused leased tokens go back
                 later = []
                 for n in range(left + 1):  # one at a time until refused
@@ -253,7 +244,6 @@ def test_two_workers_with_leases_never_pass_the_limit_and_lose_nothing(tmp_path)
                         break
                 return warm, burst, round_trips, later, time.monotonic() - started
 
-        stats = redis.Redis.from_url(REDIS_URL)
         warm, burst, round_trips, later, elapsed = asyncio.run(traffic())
     assert [answer.status_code for answer in warm] == [200] * rounds * per_round
     statuses = [answer.status_code for answer in burst]

@@ -13,8 +13,8 @@ import pytest
 from accounts.models import UsageEvent
 from accounts.services import plans as plan_services
 from tests.factories import DeveloperFactory, OrganizationFactory, PlanFactory
-from tests.gateway.conftest import OLD_HOTCROSS, gateway_env
-from tests.mcp_bridge.conftest import db, http_client, mcp_error, run_uvicorn, stdio_session, usage_written
+from tests.support.mcp import db, http_client, mcp_error, run_uvicorn, stdio_session, usage_written
+from tests.support.upstreams import OLD_HOTCROSS, gateway_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -16,7 +16,7 @@ from accounts import key_cache, last_used
 from accounts.authentication import authenticate_key
 from accounts.models import Developer, UsageEvent
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import http_client, run_uvicorn
+from tests.support.mcp import http_client, run_uvicorn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -14,19 +14,8 @@ from django.contrib.auth.models import User
 from accounts.authentication import authenticate_key
 from accounts.exceptions import KeyRefused
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import http_client, run_uvicorn
-
-TOKEN = "metrics-test-token-0123456789"
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus' text format (0 when absent)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        match = re.fullmatch(r"([a-z_]+)(?:\{(.*)\})? (\S+)", line)
-        if match and match[1] == name and ",".join(sorted((match[2] or "").split(","))) == wanted:
-            return float(match[3])
-    return 0.0
+from tests.support.mcp import http_client, run_uvicorn
+from tests.support.metrics import TOKEN, sample
 
 
 @pytest.mark.django_db

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,48 +21,25 @@ from django.db.models import Sum
 from accounts import services
 from accounts.models import UsageEvent, UsageRollup
 from tests.factories import DeveloperFactory
-from tests.mcp_bridge.conftest import ROOT, RunningServer, _wait_until_serving, http_client, server_env
-from tests.scale.test_metrics_and_logs import TOKEN, sample
+from tests.support.mcp import http_client, run_uvicorn, server_env
+from tests.support.metrics import TOKEN, sample
+from tests.support.servers import ROOT, RunningServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-REDIS_URL = os.environ.get("HOTCROSS_TEST_REDIS_URL", "redis://127.0.0.1:6379/3")
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
 @contextlib.contextmanager
 def uvicorn_workers(tmp_path: Path, workers: int, **env: str) -> Iterator[RunningServer]:
-    """`uvicorn hotcross.asgi:application --workers N` on a free port, each worker with the same multiprocess metrics
+    """`uvicorn hotcross.asgi:application --workers N` (tests.support), each worker with the same multiprocess metrics
     folder; stopped by SIGTERM (graceful) at the end unless the test stopped it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    metrics_dir = tmp_path / f"metrics-{port}"
+    metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
-    log_path = tmp_path / f"uvicorn-{port}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "uvicorn", "hotcross.asgi:application", "--workers", str(workers)),
-                *("--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"),
-            ],
-            env=server_env(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), HOTCROSS_METRICS_TOKEN=TOKEN, **env),
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
-    try:
-        _wait_until_serving(server)
+    with run_uvicorn(
+        tmp_path, workers=workers, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), HOTCROSS_METRICS_TOKEN=TOKEN, **env
+    ) as server:
         yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def test_every_worker_writes_its_usage_at_a_graceful_stop_and_metrics_sum_the_workers(tmp_path):
@@ -117,21 +92,7 @@ def test_a_revocation_reaches_both_workers_within_a_second(tmp_path):
         assert {status() for _ in range(20)} == {403}
 
 
-def redis_reachable() -> bool:
-    import redis
-
-    try:
-        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1) as client:
-            return bool(client.ping())
-    except redis.RedisError:
-        return False
-
-
-def test_with_redis_url_the_cache_is_shared_through_redis():
-    if not redis_reachable():
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis is not reachable at {REDIS_URL} (.ci/run starts it)")
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
+def test_with_redis_url_the_cache_is_shared_through_redis(redis_service):
     code = (
         "from django.core.cache import caches; cache = caches['default']; cache.set('hotcross-test', 'shared', 30); "
         "import json; print(json.dumps([type(cache).__name__, cache.get('hotcross-test')]))"
@@ -148,11 +109,10 @@ def test_with_redis_url_the_cache_is_shared_through_redis():
         )
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    assert shell(REDIS_URL=REDIS_URL) == ["RedisCache", "shared"]
+    assert shell(REDIS_URL=redis_service.url) == ["RedisCache", "shared"]
     assert shell() == ["LocMemCache", "shared"]
-    import redis
 
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis_service.client()
     try:
         assert any(b"hotcross-test" in key for key in client.keys("hotcross*"))  # in Redis, where every worker sees it
         client.delete(*client.keys("hotcross*"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx2
 import pytest
 
-from tests.mcp_bridge.conftest import run_uvicorn
+from tests.support.mcp import run_uvicorn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

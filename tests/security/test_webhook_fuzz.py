@@ -25,10 +25,10 @@ import pytest
 from django.test import Client
 from djstripe.models import Event, WebhookEventTrigger
 
-from tests.billing import stripe_data as sd
-from tests.billing.conftest import WEBHOOK_SECRET, _only_loopback, stripe_stub, webhook  # noqa: F401 (fixtures)
 from tests.factories import OrganizationFactory
 from tests.security import corpus
+from tests.support import stripe_data as sd
+from tests.support.stripe import WEBHOOK_SECRET, _only_loopback, stripe_stub, webhook  # noqa: F401 (fixtures)
 
 SEED = 20261203
 OTHER_SECRET = "whsec_someoneElsesSecret00000000000"

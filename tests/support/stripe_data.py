@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from tests.billing.stripe_stub import API_VERSION
+from tests.support.stripe_stub import API_VERSION
 
 _ids = itertools.count(1)
 NOW = 1_760_000_000  # a fixed "now" for created/period fields; signatures use the real clock

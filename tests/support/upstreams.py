@@ -7,17 +7,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx2
 import pytest
 
-from tests.mcp_bridge.conftest import ROOT
+from tests.support.servers import ROOT, answers, serve_command
 
 EVERYTHING_BIN = ROOT / "node_modules" / ".bin" / "mcp-server-everything"
 EVERYTHING = shlex.join([str(EVERYTHING_BIN)])
@@ -42,43 +38,9 @@ needs_everything = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def http_upstream(command: list[str], log_dir: Path, *, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run an upstream's streamable-HTTP server; yields its URL (…/mcp) once it accepts connections."""
-    port = free_port()
-    log_path = log_dir / f"upstream-{port}.log"
-    full_env = {**os.environ, "PORT": str(port), **(env or {})}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [part.replace("{port}", str(port)) for part in command],
-            env=full_env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"upstream exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                httpx2.get(f"http://127.0.0.1:{port}/", timeout=1)
-                break
-            except httpx2.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"upstream did not start:\n{log_path.read_text()}") from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """Run an upstream's streamable-HTTP server (`{port}` in `command` and `PORT` name its port:
+    `tests.support.servers.serve_command`); yields its URL (…/mcp) once it accepts connections."""
+    with serve_command(command, log_dir, env=env, ready=answers("/", method="GET", status=None)) as server:
+        yield f"{server.base}/mcp"

@@ -114,7 +114,10 @@ class StripeStub:
         )
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="stripe-stub", daemon=True)
+        # A short poll: `stop()` waits for the serving loop to look (0.5 s by default, paid by every test using it).
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="stripe-stub", daemon=True
+        )
 
     # --- lifecycle ---
 

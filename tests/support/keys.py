@@ -1,4 +1,4 @@
-"""Helpers shared by the accounts tests."""
+"""Waiting for a key to be refused, where the change comes from another process."""
 
 from __future__ import annotations
 

@@ -1,0 +1,86 @@
+"""The run's test database: which tests use it, how a subprocess is pointed at it, how it is named and tuned.
+
+**What runs twice.** CI runs the suite on PostgreSQL and again on SQLite. A test that touches the run's database
+(through the ORM, SQL, migrations, or a server or command it starts on that database) runs on both; a test that never
+does runs once (`make test PYTEST_ARGS=--database-tests-only` leaves it out: the SQLite run in `.ci/run`). Which is
+which is read from the test's fixtures (`uses_database`): in-process, pytest-django refuses database access to a test
+without them, and `database_url()` refuses to give a subprocess the database of one, so a test that starts touching
+the database without saying so fails instead of silently running once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Fixtures that give a test the run's database (pytest-django's, and `django_db_setup`, which servers on the test
+# database need).
+DATABASE_FIXTURES = frozenset(
+    {
+        "db",
+        "transactional_db",
+        "django_db_reset_sequences",
+        "django_db_serialized_rollback",
+        "live_server",
+        "django_db_setup",
+    }
+)
+
+# The test running now (tests/conftest.py keeps it), for `database_url`'s check.
+current_item: pytest.Item | None = None
+
+
+def uses_database(item: pytest.Item) -> bool:
+    """Whether `item` touches the run's database: it has pytest-django's `django_db` mark, or needs one of
+    `DATABASE_FIXTURES` (directly or through other fixtures)."""
+    if item.get_closest_marker("django_db") is not None:
+        return True
+    return bool(DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+
+
+def database_url(*, host: str | None = None, port: int | None = None) -> str:
+    """DATABASE_URL of the test database this session created (optionally through another host/port), for a server
+    or command a test starts. Only for tests that use the database (see the module)."""
+    from django.db import connection
+
+    if current_item is not None and not uses_database(current_item):
+        raise RuntimeError(
+            f"{current_item.nodeid} gives a subprocess the test database but does not use it: add the `db` or "
+            "`transactional_db` fixture (or pytest.mark.django_db), or it would run on one database only."
+        )
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    user = quote(s.get("USER") or "")
+    password = f":{quote(s['PASSWORD'])}" if s.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{host or s['HOST']}:{port or s['PORT']}/{s['NAME']}"
+
+
+def checkout_tag() -> str:
+    """Eight hex digits naming this checkout: part of the test databases' names, so that suites run from two
+    checkouts at once (on the same DATABASE_URL) never share or drop each other's database."""
+    return hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
+
+
+def test_database_name(name: str) -> str:
+    """The test database's name for a configured PostgreSQL database `name` (pytest-xdist adds `_gw0`, `_gw1`…)."""
+    return f"test_{name}_{checkout_tag()}"
+
+
+def tune_postgresql(connection) -> None:
+    """No waiting for the WAL on commit in the test database (this and later connections, servers included): nothing
+    tests what a crash keeps."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"ALTER DATABASE {connection.ops.quote_name(connection.settings_dict['NAME'])} SET synchronous_commit = off"
+        )
+        cursor.execute("SET synchronous_commit = off")
