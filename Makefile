@@ -52,8 +52,11 @@ node_modules/.installed: package-lock.json
 		npm ci --no-audit --no-fund --loglevel=error && touch $@; \
 	else echo "note: npm is not installed; the MCP Inspector tests will skip"; fi
 
+# The whole suite on DATABASE_URL's database (SQLite by default), in PYTEST_WORKERS processes (pytest-xdist; 0 for one
+# process), the 15 slowest tests printed at the end. docs/testing.md: running one file, adding a test.
+PYTEST_WORKERS ?= 2
 test: install test-tools lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15 $(PYTEST_ARGS)
 
 # Figures, not pass/fail (README, "Development"). PostgreSQL on 127.0.0.1:5432 unless BENCH_PG / --server say otherwise.
 BENCH_DB ?= postgres://postgres@127.0.0.1:5432/hotcross_bench_mcp

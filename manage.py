@@ -40,6 +40,11 @@ def main() -> None:
     from django.core.management import execute_from_command_line
     from django.db import DatabaseError
 
+    from mcp_bridge import checks
+
+    # A command that never loads an MCP tool (orgs, migrate, …) starts without importing the MCP SDK for the system
+    # check of the tool modules: `manage.py check` does that check (mcp_bridge/checks.py).
+    checks.for_command(sys.argv[1] if len(sys.argv) > 1 else "help")
     try:
         execute_from_command_line(sys.argv)
     except ImproperlyConfigured as exc:

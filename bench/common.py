@@ -1,19 +1,20 @@
 """What the benchmarks share: the server argument, a scratch PostgreSQL database made and dropped around a run, the
 bulk loader of organizations and developers, timing one call at a time with its summary (checks/s, p50, p99) and
-percentiles, and starting a uvicorn on a port of its own and waiting until it answers."""
+percentiles, and the servers they start (uvicorn, or a command that binds its port itself) through the tests' one
+launcher of real servers, `tests/support/servers.py`: a listening socket of the server's own with TCP_NODELAY (no
+port races, no Nagle delay), readiness by polling, stop by process, the output in a log file."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import datetime
+import functools
 import math
 import os
-import socket
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -23,6 +24,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from tests.support import servers  # noqa: E402  (plain modules: no pytest, no Django set up)
 
 DEFAULT_SERVER = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 
@@ -159,37 +162,33 @@ def summary(name: str, samples: list[float]) -> dict[str, Any]:
     }
 
 
-def start_uvicorn(arguments: Sequence[str], env: dict[str, str]) -> tuple[int, subprocess.Popen]:
-    """`uvicorn <arguments>` (the app, and options such as `--workers`) on a free 127.0.0.1 port of its own, with
-    `env` as its environment, from the checkout; returns once `/mcp` answers. The caller stops the process.
-
-    A port of its own rather than a socket handed over with --fd: asyncio sets TCP_NODELAY only on sockets it knows
-    to be TCP, and without it Nagle's algorithm and delayed ACKs add ~40 ms to every answer."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "uvicorn", *arguments),
-            *("--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"),
-            *("--backlog", "1024"),
-        ],
-        env=env,
-        cwd=ROOT,
-    )
-    asyncio.run(wait_for_server(port))
-    return port, process
+# A server is up once /mcp gives any HTTP answer (the bridge asks for a key; a bare server or an upstream answers too).
+ANSWERS = servers.answers("/mcp", status=None)
 
 
-async def wait_for_server(port: int) -> None:
-    """Return once something answers HTTP on 127.0.0.1:`port`/mcp (within a minute), or exit the benchmark."""
-    import httpx2
+@functools.cache
+def server_logs() -> Path:
+    """Where the servers of this run write their output (a new temporary folder, said on stderr once and kept): a
+    server that does not start raises with its log."""
+    folder = Path(tempfile.mkdtemp(prefix="hotcross-bench-"))
+    print(f"server logs: {folder}", file=sys.stderr, flush=True)
+    return folder
 
-    async with httpx2.AsyncClient() as http:
-        for _ in range(300):
-            try:
-                await http.post(f"http://127.0.0.1:{port}/mcp", json={})
-                return
-            except httpx2.TransportError:
-                await asyncio.sleep(0.2)
-    raise SystemExit(f"the server on port {port} did not start")
+
+@contextlib.contextmanager
+def uvicorn(
+    app: str, env: dict[str, str], *, workers: int = 1, args: Sequence[str] = ()
+) -> Iterator[servers.RunningServer]:
+    """uvicorn serving `app` from the checkout (`tests.support.servers.uvicorn`: no access log, log level warning, a
+    backlog of 1024), `workers` processes, `env` its whole environment and `args` more options; yields once /mcp
+    answers, and stops it (SIGTERM) at the end unless the caller did (`server.stop()`)."""
+    with servers.uvicorn(server_logs(), env, app=app, workers=workers, args=args, ready=ANSWERS) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve_command(command: Sequence[str], env: dict[str, str] | None = None) -> Iterator[servers.RunningServer]:
+    """A server that binds its port itself (`{port}` in `command`; `tests.support.servers.serve_command`, this
+    environment plus `env`); yields once /mcp answers, stopped at the end."""
+    with servers.serve_command(command, server_logs(), env=env, ready=ANSWERS) as server:
+        yield server

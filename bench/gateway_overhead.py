@@ -49,9 +49,11 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from common import wait_for_server  # noqa: E402
-from mcp_overhead import _QUIET, _create_database_if_missing  # noqa: E402  (the same harness)
+from common import serve_command, uvicorn  # noqa: E402
+from mcp_overhead import _create_database_if_missing  # noqa: E402  (the same harness)
 from mcp_overhead import _load as _load_httpx  # noqa: E402
+
+from tests.support.servers import RunningServer  # noqa: E402
 
 UPSTREAM = ROOT / "tests" / "gateway" / "old_hotcross.py"
 
@@ -96,31 +98,30 @@ def main() -> None:
     developer, key = services.add_developer(organization=org, email=f"bench-{uuid.uuid4().hex[:12]}@example.com")
     connection.close()
 
-    upstream_port, upstream = _start_upstream()
-    upstream_url = f"http://127.0.0.1:{upstream_port}/mcp"
+    servers_started = contextlib.ExitStack()  # stopped at the end, the last started first (the upstream last)
+    upstream = _start_upstream(servers_started)
+    upstream_url = f"{upstream.base}/mcp"
     os.environ["HOTCROSS_MCP_UPSTREAM"] = upstream_url
     os.environ["HOTCROSS_MCP_UPSTREAM_TIMEOUT"] = "30"
     print(f"database: {connection.vendor}; clients in flight: {args.clients}; calls per round: {args.calls}")
     print(f"upstream: {upstream_url} (tests/gateway/old_hotcross.py, stateless JSON); load generator: {args.client}")
     from mcp_overhead import _start
 
-    bridge = _start(["hotcross.asgi:application"])
+    bridge = _start(servers_started, "hotcross.asgi:application")
     auth = {"Authorization": f"Bearer {key}"}
-    servers = [("direct", upstream_port, {}), ("bridge", bridge[0], auth)]
-    processes = [bridge[1], upstream]
-    pids = {"direct": upstream.pid, "bridge": bridge[1].pid}
+    servers = [("direct", upstream.port, {}), ("bridge", bridge.port, auth)]
+    pids = {"direct": upstream.process.pid, "bridge": bridge.process.pid}
     if not args.no_floor:
-        floor = _start(["gateway_forwarder:app"])
-        servers.append(("floor", floor[0], {}))
-        processes.insert(0, floor[1])
-        pids["floor"] = floor[1].pid
+        floor = _start(servers_started, "gateway_forwarder:app")
+        servers.append(("floor", floor.port, {}))
+        pids["floor"] = floor.process.pid
     load = _load_aiohttp if args.client == "aiohttp" else _load_httpx
     scratch = tempfile.TemporaryDirectory(prefix="hotcross-bench-before-")
+    servers_started.callback(scratch.cleanup)  # once the server of --before has stopped
     if args.before:
-        before = _start_revision(args.before, Path(scratch.name))
-        servers.append(("before", before[0], auth))
-        pids["before"] = before[1].pid
-        processes.insert(0, before[1])
+        before = _start_revision(servers_started, args.before, Path(scratch.name))
+        servers.append(("before", before.port, auth))
+        pids["before"] = before.process.pid
         print(f"before: the bridge of {args.before}")
     if args.pin:
         # As if the bridge ran on a machine (or cores) of its own in front of the upstream's: the load generator and
@@ -145,12 +146,12 @@ def main() -> None:
             bridge_calls += 200 if name in metering else 0
         for round_number in range(1, args.rounds + 1):
             for name, port, headers in servers:
-                server_cpu, upstream_cpu = _cpu_seconds(pids[name]), _cpu_seconds(upstream.pid)
+                server_cpu, upstream_cpu = _cpu_seconds(pids[name]), _cpu_seconds(upstream.process.pid)
                 client_cpu = time.process_time()
                 throughput, p50, p99 = asyncio.run(load(port, headers, clients=args.clients, calls=args.calls))
                 client_cpu = (time.process_time() - client_cpu) * 1000 / args.calls
                 server_cpu = (_cpu_seconds(pids[name]) - server_cpu) * 1000 / args.calls
-                upstream_cpu = (_cpu_seconds(upstream.pid) - upstream_cpu) * 1000 / args.calls
+                upstream_cpu = (_cpu_seconds(upstream.process.pid) - upstream_cpu) * 1000 / args.calls
                 results[name].append((throughput, p50, p99))
                 cpu[name].append((0.0 if name == "direct" else server_cpu, upstream_cpu, client_cpu))
                 bridge_calls += args.calls if name in metering else 0
@@ -168,10 +169,7 @@ def main() -> None:
                 bridge_calls += args.latency_calls if name in metering else 0
                 print(f"one in flight, round {round_number} {name:6}: p50 {p50:6.3f} ms  p99 {p99:6.3f} ms")
     finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=10)
-        scratch.cleanup()
+        servers_started.close()
 
     print()
     medians = {}
@@ -256,41 +254,20 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _start_revision(revision: str, folder: Path) -> tuple[int, subprocess.Popen]:
-    """The bridge of a git revision, exported (`git archive`) into `folder`, on a port of its own."""
-    import socket
-
+def _start_revision(stack: contextlib.ExitStack, revision: str, folder: Path) -> RunningServer:
+    """The bridge of a git revision, exported (`git archive`) into `folder` and served from there (uvicorn's
+    `--app-dir`, and PYTHONPATH), on a socket of its own; stopped when `stack` closes."""
     archive = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(folder), "LOG_LEVEL": "WARNING"}
     env.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
-    command = [sys.executable, "-m", "uvicorn", "hotcross.asgi:application", "--host", "127.0.0.1"]
-    process = subprocess.Popen(
-        [*command, "--port", str(port), *_QUIET],
-        env=env,
-        cwd=folder,
-    )
-    asyncio.run(wait_for_server(port))
-    return port, process
+    return stack.enter_context(uvicorn("hotcross.asgi:application", env, args=("--app-dir", str(folder))))
 
 
-def _start_upstream() -> tuple[int, subprocess.Popen]:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, str(UPSTREAM), "http", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    asyncio.run(wait_for_server(port))
-    return port, process
+def _start_upstream(stack: contextlib.ExitStack) -> RunningServer:
+    """The upstream (`tests/gateway/old_hotcross.py http PORT`), which binds its port itself; stopped when `stack`
+    closes."""
+    return stack.enter_context(serve_command([sys.executable, str(UPSTREAM), "http", "{port}"]))
 
 
 if __name__ == "__main__":

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import statistics
-import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from common import ROOT, load_developers, parser, percentile, scratch_database, start_uvicorn
+from common import ROOT, load_developers, parser, percentile, scratch_database, uvicorn
+
+from tests.support.servers import RunningServer
 
 SCRATCH_DB = "hotcross_bench_scale_load"
 BENCH = Path(__file__).resolve().parent
@@ -65,16 +68,15 @@ def run(args: argparse.Namespace) -> None:
         with connection.cursor() as cursor:
             cursor.execute("TRUNCATE accounts_usageevent, accounts_usagerollup")
         connection.close()
-        port, process = _start(workers)
-        print(f"\n{workers} worker(s): {args.clients} clients for {args.seconds:.0f} s…", flush=True)
-        try:
-            answered, errors, latencies, elapsed = asyncio.run(_load(port, plain_keys, args.seconds))
-            if workers == 2:
-                lag = asyncio.run(_revocation_lag(port, spare_developer, spare_key))
-                print(f"  a revocation reached every worker {lag:.2f} s after it was made", flush=True)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            code = process.wait(timeout=60)
+        with _start(workers) as server:
+            print(f"\n{workers} worker(s): {args.clients} clients for {args.seconds:.0f} s…", flush=True)
+            try:
+                answered, errors, latencies, elapsed = asyncio.run(_load(server.port, plain_keys, args.seconds))
+                if workers == 2:
+                    lag = asyncio.run(_revocation_lag(server.port, spare_developer, spare_key))
+                    print(f"  a revocation reached every worker {lag:.2f} s after it was made", flush=True)
+            finally:
+                code = server.stop(signal.SIGTERM, timeout=60)
         events = UsageEvent.objects.count()
         rolled = UsageRollup.objects.aggregate(n=Sum("calls"))["n"] or 0
         connection.close()
@@ -122,7 +124,10 @@ async def _revocation_lag(port: int, developer, key: str) -> float:
     return last_ok - revoked
 
 
-def _start(workers: int) -> tuple[int, subprocess.Popen]:
+@contextlib.contextmanager
+def _start(workers: int) -> Iterator[RunningServer]:
+    """`uvicorn hotcross.asgi:application --workers N` (bench/common.py: the tests' launcher), multiprocess metrics
+    on; stopped at the end unless stopped before."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(BENCH), str(ROOT)]),
@@ -131,7 +136,8 @@ def _start(workers: int) -> tuple[int, subprocess.Popen]:
         "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="hotcross-metrics-"),
         "LOG_LEVEL": "WARNING",
     }
-    return start_uvicorn(["hotcross.asgi:application", "--workers", str(workers)], env)
+    with uvicorn("hotcross.asgi:application", env, workers=workers) as server:
+        yield server
 
 
 async def _load(port: int, plain_keys: list[str], seconds: float) -> tuple[int, int, list[float], float]:

@@ -27,16 +27,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
-from common import wait_for_server
+from common import uvicorn
+
+from tests.support.servers import RunningServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -114,30 +115,26 @@ def main() -> None:
     connection.close()
 
     print(f"database: {connection.vendor}; clients in flight: {args.clients}; calls per round: {args.calls}")
-    bridge = _start(["hotcross.asgi:application"])
-    limited = _start(["hotcross.asgi:application"], REDIS_URL=args.redis_url)
-    bare = _start(["--factory", "mcp_overhead:bare_app"])
-    servers = (
-        ("bare", bare, {}),
-        ("bridge", bridge, {"Authorization": f"Bearer {key}"}),
-        ("limited", limited, {"Authorization": f"Bearer {limited_key}"}),
-    )
     results: dict[str, list[tuple[float, float, float]]] = {"bare": [], "bridge": [], "limited": []}
     answered = {"bare": 0, "bridge": 0, "limited": 0}
-    try:
-        for name, (port, _), headers in servers:
-            asyncio.run(_load(port, headers, clients=args.clients, calls=300))  # warm up
+    with contextlib.ExitStack() as stack:  # the servers stop at the end
+        bridge = _start(stack, "hotcross.asgi:application")
+        limited = _start(stack, "hotcross.asgi:application", REDIS_URL=args.redis_url)
+        bare = _start(stack, "mcp_overhead:bare_app", "--factory")
+        servers = (
+            ("bare", bare, {}),
+            ("bridge", bridge, {"Authorization": f"Bearer {key}"}),
+            ("limited", limited, {"Authorization": f"Bearer {limited_key}"}),
+        )
+        for name, server, headers in servers:
+            asyncio.run(_load(server.port, headers, clients=args.clients, calls=300))  # warm up
             answered[name] += 300
         for round_number in range(1, args.rounds + 1):
-            for name, (port, _), headers in servers:
-                throughput, p50, p99 = asyncio.run(_load(port, headers, clients=args.clients, calls=args.calls))
+            for name, server, headers in servers:
+                throughput, p50, p99 = asyncio.run(_load(server.port, headers, clients=args.clients, calls=args.calls))
                 results[name].append((throughput, p50, p99))
                 answered[name] += args.calls
                 print(f"round {round_number} {name:7}: {throughput:8.1f} calls/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
-    finally:
-        for _, (_, process), _ in servers:
-            process.terminate()
-            process.wait(timeout=10)
 
     print()
     summary = {}
@@ -242,15 +239,10 @@ def _create_database_if_missing(connection) -> None:
             cursor.execute(f"CREATE DATABASE {connection.ops.quote_name(name)}")
 
 
-_QUIET = ("--no-access-log", "--log-level=warning", "--backlog", "1024")
-
-
-def _start(app: list[str], **extra_env: str) -> tuple[int, subprocess.Popen]:
-    # A port of its own rather than a socket handed over with --fd: asyncio sets TCP_NODELAY only on sockets it
-    # knows to be TCP, and without it Nagle's algorithm and delayed ACKs add ~40 ms to every answer of both servers.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def _start(stack: contextlib.ExitStack, app: str, *args: str, **extra_env: str) -> RunningServer:
+    """uvicorn serving `app` (with `args`, e.g. `--factory`), one worker, this process's environment plus the bench
+    folder on PYTHONPATH and `extra_env`; stopped when `stack` closes (bench/common.py: the tests' launcher, a socket
+    of its own with TCP_NODELAY)."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(BENCH), str(ROOT)]),
@@ -258,13 +250,7 @@ def _start(app: list[str], **extra_env: str) -> tuple[int, subprocess.Popen]:
         **extra_env,
     }
     env.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", *app, *("--host", "127.0.0.1", "--port", str(port)), *_QUIET],
-        env=env,
-        cwd=ROOT,
-    )
-    asyncio.run(wait_for_server(port))
-    return port, process
+    return stack.enter_context(uvicorn(app, env, args=args))
 
 
 async def _load(port: int, headers: dict[str, str], *, clients: int, calls: int) -> tuple[float, float, float]:

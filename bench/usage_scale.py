@@ -27,13 +27,10 @@ import argparse
 import asyncio
 import datetime
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 
-from common import ROOT, load_developers, parser, percentile, scratch_database
+from common import load_developers, parser, percentile, scratch_database, uvicorn
 
 SCRATCH_DB = "hotcross_bench_scale_usage"
 BIG_EVENTS = 10_000_000
@@ -154,24 +151,10 @@ def _load_events(connection, where: str, params: list, count: int, now: datetime
 
 
 def _usage_tool(key: str, calls: int) -> tuple[float, float]:
-    """p50, p95 in ms of the `usage` tool called over HTTP, one call at a time."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    """p50, p95 in ms of the `usage` tool called over HTTP, one call at a time (uvicorn, one worker)."""
     env = {**os.environ, "ALLOWED_HOSTS": "127.0.0.1,localhost", "LOG_LEVEL": "WARNING"}
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "uvicorn", "hotcross.asgi:application", "--host", "127.0.0.1"),
-            *("--port", str(port), "--no-access-log", "--log-level", "warning"),
-        ],
-        env=env,
-        cwd=ROOT,
-    )
-    try:
-        return asyncio.run(_call_usage(port, key, calls))
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    with uvicorn("hotcross.asgi:application", env) as server:
+        return asyncio.run(_call_usage(server.port, key, calls))
 
 
 async def _call_usage(port: int, key: str, calls: int) -> tuple[float, float]:
@@ -184,12 +167,6 @@ async def _call_usage(port: int, key: str, calls: int) -> tuple[float, float]:
         "Content-Type": "application/json",
     }
     async with httpx2.AsyncClient(timeout=60) as http:
-        for _ in range(300):
-            try:
-                await http.post(url, json={})
-                break
-            except httpx2.TransportError:
-                await asyncio.sleep(0.2)
         samples = []
         for n in range(calls + 20):
             body = {"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": "usage", "arguments": {}}}

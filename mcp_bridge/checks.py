@@ -1,24 +1,42 @@
 """System checks: a wrong HOTCROSS_MCP_TOOLS or HOTCROSS_MCP_UPSTREAM* is reported by `manage.py check` (and at
-deploy), not at the first call."""
+deploy), not at the first call.
+
+Checking the tool modules means importing them, and with them the MCP SDK (about a second of start-up). The commands
+that neither serve MCP nor check the configuration (`orgs`, `migrate`, `seed_demo`, …) never load a tool: `manage.py`
+turns that check off for them (`for_command`), and nothing else here imports the SDK before a check needs it, so
+they start without it. `manage.py check` (with `--deploy` too) still checks the tool modules, and a server refuses a
+wrong one when it starts (`mcp_bridge.server.build_server`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-import anyio
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
-from mcp.shared.exceptions import MCPError
 
-from hotcross import db
-from mcp_bridge.tools import bind_caller, duplicate_names, tool_name, tools_of
+# Whether `check_tool_modules` imports and checks the tool modules in this process: always, unless `manage.py` runs
+# a command outside TOOL_COMMANDS (`for_command`).
+check_tools = True
+# The `manage.py` commands that check the tool modules: `check` (and `check --deploy`), and those that serve MCP or
+# load the SDK anyway (`mcp_server` runs no system check, but builds the server, which refuses a wrong module alike).
+TOOL_COMMANDS = frozenset({"check", "mcp_server", "mcp_upstream"})
+
+
+def for_command(name: str) -> None:
+    """Before `manage.py <name>` runs: check the tool modules only if `name` is one of TOOL_COMMANDS."""
+    global check_tools
+    check_tools = name in TOOL_COMMANDS
 
 
 @register()
 def check_tool_modules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    if not check_tools:
+        return []
     from mcp_bridge.server import tool_modules
+    from mcp_bridge.tools import bind_caller, duplicate_names, tools_of
 
     try:
         functions = tools_of(tool_modules())
@@ -67,8 +85,12 @@ probe_upstream = False
 
 
 def _upstream_findings(config: Any) -> tuple[CheckMessage, ...]:
+    import anyio
+    from mcp.shared.exceptions import MCPError
+
     from mcp_bridge.gateway.upstream import probe
     from mcp_bridge.server import tool_modules
+    from mcp_bridge.tools import tool_name, tools_of
 
     try:
         asyncio.get_running_loop()
@@ -103,6 +125,8 @@ def _upstream_findings(config: Any) -> tuple[CheckMessage, ...]:
 
 @register(deploy=True)
 def check_database_threads(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from hotcross import db
+
     pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
     max_size = pool.get("max_size") if isinstance(pool, dict) else None
     needed = db.connections_at_most()

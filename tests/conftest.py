@@ -11,8 +11,15 @@ import pytest
 from django.db import connection
 
 from accounts import key_cache, last_used
-from tests.support import database, migrations
+from tests.support import database, migrations, templates
+
+# Fixtures every folder may use, defined once here: a session fixture imported into several conftest files would be
+# one fixture per file to pytest, each starting its own server.
+from tests.support.mcp import db_proxy, mcp_http  # noqa: F401 - fixtures
+from tests.support.oauth import oauth_server  # noqa: F401 - fixtures
 from tests.support.redis import RedisService, redis_server
+from tests.support.stripe import stripe_stub, webhook  # noqa: F401 - fixtures
+from tests.support.upstreams import everything_upstream, gateway_bridge, old_hotcross_upstream  # noqa: F401 - fixtures
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -27,6 +34,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # The test database is created by `migrate` on the executor that remembers project states: a rollback in a
     # migration test then finds the states it needs (tests/support/migrations.py).
     migrations.use_in_migrate_command()
+    # Emptying the database after a transactional test deletes the rows of the tables that have some (PostgreSQL).
+    database.use_fast_flush()
+    # A test database is cloned from its template when `python -m tests.support.templates` built one (.ci/run does).
+    templates.use_templates()
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):

@@ -6,18 +6,19 @@ import os
 import subprocess
 import sys
 import uuid
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
 from django.utils import timezone
 
 from accounts import keys
 from accounts.authentication import authenticate_key
 from accounts.models import Developer, Organization
 from tests.factories import DeveloperFactory, OrganizationFactory
+from tests.support.database import database_url
+from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.django_db
 
@@ -213,47 +214,56 @@ def test_from_a_shell_a_mistake_is_one_line_on_stderr_and_a_non_zero_exit():
     """The real process: exit code, stderr and stdout as an operator sees them."""
     org = OrganizationFactory(max_seats=1)
     DeveloperFactory(organization=org)
-    db = connection.settings_dict
-    if connection.vendor == "postgresql":
-        url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    else:
-        url = f"sqlite:///{db['NAME']}"
-    env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": "test", "DEBUG": "false"}
-    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "DATABASE_URL": database_url(), "SECRET_KEY": "test", "DEBUG": "false"}
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "manage.py", "orgs", *args], cwd=root, env=env, capture_output=True, text=True, timeout=60
+            [sys.executable, "manage.py", "orgs", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
         )
 
-    refused = run("create-dev", str(org.id), "x@example.com", "X", "Y")
+    # None of them changes anything (each is refused, or only reads): they run at once, a few at a time, and the
+    # database is checked unchanged once they are all done (at the end).
+    commands = {
+        "refused": ("create-dev", str(org.id), "x@example.com", "X", "Y"),
+        "bad_arg": ("update-seats", str(org.id), "many"),
+        "frobnicate": ("frobnicate",),
+        "no_verb": (),
+        "too_many": ("update-seats", str(org.id), "99999999999"),
+        "listed": ("list-orgs", "--json"),
+    }
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        done = dict(zip(commands, pool.map(lambda args: run(*args), commands.values()), strict=True))
+
+    refused = done["refused"]
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines() == [
         f"CommandError: {org.name} uses 1 of 1 seat. Add seats, or revoke or deactivate a developer first."
     ]
     assert refused.stdout == ""
 
-    bad_arg = run("update-seats", str(org.id), "many")
+    bad_arg = done["bad_arg"]
     assert bad_arg.returncode == 2
     assert len(bad_arg.stderr.strip().splitlines()) == 1
     assert "invalid int value: 'many'" in bad_arg.stderr
 
-    for mistyped in (("frobnicate",), ()):
-        unknown = run(*mistyped)
+    for mistyped in ("frobnicate", "no_verb"):
+        unknown = done[mistyped]
         assert unknown.returncode == 2
         assert len(unknown.stderr.strip().splitlines()) == 1, unknown.stderr
         assert "VERB" in unknown.stderr and "--help" in unknown.stderr
 
-    too_many = run("update-seats", str(org.id), "99999999999")
+    too_many = done["too_many"]
     assert too_many.returncode == 1
     assert too_many.stderr.strip().splitlines() == [
         "CommandError: max seats: a whole number of 0 or more (at most 2147483647), not 99999999999."
     ]
 
-    listed = run("list-orgs", "--json")
+    listed = done["listed"]
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)[0]["seats_in_use"] == 1
     assert Developer.objects.count() == 1
+    org.refresh_from_db()
+    assert org.max_seats == 1
 
 
 class TestHostileNames:

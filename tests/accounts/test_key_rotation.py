@@ -5,7 +5,6 @@ import datetime
 import io
 import json
 import re
-import time
 
 import pytest
 from django.contrib.admin.models import LogEntry
@@ -19,7 +18,7 @@ from accounts.exceptions import InvalidInput, KeyRefused
 from accounts.models import Developer, ReplacedKey
 from accounts.services.developers import MAX_GRACE, parse_grace
 from tests.factories import DeveloperFactory, ReplacedKeyFactory
-from tests.support.keys import refusal_within
+from tests.support.keys import refusal_within, time_passes
 
 pytestmark = pytest.mark.django_db
 
@@ -160,14 +159,14 @@ def test_after_the_grace_period_the_old_key_is_refused_with_key_rotated():
     assert Developer.objects.with_old_key_grace().get(pk=dev.pk).old_key_works_until is None
 
 
-def test_a_remembered_old_key_stops_at_its_grace_end_without_asking_again(django_assert_num_queries):
+def test_a_remembered_old_key_stops_at_its_grace_end_without_asking_again(monkeypatch, django_assert_num_queries):
     dev = DeveloperFactory()
     services.rotate_key(developer=dev, grace=MINUTES_15)
     soon = timezone.now() + datetime.timedelta(milliseconds=300)
     ReplacedKey.objects.filter(developer=dev).update(grace_until=soon)
     key_cache.clear()
     assert authenticate_key(dev.plain_key).developer_id == dev.id  # remembered now, with its grace end
-    time.sleep(max(0.0, (soon - timezone.now()).total_seconds()) + 0.05)
+    time_passes(monkeypatch, max(0.0, (soon - timezone.now()).total_seconds()) + 0.05)
     with django_assert_num_queries(0):
         assert refusal(dev.plain_key).code == "key_rotated"
 

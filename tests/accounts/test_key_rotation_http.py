@@ -11,30 +11,26 @@ from django.utils import timezone
 from accounts import services
 from accounts.models import ReplacedKey
 from tests.factories import DeveloperFactory
-from tests.support.mcp import db, http_client, mcp_error, refused_within, run_uvicorn, structured
+from tests.support.mcp import db, http_client, mcp_error, refused_within, structured
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 TOOLS_LIST = {"jsonrpc": "2.0", "id": 7, "method": "tools/list"}
 
-
-@pytest.fixture(scope="module")
-def server(django_db_setup, tmp_path_factory):
-    with run_uvicorn(tmp_path_factory.mktemp("key-rotation-http")) as running:
-        yield running
+# The server is the session's `mcp_http` (tests/accounts/conftest.py): each test brings its own developer.
 
 
 def post(url: str, key: str) -> httpx2.Response:
     return httpx2.post(url, json=TOOLS_LIST, headers={**ACCEPT, "Authorization": f"Bearer {key}"}, timeout=30)
 
 
-def test_a_rotated_away_key_is_403_key_rotated_with_the_date_and_the_organization(server):
+def test_a_rotated_away_key_is_403_key_rotated_with_the_date_and_the_organization(mcp_http):
     developer = DeveloperFactory(organization__name="Acme Corp", email="erin@acme.test")
     services.rotate_key(developer=developer)
     replaced_at = ReplacedKey.objects.get(developer=developer).replaced_at
 
-    response = post(server.url, developer.plain_key)
+    response = post(mcp_http.url, developer.plain_key)
     assert response.status_code == 403
     assert "www-authenticate" not in response.headers  # the key is known: no OAuth dance
     error = response.json()["error"]
@@ -52,7 +48,7 @@ def test_a_rotated_away_key_is_403_key_rotated_with_the_date_and_the_organizatio
     assert str(developer.organization_id) not in response.text
 
     async def scenario():
-        async with http_client(server.url, developer.plain_key) as client:
+        async with http_client(mcp_http.url, developer.plain_key) as client:
             await client.call_tool("whoami", {})
 
     with pytest.raises(BaseException) as raised:
@@ -60,14 +56,14 @@ def test_a_rotated_away_key_is_403_key_rotated_with_the_date_and_the_organizatio
     assert mcp_error(raised.value).data == {"code": "key_rotated", "message": message}
 
 
-def test_in_its_grace_period_the_old_key_works_over_http_and_is_refused_once_it_ends(server):
+def test_in_its_grace_period_the_old_key_works_over_http_and_is_refused_once_it_ends(mcp_http):
     developer = DeveloperFactory(organization__max_seats=1)
     _, new_key = services.rotate_key(developer=developer, grace=datetime.timedelta(minutes=15))
 
     async def scenario():
-        async with http_client(server.url, new_key) as client:
+        async with http_client(mcp_http.url, new_key) as client:
             new = structured(await client.call_tool("whoami", {}))
-        async with http_client(server.url, developer.plain_key) as client:
+        async with http_client(mcp_http.url, developer.plain_key) as client:
             old = structured(await client.call_tool("whoami", {}))
 
             def grace_ends():  # time passes: the stored end of the grace period is now in the past
@@ -83,5 +79,5 @@ def test_in_its_grace_period_the_old_key_works_over_http_and_is_refused_once_it_
     assert new["seats_used"] == old["seats_used"] == 1  # one seat for both keys
     assert refused.data["code"] == "key_rotated"
     assert after < 1.5  # the server's memory of the key check lasts at most a second
-    assert post(server.url, developer.plain_key).status_code == 403
-    assert post(server.url, new_key).status_code == 200
+    assert post(mcp_http.url, developer.plain_key).status_code == 403
+    assert post(mcp_http.url, new_key).status_code == 200

@@ -13,7 +13,6 @@ import pytest
 from accounts import services
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory
-from tests.support.mcp import run_uvicorn
 from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,34 +26,35 @@ def readme_example() -> tuple[str, str]:
     return definitions, "client = Hotcross(" + use
 
 
-def test_the_readme_client_verifies_reports_and_sees_a_revocation(tmp_path):
+def test_the_readme_client_verifies_reports_and_sees_a_revocation(mcp_http):
+    # The session's server (tests.support.mcp.MCP_HTTP_ENV) gives verify answers a max-age of 1 s and remembers key
+    # checks for 0.1 s.
     developer = DeveloperFactory(organization__name="Acme Example")
     definitions, use = readme_example()
     namespace: dict = {}
     exec(compile(definitions, "README.md", "exec"), namespace)  # noqa: S102 (the README's own code is under test)
-    with run_uvicorn(tmp_path, HOTCROSS_API_VERIFY_MAX_AGE="1") as server:
-        use = use.replace('"https://backoffice.example.com"', repr(server.base))
-        use = use.replace('"hc_live_…"', repr(developer.plain_key))
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):
-            exec(compile(use, "README.md", "exec"), namespace)  # noqa: S102
-        assert printed.getvalue().strip() == "Acme Example"
-        assert UsageEvent.objects.filter(developer=developer, tool_name="search_code").count() == 1
+    use = use.replace('"https://backoffice.example.com"', repr(mcp_http.base))
+    use = use.replace('"hc_live_…"', repr(developer.plain_key))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(use, "README.md", "exec"), namespace)  # noqa: S102
+    assert printed.getvalue().strip() == "Acme Example"
+    assert UsageEvent.objects.filter(developer=developer, tool_name="search_code").count() == 1
 
-        client = namespace["client"]
-        for n in range(150):  # the 100th call reports a batch on its own
-            client.record("index_repo", ok=n % 10 != 0, duration_ms=n)
-        assert UsageEvent.objects.filter(developer=developer, tool_name="index_repo").count() == 100
-        pending = list(client.events)
-        client.flush()
-        client.events = pending  # as if the answer had been lost: the same ids again
-        client.flush()
-        assert UsageEvent.objects.filter(developer=developer, tool_name="index_repo").count() == 150
-        assert UsageEvent.objects.filter(developer=developer, tool_name="index_repo", ok=False).count() == 15
+    client = namespace["client"]
+    for n in range(150):  # the 100th call reports a batch on its own
+        client.record("index_repo", ok=n % 10 != 0, duration_ms=n)
+    assert UsageEvent.objects.filter(developer=developer, tool_name="index_repo").count() == 100
+    pending = list(client.events)
+    client.flush()
+    client.events = pending  # as if the answer had been lost: the same ids again
+    client.flush()
+    assert UsageEvent.objects.filter(developer=developer, tool_name="index_repo").count() == 150
+    assert UsageEvent.objects.filter(developer=developer, tool_name="index_repo", ok=False).count() == 15
 
-        services.revoke_key(developer=developer)
-        deadline = time.monotonic() + 1 + 1 + 0.5  # the answer's max-age, the server's key-check memory, slack
-        with pytest.raises(PermissionError, match=r"^key_revoked: This API key was revoked"):
-            while time.monotonic() < deadline:
-                client.principal()
-                time.sleep(0.1)
+    services.revoke_key(developer=developer)
+    deadline = time.monotonic() + 1 + 1 + 0.5  # the answer's max-age, the server's key-check memory, slack
+    with pytest.raises(PermissionError, match=r"^key_revoked: This API key was revoked"):
+        while time.monotonic() < deadline:
+            client.principal()
+            time.sleep(0.02)

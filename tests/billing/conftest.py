@@ -1,4 +1,3 @@
-"""Fixtures of the Stripe tests (tests/support/stripe.py): no network but 127.0.0.1, a local Stripe API stub, signed
-webhook deliveries."""
+"""The Stripe tests reach no network but 127.0.0.1 (tests/support/stripe.py)."""
 
-from tests.support.stripe import _only_loopback, stripe_stub, webhook  # noqa: F401 - fixtures
+from tests.support.stripe import _only_loopback  # noqa: F401 - an autouse fixture, for this folder

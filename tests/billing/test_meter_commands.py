@@ -8,31 +8,21 @@ import subprocess
 import sys
 import time
 from io import StringIO
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
 
 from accounts.models import MeterReport, MeterReportState, UsageBillingState
 from accounts.services import usage_billing
-from tests.billing.test_meter_reports import HOUR, billed_org, calls, ident, make_plan, now_hour
+from tests.billing.meter_helpers import HOUR, billed_org, calls, ident, make_plan, now_hour
 from tests.factories import DeveloperFactory, OrganizationFactory
+from tests.support.database import database_url
+from tests.support.servers import ROOT, stop_process
 from tests.support.stripe_stub import METER_EVENTS, StripeStub
 
-ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk_test_hotcrossFakeKeyForTestsOnly0000"
-
-
-def database_url() -> str:
-    s = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{s['NAME']}"
-    password = f":{quote(s['PASSWORD'])}" if s.get("PASSWORD") else ""
-    return f"postgres://{quote(s.get('USER') or '')}{password}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
 
 
 def command_env(stub: StripeStub) -> dict[str, str]:
@@ -53,6 +43,7 @@ def command_env(stub: StripeStub) -> dict[str, str]:
 
 
 def start_command(stub: StripeStub, *args: str) -> subprocess.Popen:
+    """`manage.py billing …` on the test database, Stripe being the stub (stopped with `stop_process`)."""
     return subprocess.Popen(
         [sys.executable, "manage.py", "billing", *args],
         cwd=ROOT,
@@ -78,11 +69,8 @@ def test_a_restart_mid_report_neither_duplicates_nor_skips(stripe_stub: StripeSt
             assert hold.arrived.wait(timeout=60), (
                 process.communicate(timeout=5)[0] if process.poll() is not None else ""
             )
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=10)
         finally:
-            if process.poll() is None:
-                process.kill()
+            stop_process(process, signal.SIGKILL)
     first, second = ident(organization, h - 3 * HOUR), ident(organization, h - 2 * HOUR)
     assert stripe_stub.accepted_values() == {first: 2}
     assert set(MeterReport.objects.values_list("identifier", "state")) == {
@@ -110,14 +98,16 @@ def test_the_loop_runs_until_sigterm_and_exits_cleanly(stripe_stub: StripeStub) 
     try:
         deadline = time.monotonic() + 60
         while not stripe_stub.meter_events and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.1)
+            time.sleep(0.02)
         assert stripe_stub.accepted_values() == {ident(organization, h - 2 * HOUR): 3}
-        time.sleep(0.5)  # the run records what it sent before it sleeps
+        # The run records what Stripe accepted, then waits for the next: SIGTERM comes once it has recorded.
+        while not MeterReport.objects.filter(state=MeterReportState.ACCEPTED).exists():
+            assert time.monotonic() < deadline and process.poll() is None, "the run never recorded the report"
+            time.sleep(0.02)
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=30)
     finally:
-        if process.poll() is None:
-            process.kill()
+        stop_process(process)
     assert process.returncode == 0, out
     assert "Reporting usage every 10 s" in out and "Stopping after this run." in out
     assert MeterReport.objects.get().state == MeterReportState.ACCEPTED

@@ -9,52 +9,14 @@ import pytest
 import stripe
 
 from accounts.billing import meter_events
-from accounts.choices import AtCap, MeteredBilling
-from accounts.models import MeterReport, MeterReportState, Plan, UsageBillingState
+from accounts.choices import MeteredBilling
+from accounts.models import MeterReport, MeterReportState, UsageBillingState
 from accounts.services import usage_billing
-from tests.factories import DeveloperFactory, OrganizationFactory, UsageEventFactory
+from tests.billing.meter_helpers import HOUR, billed_org, calls, ident, make_plan, now_hour, run
+from tests.factories import DeveloperFactory, OrganizationFactory
 from tests.support.stripe_stub import METER_EVENTS, StripeStub
 
 pytestmark = pytest.mark.django_db
-
-HOUR = datetime.timedelta(hours=1)
-
-
-def now_hour() -> datetime.datetime:
-    """The start of the current UTC hour: tests place calls in the hours before it (Stripe takes 35 days back)."""
-    return datetime.datetime.now(datetime.UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def make_plan(billing: str = MeteredBilling.ALL_CALLS, *, per_seat: int | None = None, **extra: Any) -> Plan:
-    return Plan.objects.create(
-        code=f"p-{billing}-{per_seat}-{Plan.objects.count()}",
-        name=extra.pop("name", f"Plan {billing}"),
-        monthly_calls_per_seat=per_seat,
-        at_cap=AtCap.OVERAGE if billing == MeteredBilling.OVERAGE else AtCap.REFUSE,
-        metered_billing=billing,
-        stripe_meter_event_name=extra.pop("event_name", "hotcross_calls"),
-        **extra,
-    )
-
-
-def billed_org(plan: Plan, since: datetime.datetime, **fields: Any) -> Any:
-    """An organization on `plan`, billed by usage since `since` (as if a first run had seen it then)."""
-    organization = OrganizationFactory(plan=plan, **fields)
-    UsageBillingState.objects.create(organization=organization, billing_since=since, planned_until=since)
-    return organization
-
-
-def calls(developer: Any, at: datetime.datetime, n: int) -> None:
-    for i in range(n):
-        UsageEventFactory(developer=developer, created_at=at + datetime.timedelta(seconds=i))
-
-
-def ident(organization: Any, start: datetime.datetime, sequence: int = 0) -> str:
-    return usage_billing.identifier(organization.pk, start, sequence)
-
-
-def run(at: datetime.datetime) -> usage_billing.RunResult:
-    return usage_billing.report_usage(at, sleep=lambda seconds: None)
 
 
 def test_all_calls_are_reported_once_per_interval_with_their_count(stripe_stub: StripeStub) -> None:

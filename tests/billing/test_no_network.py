@@ -6,15 +6,13 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import stripe
 from django.conf import settings
 
+from tests.support.servers import ROOT
 from tests.support.stripe import NetworkRefused
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_only_127_0_0_1_can_be_reached():

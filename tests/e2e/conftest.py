@@ -1,36 +1,15 @@
-"""Browser tests: Debian's chromium driven by Playwright against pytest-django's live server.
-
-Never `playwright install` (a browser download fails here): the system's chromium is used through
-`executable_path`. Without chromium the tests are skipped locally, and fail under CI (CI=true), where `.ci/run`
-installs it.
-"""
-
-import os
-import shutil
-from pathlib import Path
+"""Browser tests: Debian's chromium driven by Playwright against pytest-django's live server (the chromium and its
+arguments: tests/e2e/browser_helpers.py)."""
 
 import pytest
 from django.db import connections
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
+from tests.e2e.browser_helpers import ARTIFACTS, CHROMIUM_ARGS, chromium_executable
 
 
 @pytest.fixture
 def chromium_path() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (CI installs it with apt in .ci/run)")
-        pytest.skip("chromium is not installed (apt-get install chromium); CI runs these tests")
-    return path
+    return chromium_executable()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from django.utils import timezone
 from djstripe.models import WebhookEventTrigger
 
 from accounts.models import SubscriptionStatus
-from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.browser_helpers import ARTIFACTS
 from tests.factories import DeveloperFactory, OrganizationFactory, UsageEventFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -4,15 +4,24 @@
     python tests/gateway/old_hotcross.py              # stdio
     python tests/gateway/old_hotcross.py http PORT    # streamable HTTP at http://127.0.0.1:PORT/mcp
     python tests/gateway/old_hotcross.py exit         # exits at once, before any MCP traffic
+    python -m uvicorn --factory tests.gateway.old_hotcross:http_app   # streamable HTTP under any uvicorn options
 
-It also has the tools the fault tests need (`crash`, `sleep`) and `whoami` when EXTRA_TOOL_WHOAMI=1 (a name clash).
+It also has the tools the fault tests need (`crash`, `sleep`), `hold` (a call kept in flight until a test lets it
+go), `grow` / `grow_quietly` / `forget` (a tool list that changes) and `whoami` when EXTRA_TOOL_WHOAMI=1 (a name
+clash).
 """
+
+import os
+import sys
+
+if __name__ == "__main__" and sys.argv[1:2] == ["exit"]:
+    # Before the imports below (about a second of CPU): a bridge starts this again at every attempt of its back-off.
+    print("old-hotcross: cannot start (this test server exits at once)", file=sys.stderr)
+    sys.exit(3)
 
 import asyncio
 import functools
 import inspect
-import os
-import sys
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -111,6 +120,14 @@ async def sleep(seconds: float) -> str:
     return "awake"
 
 
+@server.tool()
+async def hold(path: str) -> str:
+    """Answers once the file `path` exists: a call in flight for as long as a test wants."""
+    while not os.path.exists(path):
+        await asyncio.sleep(0.02)
+    return "released"
+
+
 def grown() -> str:
     """A tool added while the server runs."""
     return "I am new"
@@ -129,6 +146,14 @@ def grow_quietly(name: str) -> str:
     """Adds a tool named `name` without telling anyone."""
     server.add_tool(grown, name=name)
     return "grown"
+
+
+@server.tool()
+async def forget(name: str, ctx: Context) -> str:
+    """Removes the tool `name` that `grow` added, and says so (notifications/tools/list_changed)."""
+    server.remove_tool(name)
+    await ctx.session.send_tool_list_changed()
+    return "forgotten"
 
 
 @server.prompt()
@@ -151,15 +176,16 @@ if os.environ.get("EXTRA_TOOL_WHOAMI") == "1":
         return "upstream"
 
 
+def http_app() -> Any:
+    """The streamable-HTTP app: stateless, answers as JSON (`uvicorn --factory`; the tests hand uvicorn a socket)."""
+    return server.streamable_http_app(stateless_http=True, json_response=True)
+
+
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else "stdio"
-    if mode == "exit":
-        print("old-hotcross: cannot start (this test server exits at once)", file=sys.stderr)
-        sys.exit(3)
     if mode == "http":
         import uvicorn
 
-        app = server.streamable_http_app(stateless_http=True, json_response=True)
-        uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+        uvicorn.run(http_app(), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
     else:
         server.run()

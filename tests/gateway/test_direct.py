@@ -5,10 +5,8 @@ SDK's server, and a client cannot tell: the same requests to a bridge with it an
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,45 +15,26 @@ import pytest
 
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory, OrganizationFactory, PlanFactory
-from tests.support.mcp import run_uvicorn
-from tests.support.upstreams import OLD_HOTCROSS_SCRIPT, gateway_env, http_upstream
+from tests.support.mcp import run_uvicorn, usage_written
+from tests.support.upstreams import HEADERS, METRICS_TOKEN, call, gateway_env, metrics, post
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-METRICS_TOKEN = "metrics-token-for-tests"
-HEADERS = {
-    "Accept": "application/json, text/event-stream",
-    "Content-Type": "application/json",
-    "MCP-Protocol-Version": "2025-06-18",
-}
+# HOTCROSS_MCP_UPSTREAM_TIMEOUT of both bridges: a call of `sleep` longer than this is answered upstream_timeout once
+# it is over (the only window these tests wait out).
+TIMEOUT = 0.5
 
 
-def call(request_id: int | str, name: Any, arguments: Any = None, **params: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"name": name, **params}
-    if arguments is not None:
-        body["arguments"] = arguments
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": body}
-
-
-@contextlib.contextmanager
-def two_bridges(tmp_path, **env: str) -> Iterator[tuple[Any, Any]]:
-    """(direct, through the SDK): two bridges in front of one old-Hotcross-style HTTP upstream."""
-    (tmp_path / "direct").mkdir()
-    (tmp_path / "sdk").mkdir()
-    with http_upstream([sys.executable, str(OLD_HOTCROSS_SCRIPT), "http", "{port}"], tmp_path) as url:
-        settings = gateway_env(url, HOTCROSS_METRICS_TOKEN=METRICS_TOKEN, **env)
-        with run_uvicorn(tmp_path / "direct", **settings) as direct:
-            with run_uvicorn(tmp_path / "sdk", **settings, HOTCROSS_MCP_DIRECT_FORWARD="false") as sdk:
-                yield direct, sdk
-
-
-def post(server: Any, key: str, message: Any, **headers: str) -> httpx2.Response:
-    return httpx2.post(
-        server.url,
-        content=json.dumps(message).encode(),
-        headers={**HEADERS, "Authorization": f"Bearer {key}", **headers},
-        timeout=30,
+@pytest.fixture(scope="module")
+def two_bridges(django_db_setup, old_hotcross_upstream, tmp_path_factory) -> Iterator[tuple[Any, Any]]:
+    """(direct, through the SDK): two bridges in front of one old-Hotcross-style HTTP upstream, shared by the
+    module's tests (each calls them with developers of its own, and reads /metrics' counters as differences)."""
+    settings = gateway_env(
+        old_hotcross_upstream, HOTCROSS_MCP_UPSTREAM_TIMEOUT=str(TIMEOUT), HOTCROSS_METRICS_TOKEN=METRICS_TOKEN
     )
+    with run_uvicorn(tmp_path_factory.mktemp("direct"), **settings) as direct:
+        with run_uvicorn(tmp_path_factory.mktemp("sdk"), **settings, HOTCROSS_MCP_DIRECT_FORWARD="false") as sdk:
+            yield direct, sdk
 
 
 def answer(response: httpx2.Response, developer: Any = None) -> tuple[int, str | None, Any]:
@@ -72,9 +51,15 @@ def answer(response: httpx2.Response, developer: Any = None) -> tuple[int, str |
 
 
 def forwarded(server: Any) -> dict[str, float]:
-    text = httpx2.get(f"{server.base}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10).text
-    found = re.findall(r'hotcross_gateway_forwarded_calls_total\{path="(\w+)"\} ([0-9.]+)', text)
+    """hotcross_gateway_forwarded_calls_total by path, as the server counts them now."""
+    found = re.findall(r'hotcross_gateway_forwarded_calls_total\{path="(\w+)"\} ([0-9.]+)', metrics(server))
     return {path: float(value) for path, value in found}
+
+
+def since(before: dict[str, float], now: dict[str, float]) -> dict[str, float]:
+    """The counters that grew from `before` to `now`, by how much (a shared server counted other tests' calls too)."""
+    grown = {path: value - before.get(path, 0.0) for path, value in now.items()}
+    return {path: value for path, value in grown.items() if value}
 
 
 def usage_of(developer) -> list[tuple[str, bool]]:
@@ -102,80 +87,92 @@ TO_THE_SDK = [
     {"jsonrpc": "1.0", "id": 18, "method": "tools/call", "params": {"name": "ping"}},
 ]
 
+# What a developer's calls of DIRECT + TO_THE_SDK and `whoami` are metered as (the SDK's bridge; the direct one meters
+# the same, and the test's own checks on top).
+METERED = sorted(
+    [("ping", True)] * 4
+    + [("remember", True), ("caller_meta", True), ("fails", False), ("sleep", False), ("whoami", True)]
+)
 
-def test_a_client_cannot_tell_direct_forwarding_from_the_sdk(tmp_path):
+
+def test_a_client_cannot_tell_direct_forwarding_from_the_sdk(two_bridges):
     on_direct, on_sdk = DeveloperFactory(), DeveloperFactory()
-    with two_bridges(tmp_path, HOTCROSS_MCP_UPSTREAM_TIMEOUT="1") as (direct, sdk):
-        for message in DIRECT + TO_THE_SDK:
-            assert answer(post(direct, on_direct.plain_key, message), on_direct) == answer(
-                post(sdk, on_sdk.plain_key, message), on_sdk
-            ), message
-        # Headers and bodies the SDK refuses: refused the same way by both.
-        for headers, body in [
-            ({"Accept": "text/plain"}, json.dumps(call(20, "ping", {}))),
-            ({"Content-Type": "text/plain"}, json.dumps(call(21, "ping", {}))),
-            ({"MCP-Protocol-Version": "1999-01-01"}, json.dumps(call(22, "ping", {}))),
-            ({}, '{"jsonrpc": "2.0", "id": 23, "method": "tools/call", "params": {"name": "ping"'),  # not JSON
-            ({}, json.dumps(call(24, "ping", {"blob": "x" * (5 * 1024 * 1024)}))),  # over the SDK's 4 MiB
-        ]:
-            kwargs = {"Authorization": f"Bearer {on_direct.plain_key}"}
-            got_direct = httpx2.post(direct.url, content=body, headers={**HEADERS, **kwargs, **headers}, timeout=30)
-            kwargs = {"Authorization": f"Bearer {on_sdk.plain_key}"}
-            got_sdk = httpx2.post(sdk.url, content=body, headers={**HEADERS, **kwargs, **headers}, timeout=30)
-            assert got_direct.status_code == got_sdk.status_code != 200, headers
-            assert got_direct.text == got_sdk.text
+    direct, sdk = two_bridges
+    before = forwarded(direct), forwarded(sdk)
+    for message in DIRECT + TO_THE_SDK:
+        assert answer(post(direct, on_direct.plain_key, message), on_direct) == answer(
+            post(sdk, on_sdk.plain_key, message), on_sdk
+        ), message
+    # Headers and bodies the SDK refuses: refused the same way by both.
+    for headers, body in [
+        ({"Accept": "text/plain"}, json.dumps(call(20, "ping", {}))),
+        ({"Content-Type": "text/plain"}, json.dumps(call(21, "ping", {}))),
+        ({"MCP-Protocol-Version": "1999-01-01"}, json.dumps(call(22, "ping", {}))),
+        ({}, '{"jsonrpc": "2.0", "id": 23, "method": "tools/call", "params": {"name": "ping"'),  # not JSON
+        ({}, json.dumps(call(24, "ping", {"blob": "x" * (5 * 1024 * 1024)}))),  # over the SDK's 4 MiB
+    ]:
+        kwargs = {"Authorization": f"Bearer {on_direct.plain_key}"}
+        got_direct = httpx2.post(direct.url, content=body, headers={**HEADERS, **kwargs, **headers}, timeout=30)
+        kwargs = {"Authorization": f"Bearer {on_sdk.plain_key}"}
+        got_sdk = httpx2.post(sdk.url, content=body, headers={**HEADERS, **kwargs, **headers}, timeout=30)
+        assert got_direct.status_code == got_sdk.status_code != 200, headers
+        assert got_direct.text == got_sdk.text
 
-        # A built-in tool (its answer names the developer, so not compared) is the SDK's on both.
-        whoami = post(direct, on_direct.plain_key, call(10, "whoami", {})).json()["result"]["structuredContent"]
-        assert whoami["developer_id"] == str(on_direct.id)
-        post(sdk, on_sdk.plain_key, call(10, "whoami", {}))
+    # A built-in tool (its answer names the developer, so not compared) is the SDK's on both.
+    whoami = post(direct, on_direct.plain_key, call(10, "whoami", {})).json()["result"]["structuredContent"]
+    assert whoami["developer_id"] == str(on_direct.id)
+    post(sdk, on_sdk.plain_key, call(10, "whoami", {}))
 
-        # The direct answers themselves are right (not just equal): the caller handed on, isError passed through.
-        remembered = post(direct, on_direct.plain_key, call(30, "remember", {"text": "x"})).json()["result"]
-        assert remembered["structuredContent"]["developer_id"] == str(on_direct.id)
-        meta = post(direct, on_direct.plain_key, call(31, "caller_meta", {})).json()["result"]["structuredContent"]
-        assert meta == {
-            "hotcross/developer_id": str(on_direct.id),
-            "hotcross/organization_id": str(on_direct.organization_id),
-        }
-        failed = post(direct, on_direct.plain_key, call(32, "fails", {})).json()["result"]
-        assert failed["isError"] is True and failed["content"][0]["text"] == "Error executing tool fails"
-        timed_out = post(direct, on_direct.plain_key, call(33, "sleep", {"seconds": 2})).json()["error"]
-        assert timed_out["data"]["code"] == "upstream_timeout"
+    # The direct answers themselves are right (not just equal): the caller handed on, isError passed through.
+    remembered = post(direct, on_direct.plain_key, call(30, "remember", {"text": "x"})).json()["result"]
+    assert remembered["structuredContent"]["developer_id"] == str(on_direct.id)
+    meta = post(direct, on_direct.plain_key, call(31, "caller_meta", {})).json()["result"]["structuredContent"]
+    assert meta == {
+        "hotcross/developer_id": str(on_direct.id),
+        "hotcross/organization_id": str(on_direct.organization_id),
+    }
+    failed = post(direct, on_direct.plain_key, call(32, "fails", {})).json()["result"]
+    assert failed["isError"] is True and failed["content"][0]["text"] == "Error executing tool fails"
+    timed_out = post(direct, on_direct.plain_key, call(33, "sleep", {"seconds": 2})).json()["error"]
+    assert timed_out["data"]["code"] == "upstream_timeout"
 
-        # Which path served the forwarded calls: the direct one on one bridge (the SDK's for what it does not
-        # take, such as a call with a progress token), only the SDK's on the other; the same calls in all.
-        on_one, on_other = forwarded(direct), forwarded(sdk)
-        assert on_one["direct"] == len(DIRECT) + 4 and on_other.get("direct", 0) == 0
-        assert on_one["direct"] + on_one.get("sdk", 0) == on_other["sdk"] + 4
-    # The servers have stopped (each writes its usage buffer at its stop): metered the same, ok or error per tool.
+    # Which path served the forwarded calls: the direct one on one bridge (the SDK's for what it does not
+    # take, such as a call with a progress token), only the SDK's on the other; the same calls in all.
+    on_one, on_other = since(before[0], forwarded(direct)), since(before[1], forwarded(sdk))
+    assert on_one["direct"] == len(DIRECT) + 4 and on_other.get("direct", 0) == 0
+    assert on_one["direct"] + on_one.get("sdk", 0) == on_other["sdk"] + 4
+    # Metered the same, ok or error per tool (written a flush interval after each answer).
     checks = [("caller_meta", True), ("fails", False), ("remember", True), ("sleep", False)]
+    usage_written(2 * len(METERED) + len(checks))
+    assert usage_of(on_sdk) == METERED
     assert ("ping", True) in usage_of(on_sdk) and ("fails", False) in usage_of(on_sdk)
     assert usage_of(on_direct) == sorted(usage_of(on_sdk) + checks)
 
 
-def test_the_plan_refuses_the_same_way_on_the_direct_path(tmp_path):
+def test_the_plan_refuses_the_same_way_on_the_direct_path(two_bridges):
     plan = PlanFactory(
         code="team", name="Team", allows_all_tools=False, allowed_tools="ping\nwhoami", rate_limit_per_developer=2
     )
     on_direct = DeveloperFactory(organization=OrganizationFactory(plan=plan))
     on_sdk = DeveloperFactory(organization=OrganizationFactory(plan=plan))
-    with two_bridges(tmp_path) as (direct, sdk):
-        answers = []
-        for message in [call(1, "fails", {}), call(2, "ping", {}), call(3, "ping", {}), call(4, "ping", {})]:
-            got_direct, got_sdk = (
-                answer(post(direct, on_direct.plain_key, message)),
-                answer(post(sdk, on_sdk.plain_key, message)),
-            )
-            answers.append(got_direct)
-            assert got_direct[:2] == got_sdk[:2], message
-            assert _without_wait(got_direct[2]) == _without_wait(got_sdk[2]), message
-        assert forwarded(direct) == {"direct": 2}  # the refused calls were not forwarded
+    direct, sdk = two_bridges
+    before = forwarded(direct)
+    answers = []
+    for message in [call(1, "fails", {}), call(2, "ping", {}), call(3, "ping", {}), call(4, "ping", {})]:
+        got_direct, got_sdk = (
+            answer(post(direct, on_direct.plain_key, message)),
+            answer(post(sdk, on_sdk.plain_key, message)),
+        )
+        answers.append(got_direct)
+        assert got_direct[:2] == got_sdk[:2], message
+        assert _without_wait(got_direct[2]) == _without_wait(got_sdk[2]), message
+    assert since(before, forwarded(direct)) == {"direct": 2}  # the refused calls were not forwarded
     not_in_plan, ok, _ok, limited = answers
     assert not_in_plan[0] == 200 and not_in_plan[2]["error"]["data"]["code"] == "tool_not_in_plan"
     assert ok[0] == 200 and ok[2]["result"]["content"][0]["text"] == "pong"
     assert limited[0] == 429 and limited[1] == "30"
     assert limited[2]["error"]["data"]["code"] == "rate_limited"
+    usage_written(4)
     assert usage_of(on_direct) == usage_of(on_sdk) == [("ping", True), ("ping", True)]
 
 

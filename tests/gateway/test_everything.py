@@ -9,7 +9,7 @@ import pytest
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory
 from tests.support.mcp import http_client, run_uvicorn, stdio_session, structured, usage_written
-from tests.support.upstreams import EVERYTHING, EVERYTHING_BIN, gateway_env, http_upstream, needs_everything
+from tests.support.upstreams import EVERYTHING, gateway_env, needs_everything
 
 pytestmark = [pytest.mark.django_db(transaction=True), needs_everything]
 
@@ -79,21 +79,21 @@ def test_stdio_upstream_through_stdio_bridge(tmp_path):
     check(anyio.run(scenario), developer)
 
 
-def test_http_upstream_through_both_bridges(tmp_path):
+def test_http_upstream_through_both_bridges(tmp_path, everything_upstream):
     developer = DeveloperFactory()
-    with http_upstream([str(EVERYTHING_BIN), "streamableHttp"], tmp_path) as upstream_url:
-        with run_uvicorn(tmp_path, **gateway_env(upstream_url)) as bridge:
+    upstream_url = everything_upstream  # the session's: a session of its own for each bridge
+    with run_uvicorn(tmp_path, **gateway_env(upstream_url)) as bridge:
 
-            async def over_http():
-                async with http_client(bridge.url, developer.plain_key) as client:
-                    return await exercise(client)
+        async def over_http():
+            async with http_client(bridge.url, developer.plain_key) as client:
+                return await exercise(client)
 
-            check(anyio.run(over_http), developer)
+        check(anyio.run(over_http), developer)
 
-        async def over_stdio():
-            with open(tmp_path / "stderr", "w") as errlog:
-                async with stdio_session(developer.plain_key, errlog, **gateway_env(upstream_url)) as client:
-                    return await exercise(client)
+    async def over_stdio():
+        with open(tmp_path / "stderr", "w") as errlog:
+            async with stdio_session(developer.plain_key, errlog, **gateway_env(upstream_url)) as client:
+                return await exercise(client)
 
-        seen = anyio.run(over_stdio)
+    seen = anyio.run(over_stdio)
     assert seen["usage"]["by_tool"] == {"echo": 2, "get-sum": 2, "whoami": 2, "usage": 1}

@@ -10,7 +10,7 @@ from mcp_types import PromptReference
 
 from tests.factories import DeveloperFactory
 from tests.support.mcp import stdio_session
-from tests.support.upstreams import EVERYTHING, EVERYTHING_BIN, gateway_env, http_upstream, needs_everything
+from tests.support.upstreams import EVERYTHING, gateway_env, needs_everything
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,7 +22,7 @@ async def long_operation(client) -> tuple[list[tuple[float, float | None]], str]
         seen.append((value, total))
 
     result = await client.call_tool(
-        "trigger-long-running-operation", {"duration": 0.6, "steps": 3}, progress_callback=progress
+        "trigger-long-running-operation", {"duration": 0.15, "steps": 3}, progress_callback=progress
     )
     return seen, result.content[0].text
 
@@ -42,16 +42,15 @@ def test_progress_of_a_stdio_upstream_reaches_a_stdio_client(tmp_path):
 
 
 @needs_everything
-def test_progress_of_an_http_upstream_reaches_a_stdio_client(tmp_path):
+def test_progress_of_an_http_upstream_reaches_a_stdio_client(tmp_path, everything_upstream):
     developer = DeveloperFactory()
-    with http_upstream([str(EVERYTHING_BIN), "streamableHttp"], tmp_path) as upstream_url:
 
-        async def scenario():
-            with open(tmp_path / "stderr", "w") as errlog:
-                async with stdio_session(developer.plain_key, errlog, **gateway_env(upstream_url)) as client:
-                    return await long_operation(client)
+    async def scenario():
+        with open(tmp_path / "stderr", "w") as errlog:
+            async with stdio_session(developer.plain_key, errlog, **gateway_env(everything_upstream)) as client:
+                return await long_operation(client)
 
-        seen, text = anyio.run(scenario)
+    seen, text = anyio.run(scenario)
     assert seen == [(1, 3), (2, 3), (3, 3)]
     assert "Long running operation completed" in text
 

@@ -5,7 +5,6 @@ clients never see those arguments, the upstream always gets the authenticated ca
 from __future__ import annotations
 
 import json
-import sys
 
 import anyio
 import httpx2
@@ -15,31 +14,30 @@ from accounts import services
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory
 from tests.support.mcp import db, http_client, refused_within, run_uvicorn, stdio_session, structured, usage_written
-from tests.support.upstreams import OLD_HOTCROSS, OLD_HOTCROSS_SCRIPT, gateway_env, http_upstream
+from tests.support.upstreams import OLD_HOTCROSS, gateway_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_identity_arguments_are_hidden_filled_and_spoof_proof_over_http(tmp_path):
+def test_identity_arguments_are_hidden_filled_and_spoof_proof_over_http(gateway_bridge):
     developer = DeveloperFactory()
     victim = DeveloperFactory()  # another organization's developer, whose ids a client tries to pass
-    env = gateway_env(OLD_HOTCROSS, HOTCROSS_MCP_UPSTREAM_ENV=json.dumps({"GREETING": "hello"}))
-    with run_uvicorn(tmp_path, **env) as bridge:
+    # The session's bridge: old_hotcross over stdio, HOTCROSS_MCP_UPSTREAM_ENV={"GREETING": "hello"}.
 
-        async def scenario():
-            async with http_client(bridge.url, developer.plain_key) as client:
-                tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-                spoofed = await client.call_tool(
-                    "remember",
-                    {"text": "note", "_developer_id": str(victim.id), "_organization_id": str(victim.organization_id)},
-                )
-                project = await client.call_tool("project_of", {"_organization_id": str(victim.organization_id)})
-                meta = await client.call_tool("caller_meta", {})
-                process = await client.call_tool("process", {})
-                fails = await client.call_tool("fails", {})
-                return tools, spoofed, project, meta, process, fails
+    async def scenario():
+        async with http_client(gateway_bridge.url, developer.plain_key) as client:
+            tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+            spoofed = await client.call_tool(
+                "remember",
+                {"text": "note", "_developer_id": str(victim.id), "_organization_id": str(victim.organization_id)},
+            )
+            project = await client.call_tool("project_of", {"_organization_id": str(victim.organization_id)})
+            meta = await client.call_tool("caller_meta", {})
+            process = await client.call_tool("process", {})
+            fails = await client.call_tool("fails", {})
+            return tools, spoofed, project, meta, process, fails
 
-        tools, spoofed, project, meta, process, fails = anyio.run(scenario)
+    tools, spoofed, project, meta, process, fails = anyio.run(scenario)
 
     assert set(tools["remember"].input_schema["properties"]) == {"text"}
     assert tools["remember"].input_schema["required"] == ["text"]
@@ -73,7 +71,9 @@ def test_identity_over_stdio_bridge(tmp_path):
 
     async def scenario():
         with open(tmp_path / "stderr", "w") as errlog:
-            async with stdio_session(developer.plain_key, errlog, **gateway_env(OLD_HOTCROSS)) as client:
+            # The bridge remembers a key check for HOTCROSS_KEY_CACHE_SECONDS: a revocation reaches it that much later.
+            env = gateway_env(OLD_HOTCROSS, HOTCROSS_KEY_CACHE_SECONDS="0.05")
+            async with stdio_session(developer.plain_key, errlog, **env) as client:
                 tools = {tool.name: tool for tool in (await client.list_tools()).tools}
                 spoofed = await client.call_tool("remember", {"text": "n", "_developer_id": str(victim.id)})
                 # A key revoked mid-session is refused for upstream tools as for built-in ones.
@@ -89,22 +89,22 @@ def test_identity_over_stdio_bridge(tmp_path):
     assert structured(spoofed)["organization_id"] == str(developer.organization_id)
 
 
-def test_an_http_upstream_gets_the_service_credential_and_the_caller(tmp_path):
+def test_an_http_upstream_gets_the_service_credential_and_the_caller(tmp_path, old_hotcross_upstream):
     developer = DeveloperFactory()
-    command = [sys.executable, str(OLD_HOTCROSS_SCRIPT), "http", "{port}"]
-    with http_upstream(command, tmp_path) as upstream_url:
-        env = gateway_env(upstream_url, HOTCROSS_MCP_UPSTREAM_HEADERS=json.dumps({"X-Service-Key": "svc-secret-1"}))
-        with run_uvicorn(tmp_path, **env) as bridge:
+    env = gateway_env(
+        old_hotcross_upstream, HOTCROSS_MCP_UPSTREAM_HEADERS=json.dumps({"X-Service-Key": "svc-secret-1"})
+    )
+    with run_uvicorn(tmp_path, **env) as bridge:
 
-            async def scenario():
-                async with http_client(bridge.url, developer.plain_key) as client:
-                    key = await client.call_tool("service_key", {})
-                    spoofed = await client.call_tool("remember", {"text": "t", "_organization_id": "forged"})
-                    return key, spoofed
+        async def scenario():
+            async with http_client(bridge.url, developer.plain_key) as client:
+                key = await client.call_tool("service_key", {})
+                spoofed = await client.call_tool("remember", {"text": "t", "_organization_id": "forged"})
+                return key, spoofed
 
-            key, spoofed = anyio.run(scenario)
-            health = httpx2.get(f"{bridge.base}/healthz", timeout=10).json()
-            log = bridge.log()
+        key, spoofed = anyio.run(scenario)
+        health = httpx2.get(f"{bridge.base}/healthz", timeout=10).json()
+        log = bridge.log()
     assert key.content[0].text == "svc-secret-1"
     assert structured(spoofed)["organization_id"] == str(developer.organization_id)
     assert health["upstream"]["transport"] == "http" and health["upstream"]["state"] == "up"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,9 +15,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.factories import DeveloperFactory
-from tests.gateway.test_direct import call, post
 from tests.support.mcp import run_uvicorn
-from tests.support.upstreams import OLD_HOTCROSS_SCRIPT, gateway_env, http_upstream
+from tests.support.upstreams import call, gateway_env, post
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -83,18 +81,18 @@ def forwarded_calls(seen: list[tuple[str, str, bytes]], upstream: str) -> list[s
 
 
 @pytest.mark.parametrize("bypassed", [False, True], ids=["through-the-proxy", "no-proxy"])
-def test_forwarded_calls_use_the_environments_proxy(tmp_path, bypassed):
+def test_forwarded_calls_use_the_environments_proxy(tmp_path, old_hotcross_upstream, bypassed):
     developer = DeveloperFactory()
+    upstream = old_hotcross_upstream  # the session's; only this test's bridge knows this test's proxy
     with recording_proxy() as (proxy, seen):
-        with http_upstream([sys.executable, str(OLD_HOTCROSS_SCRIPT), "http", "{port}"], tmp_path) as upstream:
-            env = gateway_env(upstream, HTTP_PROXY=proxy, http_proxy=proxy)
-            if bypassed:
-                env |= {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
-            with run_uvicorn(tmp_path, **env) as bridge:
-                for number in range(3):  # several calls on the pooled connections
-                    response = post(bridge, developer.plain_key, call(number, "ping", {}))
-                    assert response.status_code == 200
-                    assert response.json()["result"]["isError"] is False, response.text
+        env = gateway_env(upstream, HTTP_PROXY=proxy, http_proxy=proxy)
+        if bypassed:
+            env |= {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+        with run_uvicorn(tmp_path, **env) as bridge:
+            for number in range(3):  # several calls on the pooled connections
+                response = post(bridge, developer.plain_key, call(number, "ping", {}))
+                assert response.status_code == 200
+                assert response.json()["result"]["isError"] is False, response.text
 
     if bypassed:
         assert seen == []

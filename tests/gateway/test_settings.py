@@ -16,8 +16,9 @@ from tests.support.upstreams import OLD_HOTCROSS, gateway_env
 
 
 def manage(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    environment = server_env(**env)
-    environment["DATABASE_URL"] = f"sqlite:///{tmp_path / 'unused.sqlite3'}"  # neither command opens the database
+    """`manage.py *args` with the bridge's test settings and `env` on top. Neither command opens the database: these
+    tests do not use the run's (they run once in CI), and the command gets a file nobody creates."""
+    environment = server_env(DATABASE_URL=f"sqlite:///{tmp_path / 'unused.sqlite3'}", **env)
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         env=environment,

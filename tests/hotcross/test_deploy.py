@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from tests.hotcross.test_serve import free_port, serve, wait_until_up
+from tests.hotcross.serve_helpers import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,13 +114,6 @@ def status(method: str, url: str) -> int:
 
 def test_with_production_https_defaults_mcp_and_healthz_are_not_redirected(tmp_path):
     # DEBUG off and nothing else said: the SSL redirect is on. /mcp is served beside Django and /healthz is exempt.
-    port = free_port()
-    proc = serve(tmp_path, port, SECURE_SSL_REDIRECT="true", ALLOWED_HOSTS="127.0.0.1")
-    try:
-        wait_until_up(proc, port)
-        base = f"http://127.0.0.1:{port}"
-        assert status("GET", f"{base}/admin/login/") == 301
-        assert status("POST", f"{base}/mcp") == 401  # asks for a key, not for HTTPS
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
+    with serving(tmp_path, SECURE_SSL_REDIRECT="true", ALLOWED_HOSTS="127.0.0.1") as server:  # up: /healthz is 200
+        assert status("GET", f"{server.base}/admin/login/") == 301
+        assert status("POST", f"{server.base}/mcp") == 401  # asks for a key, not for HTTPS

@@ -1,17 +1,14 @@
 """Project wiring: settings from the environment, /healthz, the ASGI application under uvicorn."""
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.servers import ROOT, uvicorn
 
 
 def django_env(**overrides: str) -> dict[str, str]:
@@ -42,42 +39,12 @@ def test_debug_mode_has_a_development_secret_key(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=20) as response:  # noqa: S310 - our own local server
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-
-
-def serve(database_url: str):
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "hotcross.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=django_env(
-            SECRET_KEY="test", DATABASE_URL=database_url, DATABASE_POOL_TIMEOUT="2", ALLOWED_HOSTS="127.0.0.1"
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode()) from None
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("uvicorn did not start")
 
 
 @pytest.mark.parametrize(
@@ -90,11 +57,8 @@ def test_healthz_under_uvicorn_says_whether_the_database_answers(tmp_path, datab
         # Nothing listens on port 9 of this machine: the database does not answer.
         "unreachable-postgres": "postgres://postgres@127.0.0.1:9/nowhere",
     }[database]
-    proc, base = serve(url)
-    try:
-        code, body = get(f"{base}/healthz")
+    env = django_env(SECRET_KEY="test", DATABASE_URL=url, DATABASE_POOL_TIMEOUT="2", ALLOWED_HOSTS="127.0.0.1")
+    with uvicorn(tmp_path, env) as server:  # up once /mcp asks for a key
+        code, body = get(f"{server.base}/healthz")
         assert code == status, body
         assert (b'"ok"' in body) == (status == 200)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)

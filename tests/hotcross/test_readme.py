@@ -13,26 +13,20 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.servers import ROOT, RunningServer, free_port, wait_until
+
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 PYTHON = ".venv/bin/python"
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def terminal_env(folder: Path) -> dict[str, str]:
@@ -49,19 +43,27 @@ def terminal_env(folder: Path) -> dict[str, str]:
 
 @dataclass
 class MakeRun:
-    process: subprocess.Popen
-    output: Path
+    server: RunningServer
     env: dict[str, str]
-    url: str
+
+    @property
+    def process(self) -> subprocess.Popen:
+        return self.server.process
+
+    @property
+    def url(self) -> str:
+        return self.server.base
 
     def text(self) -> str:
-        return self.output.read_text(encoding="utf-8", errors="replace")
+        return self.server.log_path.read_text(encoding="utf-8", errors="replace")
 
 
 @pytest.fixture(scope="module")
 def make_run(tmp_path_factory) -> Iterator[MakeRun]:
     folder = tmp_path_factory.mktemp("first-hour")
     env = terminal_env(folder)
+    # `make run` binds the port itself (after migrating, so a minute or more later): a free one, and ready once
+    # uvicorn says it runs there.
     port = free_port()
     output = folder / "make-run.log"
     with output.open("wb") as log:
@@ -73,17 +75,14 @@ def make_run(tmp_path_factory) -> Iterator[MakeRun]:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, as in a terminal: Ctrl-C reaches make and uvicorn
         )
-    run = MakeRun(process, output, env, f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 300
-    while "Uvicorn running" not in run.text():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"make run did not start:\n{run.text()}")
-        time.sleep(0.5)
-    yield run
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=20)
+    run = MakeRun(RunningServer(f"http://127.0.0.1:{port}", process, output), env)
+    try:
+        wait_until(run.server, lambda base: f"Uvicorn running on {base}" in run.text(), timeout=300)
+        yield run
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
 
 
 def terminal(make_run: MakeRun, command: str) -> subprocess.CompletedProcess:
@@ -170,25 +169,38 @@ def test_every_orgs_line_of_the_readme_works_as_printed(make_run):
             LAST="Smith",
         )
 
-    refresh_ids()
-    for line in lines:
-        commands = [fill(line, values)]
+    def commands_of(line: str) -> list[str]:
         if "VERB" in line:
-            commands = [line.replace("VERB", verb) for verb in verbs]
-        for command in commands:
-            result = terminal(make_run, command)
-            assert_no_traceback(result, command)
-            if command.endswith("--help"):
-                assert result.returncode == 0 and result.stdout.startswith("usage:"), result.stderr
-            elif " sync-stripe" in command:
-                # No Stripe key in a fresh checkout: the documented refusal, one line naming what to set.
-                assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-                assert "STRIPE_TEST_SECRET_KEY" in result.stderr or "Stripe customer" in result.stderr
-            elif " legacy-report" in command:
-                assert result.returncode in (0, 1), result.stderr  # 1 = rows would stop the migration
-            else:
-                assert result.returncode == 0, f"{command}\n{result.stderr}"
-            ran.append(command)
+            return [line.replace("VERB", verb) for verb in verbs]
+        return [fill(line, values)]
+
+    def check(command: str, result: subprocess.CompletedProcess) -> None:
+        assert_no_traceback(result, command)
+        if command.endswith("--help"):
+            assert result.returncode == 0 and result.stdout.startswith("usage:"), result.stderr
+        elif " sync-stripe" in command:
+            # No Stripe key in a fresh checkout: the documented refusal, one line naming what to set.
+            assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+            assert "STRIPE_TEST_SECRET_KEY" in result.stderr or "Stripe customer" in result.stderr
+        elif " legacy-report" in command:
+            assert result.returncode in (0, 1), result.stderr  # 1 = rows would stop the migration
+        else:
+            assert result.returncode == 0, f"{command}\n{result.stderr}"
+        ran.append(command)
+
+    refresh_ids()
+    # The --help lines (README's first two, `VERB` being every verb) read and change nothing: they run first, a few at
+    # a time (and `create-org --help` creates nothing to refresh the ids for). The others run one after the other in
+    # README's order: later lines act on what earlier ones created.
+    helps = [command for line in lines if line.endswith("--help") for command in commands_of(line)]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for command, result in zip(helps, pool.map(lambda c: terminal(make_run, c), helps), strict=True):
+            check(command, result)
+    for line in lines:
+        if line.endswith("--help"):
+            continue
+        for command in commands_of(line):
+            check(command, terminal(make_run, command))
             if " create-" in command:
                 refresh_ids()  # the ids of what was just created: later lines act on it
     assert any(c.startswith(f"{PYTHON} manage.py orgs create-dev ") for c in ran)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver.exceptions import ToolError
@@ -43,9 +44,17 @@ def ping() -> str:
     return "pong"
 
 
-def slow(seconds: float) -> str:
-    """Holds its tool thread (as a slow query or a slow upstream service would)."""
-    time.sleep(seconds)
+def slow(seconds: float, started: str = "", release: str = "") -> str:
+    """Holds its tool thread (as a slow query or a slow upstream service would) for `seconds`, or until a file named
+    `release` exists; creates the file named `started` first, so a test can wait for the call to hold its thread."""
+    if started:
+        Path(started).touch()
+    if not release:
+        time.sleep(seconds)
+        return "done"
+    deadline = time.monotonic() + seconds
+    while not Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     return "done"
 
 

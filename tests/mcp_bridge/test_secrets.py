@@ -11,7 +11,15 @@ import pytest
 
 from accounts import keys, services
 from tests.factories import DeveloperFactory
-from tests.support.mcp import db, http_client, refused_within, run_uvicorn, server_env, stdio_session
+from tests.support.mcp import (
+    KEY_MEMORY_SECONDS,
+    db,
+    http_client,
+    refused_within,
+    run_uvicorn,
+    server_env,
+    stdio_session,
+)
 from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -61,7 +69,9 @@ def test_stdio_logs_hold_no_key(tmp_path):
 
     async def scenario():
         with open(errlog_path, "w") as errlog:
-            async with stdio_session(developer.plain_key, errlog, LOG_LEVEL="DEBUG") as client:
+            # Key checks remembered for KEY_MEMORY_SECONDS: the revocation is refused that soon, not after a second.
+            memory = {"HOTCROSS_KEY_CACHE_SECONDS": str(KEY_MEMORY_SECONDS)}
+            async with stdio_session(developer.plain_key, errlog, LOG_LEVEL="DEBUG", **memory) as client:
                 await client.call_tool("whoami", {})
                 await db(services.revoke_key, developer=developer)
                 refused, _ = await refused_within(lambda: client.call_tool("whoami", {}), 3)

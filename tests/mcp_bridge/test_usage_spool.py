@@ -94,7 +94,7 @@ def test_a_stop_while_the_database_is_down_spools_and_the_next_start_writes_them
         "DATABASE_URL": database_url(host="127.0.0.1", port=db_proxy.port),
         "HOTCROSS_USAGE_SPOOL": str(spool),
         "HOTCROSS_MCP_METERING_FLUSH_SECONDS": "5",  # the events are still buffered when the database goes
-        "DATABASE_POOL_TIMEOUT": "2",
+        "DATABASE_POOL_TIMEOUT": "1",
     }
     headers = {"Authorization": f"Bearer {developer.plain_key}", "Accept": "application/json, text/event-stream"}
 
@@ -130,7 +130,7 @@ def test_a_stdio_session_ending_while_the_database_is_down_spools_and_the_next_s
         "DATABASE_URL": database_url(host="127.0.0.1", port=db_proxy.port),
         "HOTCROSS_USAGE_SPOOL": str(spool),
         "HOTCROSS_MCP_METERING_FLUSH_SECONDS": "5",
-        "DATABASE_POOL_TIMEOUT": "2",
+        "DATABASE_POOL_TIMEOUT": "1",
     }
 
     async def session(calls: int) -> int:
@@ -159,7 +159,7 @@ def test_a_stdio_session_ending_while_the_database_is_down_spools_and_the_next_s
     anyio.run(session, 0)  # its start writes the spool; its own call is written when it ends
     deadline = time.monotonic() + 5
     while UsageEvent.objects.count() < answered + 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert UsageEvent.objects.filter(developer=developer, tool_name="ping").count() == answered + 1
     assert spool.read_text() == ""
     assert "Traceback" not in (tmp_path / "stderr").read_text()

@@ -1,4 +1,4 @@
-"""Fixtures of the OAuth tests; the flow's helpers and the real server are in tests/support/oauth.py."""
+"""The OAuth tests' settings; the flow's helpers and the real server (`oauth_server`) are in tests/support/oauth.py."""
 
 import pytest
 

@@ -4,7 +4,6 @@ the developer's part (sign in with the emailed code read from the mail files, th
 
 from __future__ import annotations
 
-import shutil
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,10 +20,10 @@ from pydantic import AnyUrl
 from accounts.selectors import seats_in_use
 from accounts.services import grants
 from oauth.models import Grant
-from tests.e2e.conftest import CHROMIUM_ARGS
+from tests.e2e.browser_helpers import CHROMIUM_ARGS, chromium_executable
 from tests.factories import DeveloperFactory
 from tests.support.mcp import structured, usage_written
-from tests.support.oauth import OAuthServer, issue_token, run_oauth_server
+from tests.support.oauth import OAuthServer, issue_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,22 +32,9 @@ ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "appl
 TOOLS_LIST = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
 
 
-@pytest.fixture(scope="module")
-def oauth_server(django_db_setup, django_db_blocker, tmp_path_factory):
-    with run_oauth_server(tmp_path_factory.mktemp("oauth-e2e")) as server:
-        yield server
-
-
 @pytest.fixture
 def chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        import os
-
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (CI installs it with apt in .ci/run)")
-        pytest.skip("chromium is not installed")
-    return path
+    return chromium_executable()
 
 
 class MemoryStorage:

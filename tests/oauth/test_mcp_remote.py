@@ -10,7 +10,6 @@ import pytest
 
 from tests.factories import DeveloperFactory
 from tests.support.mcp import INSPECTOR, inspector_available
-from tests.support.oauth import run_oauth_server
 from tests.support.servers import ROOT
 
 MCP_REMOTE = ROOT / "node_modules" / ".bin" / "mcp-remote"
@@ -19,12 +18,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not inspector_available(), reason="MCP Inspector not installed (run `npm ci`)"),
 ]
-
-
-@pytest.fixture(scope="module")
-def server(django_db_setup, tmp_path_factory):
-    with run_oauth_server(tmp_path_factory.mktemp("mcp-remote")) as running:
-        yield running
 
 
 def through_mcp_remote(url: str, key: str, *args: str) -> subprocess.CompletedProcess:
@@ -42,9 +35,9 @@ def through_mcp_remote(url: str, key: str, *args: str) -> subprocess.CompletedPr
     )
 
 
-def test_mcp_remote_with_a_header_lists_tools_and_whoami(server):
+def test_mcp_remote_with_a_header_lists_tools_and_whoami(oauth_server):
     developer = DeveloperFactory()
-    url = server.base + "/mcp/key"
+    url = oauth_server.base + "/mcp/key"
     listed = through_mcp_remote(url, developer.plain_key, "--method", "tools/list")
     assert listed.returncode == 0, listed.stderr + listed.stdout
     assert {"whoami", "usage"} <= {t["name"] for t in json.loads(listed.stdout)["tools"]}

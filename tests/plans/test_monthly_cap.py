@@ -16,6 +16,7 @@ from accounts import plans
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory, OrganizationFactory, PlanFactory, UsageEventFactory
 from tests.support.mcp import http_client, mcp_error, usage_written
+from tests.support.metrics import metering_flushed
 
 
 def used(org, n: int, *, when: datetime.datetime | None = None) -> None:
@@ -96,7 +97,10 @@ def test_at_the_cap_the_plans_rule_applies_on_mcp(mcp_http, at_cap):
         assert second.code == -32003 and second.data["code"] == "monthly_cap_reached"
         assert second.data["monthly_cap"] == 2 and "2 calls for this month" in second.message
         usage_written(2)
-        assert UsageEvent.objects.count() == 2  # the refused call is not usage
+        # All the shared server metered is written (no stop writes it), the two calls of another developer aside.
+        barrier = DeveloperFactory()
+        metering_flushed(mcp_http, barrier)
+        assert UsageEvent.objects.exclude(developer=barrier).count() == 2  # the refused call is not usage
     else:
         assert not second.is_error
         usage_written(3)

@@ -5,18 +5,28 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import anyio
-import httpx2
 import pytest
 
 from accounts.models import UsageEvent
 from accounts.services import plans as plan_services
 from tests.factories import DeveloperFactory, OrganizationFactory, PlanFactory
-from tests.support.mcp import db, http_client, mcp_error, run_uvicorn, stdio_session, usage_written
-from tests.support.upstreams import OLD_HOTCROSS, gateway_env
+from tests.support.mcp import db, http_client, mcp_error, stdio_session, usage_written
+from tests.support.metrics import sample
+from tests.support.servers import RunningServer
+from tests.support.upstreams import gateway_bridge_server, metrics
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def gateway_bridge(django_db_setup, tmp_path_factory) -> Iterator[RunningServer]:
+    """A bridge in gateway mode (old_hotcross over stdio, list timer 300 s, /metrics readable) for this module's tests;
+    each brings its own developer."""
+    with gateway_bridge_server(tmp_path_factory.mktemp("gateway-bridge")) as bridge:
+        yield bridge
 
 
 def team_developer(patterns: str = "whoami\necho\nmy_*\nremember"):
@@ -98,19 +108,17 @@ def test_a_staff_change_of_plan_reaches_the_server_within_a_second(mcp_http):
     assert anyio.run(scenario) <= 1.5
 
 
-def test_refusals_are_counted_in_metrics(tmp_path):
+def test_refusals_are_counted_in_metrics(gateway_bridge):
     developer, _plan = team_developer()
-    with run_uvicorn(tmp_path, HOTCROSS_METRICS_TOKEN="metrics-token-for-tests") as server:
+    refusals = {"name": "hotcross_tool_calls_refused_total", "reason": "tool_not_in_plan"}
+    before = sample(metrics(gateway_bridge), **refusals)  # the module's server: other tests' refusals too
 
-        async def scenario():
-            async with http_client(server.url, developer.plain_key) as client:
-                await refused_call(client, "usage")
+    async def scenario():
+        async with http_client(gateway_bridge.url, developer.plain_key) as client:
+            await refused_call(client, "usage")
 
-        anyio.run(scenario)
-        text = httpx2.get(
-            f"{server.base}/metrics", headers={"Authorization": "Bearer metrics-token-for-tests"}, timeout=10
-        ).text
-    assert 'hotcross_tool_calls_refused_total{reason="tool_not_in_plan"} 1.0' in text
+    anyio.run(scenario)
+    assert sample(metrics(gateway_bridge), **refusals) == before + 1
 
 
 def test_stdio_gates_the_same_way(tmp_path):
@@ -127,18 +135,16 @@ def test_stdio_gates_the_same_way(tmp_path):
     assert_not_in_plan(refused, "usage")
 
 
-def test_gateway_tools_are_gated_too(tmp_path):
+def test_gateway_tools_are_gated_too(gateway_bridge):
     developer, _plan = team_developer("whoami\nremember")
-    env = gateway_env(OLD_HOTCROSS, HOTCROSS_MCP_UPSTREAM_REFRESH_SECONDS="300")
-    with run_uvicorn(tmp_path, **env) as bridge:
 
-        async def scenario():
-            async with http_client(bridge.url, developer.plain_key) as client:
-                names = {tool.name for tool in (await client.list_tools()).tools}
-                remembered = await client.call_tool("remember", {"text": "x"})
-                return names, remembered, await refused_call(client, "ping")
+    async def scenario():
+        async with http_client(gateway_bridge.url, developer.plain_key) as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            remembered = await client.call_tool("remember", {"text": "x"})
+            return names, remembered, await refused_call(client, "ping")
 
-        names, remembered, refused = anyio.run(scenario)
+    names, remembered, refused = anyio.run(scenario)
     assert names == {"whoami", "remember"}
     assert not remembered.is_error
     assert_not_in_plan(refused, "ping")

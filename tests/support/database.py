@@ -84,3 +84,34 @@ def tune_postgresql(connection) -> None:
             f"ALTER DATABASE {connection.ops.quote_name(connection.settings_dict['NAME'])} SET synchronous_commit = off"
         )
         cursor.execute("SET synchronous_commit = off")
+
+
+def _sql_flush_of_tables_with_rows(style, connection, reset_sequences=True, allow_cascade=False):
+    """`django.core.management.sql.sql_flush`, but on PostgreSQL a DELETE of each table that has a row, instead of one
+    TRUNCATE of every table: the same empty database at the end, in ~0.1 s instead of 1–4 s after each transactional
+    test (TRUNCATE renews the files of each of the ~95 tables and their indexes). One transaction, and every foreign
+    key of the schema is deferrable with no ON DELETE action, so the order does not matter (checked by
+    tests/test_support.py). With `reset_sequences`, Django's own."""
+    from django.core.management.sql import sql_flush
+
+    if connection.vendor != "postgresql" or reset_sequences:
+        return sql_flush(style, connection, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+    tables = connection.introspection.django_table_names(only_existing=True, include_views=False)
+    if not tables:
+        return []
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            " UNION ALL ".join(f"SELECT %s WHERE EXISTS (SELECT 1 FROM {quote(table)})" for table in tables),  # noqa: S608 - Django's table names
+            tables,
+        )
+        with_rows = [row[0] for row in cursor.fetchall()]
+    return [f"DELETE FROM {quote(table)};" for table in with_rows]  # noqa: S608 - Django's table names
+
+
+def use_fast_flush() -> None:
+    """Make `manage.py flush` (what pytest-django runs after every transactional test) delete the rows of the tables
+    that have some, on PostgreSQL, in this process."""
+    from django.core.management.commands import flush
+
+    flush.sql_flush = _sql_flush_of_tables_with_rows

@@ -40,6 +40,10 @@ __all__ = ["database_url"]  # servers on the test database are given it through 
 
 
 FLUSH_SECONDS = 0.01
+# How long the session's server (`mcp_http`) and the servers of tests that wait for a change to reach a running server
+# may answer a key check from memory (HOTCROSS_KEY_CACHE_SECONDS; 1 s, the cap, by default): such a test waits out
+# this memory, not a second.
+KEY_MEMORY_SECONDS = 0.1
 
 
 def usage_written(expected: int, timeout: float = 10.0) -> None:
@@ -54,6 +58,8 @@ def usage_written(expected: int, timeout: float = 10.0) -> None:
 
 
 def server_env(**overrides: str) -> dict[str, str]:
+    """The environment of a server or command a test starts: the bridge's test settings on the run's test database
+    (`database_url`, for tests that use it) unless `DATABASE_URL` is among `overrides`, and `overrides` on top."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "HOTCROSS_", "DATABASE_"))}
     spool_dir = Path(tempfile.gettempdir()) / "hotcross-test-spools"
     spool_dir.mkdir(exist_ok=True)
@@ -61,7 +67,7 @@ def server_env(**overrides: str) -> dict[str, str]:
         # Each server its own usage spool (never the checkout's var/): a stop that spools must not feed other tests.
         HOTCROSS_USAGE_SPOOL=str(spool_dir / f"{uuid.uuid4()}.jsonl"),
         DJANGO_SETTINGS_MODULE="hotcross.settings",
-        DATABASE_URL=database_url(),
+        DATABASE_URL=overrides["DATABASE_URL"] if "DATABASE_URL" in overrides else database_url(),
         SECRET_KEY="tests-only-mcp-bridge-server",
         DEBUG="false",
         ALLOWED_HOSTS="127.0.0.1,localhost",
@@ -154,7 +160,7 @@ async def refused_within(call: Callable[[], Any], seconds: float) -> tuple[MCPEr
         except Exception as exc:
             return mcp_error(exc), time.monotonic() - started
         assert time.monotonic() - started < seconds, f"still not refused after {seconds} s"
-        await anyio.sleep(0.1)
+        await anyio.sleep(0.02)
 
 
 def inspector_available() -> bool:
@@ -169,11 +175,29 @@ def inspector_available() -> bool:
 # --- fixtures (conftest files import the ones they use) ----------------------------------------------------------
 
 
+# The session server's settings beyond `server_env`'s: short windows for tests that wait for one (a change reaching
+# the server through its key-check memory; a key-check API answer's max-age, 1 s being the shortest that is cached).
+MCP_HTTP_ENV = {"HOTCROSS_KEY_CACHE_SECONDS": str(KEY_MEMORY_SECONDS), "HOTCROSS_API_VERIFY_MAX_AGE": "1"}
+
+
 @pytest.fixture(scope="session")
 def mcp_http(django_db_setup, tmp_path_factory) -> Iterator[RunningServer]:
-    """One uvicorn for the session's HTTP tests (each test brings its own developers)."""
-    with run_uvicorn(tmp_path_factory.mktemp("mcp-http")) as server:
+    """One uvicorn for the session's HTTP tests (each test brings its own developers), with `MCP_HTTP_ENV`. A test that
+    reads its log reads what was written since it started (`log_since`): the server served other tests before."""
+    with run_uvicorn(tmp_path_factory.mktemp("mcp-http"), **MCP_HTTP_ENV) as server:
         yield server
+
+
+def log_mark(server: RunningServer) -> int:
+    """Where `server`'s log ends now (bytes), for `log_since`."""
+    return server.log_path.stat().st_size
+
+
+def log_since(server: RunningServer, mark: int) -> str:
+    """What `server` logged after `log_mark` gave `mark`."""
+    with open(server.log_path, "rb") as log:
+        log.seek(mark)
+        return log.read().decode(errors="replace")
 
 
 @pytest.fixture

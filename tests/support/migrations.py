@@ -97,6 +97,14 @@ class StateCache:
 
 
 STATES = StateCache()
+KEEP_EVERY_STATE = False
+
+
+def keep_every_state() -> None:
+    """Keep the states of every operation, even of a database created from nothing: for a process that creates
+    several (tests/support/templates.py), the second one then costs its SQL only."""
+    global KEEP_EVERY_STATE
+    KEEP_EVERY_STATE = True
 
 
 def step_of(migration: Migration) -> Step:
@@ -121,8 +129,9 @@ class StatesExecutor(MigrationExecutor):
         applied = set(self.loader.applied_migrations)
         self._forward_lineage = tuple(step_of(m) for m, _ in full_plan if step_of(m) in applied)
         # Creating a database from nothing keeps the states between migrations, not its operations' (~900 states,
-        # dj-stripe's 514 among them): only a test that rolls a migration back needs those again, and it keeps them.
-        self._keep_operations = bool(self._forward_lineage)
+        # dj-stripe's 514 among them, ~2 GB): only a test that rolls a migration back needs those again, and it keeps
+        # them. Unless the process creates several databases (`keep_every_state`).
+        self._keep_operations = KEEP_EVERY_STATE or bool(self._forward_lineage)
         try:
             return super()._migrate_all_forwards(state, plan, full_plan, fake, fake_initial)
         finally:

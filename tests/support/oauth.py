@@ -2,7 +2,7 @@
 public client, PKCE, sign in with the developer's key, allow on the consent page, exchange the code), and a real
 uvicorn whose public URL (`HOTCROSS_PUBLIC_URL`, the issuer and the `/mcp` resource) is the address it listens on,
 whose mail goes to files (`filemail://`, read back by the tests), and which allows Client ID Metadata Documents on
-127.0.0.1 (`run_oauth_server`)."""
+127.0.0.1 (`run_oauth_server`; one for the session: the `oauth_server` fixture)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import pytest
 from django.test import Client
 
-from tests.support.mcp import server_env
+from tests.support.mcp import KEY_MEMORY_SECONDS, server_env
 from tests.support.servers import RunningServer, uvicorn
 
 REDIRECT = "http://127.0.0.1:33418/callback"
@@ -158,6 +159,16 @@ def run_oauth_server(log_dir: Path, **env: str) -> Iterator[OAuthServer]:
 
     with uvicorn(log_dir, environment, server=server) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def oauth_server(django_db_setup, tmp_path_factory) -> Iterator[OAuthServer]:
+    """One `run_oauth_server` for the session's tests (each brings its own developers and clients), remembering token
+    and key checks for `KEY_MEMORY_SECONDS`: a revocation reaches it that soon."""
+
+    log_dir = tmp_path_factory.mktemp("oauth-server")
+    with run_oauth_server(log_dir, HOTCROSS_KEY_CACHE_SECONDS=str(KEY_MEMORY_SECONDS)) as server:
+        yield server
 
 
 def issue_token(developer, resource: str, *, client_name: str = "Direct client") -> str:

@@ -20,6 +20,7 @@ from xdist.scheduler import LoadScopeScheduling
 GROUPS = {
     "tests/accounts/test_legacy_migration.py": "migrations",
     "tests/admin/test_support_migration.py": "migrations",
+    "tests/accounts/test_migration_states.py": "migrations",
 }
 
 # Rough seconds per group or file on a quiet 2-core machine; what is not here weighs 0.2 s per test.

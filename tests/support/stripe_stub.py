@@ -331,6 +331,9 @@ class StripeStub:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # TCP_NODELAY on each connection: the headers and the body go out in two writes, and with Nagle's
+            # algorithm the body waited for the client's delayed ACK (~40 ms an answer on a kept-alive connection).
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 split = urlsplit(self.path)

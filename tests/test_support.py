@@ -1,0 +1,53 @@
+"""The suite's own machinery (tests/support/): what it relies on about the schema, and that it does what it says."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from accounts.models import Developer, UsageEvent
+from tests.factories import DeveloperFactory, UsageEventFactory
+from tests.support.database import uses_database
+
+
+def django_tables_with_rows() -> list[str]:
+    tables = connection.introspection.django_table_names(only_existing=True, include_views=False)
+    quote = connection.ops.quote_name
+    with_rows = []
+    with connection.cursor() as cursor:
+        for table in tables:
+            cursor.execute(f"SELECT 1 FROM {quote(table)} LIMIT 1")  # noqa: S608 - Django's table names
+            if cursor.fetchone() is not None:
+                with_rows.append(table)
+    return with_rows
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db
+def test_every_foreign_key_is_deferrable_without_an_on_delete_action():
+    """The flush after a transactional test deletes table by table in one transaction (tests/support/database.py):
+    right only while no foreign key is checked at once or acts on delete."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT conrelid::regclass::text, conname FROM pg_constraint
+               WHERE contype = 'f' AND (NOT condeferrable OR NOT condeferred OR confdeltype <> 'a')"""
+        )
+        assert cursor.fetchall() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_flush_empties_every_table():
+    UsageEventFactory(developer=DeveloperFactory())
+    assert Developer.objects.exists() and UsageEvent.objects.exists()
+    call_command("flush", verbosity=0, interactive=False, inhibit_post_migrate=True)
+    assert django_tables_with_rows() == []
+
+
+def test_a_test_without_database_fixtures_does_not_use_the_database(request):
+    assert not uses_database(request.node)
+
+
+@pytest.mark.django_db
+def test_a_test_with_the_db_fixture_uses_it(request):
+    assert uses_database(request.node)
