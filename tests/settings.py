@@ -27,6 +27,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file beside the configured one, not memory: servers the tests start in other threads or processes must
     # see the same data, and each DATABASE_URL gets its own test file.
     DATABASES["default"]["TEST"] = {"NAME": f"{DATABASES['default']['NAME']}-test-{checkout_tag()}"}  # noqa: F405
+    # A fresh clone has no var/ until `make run`; the test file goes there all the same.
+    os.makedirs(os.path.dirname(DATABASES["default"]["NAME"]) or ".", exist_ok=True)  # noqa: F405
 else:
     DATABASES["default"]["TEST"] = {"NAME": test_database_name(DATABASES["default"]["NAME"])}  # noqa: F405
 

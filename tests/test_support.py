@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
+from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
 from django.db import connection
 
-from accounts.models import Developer, UsageEvent
+from accounts.models import Developer, UsageEvent, UsageRollup
 from tests.factories import DeveloperFactory, UsageEventFactory
 from tests.support.database import uses_database
 
@@ -41,6 +44,33 @@ def test_the_flush_empties_every_table():
     UsageEventFactory(developer=DeveloperFactory())
     assert Developer.objects.exists() and UsageEvent.objects.exists()
     call_command("flush", verbosity=0, interactive=False, inhibit_post_migrate=True)
+    assert django_tables_with_rows() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_flush_of_empty_tables_still_puts_the_content_types_back():
+    """Django's flush runs post_migrate (content types, permissions, and its cache of content types cleared) unless it
+    had nothing to flush; with every table empty there is still something to flush."""
+    call_command("flush", verbosity=0, interactive=False, inhibit_post_migrate=True)
+    assert not ContentType.objects.exists()
+    call_command("flush", verbosity=0, interactive=False)
+    assert ContentType.objects.get_for_model(Developer).pk == ContentType.objects.get(model="developer").pk
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_row_written_after_the_flush_looked_does_not_break_it():
+    """A server a test started may write a row that points at a flushed row between the flush's look at which tables
+    have rows and its commit (CI saw the gateway's usage flush do it): the flush still ends with every table empty."""
+    from django.core.management.color import no_style
+    from django.core.management.commands import flush
+
+    developer = DeveloperFactory()
+    sql_list = flush.sql_flush(no_style(), connection, reset_sequences=False)
+    UsageRollup.objects.create(
+        organization=developer.organization, developer=developer, tool_name="search", day=datetime.date(2026, 12, 1)
+    )
+    connection.ops.execute_sql_flush(sql_list)
     assert django_tables_with_rows() == []
 
 
