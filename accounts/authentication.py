@@ -384,9 +384,17 @@ def _refusal(found: _KeyRow) -> KeyRefused | None:
 
 
 def developer_refusal(found: DeveloperRow) -> KeyRefused | None:
-    """The refusal rules of the developer themself (revoked, inactive, subscription, seats), without the key's own
-    expiry: what an OAuth access token of the developer shares with the key (`oauth.authentication`)."""
-    return _refusal(found._replace(expires_at=None))
+    """The refusal rules of the developer themself (revoked, expired, inactive, subscription, seats): what an OAuth
+    access token, a web sign-in and a consent of the developer share with the key (`oauth.authentication`). The key's
+    expiry is the end of the developer's access, whichever credential they use (README, "Keys")."""
+    refusal = _refusal(found)
+    if refusal is not None and refusal.code == KeyRefused.KEY_EXPIRED:
+        return KeyRefused(
+            KeyRefused.KEY_EXPIRED,
+            f"Your access ended on {found.expires_at:%Y-%m-%d %H:%M} UTC, when your API key expired (for every "
+            f"MCP client and sign-in). Ask an administrator of {found.organization_name} to extend it.",
+        )
+    return refusal
 
 
 def _replaced_key_refusal(found: _KeyRow, replaced: _ReplacedRow, rotated: KeyRefused) -> KeyRefused | None:

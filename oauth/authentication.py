@@ -45,7 +45,7 @@ from hotcross.db import BOOKKEEPING, SharedReads
 
 LAST_USED_RESOLUTION = 60.0  # seconds: a grant's last use is written at most once a minute per process
 _TOKEN_FIELDS = ("expires", "resource", "application_id")
-_KEY_ONLY_FIELDS = ("api_key_expires_at", "api_key_last_used_at")  # developer columns a token check never reads
+_KEY_ONLY_FIELDS = ("api_key_last_used_at",)  # developer columns a token check never reads
 _MAX_TOKEN_LENGTH = 512
 
 
@@ -155,9 +155,9 @@ def _token_check_statement(connection: BaseDatabaseWrapper) -> Statement:
     The ORM can only reach a token from a developer through the shadow user's row (`auth_user`), which the check
     never reads; joining the token to `DeveloperAccount.user_id` instead saves a lookup on every cold check. So the
     developer part is the key check's query (the ORM's SQL, with its converters), as a subquery the database
-    flattens into the join. Two of its columns only the key needs (the key's own expiry and last use) come back as
-    NULL, and PostgreSQL gives the token's expiry as a POSIX timestamp: building a datetime from a row costs more
-    than a lookup.
+    flattens into the join. The one column only the key needs (its last use) comes back as NULL (the key's expiry
+    is read: it ends the developer's tokens too), and PostgreSQL gives the token's expiry as a POSIX timestamp:
+    building a datetime from a row costs more than a lookup.
     """
     prepared = getattr(connection, "_hotcross_token_check", None)
     if prepared is None:

@@ -32,6 +32,7 @@ urlpatterns = [
     ),
     path("oauth/", include((oauth_patterns, "oauth2_provider"))),
     path("account/", views.account, name="account"),
+    path("account/rotate-key/", views.rotate_own_key, name="account_rotate_key"),
     path("account/sign-in/", views.sign_in, name="sign_in"),
     path("account/sign-in/code/", views.sign_in_code, name="sign_in_code"),
     path("account/sign-out/", views.sign_out, name="sign_out"),

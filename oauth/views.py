@@ -8,12 +8,13 @@ anyone else (staff) does not count here.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib import admin
-from django.contrib.auth import login, logout
+from django.contrib.auth import login, logout, update_session_auth_hash
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -35,6 +36,8 @@ from oauth.registration import WINDOW_SECONDS, registration_allowed
 
 SESSION_CODE = "hotcross_sign_in_code"
 SESSION_EMAIL = "hotcross_sign_in_email"
+SESSION_SIGNED_IN_AT = "hotcross_signed_in_at"
+RECENT_SIGN_IN_SECONDS = 600  # rotating one's own key needs a sign-in at most this old
 
 
 # --- discovery and registration ---------------------------------------------------------------------------------------
@@ -99,7 +102,13 @@ def _sign_in(request: HttpRequest, developer: Developer) -> HttpResponse:
     user = grants.shadow_user(developer=developer)
     target = _safe_next(request)
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    request.session[SESSION_SIGNED_IN_AT] = int(time.time())
     return HttpResponseRedirect(target)
+
+
+def signed_in_recently(request: HttpRequest) -> bool:
+    signed_in_at = request.session.get(SESSION_SIGNED_IN_AT)
+    return isinstance(signed_in_at, int) and 0 <= time.time() - signed_in_at <= RECENT_SIGN_IN_SECONDS
 
 
 # --- sign-in --------------------------------------------------------------------------------------------------------
@@ -227,41 +236,107 @@ def _quote(path: str) -> str:
 # --- /account/ ------------------------------------------------------------------------------------------------------
 
 
+def _refused_session(request: HttpRequest, developer: Developer) -> HttpResponse | None:
+    """A developer whom the key check would refuse now (revoked, expired, deactivated, subscription, seats) has no
+    web session either: it ends here, with the key check's words."""
+    refusal = signin.standing_message(developer)
+    if refusal is None:
+        return None
+    logout(request)
+    return _page(request, "oauth/refused.html", {"title": "You cannot sign in", "error": refusal}, status=403)
+
+
+def _sign_in_again(request: HttpRequest, path: str) -> HttpResponse:
+    return HttpResponseRedirect(f"{reverse('sign_in')}?next={_quote(path)}")
+
+
 @require_http_methods(["GET", "POST"])
 def account(request: HttpRequest) -> HttpResponse:
     developer = signed_in_developer(request)
     if developer is None:
-        return HttpResponseRedirect(f"{reverse('sign_in')}?next={_quote(reverse('account'))}")
-    new_key = error = notice = None
+        return _sign_in_again(request, reverse("account"))
+    refused = _refused_session(request, developer)
+    if refused is not None:
+        return refused
+    error = notice = None
     if request.method == "POST":
-        actor = request.user
+        if "rotate_key" in request.POST:  # the old one-click form: rotating now goes through its confirmation page
+            return HttpResponseRedirect(reverse("account_rotate_key"))
         if "revoke_grant" in request.POST:
-            grant = Grant.objects.filter(developer=developer, pk=request.POST.get("revoke_grant") or 0).first()
+            raw = request.POST.get("revoke_grant", "")
+            grant = Grant.objects.filter(developer=developer, pk=int(raw)).first() if raw.isdigit() else None
             if grant is None:
                 error = "That grant is not yours or no longer exists."
-            elif grants.revoke_grant(grant=grant, actor=actor):
+            elif grants.revoke_grant(grant=grant, actor=request.user):
                 notice = f"{grant.client} can no longer use your account."
-        elif "rotate_key" in request.POST:
-            try:
-                developer, new_key = services.rotate_key(
-                    developer=developer, actor=actor, if_key_version=request.POST.get("key_version") or None
-                )
-            except AccountsError as exc:
-                error = str(exc)
+    return _account_page(request, developer, error=error, notice=notice)
+
+
+def _account_page(
+    request: HttpRequest, developer: Developer, *, new_key: str | None = None, **messages: str | None
+) -> HttpResponse:
     developer.refresh_from_db()
     live = Grant.objects.filter(developer=developer, revoked_at=None).select_related("client").order_by("-created_at")
     context = {
         "title": "Your Hotcross account",
         "developer": developer,
         "organization": developer.organization,
-        "standing": signin.standing_message(developer),
         "grants": live,
         "new_key": new_key,
-        "error": error,
-        "notice": notice,
         "mcp_url": mcp_resource(),
+        "error": messages.get("error"),
+        "notice": messages.get("notice"),
     }
-    response = _page(request, "account/account.html", context, 400 if error else 200)
+    response = _page(request, "account/account.html", context, 400 if messages.get("error") else 200)
     if new_key:
         response["Cache-Control"] = "no-store"
     return response
+
+
+@require_http_methods(["GET", "POST"])
+def rotate_own_key(request: HttpRequest) -> HttpResponse:
+    """The developer rotates their own key: only with a sign-in of the last 10 minutes (else sign in again), after a
+    confirmation page, with the grace period staff may give (the old key keeps working that long). Their other web
+    sessions and unused authorization codes end (`grants.end_web_sign_ins`); this one stays."""
+    path = reverse("account_rotate_key")
+    developer = signed_in_developer(request)
+    if developer is None:
+        return _sign_in_again(request, path)
+    refused = _refused_session(request, developer)
+    if refused is not None:
+        return refused
+    if not signed_in_recently(request):
+        return _sign_in_again(request, path)
+    error = None
+    if request.method == "POST":
+        try:
+            grace = services.parse_grace(request.POST.get("grace"))
+            developer, new_key = services.rotate_key(
+                developer=developer,
+                actor=request.user,
+                if_key_version=request.POST.get("key_version") or "",
+                grace=grace,
+            )
+        except AccountsError as exc:
+            error = str(exc)
+        else:
+            request.user.refresh_from_db(fields=["password"])
+            update_session_auth_hash(request, request.user)  # this session stays; every other one ended
+            return _account_page(request, developer, new_key=new_key, notice=_rotated_notice(developer))
+    developer.refresh_from_db()
+    context = {
+        "title": "Rotate your API key",
+        "developer": developer,
+        "error": error,
+        "grace_choices": [("", "no grace: the old key stops now"), ("1h", "1 hour"), ("24h", "24 hours")],
+    }
+    return _page(request, "account/rotate_key.html", context, 400 if error else 200)
+
+
+def _rotated_notice(developer: Developer) -> str:
+    from accounts.models import ReplacedKey
+
+    replaced = ReplacedKey.objects.filter(developer=developer).order_by("-replaced_at").first()
+    if replaced is not None and replaced.grace_until is not None:
+        return f"Your old key keeps working until {replaced.grace_until:%Y-%m-%d %H:%M} UTC."
+    return "Your old key no longer works."

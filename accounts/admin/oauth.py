@@ -56,6 +56,8 @@ class ClientAdmin(ServiceAdmin):
     )
     fields = readonly_fields
     actions = ["block", "unblock"]
+    # django-oauth-toolkit's `get_absolute_url` points at its own management pages, which Hotcross does not serve.
+    view_on_site = False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -27,6 +27,7 @@ from accounts.exceptions import DuplicateEmail, InvalidInput, KeyChanged, SeatLi
 from accounts.models import Developer, Organization, ReplacedKey
 from accounts.selectors import keys_in_use, seats_in_use
 from accounts.services._base import keys_changed, lock_organization, refresh_from, save_unique, validate
+from accounts.services.grants import end_web_sign_ins
 from accounts.wording import plural
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,12 @@ def revoke_key(*, developer: Developer, actor: Any = None) -> bool:
         grace_ended = _end_grace(developer, now)
         if changed:
             developer.api_key_revoked_at = now
-            audit.record(actor=actor, obj=developer, message=f"Revoked key {developer.api_key_prefix}…." + grace_ended)
+            signed_out = _signed_out(developer)
+            audit.record(
+                actor=actor,
+                obj=developer,
+                message=f"Revoked key {developer.api_key_prefix}…." + grace_ended + signed_out,
+            )
     if changed or grace_ended:
         keys_changed()
     if changed:
@@ -106,7 +112,9 @@ def rotate_key(
     if_key_version: str | None = None,
     grace: datetime.timedelta | None = None,
 ) -> tuple[Developer, str]:
-    """Issue a new key. Re-keying a revoked developer needs a free seat.
+    """Issue a new key. Re-keying a revoked developer needs a free seat. The developer's web sessions and unused
+    authorization codes end (`grants.end_web_sign_ins`); their OAuth tokens are separate credentials and keep working.
+    An expiry still ahead is kept; one that had passed is dropped (the history says which).
 
     The old key's hash is remembered (`ReplacedKey`): presented again, it is refused with `key_rotated` (or still
     `key_revoked` if it had been revoked). `grace` (up to `MAX_GRACE`; None or zero: none) lets the old key keep
@@ -148,14 +156,16 @@ def rotate_key(
         current.api_key_prefix = keys.display_prefix(plain_key)
         current.api_key_created_at = now
         current.api_key_revoked_at = None
-        current.api_key_expires_at = None  # an expiry belonged to the old key
+        expiry = _expiry_after_rotation(current, now)
         current.api_key_last_used_at = None
         current.save()
+        signed_out = _signed_out(current)
         works = f" The old key works until {grace_until:%Y-%m-%d %H:%M:%S} UTC." if grace_until else ""
         audit.record(
             actor=actor,
             obj=current,
-            message=f"Rotated key {old_prefix or '—'}… → {current.api_key_prefix}….{earlier_grace_ended}{works}",
+            message=f"Rotated key {old_prefix or '—'}… → {current.api_key_prefix}….{earlier_grace_ended}{works}"
+            f"{expiry}{signed_out}",
         )
     refresh_from(developer, current)
     keys_changed()
@@ -217,7 +227,7 @@ def deactivate_developer(*, developer: Developer, actor: Any = None) -> bool:
         grace_ended = _end_grace(developer, now)
         if changed:
             developer.is_active = False
-            audit.record(actor=actor, obj=developer, message="Deactivated." + grace_ended)
+            audit.record(actor=actor, obj=developer, message="Deactivated." + grace_ended + _signed_out(developer))
     if changed or grace_ended:
         keys_changed()
     if changed:
@@ -302,6 +312,26 @@ def _grace_until(
         )
     until = now + grace
     return min(until, expires_at) if expires_at is not None else until
+
+
+def _signed_out(developer: Developer) -> str:
+    """End the developer's web sessions and unused authorization codes; what the history says (nothing when they never
+    signed in)."""
+    if end_web_sign_ins(developer=developer) is None:
+        return ""
+    return " Web sessions and unused authorization codes ended."
+
+
+def _expiry_after_rotation(developer: Developer, now: datetime.datetime) -> str:
+    """A key's expiry is when the developer's access ends (README, "Keys"): a rotation keeps one still ahead and drops
+    one already passed (the new key would otherwise be born expired). What the history says about it."""
+    expires_at = developer.api_key_expires_at
+    if expires_at is None:
+        return ""
+    if expires_at > now:
+        return f" The new key expires {expires_at:%Y-%m-%d %H:%M} UTC, as the old one did."
+    developer.api_key_expires_at = None
+    return f" The expiry {expires_at:%Y-%m-%d %H:%M} UTC had passed: the new key does not expire."
 
 
 def _end_grace(developer: Developer, now: datetime.datetime) -> str:

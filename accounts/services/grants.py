@@ -15,7 +15,12 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
-from oauth2_provider.models import get_access_token_model, get_application_model, get_refresh_token_model
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_application_model,
+    get_grant_model,
+    get_refresh_token_model,
+)
 
 from accounts import audit
 from accounts.models import Developer
@@ -57,13 +62,11 @@ def record_grant(*, developer: Developer, client: Any, actor: Any = None) -> Any
 
 
 def _end_tokens(*, developer_id: uuid.UUID, client_ids: list[int] | None) -> int:
-    from oauth.models import DeveloperAccount
-
-    account = DeveloperAccount.objects.filter(developer_id=developer_id).first()
-    if account is None:
+    user = _shadow_user_of(developer_id)
+    if user is None:
         return 0
-    access = get_access_token_model().objects.filter(user=account.user)
-    refresh = get_refresh_token_model().objects.filter(user=account.user, revoked=None)
+    access = get_access_token_model().objects.filter(user=user)
+    refresh = get_refresh_token_model().objects.filter(user=user, revoked=None)
     if client_ids is not None:
         access = access.filter(application_id__in=client_ids)
         refresh = refresh.filter(application_id__in=client_ids)
@@ -73,14 +76,52 @@ def _end_tokens(*, developer_id: uuid.UUID, client_ids: list[int] | None) -> int
     return ended
 
 
+def _end_codes(*, user: Any, client_ids: list[int] | None) -> int:
+    """Delete the user's authorization codes not exchanged yet (of these clients; None: of every client)."""
+    codes = get_grant_model().objects.filter(user=user)
+    if client_ids is not None:
+        codes = codes.filter(application_id__in=client_ids)
+    ended, _ = codes.delete()
+    return ended
+
+
+def _shadow_user_of(developer_id: uuid.UUID) -> Any:
+    from oauth.models import DeveloperAccount
+
+    account = DeveloperAccount.objects.select_related("user").filter(developer_id=developer_id).first()
+    return None if account is None else account.user
+
+
+def end_web_sign_ins(*, developer: Developer) -> Any:
+    """End every web session of the developer (`/account/`, the consent page) and every authorization code they were
+    given and a client has not exchanged yet. What every action that ends a developer's access calls (sign out of
+    every client, rotate, revoke, deactivate, a key expiry), in its transaction.
+
+    Sessions end the way Django ends them when a password changes: a session is only valid with the hash of its
+    user's password (`get_session_auth_hash`), and the shadow user gets a new unusable one. A view that must keep
+    the session it serves (the developer rotating their own key) calls `update_session_auth_hash` with the user
+    returned here (None: the developer never signed in)."""
+    user = _shadow_user_of(developer.pk)
+    if user is None:
+        return None
+    user.set_unusable_password()
+    user.save(update_fields=["password"])
+    _end_codes(user=user, client_ids=None)
+    return user
+
+
 def revoke_grant(*, grant: Any, actor: Any = None) -> bool:
-    """End one grant: its tokens stop working. False when it was already revoked."""
+    """End one grant: its tokens stop working, and its authorization codes not exchanged yet are gone. False when it
+    was already revoked."""
     from oauth.models import Grant
 
     now = timezone.now()
     with transaction.atomic():
         changed = bool(Grant.objects.filter(pk=grant.pk, revoked_at__isnull=True).update(revoked_at=now))
         _end_tokens(developer_id=grant.developer_id, client_ids=[grant.client_id])
+        user = _shadow_user_of(grant.developer_id)
+        if user is not None:
+            _end_codes(user=user, client_ids=[grant.client_id])
         if changed:
             grant.revoked_at = now
             audit.record(actor=actor, obj=grant.developer, message=f"Revoked the OAuth grant to {grant.client}.")
@@ -89,15 +130,20 @@ def revoke_grant(*, grant: Any, actor: Any = None) -> bool:
 
 
 def sign_out_everywhere(*, developer: Developer, actor: Any = None) -> int:
-    """ "Sign out of every client": every grant of the developer ends, every token stops. Returns how many grants."""
+    """ "Sign out of every client": every grant of the developer ends, every token stops, every web session and
+    authorization code ends. Returns how many grants."""
     from oauth.models import Grant
 
     now = timezone.now()
     with transaction.atomic():
         count = Grant.objects.filter(developer=developer, revoked_at__isnull=True).update(revoked_at=now)
         _end_tokens(developer_id=developer.pk, client_ids=None)
+        end_web_sign_ins(developer=developer)
         audit.record(
-            actor=actor, obj=developer, message=f"Signed out of every OAuth client ({count} grant(s) revoked)."
+            actor=actor,
+            obj=developer,
+            message=f"Signed out of every OAuth client ({count} grant(s) revoked)."
+            " Web sessions and unused authorization codes ended.",
         )
     keys_changed()
     logger.info("oauth sign out of every client developer=%s grants=%s", developer.pk, count)

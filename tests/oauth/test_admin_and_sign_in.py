@@ -13,7 +13,6 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.exceptions import KeyRefused
-from accounts.models import Developer
 from oauth.authentication import authenticate_token
 from oauth.models import Client as OAuthClient
 from oauth.models import Grant, SignInCode
@@ -135,23 +134,6 @@ def test_a_revoked_developer_cannot_sign_in_by_email_and_is_told_why():
     browser.post("/account/sign-in/", {"email": "gone@example.com"})
     response = browser.post("/account/sign-in/code/", {"code": _code_from_mail()})
     assert response.status_code == 400 and "key_revoked" in response.content.decode()
-
-
-def test_account_page_rotates_the_key_once_and_keeps_grants():
-    developer = DeveloperFactory()
-    tokens, _ = tokens_for(developer)
-    browser = Client()
-    browser.post("/account/sign-in/", {"key": developer.plain_key})
-    page = browser.get("/account/")
-    version = page.context["developer"].key_version
-    rotated = browser.post("/account/", {"rotate_key": "1", "key_version": version})
-    new_key = rotated.context["new_key"]
-    assert new_key.startswith("hc_live_") and new_key in rotated.content.decode()
-    assert rotated["Cache-Control"] == "no-store"
-    assert Developer.objects.get(pk=developer.pk).api_key_prefix == new_key[: len(developer.api_key_prefix)]
-    assert authenticate_token(tokens["access_token"]).principal.developer_id == developer.pk
-    again = browser.post("/account/", {"rotate_key": "1", "key_version": version})
-    assert again.context["new_key"] is None  # a replayed form issues no second key
 
 
 def test_account_page_revokes_a_grant():

@@ -389,10 +389,10 @@ def test_a_developer_refused_after_signing_in_gets_no_consent_page_and_the_reaso
     browser = Client()
     flow = new_flow(register(browser)["client_id"])
     sign_in_with_key(browser, developer.plain_key)
-    services.deactivate_developer(developer=developer)
+    services.set_status(organization=developer.organization, status="canceled")
     response = browser.get(flow.authorize_url())
     assert response.status_code == 403
-    assert "developer_inactive" in response.content.decode()
+    assert "subscription_inactive" in response.content.decode()
     assert not Grant.objects.exists()
 
 
