@@ -164,16 +164,22 @@ def test_the_plan_refuses_the_same_way_on_the_direct_path(two_bridges):
             answer(post(sdk, on_sdk.plain_key, message)),
         )
         answers.append(got_direct)
-        assert got_direct[:2] == got_sdk[:2], message
+        assert got_direct[0] == got_sdk[0], message
+        assert _seconds(got_direct[1]) == pytest.approx(_seconds(got_sdk[1]), abs=1), message  # asked ms apart
         assert _without_wait(got_direct[2]) == _without_wait(got_sdk[2]), message
     assert since(before, forwarded(direct)) == {"direct": 2}  # the refused calls were not forwarded
     not_in_plan, ok, _ok, limited = answers
     assert not_in_plan[0] == 200 and not_in_plan[2]["error"]["data"]["code"] == "tool_not_in_plan"
     assert ok[0] == 200 and ok[2]["result"]["content"][0]["text"] == "pong"
-    assert limited[0] == 429 and limited[1] == "30"
+    # 2 a minute: one token every 30 s; a loaded machine may take a second or two over the four calls.
+    assert limited[0] == 429 and 27 <= int(limited[1]) <= 30
     assert limited[2]["error"]["data"]["code"] == "rate_limited"
     usage_written(4)
     assert usage_of(on_direct) == usage_of(on_sdk) == [("ping", True), ("ping", True)]
+
+
+def _seconds(retry_after: str | None) -> int:
+    return int(retry_after or 0)
 
 
 def _without_wait(body: Any) -> Any:
