@@ -48,6 +48,8 @@ What holds:
   rounds' own ratios over five runs, noise-bound; 0.78–0.79 before).
 
 The sync `check` (tests, sync callers) always takes exactly one token in Redis; `LocalBuckets` have no leases.
+`check_many` takes n tokens at once, all or none (usage reported through `POST /api/v1/usage`: a batch of calls
+already served elsewhere spends the same buckets as calls on `/mcp`).
 """
 
 from __future__ import annotations
@@ -144,6 +146,40 @@ end
 return {grant, '0', 0}
 """
 
+# `check_many`: KEYS and ARGV[1..3] as above, ARGV[4] = n. Takes n tokens from both buckets, or none: refused with the
+# wait until both hold n (and whose bucket) when either holds fewer. No lease, no give-back.
+_LUA_MANY = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local window = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+local tokens = {}
+local wait, which = 0, 0
+for i = 1, 2 do
+  local limit = tonumber(ARGV[i])
+  if limit > 0 then
+    local v = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
+    local have, ts = tonumber(v[1]), tonumber(v[2])
+    if have == nil or ts == nil then have, ts = limit, now end
+    local rate = limit / window
+    have = math.min(limit, have + math.max(0, now - ts) * rate)
+    tokens[i] = have
+    if have < n then
+      local w = (n - have) / rate
+      if w > wait then wait, which = w, i end
+    end
+  end
+end
+if which > 0 then return {0, tostring(wait), which} end
+for i = 1, 2 do
+  if tokens[i] ~= nil then
+    redis.call('HSET', KEYS[i], 'tokens', tostring(tokens[i] - n), 'ts', tostring(now))
+    redis.call('EXPIRE', KEYS[i], math.ceil(window * 2))
+  end
+end
+return {n, '0', 0}
+"""
+
 
 def fail_open() -> bool:
     return bool(getattr(settings, "HOTCROSS_RATE_LIMIT_FAIL_OPEN", True))
@@ -180,6 +216,29 @@ async def acheck(
         decision = await backend.atake(*keys, per_developer or 0, per_organization or 0)
     else:
         decision = backend.take(*keys, per_developer or 0, per_organization or 0)
+    _count("ok" if decision.allowed else "refused")
+    return decision
+
+
+def check_many(
+    developer_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    per_developer: int | None,
+    per_organization: int | None,
+    n: int,
+) -> Decision:
+    """Take `n` calls from the developer's and the organization's buckets at once, all or none (the buckets of
+    `check`). Refused, with the wait until both hold `n`, when either holds fewer; a caller must not ask for more than
+    a limit (such a batch never fits: `retry_after` would be a lie). Redis down: the `check` rule."""
+    if n < 1 or (not per_developer and not per_organization):
+        return ALLOWED
+    decision = _backend().take(
+        f"{KEY_PREFIX}d:{developer_id}",
+        f"{KEY_PREFIX}o:{organization_id}",
+        per_developer or 0,
+        per_organization or 0,
+        n=n,
+    )
     _count("ok" if decision.allowed else "refused")
     return decision
 
@@ -245,6 +304,7 @@ class RedisBuckets:
     def __init__(self, cache: RedisCache) -> None:
         self._cache = cache
         self._script: Any = None
+        self._many_script: Any = None
         self._down_until = 0.0
         self._lock = threading.Lock()
         # redis-py's asyncio client on the same server and timeouts as the cache's, one per event loop.
@@ -370,16 +430,26 @@ class RedisBuckets:
         _count("redis_unavailable")
         return _unavailable()
 
-    def take(self, developer_key: str, organization_key: str, per_developer: int, per_organization: int) -> Decision:
-        """One call from both buckets, always in Redis (no lease): the sync path."""
+    def take(
+        self, developer_key: str, organization_key: str, per_developer: int, per_organization: int, *, n: int = 1
+    ) -> Decision:
+        """One call (or `n`, all or none) from both buckets, always in Redis (no lease): the sync path."""
         if time.monotonic() < self._down_until:
             return _unavailable()
         try:
-            if self._script is None:
-                self._script = self._cache._cache.get_client(None, write=True).register_script(_LUA)
-            answer = self._script(
-                keys=[developer_key, organization_key], args=[per_developer, per_organization, WINDOW_SECONDS, 1, 0]
-            )
+            if n == 1:
+                if self._script is None:
+                    self._script = self._cache._cache.get_client(None, write=True).register_script(_LUA)
+                answer = self._script(
+                    keys=[developer_key, organization_key], args=[per_developer, per_organization, WINDOW_SECONDS, 1, 0]
+                )
+            else:
+                if self._many_script is None:
+                    client = self._cache._cache.get_client(None, write=True)
+                    self._many_script = client.register_script(_LUA_MANY)
+                answer = self._many_script(
+                    keys=[developer_key, organization_key], args=[per_developer, per_organization, WINDOW_SECONDS, n]
+                )
         except Exception as exc:  # redis-py's errors, and OSError underneath: never a failed call
             return self._failed(exc)
         return _decision(answer)
@@ -417,7 +487,9 @@ class LocalBuckets:
         self._buckets: dict[str, tuple[float, float]] = {}  # key → (tokens, at)
         self._lock = threading.Lock()
 
-    def take(self, developer_key: str, organization_key: str, per_developer: int, per_organization: int) -> Decision:
+    def take(
+        self, developer_key: str, organization_key: str, per_developer: int, per_organization: int, *, n: int = 1
+    ) -> Decision:
         now = time.monotonic()
         with self._lock:
             if len(self._buckets) > self.MAX_BUCKETS:
@@ -434,12 +506,12 @@ class LocalBuckets:
                 tokens, at = self._buckets.get(key, (float(limit), now))
                 tokens = min(float(limit), tokens + max(0.0, now - at) * rate)
                 found.append((key, tokens))
-                if tokens < 1 and (1 - tokens) / rate > wait:
-                    wait, which = (1 - tokens) / rate, scope
+                if tokens < n and (n - tokens) / rate > wait:
+                    wait, which = (n - tokens) / rate, scope
             if which:
                 return Decision(False, wait, which)
             for key, tokens in found:
-                self._buckets[key] = (tokens - 1, now)
+                self._buckets[key] = (tokens - n, now)
         return ALLOWED
 
 

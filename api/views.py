@@ -3,7 +3,9 @@ key (`Authorization: Bearer hc_live_…` or `X-API-Key: hc_live_…`) and this s
 
 Answers are JSON. A refused key: 401 (no key, unknown key) or 403 (a known key that is refused) with the key check's
 stable `code` and `message`, the same as the MCP bridge says. Client mistakes (bad JSON, a body too large, wrong
-types) are 400 with a clear `error`; nothing is written. No answer ever contains the key.
+types, a time that does not exist) are 400 with a clear `error`; a usage report the plan does not allow is 403
+(`tool_not_in_plan`, `monthly_cap_reached`) or 429 with `Retry-After` (`rate_limited`): see
+`accounts.services.reported_usage`. Nothing is written for a refused request. No answer ever contains the key.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ NO_KEY = (
 )
 
 
+# A refused usage report: 403 when the key's developer or plan may not report it, 429 when over the plan's rate
+# limit; every other refusal (a malformed or out-of-window event, too many events) is a 400.
+_REFUSAL_STATUS = {"other_developer": 403, "tool_not_in_plan": 403, "monthly_cap_reached": 403, "rate_limited": 429}
+
+
 class _BadRequest(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -63,12 +70,10 @@ def _key(request: HttpRequest) -> str | None:
 
 def _body(request: HttpRequest, limit: int) -> Any:
     """The request's JSON body (None when empty). Refuses a body over `limit` bytes before reading it all."""
-    declared = request.META.get("CONTENT_LENGTH") or "0"
-    try:
-        too_big = int(declared) > limit
-    except ValueError:
-        raise _BadRequest("invalid_request", "The Content-Length header is not a number.") from None
-    if too_big:
+    declared = str(request.META.get("CONTENT_LENGTH") or "0").strip()
+    if not (declared.isascii() and declared.isdigit()):  # int() would take "-1", " 1_0" and other scripts' digits
+        raise _BadRequest("invalid_request", "The Content-Length header is not a number of bytes.")
+    if int(declared) > limit:
         raise _BadRequest("body_too_large", f"The request body is larger than {limit // 1024} KiB.")
     raw = request.read(limit + 1)
     if len(raw) > limit:
@@ -160,8 +165,10 @@ def report_usage(request: HttpRequest) -> HttpResponse:
     try:
         report = record_reported_usage(principal=principal, events=body["events"])
     except UsageReportRefused as exc:
-        status = 403 if exc.code == "other_developer" else 400
-        return _error(status, exc.code, exc.message, events=exc.errors)
+        response = _error(_REFUSAL_STATUS.get(exc.code, 400), exc.code, exc.message, events=exc.errors, **exc.details)
+        if exc.code == "rate_limited":
+            response["Retry-After"] = str(exc.details.get("retry_after", 1))
+        return response
     except DatabaseUnavailable as exc:
         return _error(503, "service_unavailable", exc.message)
     except AccountsError as exc:

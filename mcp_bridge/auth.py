@@ -7,10 +7,14 @@ The rules (revoked, expired, inactive developer, inactive subscription, seat lim
   (`CallerMiddleware`), so a revocation mid-session refuses the next call.
 - streamable HTTP: `Authorization: Bearer <key>` or `X-API-Key: <key>` on every HTTP request (`BearerKeyMiddleware`);
   at `/mcp` (not at the key-only `/mcp/key`) also `Authorization: Bearer <OAuth access token>`, checked by
-  `oauth.authentication` under the same refusal rules. No credentials or unknown ones → HTTP 401 with
-  `WWW-Authenticate: Bearer` (at `/mcp` with `resource_metadata`, RFC 9728, so MCP clients find the OAuth server).
-  A known credential that is refused → HTTP 403 whose body is a JSON-RPC error carrying the refusal's code and
-  message (see README, "MCP: refusals"). Database unreachable → HTTP 503, same body shape.
+  `oauth.authentication` under the same refusal rules. No credentials → HTTP 401 with `WWW-Authenticate: Bearer`;
+  a credential that does not work, or no longer does (`ENDED_CREDENTIAL`: unknown, revoked, rotated away, expired)
+  → HTTP 401 with `error="invalid_token"` ("Invalid or expired tokens MUST receive a HTTP 401 response", MCP
+  authorization). At `/mcp` every 401 challenge also names the Protected Resource Metadata (`resource_metadata`,
+  RFC 9728, so MCP clients find the OAuth server) and the scope to ask for (`scope="mcp"`); at `/mcp/key` neither
+  (no OAuth there). A working credential whose developer lacks standing (deactivated, the subscription inactive,
+  beyond the seats) → HTTP 403: signing in again would not help. Either way the body is a JSON-RPC error carrying the
+  refusal's code and message (see README, "MCP: refusals"). Database unreachable → HTTP 503, same body shape.
 
 In every case the refusal is a JSON-RPC error with code `KEY_REFUSED`, a message that starts with the stable refusal
 code (`key_revoked: This API key was revoked …`, so people see both) and `data = {"code", "message"}` for programs.
@@ -27,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
+from django.conf import settings
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
@@ -58,6 +63,12 @@ MISSING_STDIO_KEY = (
 MULTIPLE_HTTP_KEYS = (
     "More than one credential (Authorization or X-API-Key headers). Send exactly one: "
     "'Authorization: Bearer hc_live_…' or 'X-API-Key: hc_live_…'."
+)
+# Refusals of a credential that does not work (any more): HTTP 401 + `error="invalid_token"`. The other codes are a
+# working credential whose developer may not use it now (`developer_inactive`: staff can reactivate the developer and
+# the same key and tokens work again; `subscription_inactive`, `seat_limit_exceeded`): HTTP 403.
+ENDED_CREDENTIAL = frozenset(
+    {KeyRefused.INVALID_KEY, KeyRefused.KEY_REVOKED, KeyRefused.KEY_ROTATED, KeyRefused.KEY_EXPIRED}
 )
 API_KEY = "api_key"
 OAUTH = "oauth"
@@ -251,9 +262,9 @@ class BearerKeyMiddleware:
                 principal = await aauthenticate_key(raw_key)
         except KeyRefused as refusal:
             logger.info("mcp http request refused code=%s", refusal.code)
-            unknown = refusal.code == KeyRefused.INVALID_KEY
-            status = 401 if unknown else 403
-            await _refuse(receive, send, status, refusal_payload(refusal), invalid_token=unknown, metadata=metadata)
+            ended = refusal.code in ENDED_CREDENTIAL
+            status = 401 if ended else 403
+            await _refuse(receive, send, status, refusal_payload(refusal), invalid_token=ended, metadata=metadata)
             return
         except DatabaseUnavailable as exc:
             await _refuse(receive, send, 503, unavailable_payload(exc))
@@ -319,10 +330,11 @@ async def _refuse(
     body = json.dumps({"jsonrpc": "2.0", "id": await _request_id(receive), "error": error}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
-        # RFC 6750: no error code when no credentials were sent; invalid_token when they were wrong.
+        # RFC 6750: no error code when no credentials were sent; invalid_token when they are wrong, expired, revoked or
+        # replaced. At /mcp (OAuth offered) the metadata document and the one scope (OAUTH2_PROVIDER's SCOPES).
         challenge = 'Bearer realm="hotcross"'
         if metadata is not None:
-            challenge += f', resource_metadata="{metadata}"'
+            challenge += f', resource_metadata="{metadata}", scope="{_scope()}"'
         if invalid_token:
             what = "API key or access token" if metadata is not None else "API key"
             challenge += f', error="invalid_token", error_description="The {what} is not valid."'
@@ -331,6 +343,11 @@ async def _refuse(
         headers.append((b"retry-after", b"5"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _scope() -> str:
+    """The scope a client asks for (RFC 6750 `scope`): the OAuth server's scopes, space-separated (only `mcp`)."""
+    return " ".join(settings.OAUTH2_PROVIDER["SCOPES"])
 
 
 async def _request_id(receive: Receive) -> str | int | None:

@@ -2,21 +2,32 @@
 
 The rules, all or nothing (a refused batch writes nothing):
 
-- at most `MAX_EVENTS` events per batch;
+- at most `MAX_EVENTS` events per batch, and at most the plan's calls per minute (per developer and per
+  organization, the smaller) when it has a rate limit: a batch that could never fit is refused at once;
 - each event: a client event id (1–200 characters), a tool name, a time with a time zone, `ok` (true/false) and a
   duration in whole milliseconds; an event may name its developer and organization, which must be the key's own;
 - no event older than the window (`HOTCROSS_API_USAGE_WINDOW_HOURS`) or more than `FUTURE_TOLERANCE` ahead;
 - idempotent by client event id: an id this developer reported before (or twice in one batch) is a duplicate, not
-  counted again.
+  counted again, and costs nothing below.
+
+Reported events are calls, and obey the organization's plan (`accounts.plans`) as calls on `/mcp` do:
+
+- every event's tool must be one of the plan's tools (`tool_not_in_plan`);
+- the new events take one token each from the plan's rate-limit buckets, the same buckets as `/mcp` calls
+  (`accounts.limits.check_many`, all or none): over the limit the batch is refused (`rate_limited`, with the wait);
+- a plan that refuses at its monthly cap refuses a batch that would take the organization's calls of a month (the
+  events' UTC month) beyond the cap (`monthly_cap_reached`); a plan that goes on at the cap (overage) records them,
+  and usage billing bills them as it bills any call.
 
 Recorded events are written through `accounts.services.usage.record_usages`, the batch path metering uses, next to
-the idempotency record (`api.ReportedEvent`), in one transaction under the developer's row lock (so two copies of a
-batch sent at once cannot both count).
+the idempotency record (`api.ReportedEvent`), in one transaction under the organization's row lock (so two copies of
+a batch sent at once cannot both count, and two batches of one organization cannot both pass its cap).
 """
 
 from __future__ import annotations
 
 import datetime
+import math
 import unicodedata
 import uuid
 from collections.abc import Sequence
@@ -25,12 +36,16 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from accounts import limits
 from accounts.authentication import Principal
+from accounts.choices import AtCap
 from accounts.exceptions import AccountsError
-from accounts.models import Developer
+from accounts.models import Organization, UsageRollup
+from accounts.plans import PlanTerms, month_start, terms_for
 from accounts.services.usage import record_usages
 
 MAX_EVENTS = 1_000
@@ -41,13 +56,23 @@ _FIELDS = frozenset({"id", "tool", "at", "ok", "duration_ms", "developer_id", "o
 
 class UsageReportRefused(AccountsError):
     """A batch that is refused as a whole. `code`: `invalid_events`, `too_many_events`, `other_developer`,
-    `event_too_old`, `event_in_future`; `errors`: the first problems found, each with the event's index."""
+    `event_too_old`, `event_in_future`, `tool_not_in_plan`, `rate_limited`, `monthly_cap_reached`; `errors`: the first
+    problems found, each with the event's index; `details`: more for programs (`plan`, `retry_after`,
+    `monthly_cap`…)."""
 
     code = "invalid_events"
 
-    def __init__(self, message: str, *, code: str, errors: Sequence[dict[str, Any]] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        errors: Sequence[dict[str, Any]] = (),
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message, code=code)
         self.errors = list(errors)
+        self.details = dict(details or {})
 
 
 @dataclass(frozen=True)
@@ -96,18 +121,111 @@ def prune_reported_events(*, now: datetime.datetime | None = None, batch_size: i
 
 
 def record_reported_usage(*, principal: Principal, events: Any) -> UsageReport:
-    """Record a reported batch for `principal`'s developer. Raises `UsageReportRefused` (nothing written)."""
+    """Record a reported batch for `principal`'s developer, under the organization's plan. Raises
+    `UsageReportRefused` (nothing written)."""
     if not isinstance(events, list):
         raise UsageReportRefused("'events' must be a list of usage events.", code="invalid_events")
-    if len(events) > MAX_EVENTS:
+    plan = terms_for(principal.plan_id)
+    most = max_batch(plan)
+    if len(events) > most:
+        why = "" if most == MAX_EVENTS else f" on the plan {plan.label} (its calls per minute)"
         raise UsageReportRefused(
-            f"A batch holds at most {MAX_EVENTS} events, not {len(events)}: send them in several batches.",
+            f"A batch holds at most {most} events{why}, not {len(events)}: send them in several batches.",
             code="too_many_events",
+            details={"max_events": most},
         )
     parsed = _parse_all(principal, events)
+    _require_plan_tools(plan, parsed)
     with transaction.atomic():
-        Developer.objects.select_for_update().filter(pk=principal.developer_id).first()  # batches take turns
-        return _record(principal, parsed)
+        # Batches of one organization take turns: a retried batch cannot count twice, two cannot both pass the cap.
+        Organization.objects.select_for_update().filter(pk=principal.organization_id).first()
+        fresh, duplicates = _fresh(principal, parsed)
+        if fresh:
+            _require_room_under_cap(principal, plan, fresh)
+            _take_rate_tokens(principal, plan, len(fresh))
+            _record(principal, fresh)
+    return UsageReport(recorded=len(fresh), duplicates=duplicates)
+
+
+def max_batch(plan: PlanTerms) -> int:
+    """The most events one batch may hold on `plan`: `MAX_EVENTS`, or the plan's calls per minute when smaller (a
+    batch takes that many rate-limit tokens at once; a bucket never holds more than its limit)."""
+    limits_ = [limit for limit in (plan.rate_limit_per_developer, plan.rate_limit_per_organization) if limit]
+    return min([MAX_EVENTS, *limits_])
+
+
+def _require_plan_tools(plan: PlanTerms, events: list[_Event]) -> None:
+    outside = [(index, event.tool) for index, event in enumerate(events) if not plan.allows(event.tool)]
+    if not outside:
+        return
+    errors = [{"index": index, "message": f"The tool {tool[:80]!r} is not in the plan."} for index, tool in outside]
+    raise UsageReportRefused(
+        f"{len(outside)} of the {len(events)} events name a tool that is not in the plan {plan.label}; nothing was "
+        f"recorded. The first: event {outside[0][0]}: {outside[0][1][:80]!r}.",
+        code="tool_not_in_plan",
+        errors=errors[:20],
+        details={"plan": plan.code or None},
+    )
+
+
+def _require_room_under_cap(principal: Principal, plan: PlanTerms, events: list[_Event]) -> None:
+    """A plan that refuses at its monthly cap: the organization's calls of each month the events fall in, with them,
+    stay within the cap."""
+    cap = plan.monthly_cap(principal.max_seats)
+    if cap is None or plan.at_cap != AtCap.REFUSE:
+        return
+    per_month: dict[datetime.datetime, int] = {}
+    for event in events:
+        start = month_start(event.at)
+        per_month[start] = per_month.get(start, 0) + 1
+    for start, count in sorted(per_month.items()):
+        used = _calls_in_month(principal.organization_id, start)
+        if used + count > cap:
+            room = max(0, cap - used)
+            raise UsageReportRefused(
+                f"The organization's monthly cap is {cap} calls on the plan {plan.label} and {used} are used in "
+                f"{start:%Y-%m}: {count} more would pass it, {room} would fit. Nothing was recorded.",
+                code="monthly_cap_reached",
+                details={"plan": plan.code or None, "monthly_cap": cap, "month": f"{start:%Y-%m}", "remaining": room},
+            )
+
+
+def _calls_in_month(organization_id: uuid.UUID, start: datetime.datetime) -> int:
+    """The organization's calls in the UTC month that begins at `start`, from the daily rollups."""
+    end = month_start(start + datetime.timedelta(days=32))
+    total = UsageRollup.objects.filter(
+        organization_id=organization_id, day__gte=start.date(), day__lt=end.date()
+    ).aggregate(n=Sum("calls"))["n"]
+    return int(total or 0)
+
+
+def _take_rate_tokens(principal: Principal, plan: PlanTerms, n: int) -> None:
+    decision = limits.check_many(
+        principal.developer_id,
+        principal.organization_id,
+        plan.rate_limit_per_developer,
+        plan.rate_limit_per_organization,
+        n,
+    )
+    if decision.allowed:
+        return
+    wait = max(1, math.ceil(decision.retry_after))
+    if decision.unavailable:
+        message = "Rate limits cannot be checked right now; nothing was recorded. Send the batch again shortly."
+    else:
+        limit = (
+            plan.rate_limit_per_developer if decision.scope == limits.DEVELOPER else plan.rate_limit_per_organization
+        )
+        whose = "the developer's" if decision.scope == limits.DEVELOPER else "the organization's"
+        message = (
+            f"{n} events would pass {whose} rate limit of {limit} calls per minute on the plan {plan.label} "
+            f"(reported calls count as calls); nothing was recorded. Send the batch again in {wait} s."
+        )
+    raise UsageReportRefused(
+        message,
+        code="rate_limited",
+        details={"plan": plan.code or None, "scope": decision.scope or None, "retry_after": wait},
+    )
 
 
 def _parse_all(principal: Principal, events: list[Any]) -> list[_Event]:
@@ -150,7 +268,11 @@ def _parse(principal: Principal, raw: Any) -> _Event:
     if unknown:
         raise invalid(f"Unknown field {str(unknown[0])[:40]!r}; an event has {', '.join(sorted(_FIELDS))}.")
     for name, expected in (("developer_id", principal.developer_id), ("organization_id", principal.organization_id)):
-        if name in raw and _as_uuid(raw[name]) != expected:
+        if name not in raw:
+            continue
+        if _as_uuid(raw[name]) is None:
+            raise invalid(f"'{name}' must be an id (a UUID string), like the one /api/v1/keys/verify gives.")
+        if _as_uuid(raw[name]) != expected:
             raise UsageReportRefused(
                 f"The event's {name} is not the key's own: a key reports only its own developer's usage.",
                 code="other_developer",
@@ -164,9 +286,7 @@ def _parse(principal: Principal, raw: Any) -> _Event:
     tool = raw.get("tool")
     if not _text(tool, 200):
         raise invalid("'tool' must be the tool's name, a string of 1 to 200 characters without control characters.")
-    at = parse_datetime(raw["at"]) if isinstance(raw.get("at"), str) and len(raw["at"]) <= 64 else None
-    if at is None or timezone.is_naive(at):
-        raise invalid("'at' must be an ISO 8601 time with a time zone, like 2026-12-03T10:15:00Z.")
+    at = _time(raw.get("at"))
     ok = raw.get("ok")
     if not isinstance(ok, bool):
         raise invalid("'ok' must be true or false.")
@@ -176,7 +296,8 @@ def _parse(principal: Principal, raw: Any) -> _Event:
     return _Event(client_id, tool.strip(), at, ok, duration)
 
 
-def _record(principal: Principal, events: list[_Event]) -> UsageReport:
+def _fresh(principal: Principal, events: list[_Event]) -> tuple[list[_Event], list[str]]:
+    """The events not reported before (nor earlier in the batch), and the ids of the others."""
     from api.models import ReportedEvent  # the API app keeps the idempotency record
 
     ids = [event.client_id for event in events]
@@ -193,40 +314,63 @@ def _record(principal: Principal, events: list[_Event]) -> UsageReport:
         else:
             known.add(event.client_id)
             fresh.append(event)
-    if fresh:
-        ReportedEvent.objects.bulk_create(
-            ReportedEvent(developer_id=principal.developer_id, client_event_id=event.client_id) for event in fresh
-        )
-        outcomes = record_usages(
-            [
-                {
-                    "developer_id": principal.developer_id,
-                    "organization_id": principal.organization_id,
-                    "tool_name": event.tool,
-                    "ok": event.ok,
-                    "duration_ms": event.duration_ms,
-                    "created_at": event.at,
-                }
-                for event in fresh
-            ]
-        )
-        failed = next((outcome for outcome in outcomes if outcome is not None), None)
-        if failed is not None:
-            raise failed  # rolls the idempotency records back with it
-    return UsageReport(recorded=len(fresh), duplicates=duplicates)
+    return fresh, duplicates
+
+
+def _record(principal: Principal, fresh: list[_Event]) -> None:
+    from api.models import ReportedEvent
+
+    ReportedEvent.objects.bulk_create(
+        ReportedEvent(developer_id=principal.developer_id, client_event_id=event.client_id) for event in fresh
+    )
+    outcomes = record_usages(
+        [
+            {
+                "developer_id": principal.developer_id,
+                "organization_id": principal.organization_id,
+                "tool_name": event.tool,
+                "ok": event.ok,
+                "duration_ms": event.duration_ms,
+                "created_at": event.at,
+            }
+            for event in fresh
+        ]
+    )
+    failed = next((outcome for outcome in outcomes if outcome is not None), None)
+    if failed is not None:
+        raise failed  # rolls the idempotency records back with it
+
+
+def _time(value: Any) -> datetime.datetime:
+    """`at` as an aware UTC datetime; `UsageReportRefused` naming the field for anything else: not a string, no time
+    zone, or a time that does not exist (February 30th, month 13, hour 24, an offset of ±24 h or more, year 0)."""
+    shape = "'at' must be an ISO 8601 time with a time zone, like 2026-12-03T10:15:00Z."
+    if not isinstance(value, str) or not value or len(value) > 64 or not value.isprintable():
+        raise UsageReportRefused(shape, code="invalid_events")
+    try:
+        at = parse_datetime(value)
+        if at is None or timezone.is_naive(at):
+            raise UsageReportRefused(shape, code="invalid_events")
+        return at.astimezone(datetime.UTC)
+    except (ValueError, OverflowError) as exc:
+        raise UsageReportRefused(
+            f"'at' is not a real time ({value[:40]!r}: {str(exc)[:60]}); {shape[7:]}", code="invalid_events"
+        ) from None
 
 
 def _text(value: Any, longest: int) -> bool:
-    """A non-blank string of at most `longest` characters with no control character (NUL cannot even be stored in
-    a PostgreSQL text column) and no lone surrogate (not UTF-8)."""
-    if not isinstance(value, str) or not value.strip() or len(value.strip()) > longest:
+    """A non-blank string of at most `longest` characters (as sent: an id is stored as it is) with no control
+    character (NUL cannot even be stored in a PostgreSQL text column) and no lone surrogate (not UTF-8)."""
+    if not isinstance(value, str) or not value.strip() or len(value) > longest:
         return False
     return not any(unicodedata.category(char) in ("Cc", "Cs") for char in value)
 
 
 def _as_uuid(value: Any) -> uuid.UUID | None:
+    if not isinstance(value, str) or len(value) > 64:
+        return None
     try:
-        return uuid.UUID(str(value))
+        return uuid.UUID(value)
     except ValueError:
         return None
 

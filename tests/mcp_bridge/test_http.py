@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 
 import anyio
 import httpx2
@@ -14,6 +15,7 @@ from accounts.models import SubscriptionStatus, UsageEvent
 from hotcross import local_env
 from tests.factories import DeveloperFactory, OrganizationFactory, UsageEventFactory
 from tests.support.mcp import db, http_client, mcp_error, refused_within, run_uvicorn, structured, usage_written
+from tests.support.oauth import issue_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -167,7 +169,10 @@ def test_no_key_or_an_unknown_key_is_401_with_a_bearer_challenge(mcp_http):
     # /mcp offers OAuth discovery (RFC 9728; issue 13): the challenge names its protected resource metadata.
     # The test servers keep the default public URL (server_env drops HOTCROSS_* settings).
     metadata = f"{local_env.DEFAULT_PUBLIC_URL}/.well-known/oauth-protected-resource/mcp"
-    assert missing.headers["www-authenticate"] == f'Bearer realm="hotcross", resource_metadata="{metadata}"'
+    # The scope to ask for (MCP authorization: "MCP servers SHOULD include a scope parameter"): the only one, mcp.
+    assert missing.headers["www-authenticate"] == (
+        f'Bearer realm="hotcross", resource_metadata="{metadata}", scope="mcp"'
+    )
     body = missing.json()
     assert body["id"] == 7
     assert body["error"]["data"]["code"] == "invalid_key"
@@ -208,27 +213,46 @@ def _past_due(developer):
     services.set_status(organization=developer.organization, status="past_due")
 
 
+def _rotated(developer):
+    services.rotate_key(developer=developer)
+
+
 @pytest.mark.parametrize(
     ("refuse", "code", "says"),
     [
         (_revoked, "key_revoked", "was revoked on"),
         (_expired, "key_expired", "expired on"),
-        (_inactive, "developer_inactive", "is deactivated"),
-        (_past_due, "subscription_inactive", "subscription is past_due"),
+        (_rotated, "key_rotated", "was replaced by a newer one on"),
     ],
 )
-def test_a_known_key_that_is_refused_is_403_with_the_refusal_code_and_message(mcp_http, refuse, code, says):
+def test_a_key_that_no_longer_works_is_401_invalid_token_with_the_refusal_code_and_message(
+    mcp_http, refuse, code, says
+):
+    """MCP authorization: "Invalid or expired tokens MUST receive a HTTP 401 response" (was 403, issue 26 item 14).
+    The body keeps the stable code and the message that says what to do."""
     developer = DeveloperFactory()
     refuse(developer)
 
     response = post(mcp_http.url, developer.plain_key)
-    assert response.status_code == 403
-    assert "www-authenticate" not in response.headers  # not an authentication problem; no OAuth dance
+    assert response.status_code == 401
+    metadata = f"{local_env.DEFAULT_PUBLIC_URL}/.well-known/oauth-protected-resource/mcp"
+    assert response.headers["www-authenticate"] == (
+        f'Bearer realm="hotcross", resource_metadata="{metadata}", scope="mcp", error="invalid_token", '
+        'error_description="The API key or access token is not valid."'
+    )
     error = response.json()["error"]
     assert error["code"] == -32001
     assert error["data"]["code"] == code
     assert says in error["data"]["message"]
     assert error["message"] == f"{code}: {error['data']['message']}"
+
+    # The key-only URL says the same, without OAuth discovery or a scope (it offers no OAuth).
+    at_key = post(mcp_http.base + "/mcp/key", developer.plain_key)
+    assert at_key.status_code == 401
+    assert at_key.headers["www-authenticate"] == (
+        'Bearer realm="hotcross", error="invalid_token", error_description="The API key is not valid."'
+    )
+    assert at_key.json()["error"]["data"]["code"] == code
 
     async def scenario():
         async with http_client(mcp_http.url, developer.plain_key) as client:
@@ -240,6 +264,69 @@ def test_a_known_key_that_is_refused_is_403_with_the_refusal_code_and_message(mc
     assert mcp_error(raised.value).data["code"] == code
     usage_written(0)
     assert not UsageEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("refuse", "code", "says"),
+    [
+        (_inactive, "developer_inactive", "is deactivated"),
+        (_past_due, "subscription_inactive", "subscription is past_due"),
+    ],
+)
+def test_a_working_key_without_standing_is_403_with_the_refusal_code_and_message(mcp_http, refuse, code, says):
+    """The key still works (reactivating the developer or paying makes it serve again): a 403 with no challenge, so
+    no client starts an OAuth sign-in that would be refused for the same reason."""
+    developer = DeveloperFactory()
+    refuse(developer)
+
+    for url in (mcp_http.url, mcp_http.base + "/mcp/key"):
+        response = post(url, developer.plain_key)
+        assert response.status_code == 403
+        assert "www-authenticate" not in response.headers
+        error = response.json()["error"]
+        assert error["code"] == -32001
+        assert error["data"]["code"] == code
+        assert says in error["data"]["message"]
+        assert error["message"] == f"{code}: {error['data']['message']}"
+
+    async def scenario():
+        async with http_client(mcp_http.url, developer.plain_key) as client:
+            await client.call_tool("whoami", {})
+
+    with pytest.raises(BaseException) as raised:
+        anyio.run(scenario)
+    assert mcp_error(raised.value).message.startswith(f"{code}: ")
+    assert mcp_error(raised.value).data["code"] == code
+    usage_written(0)
+    assert not UsageEvent.objects.exists()
+
+
+def test_an_oauth_token_that_no_longer_works_is_401_and_one_without_standing_is_403(mcp_http):
+    """The same split for access tokens at /mcp: a token whose developer's access ended (the key's expiry ends
+    tokens too) is 401 invalid_token; a deactivated developer's token is 403."""
+    resource = f"{local_env.DEFAULT_PUBLIC_URL}/mcp"  # what the session's server takes tokens for
+    expired, inactive = DeveloperFactory(), DeveloperFactory()
+    tokens = {developer.pk: issue_token(developer, resource) for developer in (expired, inactive)}
+    assert post(mcp_http.url, tokens[expired.pk]).status_code == 200
+    _expired(expired)
+    _inactive(inactive)
+
+    def refused(developer) -> httpx2.Response:
+        started = time.monotonic()
+        while (response := post(mcp_http.url, tokens[developer.pk])).status_code == 200:
+            assert time.monotonic() - started < 1.5, "the server's key-check memory lasts at most a second"
+            time.sleep(0.05)
+        return response
+
+    ended = refused(expired)
+    assert ended.status_code == 401
+    challenge = ended.headers["www-authenticate"]
+    assert 'error="invalid_token"' in challenge and 'scope="mcp"' in challenge and "resource_metadata=" in challenge
+    assert ended.json()["error"]["data"]["code"] == "key_expired"
+    standing = refused(inactive)
+    assert standing.status_code == 403
+    assert "www-authenticate" not in standing.headers
+    assert standing.json()["error"]["data"]["code"] == "developer_inactive"
 
 
 def test_after_a_downgrade_the_newest_seat_holder_is_refused_and_the_others_keep_access(mcp_http):

@@ -58,7 +58,7 @@ def test_http_logs_hold_no_key(tmp_path):
         ]
         log = server.log()
 
-    assert statuses == [403, 401]
+    assert statuses == [401, 401]  # a revoked key no longer works: 401 invalid_token, like an unknown one
     assert "mcp http request refused code=key_revoked" in log  # INFO and DEBUG lines were written
     assert_no_key(log, good.plain_key, revoked.plain_key, unknown)
 

@@ -197,6 +197,7 @@ def test_401s_offer_oauth_discovery_at_mcp_and_not_at_the_key_only_url(oauth_ser
     challenge = at_mcp.headers["www-authenticate"]
     assert 'realm="hotcross"' in challenge
     assert f'resource_metadata="{oauth_server.base}/.well-known/oauth-protected-resource/mcp"' in challenge
+    assert 'scope="mcp"' in challenge  # the scope to ask for (MCP authorization: SHOULD), issue 26 item 14
     assert "Authorization: Bearer" in at_mcp.json()["error"]["message"]  # the human hint
     metadata = httpx2.get(f"{oauth_server.base}/.well-known/oauth-protected-resource/mcp", timeout=10).json()
     assert metadata["resource"] == oauth_server.url
@@ -204,6 +205,7 @@ def test_401s_offer_oauth_discovery_at_mcp_and_not_at_the_key_only_url(oauth_ser
     at_key = httpx2.post(oauth_server.base + "/mcp/key", json=TOOLS_LIST, headers=ACCEPT, timeout=10)
     assert at_key.status_code == 401
     assert "resource_metadata" not in at_key.headers["www-authenticate"]
+    assert "scope=" not in at_key.headers["www-authenticate"]  # no OAuth at the key-only URL
     assert (
         httpx2.get(f"{oauth_server.base}/.well-known/oauth-protected-resource/mcp/key", timeout=10).status_code == 404
     )
