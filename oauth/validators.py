@@ -3,8 +3,10 @@
 - RFC 8707: a token asked for without a `resource` is bound to `/mcp` (the one resource this server protects), so
   every token has an audience the MCP endpoint checks.
 - A replayed authorization code (RFC 6749 §4.1.2) revokes the tokens it issued.
-- Client ID Metadata Documents at `http://127.0.0.1` (loopback) when `HOTCROSS_OAUTH_CIMD_ALLOW_LOOPBACK` is on
-  (DEBUG, or the tests); `https` ones are django-oauth-toolkit's own SSRF-hardened fetch.
+- Client ID Metadata Documents, `https` and (with `HOTCROSS_OAUTH_CIMD_ALLOW_LOOPBACK`) `http://127.0.0.1`, all go
+  through `oauth.fetching.resolve` (one deadline, size cap, back-off, fetch cap, no database connection held, the
+  document checked). A refused document is `invalid_request` (400) at the authorization endpoint and
+  `invalid_client` (401) at the token endpoint, with the reason as `error_description`.
 """
 
 from __future__ import annotations
@@ -13,9 +15,15 @@ import hashlib
 from typing import Any
 
 from django.db import IntegrityError
-from oauth2_provider import cimd
-from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
+from django.utils import timezone
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_application_model,
+    get_grant_model,
+    get_refresh_token_model,
+)
 from oauth2_provider.oauth2_validators import OAuth2Validator
+from oauthlib.oauth2.rfc6749 import errors
 
 from oauth import fetching
 from oauth.authentication import mcp_resource
@@ -58,15 +66,59 @@ class HotcrossValidator(OAuth2Validator):
             key_cache.clear()
         return False
 
+    # --- clients named by a metadata document (CIMD) ---------------------------------------------------------------
+
     def _load_application(self, client_id: str, request: Any) -> Any:
-        client = super()._load_application(client_id, request)
-        if client is None and fetching.is_loopback_document_url(client_id):
+        if not fetching.is_document_url(client_id):
+            return super()._load_application(client_id, request)
+        Application = get_application_model()
+        cached = request.client
+        if isinstance(cached, Application) and cached.client_id == client_id and cached.is_usable(request):
+            return cached
+        request.client = None
+        if getattr(request, "hotcross_document_refused", None) is not None:
+            return None  # refused once in this request: not fetched again
+        client = Application.objects.filter(client_id=client_id).first()
+        stale = (
+            client is not None
+            and client.registration_source == Application.RegistrationSource.CIMD
+            and client.cimd_expires_at is not None
+            and timezone.now() > client.cimd_expires_at
+        )
+        if client is None or stale:
             try:
-                client = cimd._fetch_validate_upsert(client_id)
-            except cimd.CIMDError:
-                return None
-            if client is not None and client.is_usable(request):
-                request.client = client
-                return client
+                client = fetching.resolve(client_id, request)
+            except fetching.DocumentRefused as refused:
+                if client is None:
+                    request.hotcross_document_refused = str(refused)
+                    return None
+                # A stale document that cannot be fetched again now: the last good one stays (the library's rule).
+        if client is None or not client.is_usable(request):
             return None
+        request.client = client
         return client
+
+    def validate_client_id(self, client_id: str, request: Any, *args: Any, **kwargs: Any) -> bool:
+        if super().validate_client_id(client_id, request, *args, **kwargs):
+            return True
+        refused = getattr(request, "hotcross_document_refused", None)
+        if refused is not None:  # the authorization endpoint: fatal, never redirected
+            raise errors.InvalidClientIdError(description=refused, request=request)
+        return False
+
+    def authenticate_client_id(self, client_id: str, request: Any, *args: Any, **kwargs: Any) -> bool:
+        if super().authenticate_client_id(client_id, request, *args, **kwargs):
+            return True
+        self._refuse_document(request)
+        return False
+
+    def client_authentication_required(self, request: Any, *args: Any, **kwargs: Any) -> bool:
+        required = super().client_authentication_required(request, *args, **kwargs)
+        if request.client is None:
+            self._refuse_document(request)
+        return required
+
+    def _refuse_document(self, request: Any) -> None:
+        refused = getattr(request, "hotcross_document_refused", None)
+        if refused is not None:  # the token endpoint: invalid_client, 401
+            raise errors.InvalidClientError(description=refused, request=request)
