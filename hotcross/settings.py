@@ -344,6 +344,9 @@ HOTCROSS_OAUTH_REFRESH_TOKEN_SECONDS = env.int("HOTCROSS_OAUTH_REFRESH_TOKEN_SEC
 HOTCROSS_OAUTH_REGISTRATIONS_PER_HOUR = env.int("HOTCROSS_OAUTH_REGISTRATIONS_PER_HOUR", default=20)
 # Client ID Metadata Documents at http://127.0.0.1 (a test's or a developer's own machine): only with DEBUG unless set.
 HOTCROSS_OAUTH_CIMD_ALLOW_LOOPBACK = env.bool("HOTCROSS_OAUTH_CIMD_ALLOW_LOOPBACK", default=DEBUG)
+# One deadline for a whole metadata document fetch (name resolution, connect, TLS, headers and body), in seconds
+# (oauth.fetching); the document is refused when it has not all arrived by then.
+HOTCROSS_OAUTH_CIMD_FETCH_SECONDS = env.float("HOTCROSS_OAUTH_CIMD_FETCH_SECONDS", default=5.0)
 OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth.Client"
 # django-oauth-toolkit warns that http redirect URIs are allowed: they are, but only to loopback addresses (native
 # clients' listeners, RFC 8252), which oauth.models.Client.clean enforces for every registration.
@@ -382,7 +385,7 @@ OAUTH2_PROVIDER = {
     "GRANT_ADMIN_CLASS": "accounts.admin.oauth.HiddenAdmin",
     "ID_TOKEN_ADMIN_CLASS": "accounts.admin.oauth.HiddenAdmin",
     "CIMD_METADATA_FETCHER": "oauth.fetching.HotcrossMetadataFetcher",
-    "CIMD_FETCH_TIMEOUT_SECONDS": 5,
+    "CIMD_FETCH_TIMEOUT_SECONDS": HOTCROSS_OAUTH_CIMD_FETCH_SECONDS,  # oauth.fetching uses its own deadline
     "CIMD_MAX_DOCUMENT_SIZE": 16 * 1024,
 }
 # Developers' sign-in codes are mailed through Django's email framework: smtp://user:password@host:587 (with

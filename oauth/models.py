@@ -31,7 +31,10 @@ def is_loopback_host(host: str | None) -> bool:
 
 
 def redirect_uri_problem(uri: str) -> str | None:
-    """Why a redirect URI cannot be registered, or None: https anywhere, http only to a loopback address."""
+    """Why a redirect URI cannot be registered, or None: https anywhere, http only to a loopback address; printable
+    ASCII without spaces (a control character or a space would split or corrupt what is stored)."""
+    if not uri or any(not 0x21 <= ord(char) <= 0x7E for char in uri):
+        return "A redirect URI must be printable ASCII, without spaces or control characters."
     try:
         parts = urlsplit(uri)
         host = parts.hostname
@@ -69,10 +72,18 @@ class Client(AbstractApplication):
         return sorted({urlsplit(uri).netloc for uri in self.redirect_uris.split() if uri})
 
     def clean(self) -> None:
-        super().clean()
+        from oauth.fetching import unsafe_character
+
         problems = [p for p in (redirect_uri_problem(uri) for uri in self.redirect_uris.split()) if p]
         if problems:
             raise ValidationError({"redirect_uris": problems})
+        if unsafe_character(self.name):
+            raise ValidationError({"name": "A client name may not hold control characters."})
+        if self.self_registered and (
+            self.client_type != self.CLIENT_PUBLIC or self.authorization_grant_type != self.GRANT_AUTHORIZATION_CODE
+        ):  # what registration (RFC 7591/7592) and metadata documents may make: public, authorization code
+            raise ValidationError("A self-registered client is public and uses the authorization_code grant only.")
+        super().clean()
 
     def is_usable(self, request: object) -> bool:
         return self.blocked_at is None

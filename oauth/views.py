@@ -57,10 +57,18 @@ class ProtectedResourceMetadataView(OAuthProtectedResourceMetadataView):
 
 
 class RegistrationView(DynamicClientRegistrationView):
-    """RFC 7591 (django-oauth-toolkit's view), open to public clients, at most
-    HOTCROSS_OAUTH_REGISTRATIONS_PER_HOUR per client address."""
+    """RFC 7591 (django-oauth-toolkit's view, with Hotcross's rules): at most HOTCROSS_OAUTH_REGISTRATIONS_PER_HOUR
+    per client address; public clients with `authorization_code` (+ `refresh_token`) only, no secret
+    (`oauth.registration.registered_metadata`); anything else is refused with the RFC 7591 §3.2.2 error and nothing is
+    stored. The answer echoes the registered metadata, `response_types` included."""
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        from django.core.exceptions import ValidationError
+        from django.db import transaction
+        from oauth2_provider.views import dynamic_client_registration as dcr
+
+        from oauth.registration import RegistrationRefused, registered_metadata
+
         if not registration_allowed(request):
             response = JsonResponse(
                 {
@@ -71,7 +79,28 @@ class RegistrationView(DynamicClientRegistrationView):
             )
             response["Retry-After"] = str(WINDOW_SECONDS)
             return response
-        return super().post(request, *args, **kwargs)
+        if not dcr._check_permissions(request):
+            return dcr._error_response("access_denied", "Registration is not open.", status=401)
+        data, error = dcr._parse_metadata(request.body)
+        if error is not None:
+            return error
+        try:
+            fields = registered_metadata(data)
+        except RegistrationRefused as refused:
+            return JsonResponse({"error": refused.error, "error_description": refused.description}, status=400)
+        Application = get_application_model()
+        client = Application(user=None, registration_source=Application.RegistrationSource.DCR, **fields)
+        try:
+            client.full_clean()
+        except ValidationError as exc:
+            return dcr._error_response("invalid_client_metadata", dcr._validation_error_description(exc))
+        with transaction.atomic():
+            client.save()
+            registration_token = dcr._issue_registration_token(client, None)
+        answer = dcr._application_to_response(client, registration_token, request)
+        answer["response_types"] = ["code"]
+        answer["client_id_issued_at"] = int(client.created.timestamp())
+        return JsonResponse(answer, status=201)
 
 
 # --- who is signed in ---------------------------------------------------------------------------------------------

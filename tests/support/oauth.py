@@ -37,6 +37,13 @@ def pkce() -> tuple[str, str]:
 
 
 def register(client: Client, **overrides) -> dict:
+    response = post_registration(client, **overrides)
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def post_registration(client: Client, **overrides):
+    """POST /oauth/register/ with a public client's metadata and `overrides` (a None value leaves the field out)."""
     body = {
         "client_name": "Test MCP client",
         "redirect_uris": [REDIRECT],
@@ -45,9 +52,8 @@ def register(client: Client, **overrides) -> dict:
         "token_endpoint_auth_method": "none",
         **overrides,
     }
-    response = client.post("/oauth/register/", data=json.dumps(body), content_type="application/json")
-    assert response.status_code == 201, response.content
-    return response.json()
+    body = {name: value for name, value in body.items() if value is not None}
+    return client.post("/oauth/register/", data=json.dumps(body), content_type="application/json")
 
 
 def sign_in_with_key(client: Client, key: str, next_url: str = ""):
@@ -73,7 +79,7 @@ class Flow:
             "resource": RESOURCE,
             **extra,
         }
-        return "/oauth/authorize/?" + urlencode(params)
+        return "/oauth/authorize/?" + urlencode(params, doseq=True)  # a list: the parameter repeated
 
 
 def new_flow(client_id: str) -> Flow:
