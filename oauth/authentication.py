@@ -131,7 +131,7 @@ def _check_in_database(checksum: str) -> _Checked:
     if row is None:
         raise invalid_token()
     found, (_token_user_id, expires, resource, client_id) = split_row(row)
-    if mcp_resource() not in (resource or []):
+    if list(resource or []) != [mcp_resource()]:  # this server's MCP resource, and no other audience (RFC 8707)
         checked = _Checked(None, (KeyRefused.INVALID_KEY, WRONG_AUDIENCE), None)
     else:
         refusal = developer_refusal(found)

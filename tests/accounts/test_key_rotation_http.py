@@ -25,14 +25,14 @@ def post(url: str, key: str) -> httpx2.Response:
     return httpx2.post(url, json=TOOLS_LIST, headers={**ACCEPT, "Authorization": f"Bearer {key}"}, timeout=30)
 
 
-def test_a_rotated_away_key_is_403_key_rotated_with_the_date_and_the_organization(mcp_http):
+def test_a_rotated_away_key_is_401_key_rotated_with_the_date_and_the_organization(mcp_http):
     developer = DeveloperFactory(organization__name="Acme Corp", email="erin@acme.test")
     services.rotate_key(developer=developer)
     replaced_at = ReplacedKey.objects.get(developer=developer).replaced_at
 
     response = post(mcp_http.url, developer.plain_key)
-    assert response.status_code == 403
-    assert "www-authenticate" not in response.headers  # the key is known: no OAuth dance
+    assert response.status_code == 401  # a credential that no longer works (MCP authorization; issue 26 item 14)
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
     error = response.json()["error"]
     message = (
         f"This key was replaced by a newer one on {replaced_at:%Y-%m-%d %H:%M} UTC. "
@@ -79,5 +79,5 @@ def test_in_its_grace_period_the_old_key_works_over_http_and_is_refused_once_it_
     assert new["seats_used"] == old["seats_used"] == 1  # one seat for both keys
     assert refused.data["code"] == "key_rotated"
     assert after < 1.5  # the server's memory of the key check lasts at most a second
-    assert post(mcp_http.url, developer.plain_key).status_code == 403
+    assert post(mcp_http.url, developer.plain_key).status_code == 401
     assert post(mcp_http.url, new_key).status_code == 200

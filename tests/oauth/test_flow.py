@@ -233,16 +233,18 @@ def test_an_expired_code_is_refused(settings):
     assert not _user_tokens().exists()
 
 
-def test_a_token_for_another_resource_is_refused_on_mcp():
+@pytest.mark.parametrize(
+    "resource",
+    [["https://other.example.com/api"], ["http://testserver/mcp", "https://evil.example/mcp"]],
+    ids=["another", "a second audience"],
+)
+def test_a_token_for_another_resource_or_several_is_refused_on_mcp(resource):
+    """Such tokens are no longer issued (tests/oauth/test_oauth_rules.py); one issued before is refused all the same."""
     developer = DeveloperFactory()
-    browser = Client()
-    flow = new_flow(register(browser)["client_id"])
-    sign_in_with_key(browser, developer.plain_key)
-    code = allow(browser, flow, resource="https://other.example.com/api")
-    response = exchange(browser, flow, code)
-    assert response.status_code == 200
+    tokens, _ = tokens_for(developer)
+    _user_tokens().update(resource=resource)
     with pytest.raises(KeyRefused) as refused:
-        authenticate_token(response.json()["access_token"])
+        authenticate_token(tokens["access_token"])
     assert "another resource" in refused.value.message
 
 
