@@ -392,6 +392,18 @@ OAUTH2_PROVIDER = {
 # ?tls=True), consolemail:// (printed; `make run`), filemail:////abs/path (one file per mail), dummymail://.
 globals().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Hotcross <no-reply@localhost>")
+# The email sign-in's limits (oauth/signin.py), counted in the database so they hold across workers, the same for an
+# address that is no developer's: codes made (starts and resends, each a mail for a developer's address) per address
+# and per client address per hour; codes tried per address and per client address per hour; after this many wrong
+# codes for an address (in a day, since its last right one) each further try waits FAILURE_WAIT seconds, doubled
+# with every wrong one, up to MAX_WAIT.
+HOTCROSS_SIGN_IN_MAILS_PER_ADDRESS_PER_HOUR = env.int("HOTCROSS_SIGN_IN_MAILS_PER_ADDRESS_PER_HOUR", default=3)
+HOTCROSS_SIGN_IN_STARTS_PER_CLIENT_PER_HOUR = env.int("HOTCROSS_SIGN_IN_STARTS_PER_CLIENT_PER_HOUR", default=20)
+HOTCROSS_SIGN_IN_GUESSES_PER_ADDRESS_PER_HOUR = env.int("HOTCROSS_SIGN_IN_GUESSES_PER_ADDRESS_PER_HOUR", default=10)
+HOTCROSS_SIGN_IN_GUESSES_PER_CLIENT_PER_HOUR = env.int("HOTCROSS_SIGN_IN_GUESSES_PER_CLIENT_PER_HOUR", default=30)
+HOTCROSS_SIGN_IN_FREE_FAILURES = env.int("HOTCROSS_SIGN_IN_FREE_FAILURES", default=3)
+HOTCROSS_SIGN_IN_FAILURE_WAIT_SECONDS = env.float("HOTCROSS_SIGN_IN_FAILURE_WAIT_SECONDS", default=2.0)
+HOTCROSS_SIGN_IN_MAX_WAIT_SECONDS = env.int("HOTCROSS_SIGN_IN_MAX_WAIT_SECONDS", default=3600)
 
 LOGGING = {
     "version": 1,

@@ -120,9 +120,11 @@ class Grant(models.Model):
 
 class SignInCode(models.Model):
     """One emailed sign-in code. Made for unknown addresses too (developer empty, nothing sent), so the page answers
-    the same whoever asks. Only the code's hash is kept."""
+    the same whoever asks. Only the code's hash is kept. An address has at most one unused code: a new start ends
+    the earlier ones (`email_key` finds them)."""
 
     email = models.CharField(max_length=254)
+    email_key = models.CharField(max_length=254, default="", help_text="The address in lower case.")
     developer = models.ForeignKey("accounts.Developer", null=True, blank=True, on_delete=models.CASCADE)
     code_hash = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -132,8 +134,37 @@ class SignInCode(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     used_at = models.DateTimeField(null=True, blank=True)
 
+    class Meta:
+        indexes = [models.Index(fields=["email_key", "used_at"], name="oauth_signincode_email_key")]
+
     def __str__(self) -> str:
         return f"sign-in code for {self.email}"
+
+
+class SignInEvent(models.Model):
+    """One counted step of the email sign-in, for its limits (`oauth.signin`): a code made (a start or a resend: a
+    mail when the address is a developer's) or a code tried. Kept a day, for any address, known or not, so the
+    limits hold across every worker and say nothing about who is a developer."""
+
+    class Kind(models.TextChoices):
+        CODE = "code", "code made"
+        GUESS = "guess", "code tried"
+
+    kind = models.CharField(max_length=5, choices=Kind.choices)
+    email_key = models.CharField(max_length=254)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    wrong = models.BooleanField(default=False)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["email_key", "kind", "created_at"], name="oauth_signinevent_address"),
+            models.Index(fields=["client_ip", "kind", "created_at"], name="oauth_signinevent_client"),
+            models.Index(fields=["created_at"], name="oauth_signinevent_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"sign-in {self.kind} for {self.email_key}"
 
 
 class SpentCode(models.Model):

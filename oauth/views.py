@@ -29,6 +29,7 @@ from accounts import services
 from accounts.exceptions import AccountsError
 from accounts.models import Developer
 from accounts.services import grants
+from hotcross.proxy import client_ip
 from oauth import signin
 from oauth.authentication import mcp_resource
 from oauth.models import Grant
@@ -157,13 +158,18 @@ def sign_in(request: HttpRequest) -> HttpResponse:
             else:
                 return _sign_in(request, developer)
         else:
-            email = request.POST.get("email", "").strip()
-            if "@" not in email or len(email) > 254:
-                error = "Enter the email address your organization registered for you."
+            try:
+                started = signin.start_email_sign_in(request.POST.get("email", ""), client_ip(request))
+            except signin.Throttled as throttled:
+                context = {"title": "Sign in", "error": str(throttled), "next": next_url}
+                response = _page(request, "oauth/sign_in.html", context, 429)
+                response["Retry-After"] = str(throttled.retry_after)
+                return response
+            except signin.SignInRefused as refused:
+                error = str(refused)
             else:
-                started = signin.start_email_sign_in(email)
                 request.session[SESSION_CODE] = started.code_id
-                request.session[SESSION_EMAIL] = email
+                request.session[SESSION_EMAIL] = started.email
                 target = reverse("sign_in_code")
                 return HttpResponseRedirect(f"{target}?next={_quote(next_url)}" if next_url else target)
     status = 400 if error else 200
@@ -176,18 +182,19 @@ def sign_in_code(request: HttpRequest) -> HttpResponse:
     next_url = request.POST.get("next") or request.GET.get("next") or ""
     if code_id is None:
         return redirect("sign_in")
-    error = notice = None
+    error = notice = throttled = None
     if request.method == "POST":
-        if "resend" in request.POST:
-            notice = signin.resend_code(code_id)
-        else:
-            try:
-                developer = signin.finish_email_sign_in(code_id, request.POST.get("code", ""))
-            except signin.SignInRefused as refused:
-                error = str(refused)
+        try:
+            if "resend" in request.POST:
+                notice = signin.resend_code(code_id, client_ip(request))
             else:
+                developer = signin.finish_email_sign_in(code_id, request.POST.get("code", ""), client_ip(request))
                 request.session.pop(SESSION_CODE, None)
                 return _sign_in(request, developer)
+        except signin.Throttled as refused:
+            error, throttled = str(refused), refused
+        except signin.SignInRefused as refused:
+            error = str(refused)
     context = {
         "title": "Enter your code",
         "email": request.session.get(SESSION_EMAIL, ""),
@@ -195,7 +202,11 @@ def sign_in_code(request: HttpRequest) -> HttpResponse:
         "notice": notice,
         "next": next_url,
     }
-    return _page(request, "oauth/sign_in_code.html", context, 400 if error else 200)
+    if throttled is None:
+        return _page(request, "oauth/sign_in_code.html", context, 400 if error else 200)
+    response = _page(request, "oauth/sign_in_code.html", context, 429)
+    response["Retry-After"] = str(throttled.retry_after)
+    return response
 
 
 @require_http_methods(["POST"])
