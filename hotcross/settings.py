@@ -94,7 +94,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout page
+    "axes.middleware.AxesMiddleware",  # turns a locked-out login into the lockout page
+    # Last, so its process_exception sees a view's error first: a database that did not answer is a 503.
+    "hotcross.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "hotcross.urls"
@@ -139,6 +141,9 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
         pool_min_size=env.int("DATABASE_POOL_MIN_SIZE", default=1),
         pool_max_size=env.int("DATABASE_POOL_MAX_SIZE", default=20),
         pool_timeout=DATABASE_POOL_TIMEOUT,
+        # A connection the pool could not make is not tried again for minutes with a growing backoff: the next
+        # request that needs one starts afresh, so a database that is back is used within seconds (hotcross.pg).
+        reconnect_timeout=DATABASE_POOL_TIMEOUT,
         # Behind a pooler that cannot keep prepared statements (PgBouncer in transaction mode before 1.21): false.
         prepared_statements=env.bool("DATABASE_PREPARED_STATEMENTS", default=True),
     )
@@ -397,18 +402,28 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "hotcross.request_log.JsonFormatter"},
     },
-    # A request refused as suspicious (a Host not in ALLOWED_HOSTS, …) is one line, without a traceback.
-    "filters": {"one_line_for_suspicious_requests": {"()": "hotcross.log_filters.OneLineForSuspiciousRequests"}},
+    # Every record goes through the one console handler, whatever its logger (uvicorn's included, below): no key,
+    # token or code in any line (query strings included); a request refused as suspicious (a Host not in
+    # ALLOWED_HOSTS, …) or answered 503 for a database outage is one line, without a traceback.
+    "filters": {
+        "one_line_for_suspicious_requests": {"()": "hotcross.log_filters.OneLineForSuspiciousRequests"},
+        "one_line_for_database_outages": {"()": "hotcross.log_filters.OneLineForDatabaseOutages"},
+        "redact_secrets": {"()": "hotcross.log_filters.RedactSecrets"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT,
-            "filters": ["one_line_for_suspicious_requests"],
+            "filters": ["one_line_for_suspicious_requests", "one_line_for_database_outages", "redact_secrets"],
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="WARNING")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # uvicorn's own loggers (its access log among them) write through the same handler as everything else, so
+        # LOG_FORMAT and the filters apply to them; their levels stay uvicorn's (--log-level, --no-access-log).
+        "uvicorn": {"handlers": ["console"], "propagate": False},
+        "uvicorn.access": {"handlers": ["console"], "propagate": False},
         **({"hotcross.request": {"level": "INFO"}} if LOG_FORMAT == "json" else {}),
     },
 }
