@@ -13,7 +13,7 @@ from typing import Any
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from hotcross import local_env
+from hotcross import local_env, proxy
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -185,10 +185,13 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
-# Behind a reverse proxy (a load balancer that ends TLS): trust its X-Forwarded-Proto to say the request was HTTPS,
-# and take the client's address for login throttling from the address the proxy appended to X-Forwarded-For
-# (hotcross.proxy). Only set it when every request comes through that proxy: otherwise a client could claim either.
-BEHIND_PROXY = env.bool("BEHIND_PROXY", default=False)
+# Behind a reverse proxy (a load balancer that ends TLS): BEHIND_PROXY names it, by its addresses (IPs or networks,
+# comma-separated). X-Forwarded-For and X-Forwarded-Proto are then trusted from those addresses only (uvicorn's own
+# default, 127.0.0.1, is replaced: hotcross.proxy), so the client's address for every limit (login throttling, OAuth
+# registrations) is the one the proxy appended, and X-Forwarded-Proto says whether the request was HTTPS. false or
+# empty: no proxy, the connection's address counts and forwarded headers are ignored.
+PROXY_ADDRESSES = proxy.proxy_addresses(env.str("BEHIND_PROXY", default=""))
+BEHIND_PROXY = bool(PROXY_ADDRESSES)
 if BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
