@@ -40,7 +40,11 @@ async def _routed(scope, receive, send):
         await web_application(scope, receive, send)
 
 
+from hotcross.proxy import govern_uvicorn  # noqa: E402
 from hotcross.request_log import RequestLog  # noqa: E402
+
+# uvicorn wraps this app in its forwarded-headers middleware once imported: trusting only BEHIND_PROXY's addresses.
+govern_uvicorn()
 
 # Every HTTP request: a request id (X-Request-ID in and out), one log line with LOG_FORMAT=json, a latency sample.
 application = RequestLog(_routed)

@@ -18,9 +18,13 @@ Bounded queries. A database behind a network that drops packets answers nothing 
 wait for as long as TCP retries. The servers call `bound_queries(DATABASE_QUERY_TIMEOUT)` at start: from then on a
 PostgreSQL query made through Django that has no answer after that many seconds has its connection shut down under
 it (by one watchdog thread), so it fails with `OperationalError` (→ `DatabaseUnavailable`, HTTP 503 / MCP -32002) and
-the pool drops that connection. Statements on the async connection get the same bound. Not bounded: statements inside
-a transaction (they may wait for a row or advisory lock on purpose), and commands and migrations (a data migration may
-rightly run for minutes); for those, `hotcross.pg`'s connect timeout, TCP keepalives and `tcp_user_timeout` still end a
+the pool drops that connection; a Django view meeting it answers 503 with Retry-After (`hotcross.middleware`).
+Statements on the async connection get the same bound, and so do statements inside a transaction, except those that
+wait on purpose (`SELECT … FOR UPDATE/SHARE`, `pg_advisory_lock`/`pg_advisory_xact_lock`, `LOCK TABLE`: the seat
+rules, per-customer turns; `pg_sleep`): such a statement may rightly wait longer than the bound, so it is not cut;
+when it would open its transaction, the transaction is opened first with a bounded `SELECT 1`, so a database that
+does not answer is still noticed within the bound. Not bounded: commands and migrations (a data migration may rightly
+run for minutes); for those, `hotcross.pg`'s connect timeout, TCP keepalives and `tcp_user_timeout` still end a
 connection to a database that vanished.
 """
 
@@ -32,6 +36,7 @@ import functools
 import heapq
 import itertools
 import logging
+import re
 import socket
 import threading
 import time
@@ -160,9 +165,9 @@ _query_timeout: float = 0.0  # seconds; 0 = unbounded (the default outside the s
 
 
 def bound_queries(seconds: float) -> None:
-    """From now on, in this process, a PostgreSQL query made through Django outside a transaction (and a statement on
-    the async connection) that has no answer after `seconds` fails with `OperationalError`; 0 or less: unbounded. For
-    servers, at start."""
+    """From now on, in this process, a PostgreSQL query made through Django (but a deliberate lock wait, see the
+    module) and a statement on the async connection that has no answer after `seconds` fail with `OperationalError`;
+    0 or less: unbounded. For servers, at start."""
     global _query_timeout
     _query_timeout = max(0.0, float(seconds))
     if _query_timeout:
@@ -182,20 +187,41 @@ def _bound_connection(sender: Any, connection: BaseDatabaseWrapper, **kwargs: An
         connection.execute_wrappers.append(_bounded_execute)
 
 
+# Statements that wait on purpose (for a lock; or asleep), and may rightly wait longer than the bound.
+_WAITS_FOR_LOCK = re.compile(
+    r"\bFOR\s+(?:NO\s+KEY\s+UPDATE|UPDATE|KEY\s+SHARE|SHARE)\b"
+    r"|\bpg_advisory(?:_xact)?_lock(?:_shared)?\s*\("
+    r"|\bLOCK\s+TABLE\b"
+    r"|\bpg_sleep(?:_for|_until)?\s*\(",
+    re.IGNORECASE,
+)
+
+
 def _bounded_execute(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
     seconds = _query_timeout
     wrapper = context["connection"]
-    if not seconds or wrapper.connection is None or wrapper.in_atomic_block:
-        # In a transaction a statement may wait for a lock on purpose (the seat rules, per-customer turns); there
-        # the kernel's bounds of `hotcross.pg` (tcp_user_timeout, keepalives) still end a dead connection.
+    if not seconds or wrapper.connection is None:
         return execute(sql, params, many, context)
+    if wrapper.in_atomic_block and isinstance(sql, str) and _WAITS_FOR_LOCK.search(sql):
+        # A lock wait may last (the seat rules, per-customer turns): not cut. Its transaction is opened under the
+        # bound, so a database that does not answer fails here within it; once a statement of the transaction was
+        # answered, the kernel's bounds of `hotcross.pg` (tcp_user_timeout, keepalives) end a dead connection.
+        if wrapper.connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            _bounded(wrapper, seconds, lambda: wrapper.connection.execute("SELECT 1"))
+        return execute(sql, params, many, context)
+    return _bounded(wrapper, seconds, lambda: execute(sql, params, many, context))
+
+
+def _bounded(wrapper: BaseDatabaseWrapper, seconds: float, run: Callable[[], T]) -> T:
+    """`run()`, with the connection shut down under it if it has no answer after `seconds`."""
     try:
         fd = wrapper.connection.fileno()
     except psycopg.Error:  # closed already: the statement fails on its own, as Django reports it
-        return execute(sql, params, many, context)
+        return run()
     ticket = _watchdog.watch(fd, seconds)
     try:
-        return execute(sql, params, many, context)
+        with wrapper.wrap_database_errors:
+            return run()
     except DatabaseError:
         if _watchdog.release(ticket):
             logger.warning("database query unanswered after %s s: its connection was dropped", seconds)

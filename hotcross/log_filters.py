@@ -1,8 +1,67 @@
-"""Log filters wired in `settings.LOGGING`."""
+"""Log filters wired in `settings.LOGGING` (on the console handler, so they see every record, whatever its logger:
+Django's, uvicorn's access and error logs, ours, libraries')."""
 
 from __future__ import annotations
 
 import logging
+import re
+from typing import Any
+
+REDACTED = "[redacted]"
+
+# A developer key (`hc_live_…`, legacy `mp_live_…`), also with its underscores percent-encoded.
+_KEY = re.compile(r"\b(?:hc|mp)(?:_|%5[Ff])live(?:_|%5[Ff])[A-Za-z0-9]*")
+# The value of a query parameter (or form field) that carries a credential: `?code=…`, `&access_token=…`, …
+SECRET_PARAMETERS = (
+    "code",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "api_key",
+    "apikey",
+    "key",
+    "token",
+    "client_secret",
+    "password",
+    "secret",
+)
+_PARAMETER = re.compile(r"(?i)((?:^|[?&;\s])(?:" + "|".join(SECRET_PARAMETERS) + r")=)[^&;\s\"'#]*")
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+")
+
+
+def redact(text: str) -> str:
+    """`text` without credentials: keys, the values of credential query parameters, bearer tokens."""
+    if not text:
+        return text
+    text = _KEY.sub(REDACTED, text)
+    text = _PARAMETER.sub(lambda m: m.group(1) + REDACTED, text)
+    return _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+_exceptions = logging.Formatter()
+
+
+class RedactSecrets(logging.Filter):
+    """No key, token or authorization code reaches a log line, whoever logs it: uvicorn's access log writes query
+    strings in full (`POST /mcp?api_key=hc_live_…`), an exception's message may quote a URL. The record's message,
+    its exception's text and its stack are written here already redacted (the formatters print what they find)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # arguments that do not fit the message: say so, never fail the line
+            message = f"{record.msg!r} (log arguments that do not fit: {record.args!r})"
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _exceptions.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        request = getattr(record, "request", None)
+        if isinstance(request, dict) and isinstance(request.get("path"), str):
+            record.request = {**request, "path": redact(request["path"])}
+        return True
 
 
 class OneLineForSuspiciousRequests(logging.Filter):
@@ -16,3 +75,20 @@ class OneLineForSuspiciousRequests(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+class OneLineForDatabaseOutages(logging.Filter):
+    """A request answered 503 because the database did not answer (`hotcross.middleware`) is an outage, not a bug:
+    Django's `django.request` line says which request, without the traceback (one per request during an outage)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "django.request" and record.exc_info and _is_outage(record.exc_info[1]):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _is_outage(exc: Any) -> bool:
+    from hotcross.middleware import is_database_outage
+
+    return is_database_outage(exc)

@@ -8,8 +8,9 @@
   (`note_developer`, called by `accounts.authentication`). Never a header or a body: never a key or a token;
 - times the request for `/metrics` (`hotcross_http_request_seconds`).
 
-`JsonFormatter` writes every log record as one JSON object per line, with the record's `request_id`, `developer_id`
-and the request fields where set.
+`JsonFormatter` writes every log record as one JSON object per line, whatever its logger (Django's `django.request`,
+whose `record.request` is the HttpRequest; uvicorn's, routed to the same handler by `settings.LOGGING`), with the
+request id, developer id and request fields of the request being served where there is one.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import uuid
 from typing import Any
 
 from hotcross import metrics
+from hotcross.log_filters import redact
 
 logger = logging.getLogger("hotcross.request")
 
@@ -129,12 +131,27 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": self._message(record),
         }
-        request = getattr(record, "request", None) or _current.get() or {}
-        for name in _FIELDS:
-            if request.get(name) is not None:
-                out[name] = request[name]
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+        # Our request line carries its fields as a dict in `request`; Django's `django.request` records carry the
+        # HttpRequest there: those (and every other record) take the fields of the request being served.
+        # (The status and duration only on the request's own line: while it is served they are not known yet.)
+        request = getattr(record, "request", None)
+        fields = _FIELDS
+        if not isinstance(request, dict):
+            request, fields = _current.get() or {}, _FIELDS[:4]
+        for name in fields:
+            value = request.get(name)
+            if value is not None:
+                out[name] = redact(value) if isinstance(value, str) else value
+        if record.exc_info or record.exc_text:
+            out["exception"] = record.exc_text or self.formatException(record.exc_info)
+        if record.stack_info:
+            out["stack"] = record.stack_info
         return json.dumps(out, ensure_ascii=False, default=str)
+
+    def _message(self, record: logging.LogRecord) -> str:
+        try:
+            return record.getMessage()
+        except Exception:  # arguments that do not fit the message: still one JSON line
+            return f"{record.msg!r} (log arguments that do not fit: {record.args!r})"

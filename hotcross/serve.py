@@ -10,13 +10,22 @@ the process with status 0; anything else (a port already in use, an app that can
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from types import FrameType
 
 import uvicorn
+from django.core.exceptions import ImproperlyConfigured
 
 APP = "hotcross.asgi:application"
+
+
+def _proxy_options() -> dict[str, object]:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hotcross.settings")
+    from hotcross.proxy import uvicorn_options
+
+    return uvicorn_options()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop_requested)
 
-    server = uvicorn.Server(uvicorn.Config(APP, host=args.host, port=args.port))
+    # Forwarded headers trusted only from the proxy BEHIND_PROXY names (hotcross.proxy), not uvicorn's 127.0.0.1.
+    try:
+        proxy = _proxy_options()
+    except ImproperlyConfigured as exc:
+        print("Hotcross cannot start:", " ".join(str(exc).split()), file=sys.stderr)
+        return 1
+    server = uvicorn.Server(uvicorn.Config(APP, host=args.host, port=args.port, **proxy))
     server.run()
     if stops or server.started:
         return 0

@@ -13,7 +13,7 @@ from typing import Any
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from hotcross import local_env
+from hotcross import local_env, proxy
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -94,7 +94,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout page
+    "axes.middleware.AxesMiddleware",  # turns a locked-out login into the lockout page
+    # Last, so its process_exception sees a view's error first: a database that did not answer is a 503.
+    "hotcross.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "hotcross.urls"
@@ -139,6 +141,9 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
         pool_min_size=env.int("DATABASE_POOL_MIN_SIZE", default=1),
         pool_max_size=env.int("DATABASE_POOL_MAX_SIZE", default=20),
         pool_timeout=DATABASE_POOL_TIMEOUT,
+        # A connection the pool could not make is not tried again for minutes with a growing backoff: the next
+        # request that needs one starts afresh, so a database that is back is used within seconds (hotcross.pg).
+        reconnect_timeout=DATABASE_POOL_TIMEOUT,
         # Behind a pooler that cannot keep prepared statements (PgBouncer in transaction mode before 1.21): false.
         prepared_statements=env.bool("DATABASE_PREPARED_STATEMENTS", default=True),
     )
@@ -180,10 +185,13 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
-# Behind a reverse proxy (a load balancer that ends TLS): trust its X-Forwarded-Proto to say the request was HTTPS,
-# and take the client's address for login throttling from the address the proxy appended to X-Forwarded-For
-# (hotcross.proxy). Only set it when every request comes through that proxy: otherwise a client could claim either.
-BEHIND_PROXY = env.bool("BEHIND_PROXY", default=False)
+# Behind a reverse proxy (a load balancer that ends TLS): BEHIND_PROXY names it, by its addresses (IPs or networks,
+# comma-separated). X-Forwarded-For and X-Forwarded-Proto are then trusted from those addresses only (uvicorn's own
+# default, 127.0.0.1, is replaced: hotcross.proxy), so the client's address for every limit (login throttling, OAuth
+# registrations) is the one the proxy appended, and X-Forwarded-Proto says whether the request was HTTPS. false or
+# empty: no proxy, the connection's address counts and forwarded headers are ignored.
+PROXY_ADDRESSES = proxy.proxy_addresses(env.str("BEHIND_PROXY", default=""))
+BEHIND_PROXY = bool(PROXY_ADDRESSES)
 if BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
@@ -412,18 +420,28 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "hotcross.request_log.JsonFormatter"},
     },
-    # A request refused as suspicious (a Host not in ALLOWED_HOSTS, …) is one line, without a traceback.
-    "filters": {"one_line_for_suspicious_requests": {"()": "hotcross.log_filters.OneLineForSuspiciousRequests"}},
+    # Every record goes through the one console handler, whatever its logger (uvicorn's included, below): no key,
+    # token or code in any line (query strings included); a request refused as suspicious (a Host not in
+    # ALLOWED_HOSTS, …) or answered 503 for a database outage is one line, without a traceback.
+    "filters": {
+        "one_line_for_suspicious_requests": {"()": "hotcross.log_filters.OneLineForSuspiciousRequests"},
+        "one_line_for_database_outages": {"()": "hotcross.log_filters.OneLineForDatabaseOutages"},
+        "redact_secrets": {"()": "hotcross.log_filters.RedactSecrets"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": LOG_FORMAT,
-            "filters": ["one_line_for_suspicious_requests"],
+            "filters": ["one_line_for_suspicious_requests", "one_line_for_database_outages", "redact_secrets"],
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="WARNING")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # uvicorn's own loggers (its access log among them) write through the same handler as everything else, so
+        # LOG_FORMAT and the filters apply to them; their levels stay uvicorn's (--log-level, --no-access-log).
+        "uvicorn": {"handlers": ["console"], "propagate": False},
+        "uvicorn.access": {"handlers": ["console"], "propagate": False},
         **({"hotcross.request": {"level": "INFO"}} if LOG_FORMAT == "json" else {}),
     },
 }

@@ -5,6 +5,9 @@ from accounts.billing import webhooks
 from hotcross.metrics import metrics_view
 from hotcross.views import djstripe_admin_action, healthz, landing
 
+# A database that did not answer is a 503 even when a middleware met it (hotcross.middleware); else Django's 500.
+handler500 = "hotcross.views.server_error"
+
 urlpatterns = [
     path("", landing, name="landing"),
     path("healthz", healthz, name="healthz"),

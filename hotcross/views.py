@@ -1,6 +1,7 @@
 """Project-level views that belong to no app."""
 
 import logging
+import sys
 
 from django.apps import apps
 from django.conf import settings
@@ -10,10 +11,12 @@ from django.db import DatabaseError, connection
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.views import defaults
 from django.views.decorators.http import require_safe
 from djstripe.admin.views import ConfirmCustomAction
 
 from hotcross.admin_site import registered_admin
+from hotcross.middleware import is_database_outage, unavailable_response
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +50,18 @@ def healthz(request: HttpRequest) -> JsonResponse:
             cursor.fetchone()
     except DatabaseError as exc:
         logger.warning("healthz: database unavailable: %s", exc.__class__.__name__)
-        return JsonResponse({"status": "unavailable", "database": "down", **_upstream()}, status=503)
+        response = JsonResponse({"status": "unavailable", "database": "down", **_upstream()}, status=503)
+        response["Retry-After"] = "5"
+        return response
     return JsonResponse({"status": "ok", "database": "up", **_upstream()})
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """Django's 500 handler (`handler500`): a database that did not answer is a 503 with Retry-After here too (an
+    error in a middleware, which `hotcross.middleware` does not see); anything else is Django's 500 page."""
+    if is_database_outage(sys.exc_info()[1]):
+        return unavailable_response(request)
+    return defaults.server_error(request)
 
 
 def _upstream() -> dict[str, object]:

@@ -23,7 +23,7 @@ PRODUCTION = {
     "ALLOWED_HOSTS": "backoffice.example.com",
     "CSRF_TRUSTED_ORIGINS": "https://backoffice.example.com",
     "HOTCROSS_PUBLIC_URL": "https://backoffice.example.com",
-    "BEHIND_PROXY": "true",
+    "BEHIND_PROXY": "10.0.0.5",
     "STRIPE_LIVE_MODE": "true",
     "STRIPE_LIVE_SECRET_KEY": "sk_live_" + "x" * 99,
 }

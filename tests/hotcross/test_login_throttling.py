@@ -84,7 +84,7 @@ def test_a_forged_forwarded_for_does_not_escape_the_lockout(boss, settings):
 
 
 def test_behind_a_proxy_the_address_is_the_one_the_proxy_appended(boss, settings):
-    settings.BEHIND_PROXY = True
+    settings.BEHIND_PROXY, settings.PROXY_ADDRESSES = True, ["10.1.1.1/32"]
     # Every request arrives from the proxy (one REMOTE_ADDR); the client chose the left part, the proxy added the last.
     for n in range(5):
         attempt("wrong-password", address="10.1.1.1", HTTP_X_FORWARDED_FOR=f"1.2.3.{n}, 203.0.113.50")

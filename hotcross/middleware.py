@@ -1,0 +1,75 @@
+"""A database that does not answer is a 503 with `Retry-After`, never a 500, on every Django page and endpoint.
+
+`DatabaseUnavailableMiddleware.process_exception` answers a view (or its template, rendered later) that failed because
+the database could not be reached: a query its bound cut (`hotcross.db.bound_queries`), a connection that broke or
+could not be made, a pool that had no connection to give within `DATABASE_POOL_TIMEOUT` (psycopg_pool's
+`PoolTimeout`, which Django raises as `OperationalError`), `hotcross.db.DatabaseUnavailable`. What fails in another
+middleware (a session saved after the view) reaches Django's 500 handler instead: `hotcross.views.server_error` gives
+the same answer there. The answer is JSON (`{"error": {"code": "service_unavailable", "message": …}}`, as the key-check
+API and the MCP bridge say it) unless the client asked for HTML (a browser: the admin, the sign-in pages).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import psycopg
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from hotcross.db import DatabaseUnavailable
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 5
+
+
+def is_database_outage(exc: BaseException | None) -> bool:
+    """Whether `exc` says the database could not be reached or did not answer (the client may try again), rather
+    than a mistake in a query."""
+    if exc is None:
+        return False
+    # psycopg's own errors where Django did not wrap them (psycopg_pool's PoolTimeout is one); Django's InterfaceError
+    # for a connection already closed (one a bound cut, say).
+    return isinstance(exc, DatabaseUnavailable | OperationalError | InterfaceError | psycopg.OperationalError)
+
+
+def unavailable_response(request: HttpRequest) -> HttpResponse:
+    """503 with `Retry-After`: JSON, or a short page for a client that asked for HTML."""
+    message = DatabaseUnavailable.message
+    if _wants_html(request):
+        response = HttpResponse(
+            "<!doctype html><html lang=en><head><meta charset=utf-8><title>Service unavailable</title></head>"
+            f"<body><h1>Service unavailable</h1><p>{message}</p></body></html>",
+            status=503,
+            content_type="text/html; charset=utf-8",
+        )
+    else:
+        response = JsonResponse({"error": {"code": "service_unavailable", "message": message}}, status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _wants_html(request: HttpRequest) -> bool:
+    accept = request.headers.get("Accept", "")
+    return "text/html" in accept and "application/json" not in accept
+
+
+class DatabaseUnavailableMiddleware:
+    """Views whose database did not answer: 503 + Retry-After (see the module)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not is_database_outage(exception):
+            return None
+        logger.warning(
+            "database unavailable: %s %s answered 503 (%s)", request.method, request.path, type(exception).__name__
+        )
+        return unavailable_response(request)
