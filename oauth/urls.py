@@ -14,7 +14,7 @@ oauth_patterns = [
     # RFC 7592: a client reads, updates or deletes its own registration with the token it was given.
     path(
         "register/<str:client_id>/",
-        dot.DynamicClientRegistrationManagementView.as_view(),
+        views.RegistrationManagementView.as_view(),
         name="dcr-register-management",
     ),
 ]

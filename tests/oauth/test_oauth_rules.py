@@ -207,3 +207,18 @@ def test_a_registered_client_cannot_update_itself_into_a_confidential_or_other_g
     assert response.json()["error"] == "invalid_client_metadata"
     stored = OAuthClient.objects.get(client_id=answer["client_id"])
     assert (stored.client_type, stored.name) == (OAuthClient.CLIENT_PUBLIC, "Test MCP client")
+
+
+def test_a_body_nested_deeper_than_the_parser_goes_is_invalid_client_metadata():
+    deep = b"[" * 100_000 + b"]" * 100_000
+    refused = Client(raise_request_exception=False).post("/oauth/register/", deep, content_type="application/json")
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_client_metadata"
+    answer = register(Client())
+    updated = Client(raise_request_exception=False).put(
+        answer["registration_client_uri"].removeprefix("http://testserver"),
+        data=deep,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {answer['registration_access_token']}"},
+    )
+    assert updated.status_code == 400 and updated.json()["error"] == "invalid_client_metadata"
+    assert OAuthClient.objects.count() == 1
