@@ -25,7 +25,9 @@ SECRET_PARAMETERS = (
     "password",
     "secret",
 )
-_PARAMETER = re.compile(r"(?i)((?:^|[?&;\s])(?:" + "|".join(SECRET_PARAMETERS) + r")=)[^&;\s\"'#]*")
+# Only in a query string or form body (after `?`, `&`, `;` or at the start): our own log lines say `code=key_revoked`
+# (a refusal's stable code, not a credential) after a space.
+_PARAMETER = re.compile(r"(?i)((?:^|[?&;])(?:" + "|".join(SECRET_PARAMETERS) + r")=)[^&;\s\"'#]*")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+")
 
 

@@ -73,3 +73,40 @@ class DatabaseUnavailableMiddleware:
             "database unavailable: %s %s answered 503 (%s)", request.method, request.path, type(exception).__name__
         )
         return unavailable_response(request)
+
+
+class RejectNulMiddleware:
+    """A NUL character in a query parameter or a form field (names included) is a 400 before any view runs: no
+    legitimate client sends one, and PostgreSQL refuses it in text (a `DataError`, a 500, wherever a view queries with
+    it: OAuth's client lookups, the sign-in). OAuth endpoints answer in OAuth's error format."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if _has_nul(request):
+            return _nul_response(request)
+        return self.get_response(request)
+
+
+def _has_nul(request: HttpRequest) -> bool:
+    if "\x00" in request.META.get("QUERY_STRING", "") or "%00" in request.META.get("QUERY_STRING", ""):
+        return True
+    if request.method == "POST" and request.content_type in (
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ):
+        return any("\x00" in name or any("\x00" in v for v in values) for name, values in request.POST.lists())
+    return False
+
+
+def _nul_response(request: HttpRequest) -> HttpResponse:
+    message = "The request holds a NUL character, which no parameter may contain."
+    if request.path.startswith("/oauth/"):
+        response = JsonResponse({"error": "invalid_request", "error_description": message}, status=400)
+    elif _wants_html(request):
+        response = HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
+    else:
+        response = JsonResponse({"error": {"code": "invalid_request", "message": message}}, status=400)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -5,7 +5,7 @@ public clients using the authorization code grant only, refused with the RFC's e
 from __future__ import annotations
 
 import json
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from django.test import Client
@@ -222,3 +222,22 @@ def test_a_body_nested_deeper_than_the_parser_goes_is_invalid_client_metadata():
     )
     assert updated.status_code == 400 and updated.json()["error"] == "invalid_client_metadata"
     assert OAuthClient.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "data"),
+    [
+        ("get", "/oauth/authorize/", {"response_type": "code", "client_id": "a\x00b"}),
+        ("post", "/oauth/token/", {"grant_type": "authorization_code", "client_id": "a\x00b", "code": "x"}),
+        ("post", "/oauth/revoke/", {"token": "x", "client_id": "\x00"}),
+    ],
+    ids=["authorize", "token", "revoke"],
+)
+def test_a_nul_in_a_parameter_is_invalid_request_not_a_database_error(method, path, data):
+    """PostgreSQL refuses NUL in text: before the fix, a DataError (500) wherever the value reached a query."""
+    browser = Client(raise_request_exception=False)
+    if method == "get":
+        response = browser.get(path, data)
+    else:
+        response = browser.post(path, urlencode(data), content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
