@@ -37,9 +37,10 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# What the whole suite needs besides Python: the MCP Inspector CLI (npm, pinned by package-lock.json) and Debian's
-# chromium for the admin's browser tests (apt, as root; Playwright never downloads a browser). Where they cannot be
-# installed, those tests skip locally and fail under CI=true.
+# What the whole suite needs besides Python: the MCP Inspector CLI and the MCP conformance runner with its Node.js 22
+# (npm, pinned by package-lock.json; that Node.js on Linux x64 only) and Debian's chromium for the admin's browser
+# tests (apt, as root; Playwright never downloads a browser). Where they cannot be installed, those tests skip locally
+# and fail under CI=true.
 test-tools: node_modules/.installed
 	@if command -v node >/dev/null 2>&1; then node scripts/check-node.mjs; fi
 	@if command -v chromium >/dev/null 2>&1; then :; \
