@@ -58,7 +58,6 @@ def test_a_flush_of_empty_tables_still_puts_the_content_types_back():
     assert ContentType.objects.get_for_model(Developer).pk == ContentType.objects.get(model="developer").pk
 
 
-@pytest.mark.postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_the_flush_keeps_the_ids_of_content_types_that_servers_have_cached():
     """A server the session shares caches content type ids (the admin history it writes); Django's own flush renumbers

@@ -98,7 +98,8 @@ def _sql_flush_of_tables_with_rows(style, connection, reset_sequences=True, allo
     TRUNCATE of every table: the same empty database at the end, in ~0.1 s instead of 1–4 s after each transactional
     test (TRUNCATE renews the files of each of the ~95 tables and their indexes). One transaction, and every foreign
     key of the schema is deferrable with no ON DELETE action, so the order does not matter (checked by
-    tests/test_support.py). With `reset_sequences`, Django's own."""
+    tests/test_support.py). Content types and permissions are kept (`KEPT_BY_FLUSH`; SQLite's own flush numbers them
+    again from 1 in the same order, so their ids stay there too). With `reset_sequences`, Django's own."""
     from django.core.management.sql import sql_flush
 
     if connection.vendor != "postgresql" or reset_sequences:
