@@ -28,6 +28,10 @@ GROUPS = {
 WEIGHTS = {
     "tests/hotcross/test_readme.py": 150.0,  # `make run` migrates a fresh SQLite, then README's command lines
     "migrations": 100.0,
+    "tests/security/test_surface_fuzz.py": 65.0,
+    "tests/hotcross/test_outage.py": 25.0,
+    "tests/hotcross/test_forwarded.py": 20.0,
+    "tests/oauth/test_cimd.py": 15.0,
     "tests/gateway/test_settings.py": 48.0,
     "tests/security/test_webhook_fuzz.py": 40.0,
     "tests/mcp_bridge/test_stdio.py": 40.0,
