@@ -148,3 +148,4 @@ def test_gateway_tools_are_gated_too(gateway_bridge):
     assert names == {"whoami", "remember"}
     assert not remembered.is_error
     assert_not_in_plan(refused, "ping")
+    usage_written(1)  # the served call's usage, which the server writes after answering: before the flush

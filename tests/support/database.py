@@ -121,14 +121,15 @@ def _sql_flush_of_tables_with_rows(style, connection, reset_sequences=True, allo
         with_rows = [row[0] for row in cursor.fetchall() if row[0] not in KEPT_BY_FLUSH]
     # A server a test started (the gateway's usage flush, a key-check's last-used write) may still insert a row that
     # points at a row deleted here, between the look above and the commit: the deferred foreign keys are checked at
-    # once inside the block, and on a violation the block falls back to Django's TRUNCATE of every table (which takes
-    # the locks that make such a late insert wait and then fail, as after a stock flush). One statement, so Django's
-    # flush still sees a non-empty list and runs post_migrate (content types, permissions, this process's cache).
+    # once inside the block, and on a violation (or a deadlock with such a writer: PostgreSQL cancels this side) the
+    # block falls back to a TRUNCATE of every table but the kept ones (it takes the locks that make such a late insert
+    # wait and then fail, as after a stock flush). One statement, so Django's flush still sees a non-empty list and
+    # runs post_migrate (content types, permissions, this process's cache).
     deletes = " ".join(f"DELETE FROM {quote(table)};" for table in with_rows)  # noqa: S608 - Django's table names
-    truncate = f"TRUNCATE {', '.join(quote(table) for table in tables)};"
+    truncate = f"TRUNCATE {', '.join(quote(table) for table in tables if table not in KEPT_BY_FLUSH)};"
     return [
         f"DO $flush$ BEGIN {deletes} SET CONSTRAINTS ALL IMMEDIATE; "
-        f"EXCEPTION WHEN foreign_key_violation THEN {truncate} END $flush$;"
+        f"EXCEPTION WHEN foreign_key_violation OR deadlock_detected THEN {truncate} END $flush$;"
     ]
 
 
