@@ -95,12 +95,13 @@ def _shadow_user_of(developer_id: uuid.UUID) -> Any:
 def end_web_sign_ins(*, developer: Developer) -> Any:
     """End every web session of the developer (`/account/`, the consent page) and every authorization code they were
     given and a client has not exchanged yet. What every action that ends a developer's access calls (sign out of
-    every client, rotate, revoke, deactivate, a key expiry), in its transaction.
+    every client, rotate, revoke, deactivate), in its transaction; a key's expiry needs no call: from then on the
+    standing check refuses the developer's sessions, tokens and codes (`oauth.views`, `oauth.authentication`).
 
     Sessions end the way Django ends them when a password changes: a session is only valid with the hash of its
     user's password (`get_session_auth_hash`), and the shadow user gets a new unusable one. A view that must keep
-    the session it serves (the developer rotating their own key) calls `update_session_auth_hash` with the user
-    returned here (None: the developer never signed in)."""
+    the session it serves (the developer rotating their own key) reloads its user and calls
+    `update_session_auth_hash`. Returns the shadow user (None: the developer never signed in)."""
     user = _shadow_user_of(developer.pk)
     if user is None:
         return None
