@@ -251,16 +251,14 @@ class ConsentView(AuthorizationView):
         developer = signed_in_developer(request)
         if developer is None:
             return self.handle_no_permission()
-        refusal = signin.standing_message(developer)
-        if refusal is not None:
-            logout(request)
-            context = {"title": "You cannot sign in", "error": refusal}
-            return _page(request, "oauth/refused.html", context, status=403)
+        refused = _refused_session(request, developer)
+        if refused is not None:
+            return refused
         self.developer = developer
         return super().dispatch(request, *args, **kwargs)
 
     def handle_no_permission(self) -> HttpResponse:
-        return HttpResponseRedirect(f"{reverse('sign_in')}?next={_quote(self.request.get_full_path())}")
+        return _sign_in_again(self.request, self.request.get_full_path())
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)

@@ -20,7 +20,7 @@ from oauth import views
 from oauth.authentication import authenticate_token
 from oauth.models import Grant
 from tests.factories import DeveloperFactory
-from tests.support.oauth import allow, exchange, new_flow, register, sign_in_with_key, tokens_for
+from tests.support.oauth import allow, allowed_code, exchange, new_flow, sign_in_with_key, tokens_for
 
 pytestmark = pytest.mark.django_db
 
@@ -32,14 +32,6 @@ def signed_in(developer) -> Client:
     assert sign_in_with_key(browser, developer.plain_key).status_code == 302
     assert browser.get("/account/").status_code == 200
     return browser
-
-
-def outstanding_code(developer) -> tuple[Client, object, str]:
-    """A client, its flow and an authorization code the developer allowed and nobody exchanged yet."""
-    client = Client()
-    flow = new_flow(register(client)["client_id"])
-    assert sign_in_with_key(client, developer.plain_key).status_code == 302
-    return client, flow, allow(client, flow)
 
 
 def admin_rotate(admin_client, developer) -> None:
@@ -56,7 +48,7 @@ def test_the_lost_laptop_steps_as_printed_end_the_web_session_the_codes_and_the_
     developer = DeveloperFactory()
     laptop = signed_in(developer)
     tokens, flow = tokens_for(developer)
-    client, code_flow, code = outstanding_code(developer)
+    client, code_flow, code = allowed_code(developer)
 
     admin_client.post(CHANGELIST, {"action": "sign_out_everywhere", "_selected_action": [developer.pk]})
     admin_rotate(admin_client, developer)
@@ -93,7 +85,7 @@ def test_the_lost_laptop_steps_as_printed_end_the_web_session_the_codes_and_the_
 def test_every_action_that_ends_access_ends_web_sessions_and_unused_codes(end):
     developer = DeveloperFactory()
     browser = signed_in(developer)
-    client, flow, code = outstanding_code(developer)
+    client, flow, code = allowed_code(developer)
     end(Developer.objects.get(pk=developer.pk))
     assert browser.get("/account/").status_code == 302
     assert exchange(client, flow, code).json()["error"] == "invalid_grant"

@@ -115,13 +115,18 @@ def exchange(client: Client, flow: Flow, code: str, verifier: str | None = None,
     )
 
 
-def tokens_for(developer, *, client: Client | None = None) -> tuple[dict, Flow]:
-    """Register a client, sign `developer` in with their key, allow, exchange: the token response and the flow."""
+def allowed_code(developer, *, client: Client | None = None) -> tuple[Client, Flow, str]:
+    """Register a client, sign `developer` in with their key, allow: the browser, the flow and the authorization
+    code, not exchanged yet."""
     client = client or Client()
-    registered = register(client)
-    flow = new_flow(registered["client_id"])
+    flow = new_flow(register(client)["client_id"])
     assert sign_in_with_key(client, developer.plain_key).status_code == 302
-    code = allow(client, flow)
+    return client, flow, allow(client, flow)
+
+
+def tokens_for(developer, *, client: Client | None = None) -> tuple[dict, Flow]:
+    """`allowed_code`, then exchange: the token response and the flow."""
+    client, flow, code = allowed_code(developer, client=client)
     response = exchange(client, flow, code)
     assert response.status_code == 200, response.content
     return response.json(), flow
