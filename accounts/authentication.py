@@ -31,8 +31,8 @@ from accounts import key_cache, keys, last_used
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer
 from accounts.wording import plural
-from hotcross import metrics, request_log
-from hotcross.db import BOOKKEEPING, SharedReads
+from infra import metrics, request_log
+from infra.db import BOOKKEEPING, SharedReads
 
 LAST_USED_RESOLUTION = last_used.RESOLUTION
 
@@ -82,11 +82,11 @@ def authenticate_key(raw_key: str) -> Principal:
 
 
 async def aauthenticate_key(raw_key: str | None) -> Principal:
-    """`authenticate_key` for async code. Raises `KeyRefused`, or `hotcross.db.DatabaseUnavailable` when the check
+    """`authenticate_key` for async code. Raises `KeyRefused`, or `infra.db.DatabaseUnavailable` when the check
     cannot be made.
 
     A key remembered from the last second is answered on the event loop. Otherwise the check runs on the bookkeeping
-    threads (`hotcross.db`), which give their connection back after every check; while one check of a key is under
+    threads (`infra.db`), which give their connection back after every check; while one check of a key is under
     way, other requests with the same key wait for it instead of each asking the database.
     """
     try:

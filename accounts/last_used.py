@@ -89,7 +89,7 @@ def _write_later() -> None:
 
     from django.db import DatabaseError
 
-    from hotcross.db import close_thread_connections
+    from infra.db import close_thread_connections
 
     while True:
         time.sleep(WRITE_AFTER_SECONDS)

@@ -70,7 +70,7 @@ from django.core.cache.backends.redis import RedisCache
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from hotcross import metrics
+from infra import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -602,7 +602,7 @@ async def amonthly_calls(organization_id: Any) -> int:
     """The organization's calls this month as this process knows them (≤ 1 s old); may read the rollups on the
     bookkeeping threads (`DatabaseUnavailable` when the database cannot be reached)."""
     from accounts.plans import calls_this_month
-    from hotcross.db import BOOKKEEPING, run_in_pool
+    from infra.db import BOOKKEEPING, run_in_pool
 
     known = monthly_calls.fresh(organization_id)
     if known is not None:

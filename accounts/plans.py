@@ -23,7 +23,7 @@ from django.db.models import ExpressionWrapper
 from accounts import key_cache
 from accounts.choices import AtCap, MeteredBilling
 from accounts.models import Organization, Plan
-from hotcross.db import BOOKKEEPING, run_in_pool
+from infra.db import BOOKKEEPING, run_in_pool
 
 
 def default_plan_code() -> str:

@@ -24,7 +24,7 @@ from accounts.exceptions import AccountsError, KeyRefused
 from accounts.plans import terms_for
 from accounts.selectors import seats_in_use
 from accounts.services.reported_usage import MAX_EVENTS, UsageReportRefused, record_reported_usage
-from hotcross.db import DatabaseUnavailable
+from infra.db import DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
 

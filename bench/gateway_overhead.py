@@ -4,7 +4,7 @@
         [--calls 1000] [--rounds 7] [--client aiohttp|httpx] [--no-floor] [--pin] [--before REV]
 
 Servers, measured one at a time and alternately, in the same run:
-- direct: the upstream, an `MCPServer` over streamable HTTP (`tests/gateway/old_hotcross.py http PORT`, stateless
+- direct: the upstream, an `MCPServer` over streamable HTTP (`tests/support/old_hotcross.py http PORT`, stateless
   JSON), its `ping` tool called with no key;
 - bridge: `hotcross.asgi:application` in gateway mode (`HOTCROSS_MCP_UPSTREAM` = that same upstream's URL), the full
   path: Host check, key check, caller binding, the plan, direct forwarding (`mcp_bridge.gateway.direct`: one POST on
@@ -55,7 +55,7 @@ from mcp_overhead import _load as _load_httpx  # noqa: E402
 
 from tests.support.servers import RunningServer  # noqa: E402
 
-UPSTREAM = ROOT / "tests" / "gateway" / "old_hotcross.py"
+UPSTREAM = ROOT / "tests" / "support" / "old_hotcross.py"
 
 
 def main() -> None:
@@ -104,7 +104,7 @@ def main() -> None:
     os.environ["HOTCROSS_MCP_UPSTREAM"] = upstream_url
     os.environ["HOTCROSS_MCP_UPSTREAM_TIMEOUT"] = "30"
     print(f"database: {connection.vendor}; clients in flight: {args.clients}; calls per round: {args.calls}")
-    print(f"upstream: {upstream_url} (tests/gateway/old_hotcross.py, stateless JSON); load generator: {args.client}")
+    print(f"upstream: {upstream_url} (tests/support/old_hotcross.py, stateless JSON); load generator: {args.client}")
     from mcp_overhead import _start
 
     bridge = _start(servers_started, "hotcross.asgi:application")
@@ -265,7 +265,7 @@ def _start_revision(stack: contextlib.ExitStack, revision: str, folder: Path) ->
 
 
 def _start_upstream(stack: contextlib.ExitStack) -> RunningServer:
-    """The upstream (`tests/gateway/old_hotcross.py http PORT`), which binds its port itself; stopped when `stack`
+    """The upstream (`tests/support/old_hotcross.py http PORT`), which binds its port itself; stopped when `stack`
     closes."""
     return stack.enter_context(serve_command([sys.executable, str(UPSTREAM), "http", "{port}"]))
 

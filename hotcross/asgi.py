@@ -40,8 +40,8 @@ async def _routed(scope, receive, send):
         await web_application(scope, receive, send)
 
 
-from hotcross.proxy import govern_uvicorn  # noqa: E402
-from hotcross.request_log import RequestLog  # noqa: E402
+from infra.proxy import govern_uvicorn  # noqa: E402
+from infra.request_log import RequestLog  # noqa: E402
 
 # uvicorn wraps this app in its forwarded-headers middleware once imported: trusting only BEHIND_PROXY's addresses.
 govern_uvicorn()

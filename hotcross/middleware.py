@@ -1,9 +1,9 @@
 """A database that does not answer is a 503 with `Retry-After`, never a 500, on every Django page and endpoint.
 
 `DatabaseUnavailableMiddleware.process_exception` answers a view (or its template, rendered later) that failed because
-the database could not be reached: a query its bound cut (`hotcross.db.bound_queries`), a connection that broke or
+the database could not be reached: a query its bound cut (`infra.db.bound_queries`), a connection that broke or
 could not be made, a pool that had no connection to give within `DATABASE_POOL_TIMEOUT` (psycopg_pool's
-`PoolTimeout`, which Django raises as `OperationalError`), `hotcross.db.DatabaseUnavailable`. What fails in another
+`PoolTimeout`, which Django raises as `OperationalError`), `infra.db.DatabaseUnavailable`. What fails in another
 middleware (a session saved after the view) reaches Django's 500 handler instead: `hotcross.views.server_error` gives
 the same answer there. The answer is JSON (`{"error": {"code": "service_unavailable", "message": …}}`, as the key-check
 API and the MCP bridge say it) unless the client asked for HTML (a browser: the admin, the sign-in pages).
@@ -18,7 +18,7 @@ import psycopg
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from hotcross.db import DatabaseUnavailable
+from infra.db import DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ APP = "hotcross.asgi:application"
 
 def _proxy_options() -> dict[str, object]:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hotcross.settings")
-    from hotcross.proxy import uvicorn_options
+    from infra.proxy import uvicorn_options
 
     return uvicorn_options()
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop_requested)
 
-    # Forwarded headers trusted only from the proxy BEHIND_PROXY names (hotcross.proxy), not uvicorn's 127.0.0.1.
+    # Forwarded headers trusted only from the proxy BEHIND_PROXY names (infra.proxy), not uvicorn's 127.0.0.1.
     try:
         proxy = _proxy_options()
     except ImproperlyConfigured as exc:

@@ -13,7 +13,8 @@ from typing import Any
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from hotcross import local_env, proxy
+from hotcross import local_env
+from infra import proxy
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -122,7 +123,7 @@ WSGI_APPLICATION = None
 
 # Database: an embedded SQLite file by default, PostgreSQL (psycopg 3 with Django's connection pool) in production.
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'hotcross.sqlite3'}")}
-# PostgreSQL: how soon a database that stops answering is noticed (hotcross.pg), so requests fail in seconds (HTTP 503,
+# PostgreSQL: how soon a database that stops answering is noticed (infra.pg), so requests fail in seconds (HTTP 503,
 # MCP -32002) instead of hanging. Seconds a new connection may take; seconds a query outside a transaction may wait
 # for its answer in the servers (uvicorn, `mcp_server`; 0 = unbounded; migrations and other commands are not bounded);
 # seconds a request may wait for a pooled connection.
@@ -134,7 +135,7 @@ DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", default=5.0)
 HOTCROSS_USAGE_SPOOL = env.path("HOTCROSS_USAGE_SPOOL", default=BASE_DIR / "var" / "usage-spool.jsonl")
 _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.postgresql":
-    from hotcross import pg
+    from infra import pg
 
     _db["OPTIONS"] = pg.connection_options(
         _db.get("OPTIONS"),
@@ -143,7 +144,7 @@ if _db["ENGINE"] == "django.db.backends.postgresql":
         pool_max_size=env.int("DATABASE_POOL_MAX_SIZE", default=20),
         pool_timeout=DATABASE_POOL_TIMEOUT,
         # A connection the pool could not make is not tried again for minutes with a growing backoff: the next
-        # request that needs one starts afresh, so a database that is back is used within seconds (hotcross.pg).
+        # request that needs one starts afresh, so a database that is back is used within seconds (infra.pg).
         reconnect_timeout=DATABASE_POOL_TIMEOUT,
         # Behind a pooler that cannot keep prepared statements (PgBouncer in transaction mode before 1.21): false.
         prepared_statements=env.bool("DATABASE_PREPARED_STATEMENTS", default=True),
@@ -188,7 +189,7 @@ SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 # Behind a reverse proxy (a load balancer that ends TLS): BEHIND_PROXY names it, by its addresses (IPs or networks,
 # comma-separated). X-Forwarded-For and X-Forwarded-Proto are then trusted from those addresses only (uvicorn's own
-# default, 127.0.0.1, is replaced: hotcross.proxy), so the client's address for every limit (login throttling, OAuth
+# default, 127.0.0.1, is replaced: infra.proxy), so the client's address for every limit (login throttling, OAuth
 # registrations) is the one the proxy appended, and X-Forwarded-Proto says whether the request was HTTPS. false or
 # empty: no proxy, the connection's address counts and forwarded headers are ignored.
 PROXY_ADDRESSES = proxy.proxy_addresses(env.str("BEHIND_PROXY", default=""))
@@ -210,7 +211,7 @@ AXES_COOLOFF_TIME = datetime.timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", d
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "lockout.html"
-AXES_CLIENT_IP_CALLABLE = "hotcross.proxy.client_ip"
+AXES_CLIENT_IP_CALLABLE = "infra.proxy.client_ip"
 AXES_VERBOSE = False  # no start-up banner in every command; failures and lockouts are still logged (WARNING)
 
 # --- Hotcross domain settings -------------------------------------------------------------------------------------
@@ -336,11 +337,11 @@ if REDIS_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-# /metrics (hotcross.metrics): a Prometheus scraper sends `Authorization: Bearer <this>`; staff can read it signed in.
+# /metrics (infra.metrics): a Prometheus scraper sends `Authorization: Bearer <this>`; staff can read it signed in.
 # Empty: staff only. With several workers also set PROMETHEUS_MULTIPROC_DIR (README).
 HOTCROSS_METRICS_TOKEN = env.str("HOTCROSS_METRICS_TOKEN", default="")
 # plain (default) or json: one JSON object per log line, and one line per HTTP request with its request id
-# (hotcross.request_log).
+# (infra.request_log).
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain").strip().lower()
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}.")
@@ -419,15 +420,15 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "hotcross.request_log.JsonFormatter"},
+        "json": {"()": "infra.request_log.JsonFormatter"},
     },
     # Every record goes through the one console handler, whatever its logger (uvicorn's included, below): no key,
     # token or code in any line (query strings included); a request refused as suspicious (a Host not in
     # ALLOWED_HOSTS, …) or answered 503 for a database outage is one line, without a traceback.
     "filters": {
-        "one_line_for_suspicious_requests": {"()": "hotcross.log_filters.OneLineForSuspiciousRequests"},
-        "one_line_for_database_outages": {"()": "hotcross.log_filters.OneLineForDatabaseOutages"},
-        "redact_secrets": {"()": "hotcross.log_filters.RedactSecrets"},
+        "one_line_for_suspicious_requests": {"()": "infra.log_filters.OneLineForSuspiciousRequests"},
+        "one_line_for_database_outages": {"()": "infra.log_filters.OneLineForDatabaseOutages"},
+        "redact_secrets": {"()": "infra.log_filters.RedactSecrets"},
     },
     "handlers": {
         "console": {

@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 
 from accounts.billing import webhooks
-from hotcross.metrics import metrics_view
 from hotcross.views import djstripe_admin_action, healthz, landing
+from infra.metrics import metrics_view
 
 # A database that did not answer is a 503 even when a middleware met it (hotcross.middleware); else Django's 500.
 handler500 = "hotcross.views.server_error"

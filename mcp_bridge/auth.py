@@ -43,7 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from accounts import keys
 from accounts.authentication import Principal, aauthenticate_key
 from accounts.exceptions import KeyRefused
-from hotcross.db import DatabaseUnavailable
+from infra.db import DatabaseUnavailable
 from oauth.authentication import aauthenticate_token
 
 logger = logging.getLogger(__name__)

@@ -125,7 +125,7 @@ def _upstream_findings(config: Any) -> tuple[CheckMessage, ...]:
 
 @register(deploy=True)
 def check_database_threads(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    from hotcross import db
+    from infra import db
 
     pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
     max_size = pool.get("max_size") if isinstance(pool, dict) else None

@@ -2,7 +2,7 @@
 
 The ORM is synchronous, and Django refuses it on a thread that runs an event loop. Sync tools are run on the tool
 threads by the bridge itself; an async tool hands its database work over with `run`. The threads give their
-connection back after every unit of work (see `hotcross.db`), and the bridge's own key checks and usage events use
+connection back after every unit of work (see `infra.db`), and the bridge's own key checks and usage events use
 other threads, so a slow tool never stalls other requests.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from hotcross.db import TOOLS, DatabaseUnavailable, run_in_pool
+from infra.db import TOOLS, DatabaseUnavailable, run_in_pool
 
 __all__ = ["DatabaseUnavailable", "run"]
 

@@ -34,7 +34,7 @@ from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hotcross.db import bound_queries
+from infra.db import bound_queries
 from mcp_bridge import metering
 from mcp_bridge.auth import BearerKeyMiddleware
 from mcp_bridge.gateway import pool as gateway_pool

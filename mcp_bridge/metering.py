@@ -39,8 +39,8 @@ from accounts import last_used
 from accounts.authentication import Principal
 from accounts.services import arecord_usages
 from accounts.services.usage import arecord_last_used, load_spooled_usages, spill_usages
-from hotcross import metrics
-from hotcross.db import BOOKKEEPING, DatabaseUnavailable, aclose, async_available, run_in_pool
+from infra import metrics
+from infra.db import BOOKKEEPING, DatabaseUnavailable, aclose, async_available, run_in_pool
 from mcp_bridge.auth import current_caller, unavailable_error
 
 logger = logging.getLogger(__name__)

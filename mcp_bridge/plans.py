@@ -31,8 +31,8 @@ from accounts import limits
 from accounts.authentication import Principal
 from accounts.choices import AtCap
 from accounts.plans import PlanTerms, aterms_for
-from hotcross import metrics
-from hotcross.db import DatabaseUnavailable
+from infra import metrics
+from infra.db import DatabaseUnavailable
 from mcp_bridge.auth import current_caller, http_refusal, unavailable_error
 
 logger = logging.getLogger(__name__)

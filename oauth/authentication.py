@@ -40,8 +40,8 @@ from accounts.authentication import (
 )
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer
-from hotcross import metrics
-from hotcross.db import BOOKKEEPING, SharedReads
+from infra import metrics
+from infra.db import BOOKKEEPING, SharedReads
 
 LAST_USED_RESOLUTION = 60.0  # seconds: a grant's last use is written at most once a minute per process
 _TOKEN_FIELDS = ("expires", "resource", "application_id")
@@ -92,7 +92,7 @@ def authenticate_token(raw_token: str) -> TokenCaller:
 
 async def aauthenticate_token(raw_token: str) -> TokenCaller:
     """`authenticate_token` for async code (same memory; cold checks on the bookkeeping threads, one per token at a
-    time). Raises `KeyRefused` or `hotcross.db.DatabaseUnavailable`."""
+    time). Raises `KeyRefused` or `infra.db.DatabaseUnavailable`."""
     try:
         checksum = _checksum_of(raw_token)
         checked = key_cache.get("oauth:" + checksum)

@@ -1,6 +1,6 @@
 """Who may register a client (RFC 7591) and what: anyone, as public clients do, but at most
 `HOTCROSS_OAUTH_REGISTRATIONS_PER_HOUR` registrations per client address per hour (Django's cache counts them;
-the address is the one login throttling uses, `hotcross.proxy.client_ip`); only public clients using the
+the address is the one login throttling uses, `infra.proxy.client_ip`); only public clients using the
 authorization code grant (`registered_metadata`)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 
-from hotcross.proxy import client_ip
+from infra.proxy import client_ip
 
 WINDOW_SECONDS = 3600
 

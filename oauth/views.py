@@ -32,7 +32,7 @@ from accounts import services
 from accounts.exceptions import AccountsError
 from accounts.models import Developer
 from accounts.services import grants
-from hotcross.proxy import client_ip
+from infra.proxy import client_ip
 from oauth import signin
 from oauth.authentication import mcp_resource
 from oauth.models import Grant

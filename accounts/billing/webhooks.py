@@ -35,7 +35,7 @@ from djstripe.models import WebhookEndpoint
 from djstripe.views import ProcessWebhookView
 
 from accounts.billing.config import describe_error, key_problem
-from hotcross import metrics
+from infra import metrics
 
 logger = logging.getLogger(__name__)
 

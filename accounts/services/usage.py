@@ -8,7 +8,7 @@ No admin history: a tool call is not an administrative change, and there is one 
 `record_usages` (sync, the ORM) and `arecord_usages` (async) write a batch in one INSERT and answer the same way: one
 entry per call, in order, None when recorded, else the `AccountsError` that kept it out (bad input, or a developer
 deleted meanwhile). One call's error never loses the others' events. On PostgreSQL `arecord_usages` writes from the
-event loop (`hotcross.db.aexecute`), without the hand-off to a thread that the ORM needs.
+event loop (`infra.db.aexecute`), without the hand-off to a thread that the ORM needs.
 
 The spool: events a stopping server could not write (the database unreachable) are appended to a JSON-lines file
 (`HOTCROSS_USAGE_SPOOL`) by `spill_usages`, and written to the database by `load_spooled_usages` (at the next start of
@@ -42,7 +42,7 @@ from django.utils import timezone
 from accounts import last_used, partitions, rollups
 from accounts.exceptions import AccountsError, InvalidInput, NotFound
 from accounts.models import Developer, UsageEvent, UsageRollup
-from hotcross.db import BOOKKEEPING, DatabaseUnavailable, aexecute, async_available, run_in_pool
+from infra.db import BOOKKEEPING, DatabaseUnavailable, aexecute, async_available, run_in_pool
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def record_usages(calls: Sequence[UsageCall]) -> list[Outcome]:
 
 async def arecord_usages(calls: Sequence[UsageCall]) -> list[Outcome]:
     """`record_usages` for async callers. When the database cannot be reached it raises
-    `hotcross.db.DatabaseUnavailable`, having written nothing."""
+    `infra.db.DatabaseUnavailable`, having written nothing."""
     if not async_available():
         return await run_in_pool(BOOKKEEPING, record_usages, calls)
     outcomes, valid = _validated(calls)

@@ -39,7 +39,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hotcross import metrics
+from infra import metrics
 from mcp_bridge import metering
 from mcp_bridge.auth import current_caller
 from mcp_bridge.gateway import pool

@@ -38,7 +38,7 @@ from mcp_types import (
     Tool as MCPTool,
 )
 
-from hotcross import metrics
+from infra import metrics
 from mcp_bridge import metering
 from mcp_bridge.auth import current_caller
 from mcp_bridge.gateway import pool

@@ -34,7 +34,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from mcp_types import ToolAnnotations
 
-from hotcross.db import DatabaseUnavailable
+from infra.db import DatabaseUnavailable
 from mcp_bridge import db
 from mcp_bridge.auth import unavailable_error
 

@@ -15,7 +15,8 @@ from django.db import IntegrityError, connection, transaction
 from accounts import authentication, keys
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus, UsageEvent
-from tests.accounts.legacy_helpers import (
+from tests.factories import DeveloperFactory, OrganizationFactory, UsageEventFactory
+from tests.support.legacy import (
     BEFORE,
     CONVERSION,
     create_customers_table,
@@ -28,7 +29,6 @@ from tests.accounts.legacy_helpers import (
     migrate_forward,
     update_customer,
 )
-from tests.factories import DeveloperFactory, OrganizationFactory, UsageEventFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,7 +13,7 @@ from accounts.exceptions import InvalidInput, NotFound
 from accounts.models import UsageEvent
 from accounts.selectors import monthly_usage
 from accounts.services import arecord_usages, record_usage, record_usages
-from hotcross.db import aclose
+from infra.db import aclose
 from tests.factories import DeveloperFactory, UsageEventFactory
 
 pytestmark = pytest.mark.django_db

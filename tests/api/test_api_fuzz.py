@@ -12,7 +12,7 @@ from django.test import Client
 
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory
-from tests.security.corpus import json_documents, json_values, key_mutations
+from tests.support.corpus import json_documents, json_values, key_mutations
 
 pytestmark = pytest.mark.django_db
 

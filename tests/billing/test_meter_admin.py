@@ -10,9 +10,9 @@ from django.urls import reverse
 
 from accounts.models import MeterReport
 from accounts.services import usage_billing
-from tests.billing.meter_helpers import HOUR, billed_org, calls, make_plan, now_hour
 from tests.factories import DeveloperFactory, OrganizationFactory
 from tests.support import stripe_data
+from tests.support.meters import HOUR, billed_org, calls, make_plan, now_hour
 from tests.support.stripe_stub import INVOICE_PREVIEW, METER_EVENTS, StripeStub
 
 pytestmark = pytest.mark.django_db

@@ -16,9 +16,9 @@ from django.core.management.base import CommandError
 
 from accounts.models import MeterReport, MeterReportState, UsageBillingState
 from accounts.services import usage_billing
-from tests.billing.meter_helpers import HOUR, billed_org, calls, ident, make_plan, now_hour
 from tests.factories import DeveloperFactory, OrganizationFactory
 from tests.support.database import database_url
+from tests.support.meters import HOUR, billed_org, calls, ident, make_plan, now_hour
 from tests.support.servers import ROOT, stop_process
 from tests.support.stripe_stub import METER_EVENTS, StripeStub
 

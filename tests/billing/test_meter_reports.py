@@ -12,8 +12,8 @@ from accounts.billing import meter_events
 from accounts.choices import MeteredBilling
 from accounts.models import MeterReport, MeterReportState, UsageBillingState
 from accounts.services import usage_billing
-from tests.billing.meter_helpers import HOUR, billed_org, calls, ident, make_plan, now_hour, run
 from tests.factories import DeveloperFactory, OrganizationFactory
+from tests.support.meters import HOUR, billed_org, calls, ident, make_plan, now_hour, run
 from tests.support.stripe_stub import METER_EVENTS, StripeStub
 
 pytestmark = pytest.mark.django_db

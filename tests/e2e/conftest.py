@@ -1,10 +1,10 @@
 """Browser tests: Debian's chromium driven by Playwright against pytest-django's live server (the chromium and its
-arguments: tests/e2e/browser_helpers.py)."""
+arguments: tests/support/browser.py)."""
 
 import pytest
 from django.db import connections
 
-from tests.e2e.browser_helpers import ARTIFACTS, CHROMIUM_ARGS, chromium_executable
+from tests.support.browser import ARTIFACTS, CHROMIUM_ARGS, chromium_executable
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from django.utils import timezone
 from djstripe.models import WebhookEventTrigger
 
 from accounts.models import SubscriptionStatus
-from tests.e2e.browser_helpers import ARTIFACTS
 from tests.factories import DeveloperFactory, OrganizationFactory, UsageEventFactory
+from tests.support.browser import ARTIFACTS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from tests.hotcross.serve_helpers import serving
+from tests.support.serve import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 

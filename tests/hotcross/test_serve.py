@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.hotcross.serve_helpers import serve_args, serve_env, serving
+from tests.support.serve import serve_args, serve_env, serving
 from tests.support.servers import ROOT, listening_socket
 
 

@@ -1,4 +1,4 @@
-"""`hotcross.db.SharedReads`: concurrent cold checks of one credential share one database read (the key check and
+"""`infra.db.SharedReads`: concurrent cold checks of one credential share one database read (the key check and
 the token check both use it)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from hotcross.db import BOOKKEEPING, SharedReads
+from infra.db import BOOKKEEPING, SharedReads
 
 
 class _Reader:

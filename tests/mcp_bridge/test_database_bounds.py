@@ -1,4 +1,4 @@
-"""How soon the servers give up on a database that does not answer (hotcross.pg, hotcross.db.bound_queries). The
+"""How soon the servers give up on a database that does not answer (infra.pg, infra.db.bound_queries). The
 black-holed database itself is in test_outage.py; here the bounds one by one."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import time
 import pytest
 from django.db import OperationalError, connection, transaction
 
-from hotcross import pg
-from hotcross.db import bound_queries, query_timeout
+from infra import pg
+from infra.db import bound_queries, query_timeout
 
 
 def test_postgres_options_bound_connecting_and_dead_connections_and_keep_what_the_url_says():

@@ -1,6 +1,6 @@
 """Slow tools hold their own threads: the event loop, and the key check and metering of every other request, stay free.
 
-Tools and the bridge's bookkeeping (key checks, usage events) run on separate thread pools (`hotcross.db`). Here
+Tools and the bridge's bookkeeping (key checks, usage events) run on separate thread pools (`infra.db`). Here
 each pool has two threads and two slow sync tools fill the tool pool; a call of an async tool must still be
 answered (authenticated and metered) long before they finish.
 

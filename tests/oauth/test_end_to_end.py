@@ -20,8 +20,8 @@ from pydantic import AnyUrl
 from accounts.selectors import seats_in_use
 from accounts.services import grants
 from oauth.models import Grant
-from tests.e2e.browser_helpers import CHROMIUM_ARGS, chromium_executable
 from tests.factories import DeveloperFactory
+from tests.support.browser import CHROMIUM_ARGS, chromium_executable
 from tests.support.mcp import structured, usage_written
 from tests.support.oauth import OAuthServer, issue_token
 

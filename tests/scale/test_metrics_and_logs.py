@@ -110,7 +110,7 @@ def test_webhook_deliveries_are_counted_by_outcome(client, settings):
 def test_request_ids_made_here_are_unique_in_a_process_and_across_a_fork():
     """An id the server makes: 32 hex digits, never the same twice, and a forked worker does not repeat its parent's
     (each process draws its own random half)."""
-    from hotcross import request_log
+    from infra import request_log
 
     made = [request_log._new_request_id() for _ in range(10_000)]
     assert len(set(made)) == len(made)

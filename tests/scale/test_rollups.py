@@ -16,9 +16,9 @@ from accounts.models import UsageEvent, UsageRollup
 from accounts.selectors import dashboard, monthly_usage, usage_per_developer_per_day
 from accounts.services import arecord_usages, record_usages
 from accounts.services.usage import check_rollups, rebuild_rollups
-from hotcross.db import aclose
-from tests.accounts.legacy_helpers import migrate
+from infra.db import aclose
 from tests.factories import DeveloperFactory, UsageEventFactory
+from tests.support.legacy import migrate
 
 UTC = datetime.UTC
 PLUS_TWO = datetime.timezone(datetime.timedelta(hours=2))

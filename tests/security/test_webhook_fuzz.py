@@ -26,7 +26,7 @@ from django.test import Client
 from djstripe.models import Event, WebhookEventTrigger
 
 from tests.factories import OrganizationFactory
-from tests.security import corpus
+from tests.support import corpus
 from tests.support import stripe_data as sd
 from tests.support.stripe import WEBHOOK_SECRET, _only_loopback, stripe_stub, webhook  # noqa: F401 (fixtures)
 
@@ -35,7 +35,7 @@ OTHER_SECRET = "whsec_someoneElsesSecret00000000000"
 RANDOM_HEADERS_PER_BODY = 120
 RANDOM_SIGNED_PAIRS = 4_500
 
-# The field-by-field sweep uses these; random cases draw from the shared corpus (tests/security/corpus.py).
+# The field-by-field sweep uses these; random cases draw from the shared corpus (tests/support/corpus.py).
 HOSTILE_VALUES: list[Any] = [
     None,
     True,

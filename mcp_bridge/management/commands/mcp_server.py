@@ -12,7 +12,7 @@ from mcp.server.mcpserver import MCPServer
 
 from accounts.authentication import aauthenticate_key
 from accounts.exceptions import KeyRefused
-from hotcross.db import DatabaseUnavailable, bound_queries
+from infra.db import DatabaseUnavailable, bound_queries
 from mcp_bridge import metering
 from mcp_bridge.auth import MISSING_STDIO_KEY
 from mcp_bridge.gateway import pool as gateway_pool

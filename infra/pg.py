@@ -16,7 +16,7 @@ request for as long as TCP keeps retrying (minutes). So:
   found only at the next attempt, ~30 s later. Here an attempt gives up within seconds and the next request that
   needs a connection starts a fresh one: a database that is back is used again within about `connect_timeout`.
 
-How long a query may take once sent is bounded on the client by `hotcross.db.bound_queries` (`DATABASE_QUERY_TIMEOUT`,
+How long a query may take once sent is bounded on the client by `infra.db.bound_queries` (`DATABASE_QUERY_TIMEOUT`,
 in the servers only: migrations and commands may run long statements).
 
 Pure: imports no Django, so `settings.py` can use it.

@@ -27,8 +27,8 @@ import time
 import uuid
 from typing import Any
 
-from hotcross import metrics
-from hotcross.log_filters import redact
+from infra import metrics
+from infra.log_filters import redact
 
 logger = logging.getLogger("hotcross.request")
 

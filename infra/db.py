@@ -24,7 +24,7 @@ wait on purpose (`SELECT … FOR UPDATE/SHARE`, `pg_advisory_lock`/`pg_advisory_
 rules, per-customer turns; `pg_sleep`): such a statement may rightly wait longer than the bound, so it is not cut;
 when it would open its transaction, the transaction is opened first with a bounded `SELECT 1`, so a database that
 does not answer is still noticed within the bound. Not bounded: commands and migrations (a data migration may rightly
-run for minutes); for those, `hotcross.pg`'s connect timeout, TCP keepalives and `tcp_user_timeout` still end a
+run for minutes); for those, `infra.pg`'s connect timeout, TCP keepalives and `tcp_user_timeout` still end a
 connection to a database that vanished.
 """
 
@@ -171,9 +171,9 @@ def bound_queries(seconds: float) -> None:
     global _query_timeout
     _query_timeout = max(0.0, float(seconds))
     if _query_timeout:
-        connection_created.connect(_bound_connection, weak=False, dispatch_uid="hotcross.db.bound_queries")
+        connection_created.connect(_bound_connection, weak=False, dispatch_uid="infra.db.bound_queries")
     else:
-        connection_created.disconnect(dispatch_uid="hotcross.db.bound_queries")
+        connection_created.disconnect(dispatch_uid="infra.db.bound_queries")
 
 
 def query_timeout() -> float:
@@ -205,7 +205,7 @@ def _bounded_execute(execute: Callable[..., Any], sql: str, params: Any, many: b
     if wrapper.in_atomic_block and isinstance(sql, str) and _WAITS_FOR_LOCK.search(sql):
         # A lock wait may last (the seat rules, per-customer turns): not cut. Its transaction is opened under the
         # bound, so a database that does not answer fails here within it; once a statement of the transaction was
-        # answered, the kernel's bounds of `hotcross.pg` (tcp_user_timeout, keepalives) end a dead connection.
+        # answered, the kernel's bounds of `infra.pg` (tcp_user_timeout, keepalives) end a dead connection.
         if wrapper.connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             _bounded(wrapper, seconds, lambda: wrapper.connection.execute("SELECT 1"))
         return execute(sql, params, many, context)
