@@ -7,6 +7,7 @@ port races, no Nagle delay), readiness by polling, stop by process, the output i
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime
 import functools
@@ -192,3 +193,59 @@ def serve_command(command: Sequence[str], env: dict[str, str] | None = None) -> 
     environment plus `env`); yields once /mcp answers, stopped at the end."""
     with servers.serve_command(command, server_logs(), env=env, ready=ANSWERS) as server:
         yield server
+
+
+def create_database_if_missing(connection) -> None:
+    """`migrate` needs the database to exist: create a missing PostgreSQL one (SQLite creates its own file)."""
+    if connection.vendor != "postgresql":
+        return
+    name = connection.settings_dict["NAME"]
+    with connection._nodb_cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if cursor.fetchone() is None:
+            print(f"creating database {name} (first run: migrating takes a minute or two)")
+            cursor.execute(f"CREATE DATABASE {connection.ops.quote_name(name)}")
+
+
+async def mcp_calls(port: int, headers: dict[str, str], *, clients: int, calls: int) -> tuple[float, float, float]:
+    """`clients` tools/call of `ping` in flight at /mcp (httpx), `calls` in all: (calls per second, p50, p99 ms)."""
+    import httpx2
+
+    url = f"http://127.0.0.1:{port}/mcp"
+    headers = {**headers, "Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    remaining = calls
+
+    async def worker(http: httpx2.AsyncClient) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            body = {"jsonrpc": "2.0", "id": remaining, "method": "tools/call", "params": {"name": "ping"}}
+            started = time.perf_counter()
+            response = await http.post(url, json=body, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            answer = response.json()
+            if response.status_code != 200 or answer["result"]["isError"]:
+                raise SystemExit(f"call failed: {response.status_code} {response.text[:300]}")
+
+    limits = httpx2.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx2.AsyncClient(limits=limits, timeout=60) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(http) for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return calls / elapsed, statistics.median(latencies) * 1000, p99 * 1000
+
+
+def bench_server(stack: contextlib.ExitStack, app: str, *args: str, **extra_env: str) -> servers.RunningServer:
+    """uvicorn serving `app` (with `args`, e.g. `--factory`), one worker, this process's environment plus the bench
+    folder (its tool modules and apps) on PYTHONPATH and `extra_env`; stopped when `stack` closes."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT)]),
+        "LOG_LEVEL": "WARNING",
+        **extra_env,
+    }
+    env.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
+    return stack.enter_context(uvicorn(app, env, args=args))

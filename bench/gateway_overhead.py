@@ -49,9 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from common import serve_command, uvicorn  # noqa: E402
-from mcp_overhead import _create_database_if_missing  # noqa: E402  (the same harness)
-from mcp_overhead import _load as _load_httpx  # noqa: E402
+from common import bench_server, create_database_if_missing, mcp_calls, serve_command, uvicorn  # noqa: E402
 
 from tests.support.servers import RunningServer  # noqa: E402
 
@@ -89,7 +87,7 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    _create_database_if_missing(connection)
+    create_database_if_missing(connection)
     call_command("migrate", verbosity=0, interactive=False)
     from accounts import services
     from accounts.models import UsageEvent
@@ -105,17 +103,16 @@ def main() -> None:
     os.environ["HOTCROSS_MCP_UPSTREAM_TIMEOUT"] = "30"
     print(f"database: {connection.vendor}; clients in flight: {args.clients}; calls per round: {args.calls}")
     print(f"upstream: {upstream_url} (tests/support/old_hotcross.py, stateless JSON); load generator: {args.client}")
-    from mcp_overhead import _start
 
-    bridge = _start(servers_started, "hotcross.asgi:application")
+    bridge = bench_server(servers_started, "hotcross.asgi:application")
     auth = {"Authorization": f"Bearer {key}"}
     servers = [("direct", upstream.port, {}), ("bridge", bridge.port, auth)]
     pids = {"direct": upstream.process.pid, "bridge": bridge.process.pid}
     if not args.no_floor:
-        floor = _start(servers_started, "gateway_forwarder:app")
+        floor = bench_server(servers_started, "gateway_forwarder:app")
         servers.append(("floor", floor.port, {}))
         pids["floor"] = floor.process.pid
-    load = _load_aiohttp if args.client == "aiohttp" else _load_httpx
+    load = _load_aiohttp if args.client == "aiohttp" else mcp_calls
     scratch = tempfile.TemporaryDirectory(prefix="hotcross-bench-before-")
     servers_started.callback(scratch.cleanup)  # once the server of --before has stopped
     if args.before:
@@ -205,7 +202,7 @@ def main() -> None:
 
 
 async def _load_aiohttp(port: int, headers: dict[str, str], *, clients: int, calls: int) -> tuple[float, float, float]:
-    """`mcp_overhead._load` on aiohttp: `clients` calls of `ping` in flight, `calls` in all.
+    """`common.mcp_calls` on aiohttp: `clients` calls of `ping` in flight, `calls` in all.
 
     Returns (calls/s, p50 ms, p99 ms)."""
     import aiohttp

@@ -35,9 +35,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import uvicorn
-
-from tests.support.servers import RunningServer
+from common import bench_server, create_database_if_missing, mcp_calls
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -86,7 +84,7 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    _create_database_if_missing(connection)
+    create_database_if_missing(connection)
     call_command("migrate", verbosity=0, interactive=False)
     from django.db.models import Sum
 
@@ -118,20 +116,22 @@ def main() -> None:
     results: dict[str, list[tuple[float, float, float]]] = {"bare": [], "bridge": [], "limited": []}
     answered = {"bare": 0, "bridge": 0, "limited": 0}
     with contextlib.ExitStack() as stack:  # the servers stop at the end
-        bridge = _start(stack, "hotcross.asgi:application")
-        limited = _start(stack, "hotcross.asgi:application", REDIS_URL=args.redis_url)
-        bare = _start(stack, "mcp_overhead:bare_app", "--factory")
+        bridge = bench_server(stack, "hotcross.asgi:application")
+        limited = bench_server(stack, "hotcross.asgi:application", REDIS_URL=args.redis_url)
+        bare = bench_server(stack, "mcp_overhead:bare_app", "--factory")
         servers = (
             ("bare", bare, {}),
             ("bridge", bridge, {"Authorization": f"Bearer {key}"}),
             ("limited", limited, {"Authorization": f"Bearer {limited_key}"}),
         )
         for name, server, headers in servers:
-            asyncio.run(_load(server.port, headers, clients=args.clients, calls=300))  # warm up
+            asyncio.run(mcp_calls(server.port, headers, clients=args.clients, calls=300))  # warm up
             answered[name] += 300
         for round_number in range(1, args.rounds + 1):
             for name, server, headers in servers:
-                throughput, p50, p99 = asyncio.run(_load(server.port, headers, clients=args.clients, calls=args.calls))
+                throughput, p50, p99 = asyncio.run(
+                    mcp_calls(server.port, headers, clients=args.clients, calls=args.calls)
+                )
                 results[name].append((throughput, p50, p99))
                 answered[name] += args.calls
                 print(f"round {round_number} {name:7}: {throughput:8.1f} calls/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
@@ -225,62 +225,6 @@ def _leased_check_cost(redis_buckets, iterations: int) -> float:
         return elapsed / iterations * 1e6
 
     return asyncio.run(run())
-
-
-def _create_database_if_missing(connection) -> None:
-    """`migrate` needs the database to exist: create a missing PostgreSQL one (SQLite creates its own file)."""
-    if connection.vendor != "postgresql":
-        return
-    name = connection.settings_dict["NAME"]
-    with connection._nodb_cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-        if cursor.fetchone() is None:
-            print(f"creating database {name} (first run: migrating takes a minute or two)")
-            cursor.execute(f"CREATE DATABASE {connection.ops.quote_name(name)}")
-
-
-def _start(stack: contextlib.ExitStack, app: str, *args: str, **extra_env: str) -> RunningServer:
-    """uvicorn serving `app` (with `args`, e.g. `--factory`), one worker, this process's environment plus the bench
-    folder on PYTHONPATH and `extra_env`; stopped when `stack` closes (bench/common.py: the tests' launcher, a socket
-    of its own with TCP_NODELAY)."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(BENCH), str(ROOT)]),
-        "LOG_LEVEL": "WARNING",
-        **extra_env,
-    }
-    env.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
-    return stack.enter_context(uvicorn(app, env, args=args))
-
-
-async def _load(port: int, headers: dict[str, str], *, clients: int, calls: int) -> tuple[float, float, float]:
-    import httpx2
-
-    url = f"http://127.0.0.1:{port}/mcp"
-    headers = {**headers, "Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-    latencies: list[float] = []
-    remaining = calls
-
-    async def worker(http: httpx2.AsyncClient) -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            body = {"jsonrpc": "2.0", "id": remaining, "method": "tools/call", "params": {"name": "ping"}}
-            started = time.perf_counter()
-            response = await http.post(url, json=body, headers=headers)
-            latencies.append(time.perf_counter() - started)
-            answer = response.json()
-            if response.status_code != 200 or answer["result"]["isError"]:
-                raise SystemExit(f"call failed: {response.status_code} {response.text[:300]}")
-
-    limits = httpx2.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx2.AsyncClient(limits=limits, timeout=60) as http:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(http) for _ in range(clients)))
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return calls / elapsed, statistics.median(latencies) * 1000, p99 * 1000
 
 
 if __name__ == "__main__":
