@@ -388,12 +388,12 @@ OAUTH2_PROVIDER = {
     "DCR_ENABLED": True,
     "DCR_REGISTRATION_PERMISSION_CLASSES": ("oauth2_provider.dcr.AllowAllDCRPermission",),  # + oauth.registration
     "CIMD_ENABLED": True,
-    # Staff see clients (block) and grants (revoke) in accounts.admin.oauth; tokens and codes never.
-    "APPLICATION_ADMIN_CLASS": "accounts.admin.oauth.ClientAdmin",
-    "ACCESS_TOKEN_ADMIN_CLASS": "accounts.admin.oauth.HiddenAdmin",
-    "REFRESH_TOKEN_ADMIN_CLASS": "accounts.admin.oauth.HiddenAdmin",
-    "GRANT_ADMIN_CLASS": "accounts.admin.oauth.HiddenAdmin",
-    "ID_TOKEN_ADMIN_CLASS": "accounts.admin.oauth.HiddenAdmin",
+    # Staff see clients (block) and grants (revoke) in oauth.admin; tokens and codes never.
+    "APPLICATION_ADMIN_CLASS": "oauth.admin.ClientAdmin",
+    "ACCESS_TOKEN_ADMIN_CLASS": "oauth.admin.HiddenAdmin",
+    "REFRESH_TOKEN_ADMIN_CLASS": "oauth.admin.HiddenAdmin",
+    "GRANT_ADMIN_CLASS": "oauth.admin.HiddenAdmin",
+    "ID_TOKEN_ADMIN_CLASS": "oauth.admin.HiddenAdmin",
     "CIMD_METADATA_FETCHER": "oauth.fetching.HotcrossMetadataFetcher",
     "CIMD_FETCH_TIMEOUT_SECONDS": HOTCROSS_OAUTH_CIMD_FETCH_SECONDS,  # oauth.fetching uses its own deadline
     "CIMD_MAX_DOCUMENT_SIZE": 16 * 1024,

@@ -52,7 +52,7 @@ def redirect_uri_problem(uri: str) -> str | None:
 class Client(AbstractApplication):
     """An OAuth client (django-oauth-toolkit's application, swapped in by OAUTH2_PROVIDER_APPLICATION_MODEL): what
     MCP clients register for themselves (RFC 7591 or a Client ID Metadata Document), or staff add. Staff may block
-    one: it then gets no authorization and no token, and its tokens are gone (`accounts.services.grants`)."""
+    one: it then gets no authorization and no token, and its tokens are gone (`oauth.grants`)."""
 
     blocked_at = models.DateTimeField(null=True, blank=True)
 

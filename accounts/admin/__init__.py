@@ -8,10 +8,11 @@ are the command line's and the services write the admin history (see `base.Servi
 - `pages`: the confirmation page and the one page a new key is shown on.
 - `forms`, `display` (badges, links), `chart` (the day charts' geometry), `dashboard` (the index's figures and
   links, drawn by `hotcross.admin_site`).
+- OAuth's clients and grants have their pages in `oauth.admin`.
 
 The admin site itself (titles, the dashboard index) is `hotcross.admin_site`.
 """
 
-from accounts.admin import developers, oauth, organizations, plans
+from accounts.admin import developers, organizations, plans
 
-__all__ = ["developers", "oauth", "organizations", "plans"]
+__all__ = ["developers", "organizations", "plans"]
