@@ -275,7 +275,7 @@ HOTCROSS_RATE_LIMIT_FAIL_OPEN = env.bool("HOTCROSS_RATE_LIMIT_FAIL_OPEN", defaul
 HOTCROSS_API_VERIFY_MAX_AGE = env.int("HOTCROSS_API_VERIFY_MAX_AGE", default=60)
 HOTCROSS_API_USAGE_WINDOW_HOURS = env.float("HOTCROSS_API_USAGE_WINDOW_HOURS", default=24.0)
 
-# Usage billing (accounts/services/usage_billing.py, `manage.py billing report-usage`): calls are reported to Stripe
+# Usage billing (accounts/billing/usage.py, `manage.py billing report-usage`): calls are reported to Stripe
 # per organization per interval (minutes: a multiple of 60 that divides a day), once the interval is over and
 # HOTCROSS_METER_SETTLE_SECONDS more have passed; calls arriving later (the API's window, the spool) are reported as
 # corrections while their interval is within HOTCROSS_METER_LATE_HOURS (default: the API's window + 1 h). Stripe
