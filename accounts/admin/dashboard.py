@@ -15,8 +15,8 @@ from django.urls import reverse
 from accounts import plans, selectors
 from accounts.admin.chart import Chart, calls_chart
 from accounts.admin.display import status_badge
+from accounts.admin.registry import registered_admin
 from accounts.models import Organization
-from hotcross.admin_site import registered_admin
 
 DAYS = 30
 # The calls card spans the dashboard beside the "Recent actions" column: about this many pixels on a laptop screen.

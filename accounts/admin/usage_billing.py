@@ -18,9 +18,9 @@ from django.http import HttpRequest
 from django.urls import reverse
 
 from accounts import plans
+from accounts.admin.registry import registered_admin
 from accounts.billing import config, meter_events, usage
 from accounts.models import MeterReport, Organization
-from hotcross.admin_site import registered_admin
 
 logger = logging.getLogger(__name__)
 
