@@ -8,8 +8,10 @@ class AccountsConfig(AppConfig):
 
     def ready(self) -> None:
         from accounts import checks
+        from accounts.billing import checks as billing_checks
         from accounts.billing import config, receivers
 
         checks.register()
+        billing_checks.register()
         receivers.connect()
         config.configure_client()

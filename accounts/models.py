@@ -420,7 +420,7 @@ class LegacyCustomer(models.Model):
         return self.email
 
 
-# --- Usage billing through Stripe Billing meters (issue 16, part 2: `accounts.services.usage_billing`) ---------------
+# --- Usage billing through Stripe Billing meters (issue 16, part 2: `accounts.billing.usage`) ---------------
 
 
 class MeterReportState(models.TextChoices):

@@ -217,7 +217,7 @@ class Dashboard:
         return sum(row.organizations for row in self.by_status if row.needs_attention)
 
 
-def dashboard(*, days: int = 30, now: datetime.datetime | None = None) -> Dashboard:
+def dashboard_figures(*, days: int = 30, now: datetime.datetime | None = None) -> Dashboard:
     """Everything the staff dashboard shows, in four aggregate queries whatever the data size: organizations by status
     and seats paid, seats held (one grouped pass over the seat holders), calls per day (one grouped pass over the
     window's usage rollups) and webhook deliveries of the last 24 hours."""

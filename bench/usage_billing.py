@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> None:
     from django.utils import timezone
 
     from accounts import partitions, plans
+    from accounts.billing import usage as usage_billing
     from accounts.models import AtCap, MeteredBilling, Organization, Plan, UsageBillingState
-    from accounts.services import usage_billing
     from accounts.services.usage import rebuild_rollups
 
     print(f"scratch database {SCRATCH_DB}: migrating…", flush=True)

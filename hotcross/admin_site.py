@@ -16,7 +16,6 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin import helpers
-from django.contrib.admin.exceptions import NotRegistered
 from django.core.exceptions import ValidationError
 from django.db.models import Model
 from django.db.models.base import ModelBase
@@ -114,15 +113,6 @@ class HotcrossAdminSite(admin.AdminSite):
             return guarded(request, *args, **kwargs)
 
         return checked
-
-
-def registered_admin(site: admin.AdminSite, model: type[Model]) -> admin.ModelAdmin | None:
-    """The model admin registered for `model` on `site`, or None: callers then ask it what a user may do, so the
-    admin's own permission rules (such as `SuperuserOnlyAdmin`) decide everywhere."""
-    try:
-        return site.get_model_admin(model)
-    except NotRegistered:
-        return None
 
 
 def _stripe_model_order(model: dict[str, Any]) -> tuple[int, str]:

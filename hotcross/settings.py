@@ -275,7 +275,7 @@ HOTCROSS_RATE_LIMIT_FAIL_OPEN = env.bool("HOTCROSS_RATE_LIMIT_FAIL_OPEN", defaul
 HOTCROSS_API_VERIFY_MAX_AGE = env.int("HOTCROSS_API_VERIFY_MAX_AGE", default=60)
 HOTCROSS_API_USAGE_WINDOW_HOURS = env.float("HOTCROSS_API_USAGE_WINDOW_HOURS", default=24.0)
 
-# Usage billing (accounts/services/usage_billing.py, `manage.py billing report-usage`): calls are reported to Stripe
+# Usage billing (accounts/billing/usage.py, `manage.py billing report-usage`): calls are reported to Stripe
 # per organization per interval (minutes: a multiple of 60 that divides a day), once the interval is over and
 # HOTCROSS_METER_SETTLE_SECONDS more have passed; calls arriving later (the API's window, the spool) are reported as
 # corrections while their interval is within HOTCROSS_METER_LATE_HOURS (default: the API's window + 1 h). Stripe
@@ -388,12 +388,12 @@ OAUTH2_PROVIDER = {
     "DCR_ENABLED": True,
     "DCR_REGISTRATION_PERMISSION_CLASSES": ("oauth2_provider.dcr.AllowAllDCRPermission",),  # + oauth.registration
     "CIMD_ENABLED": True,
-    # Staff see clients (block) and grants (revoke) in accounts.admin.oauth; tokens and codes never.
-    "APPLICATION_ADMIN_CLASS": "accounts.admin.oauth.ClientAdmin",
-    "ACCESS_TOKEN_ADMIN_CLASS": "accounts.admin.oauth.HiddenAdmin",
-    "REFRESH_TOKEN_ADMIN_CLASS": "accounts.admin.oauth.HiddenAdmin",
-    "GRANT_ADMIN_CLASS": "accounts.admin.oauth.HiddenAdmin",
-    "ID_TOKEN_ADMIN_CLASS": "accounts.admin.oauth.HiddenAdmin",
+    # Staff see clients (block) and grants (revoke) in oauth.admin; tokens and codes never.
+    "APPLICATION_ADMIN_CLASS": "oauth.admin.ClientAdmin",
+    "ACCESS_TOKEN_ADMIN_CLASS": "oauth.admin.HiddenAdmin",
+    "REFRESH_TOKEN_ADMIN_CLASS": "oauth.admin.HiddenAdmin",
+    "GRANT_ADMIN_CLASS": "oauth.admin.HiddenAdmin",
+    "ID_TOKEN_ADMIN_CLASS": "oauth.admin.HiddenAdmin",
     "CIMD_METADATA_FETCHER": "oauth.fetching.HotcrossMetadataFetcher",
     "CIMD_FETCH_TIMEOUT_SECONDS": HOTCROSS_OAUTH_CIMD_FETCH_SECONDS,  # oauth.fetching uses its own deadline
     "CIMD_MAX_DOCUMENT_SIZE": 16 * 1024,

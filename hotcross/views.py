@@ -15,7 +15,7 @@ from django.views import defaults
 from django.views.decorators.http import require_safe
 from djstripe.admin.views import ConfirmCustomAction
 
-from hotcross.admin_site import registered_admin
+from accounts.admin.registry import registered_admin
 from hotcross.middleware import is_database_outage, unavailable_response
 
 logger = logging.getLogger(__name__)

@@ -32,7 +32,6 @@ import logging
 import socket
 import ssl
 import time
-import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -45,6 +44,8 @@ from django.db import connections
 from oauth2_provider import cimd
 from oauth2_provider.cimd import CIMDError
 from oauth2_provider.settings import oauth2_settings
+
+from oauth.client_values import redirect_uri_problem, unsafe_character
 
 log = logging.getLogger(__name__)
 
@@ -98,23 +99,8 @@ def is_document_url(client_id: str) -> bool:
 # --- the document's content --------------------------------------------------------------------------------------
 
 
-def unsafe_character(text: str) -> bool:
-    """Whether `text` holds a character that has no place in a name shown to people or stored: control characters
-    (NUL, newlines, escapes), surrogates, unassigned or private-use code points, line separators and invisible
-    formatting such as bidirectional overrides (joiners excepted: emoji use them)."""
-    for char in text:
-        category = unicodedata.category(char)
-        if category in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp"):
-            return True
-        if category == "Cf" and char not in "\u200c\u200d":
-            return True
-    return False
-
-
 def check_document(client_id: str, document: Any) -> None:
     """Refuse (DocumentRefused, saying why) a document this server will not store as the client `client_id`."""
-    from oauth.models import redirect_uri_problem
-
     if not isinstance(document, dict):
         raise DocumentRefused("The client's metadata document must be a JSON object.")
     if document.get("client_id") != client_id:

@@ -9,7 +9,6 @@ decides access goes back to the developer (`oauth.authentication`), never to tha
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -17,42 +16,13 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from oauth2_provider.models import AbstractApplication
 
-
-def is_loopback_host(host: str | None) -> bool:
-    """127.0.0.1 (any 127/8), ::1 and localhost: where a native client's own redirect listener runs."""
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def redirect_uri_problem(uri: str) -> str | None:
-    """Why a redirect URI cannot be registered, or None: https anywhere, http only to a loopback address; printable
-    ASCII without spaces (a control character or a space would split or corrupt what is stored)."""
-    if not uri or any(not 0x21 <= ord(char) <= 0x7E for char in uri):
-        return "A redirect URI must be printable ASCII, without spaces or control characters."
-    try:
-        parts = urlsplit(uri)
-        host = parts.hostname
-    except ValueError:
-        return f"{uri!r} is not a URL."
-    if parts.fragment:
-        return f"{uri!r} has a fragment; redirect URIs may not."
-    if parts.scheme == "https" and host:
-        return None
-    if parts.scheme == "http" and is_loopback_host(host):
-        return None
-    return f"{uri!r} must use https, or http to 127.0.0.1, localhost or [::1] (a native client's own listener)."
+from oauth.client_values import redirect_uri_problem, unsafe_character
 
 
 class Client(AbstractApplication):
     """An OAuth client (django-oauth-toolkit's application, swapped in by OAUTH2_PROVIDER_APPLICATION_MODEL): what
     MCP clients register for themselves (RFC 7591 or a Client ID Metadata Document), or staff add. Staff may block
-    one: it then gets no authorization and no token, and its tokens are gone (`accounts.services.grants`)."""
+    one: it then gets no authorization and no token, and its tokens are gone (`oauth.grants`)."""
 
     blocked_at = models.DateTimeField(null=True, blank=True)
 
@@ -72,8 +42,6 @@ class Client(AbstractApplication):
         return sorted({urlsplit(uri).netloc for uri in self.redirect_uris.split() if uri})
 
     def clean(self) -> None:
-        from oauth.fetching import unsafe_character
-
         problems = [p for p in (redirect_uri_problem(uri) for uri in self.redirect_uris.split()) if p]
         if problems:
             raise ValidationError({"redirect_uris": problems})

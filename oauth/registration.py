@@ -65,8 +65,8 @@ def registered_metadata(data: Any) -> dict[str, Any]:
     default here: no secret is ever issued) using `authorization_code` (+ `refresh_token`) and response type `code`,
     1–10 redirect URIs (https, or http to a loopback address), a name without control characters. Returns the stored
     client's fields; raises RegistrationRefused (`invalid_client_metadata`, `invalid_redirect_uri`)."""
-    from oauth.fetching import unsafe_character
-    from oauth.models import Client, redirect_uri_problem
+    from oauth.client_values import redirect_uri_problem, unsafe_character
+    from oauth.models import Client
 
     if not isinstance(data, dict):
         raise _metadata_refused("The request body must be a JSON object.")

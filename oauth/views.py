@@ -31,9 +31,8 @@ from oauth2_provider.views.metadata import OAuthProtectedResourceMetadataView
 from accounts import services
 from accounts.exceptions import AccountsError
 from accounts.models import Developer
-from accounts.services import grants
 from infra.proxy import client_ip
-from oauth import signin
+from oauth import grants, signin
 from oauth.authentication import mcp_resource
 from oauth.models import Grant
 from oauth.registration import WINDOW_SECONDS, registration_allowed

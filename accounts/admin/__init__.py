@@ -7,11 +7,12 @@ are the command line's and the services write the admin history (see `base.Servi
 - `base`: what they share (writes through services, confirmed actions, refusals shown as messages).
 - `pages`: the confirmation page and the one page a new key is shown on.
 - `forms`, `display` (badges, links), `chart` (the day charts' geometry), `dashboard` (the index's figures and
-  links, drawn by `hotcross.admin_site`).
+  links, drawn by `hotcross.admin_site`), `registry` (a model's registered admin, asked what a user may do).
+- OAuth's clients and grants have their pages in `oauth.admin`.
 
 The admin site itself (titles, the dashboard index) is `hotcross.admin_site`.
 """
 
-from accounts.admin import developers, oauth, organizations, plans
+from accounts.admin import developers, organizations, plans
 
-__all__ = ["developers", "oauth", "organizations", "plans"]
+__all__ = ["developers", "organizations", "plans"]

@@ -1,5 +1,5 @@
-"""The staff dashboard on the admin's index: the figures of `selectors.dashboard`, each with a link to the list it
-counts when the viewer may open that list. `hotcross.admin_site.HotcrossAdminSite.index` renders it with
+"""The staff dashboard on the admin's index: the figures of `selectors.dashboard_figures`, each with a link to the list
+it counts when the viewer may open that list. `hotcross.admin_site.HotcrossAdminSite.index` renders it with
 `admin/hotcross/dashboard.html`."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from django.urls import reverse
 from accounts import plans, selectors
 from accounts.admin.chart import Chart, calls_chart
 from accounts.admin.display import status_badge
+from accounts.admin.registry import registered_admin
 from accounts.models import Organization
-from hotcross.admin_site import registered_admin
 
 DAYS = 30
 # The calls card spans the dashboard beside the "Recent actions" column: about this many pixels on a laptop screen.
@@ -61,7 +61,7 @@ def dashboard(request: HttpRequest, site: admin.AdminSite) -> Board | None:
     organizations = registered_admin(site, Organization)
     if organizations is None or not organizations.has_view_or_change_permission(request):
         return None
-    figures = selectors.dashboard(days=DAYS)
+    figures = selectors.dashboard_figures(days=DAYS)
     org_list = reverse("admin:accounts_organization_changelist")
     statuses = [
         Line(

@@ -246,9 +246,7 @@ class DeveloperAdmin(ServiceAdmin):
 
     @admin.action(description="Sign out of every OAuth client", permissions=["change"])
     def sign_out_everywhere(self, request: HttpRequest, queryset: QuerySet) -> None:
-        from accounts.services import grants
-
-        ended = sum(grants.sign_out_everywhere(developer=d, actor=request.user) for d in queryset)
+        ended = sum(services.sign_out_everywhere(developer=d, actor=request.user) for d in queryset)
         self.message_user(request, f"Signed out of every OAuth client: {ended} grant(s) revoked.", messages.SUCCESS)
 
     @admin.action(description="Deactivate (frees the seat)", permissions=["change"])

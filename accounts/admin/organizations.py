@@ -23,11 +23,11 @@ from accounts.admin.chart import usage_chart
 from accounts.admin.display import djstripe_list_url, state_badge, status_badge, stripe_dashboard_url
 from accounts.admin.forms import StatusForm
 from accounts.admin.pages import confirmation
+from accounts.admin.registry import registered_admin
 from accounts.admin.usage_billing import usage_billing_section
 from accounts.models import Developer, Organization
 from accounts.services import plans as plan_services
 from accounts.wording import newest_refused, plural
-from hotcross.admin_site import registered_admin
 
 # Developers listed on an organization's page; the rest are one click away in the developer list.
 INLINE_DEVELOPERS = 100

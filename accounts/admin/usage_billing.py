@@ -18,10 +18,9 @@ from django.http import HttpRequest
 from django.urls import reverse
 
 from accounts import plans
-from accounts.billing import config, meter_events
+from accounts.admin.registry import registered_admin
+from accounts.billing import config, meter_events, usage
 from accounts.models import MeterReport, Organization
-from accounts.services import usage_billing
-from hotcross.admin_site import registered_admin
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ INVOICE_TIMEOUT_SECONDS = 5.0
 
 @dataclass(frozen=True)
 class UsageBillingSection:
-    status: usage_billing.UsageBillingStatus | None  # None: not billed by usage
+    status: usage.UsageBillingStatus | None  # None: not billed by usage
     plan_name: str
     invoice: meter_events.UpcomingInvoice | None
     invoice_problem: str
@@ -45,7 +44,7 @@ def usage_billing_section(
     if not plans.bills_usage(plan):
         return UsageBillingSection(None, plan.name if plan else "", None, "", "")
     url = reports_url(site, request, organization)
-    status = usage_billing.usage_billing_status(organization)
+    status = usage.usage_billing_status(organization)
     invoice, problem = None, ""
     if not organization.stripe_customer_id:
         problem = "No Stripe customer: nothing is reported, and there is no invoice to preview."

@@ -17,13 +17,15 @@ The rules (README, "Migrating from the customer-based model"):
   the reverse deletes exactly the converted rows. `customers` is only ever read.
 - Validation runs first, and any finding stops the conversion before anything is written.
 
-Rooms: `source` (the pending customers, normalised, as a queryset of the registry in use), `validation` (what stops
-the conversion), `report` (findings, their fixes, the plan), `conversion` (the INSERTs), `revert`. Everything works
-on the models of the registry it is given (historical ones in the migration), never on today's models.
+Rooms: `source` (the pending customers, normalised, as a queryset of the registry in use), `problems` (what a finding
+is, each kind's fix), `validation` (what stops the conversion), `report` (the plan, the refusals), `conversion` (the
+INSERTs), `revert`. Everything works on the models of the registry it is given (historical ones in the migration), never
+on today's models.
 """
 
 from accounts.legacy.conversion import PROGRESS_THRESHOLD, LegacyResult, convert
-from accounts.legacy.report import LegacyConversionError, LegacyPlan, LegacyReverseError, Problem, plan
+from accounts.legacy.problems import Problem
+from accounts.legacy.report import LegacyConversionError, LegacyPlan, LegacyReverseError, plan
 from accounts.legacy.revert import ReverseResult, revert
 from accounts.legacy.source import Legacy
 

@@ -13,7 +13,7 @@ from django.db.models import BooleanField, Count, ExpressionWrapper, F, OuterRef
 from django.db.models.functions import Coalesce, Length, Lower
 
 from accounts.choices import SubscriptionStatus
-from accounts.legacy.report import FIXES, Problem
+from accounts.legacy.problems import FIXES, Problem
 from accounts.legacy.source import Legacy, uuid_text
 
 

@@ -17,6 +17,7 @@ from accounts.services.developers import (
     revoke_key,
     rotate_key,
     set_key_expiry,
+    sign_out_everywhere,
 )
 from accounts.services.organizations import (
     apply_subscription_state,
@@ -46,6 +47,7 @@ __all__ = [
     "set_key_expiry",
     "set_seats",
     "set_status",
+    "sign_out_everywhere",
     "update_organization",
     "valid_seats",
     "valid_status",

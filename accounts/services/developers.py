@@ -1,5 +1,5 @@
-"""Writes to developers and their keys: add, revoke, rotate, deactivate, activate, key expiry, and revoking every key
-of organizations.
+"""Writes to developers and their keys: add, revoke, rotate, deactivate, activate, key expiry, revoking every key
+of organizations, and signing a developer out of every OAuth client.
 
 A rotation remembers the replaced key's hash (`ReplacedKey`), so the key check can answer `key_rotated` for it; with
 a grace period (at most `MAX_GRACE`) the old key keeps working until then, on the developer's one seat. Revoking the
@@ -22,12 +22,11 @@ from django.db import transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from accounts import audit, keys
+from accounts import audit, keys, signals
 from accounts.exceptions import DuplicateEmail, InvalidInput, KeyChanged, SeatLimitReached
 from accounts.models import Developer, Organization, ReplacedKey
 from accounts.selectors import keys_in_use, seats_in_use
 from accounts.services._base import keys_changed, lock_organization, refresh_from, save_unique, validate
-from accounts.services.grants import end_web_sign_ins
 from accounts.wording import plural
 
 logger = logging.getLogger(__name__)
@@ -86,7 +85,7 @@ def revoke_key(*, developer: Developer, actor: Any = None) -> bool:
         grace_ended = _end_grace(developer, now)
         if changed:
             developer.api_key_revoked_at = now
-            signed_out = _signed_out(developer)
+            signed_out = _signed_out(developer, signals.KEY_REVOKED, actor)
             audit.record(
                 actor=actor,
                 obj=developer,
@@ -104,6 +103,12 @@ def revoke_all_keys(*, organizations: Iterable[Organization], actor: Any = None)
     return sum(revoke_key(developer=developer, actor=actor) for developer in keys_in_use(organizations))
 
 
+def sign_out_everywhere(*, developer: Developer, actor: Any = None) -> int:
+    """Sign the developer out of every OAuth client: every grant, token, web session and unused authorization code
+    ends (the OAuth app does it, on `signals.access_ended`, with the history). Returns how many grants were revoked."""
+    return _access_ended(developer, signals.SIGNED_OUT_EVERYWHERE, actor)
+
+
 @sensitive_variables("plain_key")
 def rotate_key(
     *,
@@ -113,7 +118,7 @@ def rotate_key(
     grace: datetime.timedelta | None = None,
 ) -> tuple[Developer, str]:
     """Issue a new key. Re-keying a revoked developer needs a free seat. The developer's web sessions and unused
-    authorization codes end (`grants.end_web_sign_ins`); their OAuth tokens are separate credentials and keep working.
+    authorization codes end (`signals.access_ended`); their OAuth tokens are separate credentials and keep working.
     An expiry still ahead is kept; one that had passed is dropped (the history says which).
 
     The old key's hash is remembered (`ReplacedKey`): presented again, it is refused with `key_rotated` (or still
@@ -159,7 +164,7 @@ def rotate_key(
         expiry = _expiry_after_rotation(current, now)
         current.api_key_last_used_at = None
         current.save()
-        signed_out = _signed_out(current)
+        signed_out = _signed_out(current, signals.KEY_ROTATED, actor)
         works = f" The old key works until {grace_until:%Y-%m-%d %H:%M:%S} UTC." if grace_until else ""
         audit.record(
             actor=actor,
@@ -227,7 +232,11 @@ def deactivate_developer(*, developer: Developer, actor: Any = None) -> bool:
         grace_ended = _end_grace(developer, now)
         if changed:
             developer.is_active = False
-            audit.record(actor=actor, obj=developer, message="Deactivated." + grace_ended + _signed_out(developer))
+            audit.record(
+                actor=actor,
+                obj=developer,
+                message="Deactivated." + grace_ended + _signed_out(developer, signals.DEACTIVATED, actor),
+            )
     if changed or grace_ended:
         keys_changed()
     if changed:
@@ -314,12 +323,18 @@ def _grace_until(
     return min(until, expires_at) if expires_at is not None else until
 
 
-def _signed_out(developer: Developer) -> str:
-    """End the developer's web sessions and unused authorization codes; what the history says (nothing when they never
-    signed in)."""
-    if end_web_sign_ins(developer=developer) is None:
+def _signed_out(developer: Developer, reason: str, actor: Any) -> str:
+    """End the developer's web sessions and unused authorization codes (`signals.access_ended`: the OAuth app ends
+    them); what the history says (nothing when they never signed in)."""
+    if not _access_ended(developer, reason, actor):
         return ""
     return " Web sessions and unused authorization codes ended."
+
+
+def _access_ended(developer: Developer, reason: str, actor: Any) -> int:
+    """Send `signals.access_ended`; what its receivers ended, summed."""
+    answers = signals.access_ended.send(sender=Developer, developers=[developer], reason=reason, actor=actor)
+    return sum(answer for _, answer in answers)
 
 
 def _expiry_after_rotation(developer: Developer, now: datetime.datetime) -> str:

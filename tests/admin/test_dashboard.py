@@ -77,7 +77,7 @@ def webhooks(now=None) -> dict[str, WebhookEventTrigger]:
 
 class TestFigures:
     def test_seats_statuses_and_over_limit(self, business):
-        board = selectors.dashboard(now=NOW)
+        board = selectors.dashboard_figures(now=NOW)
         assert board.organizations == 7
         assert {row.status: row.organizations for row in board.by_status} == {
             "active": 2,
@@ -103,7 +103,7 @@ class TestFigures:
         usage(dune, NOW.replace(day=2), calls=2)  # this month
         usage(acme, NOW.replace(month=2, day=20), calls=4, errors=4)  # last month, within 30 days
         usage(acme, NOW.replace(month=1, day=1), calls=5)  # older
-        board = selectors.dashboard(now=NOW)
+        board = selectors.dashboard_figures(now=NOW)
         assert (board.calls_today, board.errors_today) == (3, 1)
         assert (board.calls_this_month, board.errors_this_month) == (5, 1)
         assert board.first_day == datetime.date(2026, 2, 14) and board.month_start == datetime.date(2026, 3, 1)
@@ -117,17 +117,17 @@ class TestFigures:
         # On the 31st, the month began 30 days ago: its first day is counted though the chart starts a day later.
         now = datetime.datetime(2026, 1, 31, 12, tzinfo=datetime.UTC)
         usage(OrganizationFactory(), now.replace(day=1), calls=2)
-        board = selectors.dashboard(now=now)
+        board = selectors.dashboard_figures(now=now)
         assert board.calls_this_month == 2 and board.per_day == []
 
     def test_failed_webhook_deliveries_of_the_last_24_hours(self):
         webhooks(now=NOW)
-        board = selectors.dashboard(now=NOW)
+        board = selectors.dashboard_figures(now=NOW)
         assert (board.webhooks_invalid, board.webhooks_unprocessed, board.webhooks_errored) == (1, 1, 1)
         assert board.webhooks_failed == 3
 
     def test_nothing_yet(self):
-        board = selectors.dashboard(now=NOW)
+        board = selectors.dashboard_figures(now=NOW)
         assert (board.organizations, board.seats_paid, board.seats_held, board.calls_today) == (0, 0, 0, 0)
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
+from accounts.billing import usage
 from accounts.models import MeterReport
-from accounts.services import usage_billing
 from tests.factories import DeveloperFactory, OrganizationFactory
 from tests.support import stripe_data
 from tests.support.meters import HOUR, billed_org, calls, make_plan, now_hour
@@ -45,12 +45,12 @@ def test_the_page_shows_metered_usage_reported_up_to_pending_the_error_and_the_i
     organization = metered_org(stripe_stub)
     stripe_stub.fail_next(METER_EVENTS, 200, 400)  # the second interval is refused
     h = now_hour()
-    usage_billing.report_usage(h + datetime.timedelta(minutes=10), sleep=lambda s: None)
+    usage.report_usage(h + datetime.timedelta(minutes=10), sleep=lambda s: None)
 
     html = page(admin_client, organization)
 
     assert "Usage billing (Usage Pro)" in html
-    reported = usage_billing.usage_billing_status(organization).period_reported
+    reported = usage.usage_billing_status(organization).period_reported
     assert f"<td>{reported}</td>" in html
     assert f"{h - 2 * HOUR:%Y-%m-%d %H:%M} UTC" in html  # reported up to: the refused interval's start
     assert "1 report (4)" in html
@@ -98,7 +98,7 @@ def test_organizations_not_billed_by_usage_have_no_section_and_stripe_is_not_ask
 
 def test_the_meter_reports_list_is_read_only(admin_client: Any, stripe_stub: StripeStub) -> None:
     organization = metered_org(stripe_stub)
-    usage_billing.report_usage(now_hour() + datetime.timedelta(minutes=10), sleep=lambda s: None)
+    usage.report_usage(now_hour() + datetime.timedelta(minutes=10), sleep=lambda s: None)
     report = MeterReport.objects.first()
 
     listing = admin_client.get(

@@ -14,8 +14,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from accounts.billing import usage
 from accounts.models import MeterReport, MeterReportState, UsageBillingState
-from accounts.services import usage_billing
 from tests.factories import DeveloperFactory, OrganizationFactory
 from tests.support.database import database_url
 from tests.support.meters import HOUR, billed_org, calls, ident, make_plan, now_hour
@@ -141,7 +141,7 @@ def test_status_shows_reported_up_to_pending_and_the_last_error(stripe_stub: Str
     calls(developer, h - 3 * HOUR, 2)
     calls(developer, h - 2 * HOUR, 4)
     stripe_stub.fail_next(METER_EVENTS, 200, 400)  # the second is refused
-    usage_billing.report_usage(sleep=lambda seconds: None)
+    usage.report_usage(sleep=lambda seconds: None)
 
     out = StringIO()
     call_command("billing", "status", stdout=out)

@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 import stripe
 
-from accounts.billing import meter_events
+from accounts.billing import meter_events, usage
 from accounts.choices import MeteredBilling
 from accounts.models import MeterReport, MeterReportState, UsageBillingState
-from accounts.services import usage_billing
 from tests.factories import DeveloperFactory, OrganizationFactory
 from tests.support.meters import HOUR, billed_org, calls, ident, make_plan, now_hour, run
 from tests.support.stripe_stub import METER_EVENTS, StripeStub
@@ -85,9 +84,7 @@ def test_overage_counts_the_month_before_billing_started_and_restarts_each_month
     calls(developer, month + 10 * 24 * HOUR + 2 * HOUR, 3)  # 7: 2 beyond
     calls(developer, month + 31 * 24 * HOUR + HOUR, 3)  # February: 3 of 5
 
-    billed = usage_billing.billed_per_interval(
-        organization, organization.plan, month + 10 * 24 * HOUR, month + 32 * 24 * HOUR
-    )
+    billed = usage.billed_per_interval(organization, organization.plan, month + 10 * 24 * HOUR, month + 32 * 24 * HOUR)
     assert {start: value for start, value in billed.items() if value} == {month + 10 * 24 * HOUR + 2 * HOUR: 2}
 
 
@@ -141,7 +138,7 @@ def test_a_stub_answering_500_then_200_gives_exactly_one_accepted_report(stripe_
     stripe_stub.fail_next(METER_EVENTS, 500, 429)
     waits: list[float] = []
 
-    result = usage_billing.report_usage(h + datetime.timedelta(minutes=10), sleep=waits.append)
+    result = usage.report_usage(h + datetime.timedelta(minutes=10), sleep=waits.append)
 
     identifier = ident(organization, h - 2 * HOUR)
     assert stripe_stub.requested(METER_EVENTS) == [METER_EVENTS] * 3
@@ -185,7 +182,7 @@ def test_stripe_errors_beyond_the_retries_leave_the_report_pending_with_the_erro
     assert MeterReport.objects.filter(state=MeterReportState.PENDING).count() == 2
     state = UsageBillingState.objects.get(organization=organization)
     assert "HTTP 400" in state.last_error
-    assert usage_billing.usage_billing_status(organization).pending_value == 2
+    assert usage.usage_billing_status(organization).pending_value == 2
 
     run(h + datetime.timedelta(minutes=20))
     assert stripe_stub.accepted_values() == {ident(organization, h - 2 * HOUR): 1, ident(organization, h - HOUR): 1}
@@ -298,9 +295,9 @@ def test_stripe_window_and_identifiers() -> None:
     assert not meter_events.within_stripe_window(now - datetime.timedelta(days=35), now)
     assert not meter_events.within_stripe_window(now + datetime.timedelta(minutes=6), now)
     organization_id = OrganizationFactory().pk
-    assert len(usage_billing.identifier(organization_id, now, 12)) <= 100
-    assert usage_billing.identifier(organization_id, now, 0) == usage_billing.identifier(organization_id, now, 0)
-    assert usage_billing.identifier(organization_id, now, 0) != usage_billing.identifier(organization_id, now, 1)
+    assert len(usage.identifier(organization_id, now, 12)) <= 100
+    assert usage.identifier(organization_id, now, 0) == usage.identifier(organization_id, now, 0)
+    assert usage.identifier(organization_id, now, 0) != usage.identifier(organization_id, now, 1)
 
 
 def test_the_upcoming_invoice_is_read_through_the_stripe_library(stripe_stub: StripeStub) -> None:
@@ -366,13 +363,13 @@ def test_an_organization_leaving_a_metered_plan_starts_afresh_when_it_returns(st
 def test_longer_intervals_divide_the_day(stripe_stub: StripeStub, settings: Any) -> None:
     settings.HOTCROSS_METER_INTERVAL_MINUTES = 360
     moment = datetime.datetime(2026, 5, 4, 13, 37, tzinfo=datetime.UTC)
-    assert usage_billing.interval_start(moment) == datetime.datetime(2026, 5, 4, 12, tzinfo=datetime.UTC)
+    assert usage.interval_start(moment) == datetime.datetime(2026, 5, 4, 12, tzinfo=datetime.UTC)
     organization = OrganizationFactory(plan=make_plan())
     developer = DeveloperFactory(organization=organization)
     calls(developer, datetime.datetime(2026, 5, 4, 6, 5, tzinfo=datetime.UTC), 2)
     calls(developer, datetime.datetime(2026, 5, 4, 11, 59, tzinfo=datetime.UTC), 1)
     calls(developer, datetime.datetime(2026, 5, 4, 12, 0, tzinfo=datetime.UTC), 4)
-    billed = usage_billing.billed_per_interval(
+    billed = usage.billed_per_interval(
         organization,
         organization.plan,
         datetime.datetime(2026, 5, 4, tzinfo=datetime.UTC),

@@ -15,8 +15,7 @@ from accounts import services
 from accounts.authentication import authenticate_key
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer
-from accounts.services import grants
-from oauth import views
+from oauth import grants, views
 from oauth.authentication import authenticate_token
 from oauth.models import Grant
 from tests.factories import DeveloperFactory

@@ -18,7 +18,7 @@ from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull,
 from pydantic import AnyUrl
 
 from accounts.selectors import seats_in_use
-from accounts.services import grants
+from oauth import grants
 from oauth.models import Grant
 from tests.factories import DeveloperFactory
 from tests.support.browser import CHROMIUM_ARGS, chromium_executable

@@ -326,7 +326,7 @@ def test_a_key_and_two_grants_hold_one_seat():
 
 
 def test_sign_out_of_every_client_ends_every_token():
-    from accounts.services import grants
+    from oauth import grants
 
     developer = DeveloperFactory()
     one, _ = tokens_for(developer)
@@ -339,7 +339,7 @@ def test_sign_out_of_every_client_ends_every_token():
 
 
 def test_a_blocked_client_gets_no_token_and_loses_its_tokens():
-    from accounts.services import grants
+    from oauth import grants
     from oauth.models import Client as OAuthClient
 
     developer = DeveloperFactory()

@@ -13,7 +13,7 @@ from django.db import connection
 
 from accounts.exceptions import InvalidInput
 from accounts.models import UsageEvent, UsageRollup
-from accounts.selectors import dashboard, monthly_usage, usage_per_developer_per_day
+from accounts.selectors import dashboard_figures, monthly_usage, usage_per_developer_per_day
 from accounts.services import arecord_usages, record_usages
 from accounts.services.usage import check_rollups, rebuild_rollups
 from infra.db import aclose
@@ -111,7 +111,7 @@ def test_the_reads_come_from_the_rollups_not_the_raw_events():
         (DAY, 4, 1),
         (DAY + datetime.timedelta(days=1), 1, 0),
     ]
-    figures = dashboard(now=now)
+    figures = dashboard_figures(now=now)
     assert [(d.day, d.calls, d.errors) for d in figures.per_day] == [
         (DAY, 4, 1),
         (DAY + datetime.timedelta(days=1), 1, 0),

@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from accounts.billing import usage
 from accounts.choices import AtCap, MeteredBilling
 from accounts.models import Plan, UsageBillingState
-from accounts.services import usage_billing
 from tests.factories import OrganizationFactory, UsageEventFactory
 
 HOUR = datetime.timedelta(hours=1)
@@ -44,9 +44,9 @@ def calls(developer: Any, at: datetime.datetime, n: int) -> None:
 
 
 def ident(organization: Any, start: datetime.datetime, sequence: int = 0) -> str:
-    return usage_billing.identifier(organization.pk, start, sequence)
+    return usage.identifier(organization.pk, start, sequence)
 
 
-def run(at: datetime.datetime) -> usage_billing.RunResult:
+def run(at: datetime.datetime) -> usage.RunResult:
     """One run of the reporter at `at`, its retries without waiting."""
-    return usage_billing.report_usage(at, sleep=lambda seconds: None)
+    return usage.report_usage(at, sleep=lambda seconds: None)

@@ -190,7 +190,7 @@ def issue_token(developer, resource: str, *, client_name: str = "Direct client")
     from django.utils import timezone
     from oauth2_provider.models import get_access_token_model, get_application_model
 
-    from accounts.services import grants
+    from oauth import grants
 
     client = get_application_model().objects.create(
         name=client_name,

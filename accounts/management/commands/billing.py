@@ -1,4 +1,4 @@
-"""`manage.py billing …`: usage billing through Stripe Billing meters (`accounts.services.usage_billing`).
+"""`manage.py billing …`: usage billing through Stripe Billing meters (`accounts.billing.usage`).
 
 - `billing report-usage`: one run: work out the settled intervals' reports and send what is pending; exit 1 when
   some report was not accepted (cron mails the output). Run it every few minutes from cron.
@@ -19,8 +19,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, close_old_connections
 
+from accounts.billing import usage
 from accounts.models import Organization
-from accounts.services import usage_billing
 from accounts.wording import plural
 
 MIN_LOOP_SECONDS = 10.0
@@ -73,8 +73,8 @@ class Command(BaseCommand):
         except DatabaseError as exc:
             raise CommandError(f"The database refused: {exc}".strip()) from None
 
-    def _report_once(self, *, raise_on_failure: bool) -> usage_billing.RunResult:
-        result = usage_billing.report_usage()
+    def _report_once(self, *, raise_on_failure: bool) -> usage.RunResult:
+        result = usage.report_usage()
         self.stdout.write(
             f"{plural(result.organizations, 'organization')} billed by usage; "
             f"{plural(result.planned, 'new report')}; sent: {result.accepted} accepted, "
@@ -114,9 +114,9 @@ class Command(BaseCommand):
                 organization = Organization.objects.get(pk=uuid.UUID(organization_id.strip()))
             except (ValueError, Organization.DoesNotExist):
                 raise CommandError(f"No organization has the id '{organization_id}'.") from None
-            statuses = [usage_billing.usage_billing_status(organization)]
+            statuses = [usage.usage_billing_status(organization)]
         else:
-            statuses = usage_billing.organizations_billed_by_usage()
+            statuses = usage.organizations_billed_by_usage()
             if not statuses:
                 self.stdout.write("No organization is billed by usage (a plan with metered billing and a customer).")
                 return

@@ -3,7 +3,9 @@
 django-oauth-toolkit keeps the tokens, for each developer's shadow user (`oauth.models.DeveloperAccount`); a grant
 (`oauth.models.Grant`) is what people see and revoke. Revoking deletes the client's access tokens and revokes its
 refresh tokens, so the next call with them is refused (within a second on every worker: the token check's memory).
-Every change is in the admin history of the developer (and of the client, for a block).
+Every change is in the admin history of the developer (and of the client, for a block). The domain's own actions
+that end a developer's access (revoke, rotate, deactivate, sign out everywhere) reach this module through the signal
+`accounts.signals.access_ended` (`end_access`): `accounts` never imports `oauth`.
 """
 
 from __future__ import annotations
@@ -22,17 +24,16 @@ from oauth2_provider.models import (
     get_refresh_token_model,
 )
 
-from accounts import audit
+from accounts import audit, signals
 from accounts.models import Developer
 from accounts.services._base import keys_changed
+from oauth.models import DeveloperAccount, Grant
 
 logger = logging.getLogger(__name__)
 
 
 def shadow_user(*, developer: Developer) -> Any:
     """The developer's Django user for django-oauth-toolkit's rows: made once, never staff, no usable password."""
-    from oauth.models import DeveloperAccount
-
     account = DeveloperAccount.objects.select_related("user").filter(developer=developer).first()
     if account is not None:
         return account.user
@@ -47,8 +48,6 @@ def shadow_user(*, developer: Developer) -> Any:
 def record_grant(*, developer: Developer, client: Any, actor: Any = None) -> Any:
     """The developer allowed `client` on the consent page: the grant (made, or made live again). `actor`: the
     developer's shadow user, so the history says who allowed it."""
-    from oauth.models import Grant
-
     with transaction.atomic():
         grant, created = Grant.objects.select_for_update().get_or_create(developer=developer, client=client)
         if not created and grant.revoked_at is None:
@@ -86,23 +85,22 @@ def _end_codes(*, user: Any, client_ids: list[int] | None) -> int:
 
 
 def _shadow_user_of(developer_id: uuid.UUID) -> Any:
-    from oauth.models import DeveloperAccount
-
     account = DeveloperAccount.objects.select_related("user").filter(developer_id=developer_id).first()
     return None if account is None else account.user
 
 
-def end_web_sign_ins(*, developer: Developer) -> Any:
+def end_web_sign_ins(*, developer_id: uuid.UUID) -> Any:
     """End every web session of the developer (`/account/`, the consent page) and every authorization code they were
-    given and a client has not exchanged yet. What every action that ends a developer's access calls (sign out of
-    every client, rotate, revoke, deactivate), in its transaction; a key's expiry needs no call: from then on the
-    standing check refuses the developer's sessions, tokens and codes (`oauth.views`, `oauth.authentication`).
+    given and a client has not exchanged yet. What every action that ends a developer's access does (sign out of
+    every client, rotate, revoke, deactivate: `end_access`), in its transaction; a key's expiry needs no call: from
+    then on the standing check refuses the developer's sessions, tokens and codes (`oauth.views`,
+    `oauth.authentication`).
 
     Sessions end the way Django ends them when a password changes: a session is only valid with the hash of its
     user's password (`get_session_auth_hash`), and the shadow user gets a new unusable one. A view that must keep
     the session it serves (the developer rotating their own key) reloads its user and calls
     `update_session_auth_hash`. Returns the shadow user (None: the developer never signed in)."""
-    user = _shadow_user_of(developer.pk)
+    user = _shadow_user_of(developer_id)
     if user is None:
         return None
     user.set_unusable_password()
@@ -111,11 +109,19 @@ def end_web_sign_ins(*, developer: Developer) -> Any:
     return user
 
 
+def end_access(sender: Any, *, developers: list[Developer], reason: str, actor: Any = None, **kwargs: Any) -> int:
+    """The receiver of `accounts.signals.access_ended` (connected in `OAuthConfig.ready`): what the OAuth app ends
+    when a developer's access ends. Signed out everywhere (`sign_out_everywhere`): every grant, token, web session
+    and unused authorization code; returns how many grants. Any other reason (revoked, rotated, deactivated): web
+    sessions and unused authorization codes (`end_web_sign_ins`); returns how many of the developers had signed in."""
+    if reason == signals.SIGNED_OUT_EVERYWHERE:
+        return sum(sign_out_everywhere(developer=developer, actor=actor) for developer in developers)
+    return sum(end_web_sign_ins(developer_id=developer.pk) is not None for developer in developers)
+
+
 def revoke_grant(*, grant: Any, actor: Any = None) -> bool:
     """End one grant: its tokens stop working, and its authorization codes not exchanged yet are gone. False when it
     was already revoked."""
-    from oauth.models import Grant
-
     now = timezone.now()
     with transaction.atomic():
         changed = bool(Grant.objects.filter(pk=grant.pk, revoked_at__isnull=True).update(revoked_at=now))
@@ -133,13 +139,11 @@ def revoke_grant(*, grant: Any, actor: Any = None) -> bool:
 def sign_out_everywhere(*, developer: Developer, actor: Any = None) -> int:
     """ "Sign out of every client": every grant of the developer ends, every token stops, every web session and
     authorization code ends. Returns how many grants."""
-    from oauth.models import Grant
-
     now = timezone.now()
     with transaction.atomic():
         count = Grant.objects.filter(developer=developer, revoked_at__isnull=True).update(revoked_at=now)
         _end_tokens(developer_id=developer.pk, client_ids=None)
-        end_web_sign_ins(developer=developer)
+        end_web_sign_ins(developer_id=developer.pk)
         audit.record(
             actor=actor,
             obj=developer,
@@ -153,8 +157,6 @@ def sign_out_everywhere(*, developer: Developer, actor: Any = None) -> int:
 
 def block_client(*, client: Any, actor: Any = None) -> bool:
     """Block an OAuth client: no more authorizations or tokens for it, and its tokens stop now."""
-    from oauth.models import Grant
-
     now = timezone.now()
     with transaction.atomic():
         changed = bool(get_application_model().objects.filter(pk=client.pk, blocked_at=None).update(blocked_at=now))

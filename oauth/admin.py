@@ -1,6 +1,6 @@
 """Staff pages for OAuth (issue 13): the registered MCP clients (block / unblock) and developers' grants (revoke).
 
-Every write goes through `accounts.services.grants` with `actor=request.user` (history included). Tokens are never
+Every write goes through `oauth.grants` with `actor=request.user` (history included). Tokens are never
 shown: django-oauth-toolkit's own token and code admins are replaced by `HiddenAdmin` (settings
 `OAUTH2_PROVIDER[*_ADMIN_CLASS]`), which staff cannot open.
 """
@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from accounts.admin.base import ServiceAdmin
-from accounts.services import grants
+from oauth import grants
 from oauth.models import Grant
 
 
