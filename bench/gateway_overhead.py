@@ -4,8 +4,8 @@
         [--calls 1000] [--rounds 7] [--client aiohttp|httpx] [--no-floor] [--pin] [--before REV]
 
 Servers, measured one at a time and alternately, in the same run:
-- direct: the upstream, an `MCPServer` over streamable HTTP (`tests/support/old_hotcross.py http PORT`, stateless
-  JSON), its `ping` tool called with no key;
+- direct: the upstream, an `MCPServer` over streamable HTTP
+  (`tests/support/upstream_servers/old_hotcross.py http PORT`, stateless JSON), its `ping` tool called with no key;
 - bridge: `hotcross.asgi:application` in gateway mode (`HOTCROSS_MCP_UPSTREAM` = that same upstream's URL), the full
   path: Host check, key check, caller binding, the plan, direct forwarding (`mcp_bridge.gateway.direct`: one POST on
   aiohttp's pooled connections, without the SDK's server), metering;
@@ -53,7 +53,7 @@ from common import bench_server, create_database_if_missing, mcp_calls, serve_co
 
 from tests.support.servers import RunningServer  # noqa: E402
 
-UPSTREAM = ROOT / "tests" / "support" / "old_hotcross.py"
+UPSTREAM = ROOT / "tests" / "support" / "upstream_servers" / "old_hotcross.py"
 
 
 def main() -> None:
@@ -102,7 +102,7 @@ def main() -> None:
     os.environ["HOTCROSS_MCP_UPSTREAM"] = upstream_url
     os.environ["HOTCROSS_MCP_UPSTREAM_TIMEOUT"] = "30"
     print(f"database: {connection.vendor}; clients in flight: {args.clients}; calls per round: {args.calls}")
-    print(f"upstream: {upstream_url} (tests/support/old_hotcross.py, stateless JSON); load generator: {args.client}")
+    print(f"upstream: {upstream_url} ({UPSTREAM.relative_to(ROOT)}, stateless JSON); load generator: {args.client}")
 
     bridge = bench_server(servers_started, "hotcross.asgi:application")
     auth = {"Authorization": f"Bearer {key}"}
@@ -262,8 +262,8 @@ def _start_revision(stack: contextlib.ExitStack, revision: str, folder: Path) ->
 
 
 def _start_upstream(stack: contextlib.ExitStack) -> RunningServer:
-    """The upstream (`tests/support/old_hotcross.py http PORT`), which binds its port itself; stopped when `stack`
-    closes."""
+    """The upstream (`tests/support/upstream_servers/old_hotcross.py http PORT`), which binds its port itself; stopped
+    when `stack` closes."""
     return stack.enter_context(serve_command([sys.executable, str(UPSTREAM), "http", "{port}"]))
 
 

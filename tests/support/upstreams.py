@@ -1,6 +1,6 @@
 """Real upstreams for the gateway tests: the MCP reference server (`@modelcontextprotocol/server-everything`, pinned
-in package.json) and `tests/support/old_hotcross.py` (the old Hotcross style), over stdio and streamable HTTP, behind
-real bridges (uvicorn serving hotcross.asgi, and `manage.py mcp_server`); every server through
+in package.json) and `tests/support/upstream_servers/old_hotcross.py` (the old Hotcross style), over stdio and
+streamable HTTP, behind real bridges (uvicorn serving hotcross.asgi, and `manage.py mcp_server`); every server through
 `tests.support.servers`.
 
 Servers the tests can share are session fixtures here (tests/gateway/conftest.py imports them): an old-Hotcross-style
@@ -30,7 +30,7 @@ from tests.support.servers import ROOT, RunningServer, answers, serve_command, u
 
 EVERYTHING_BIN = ROOT / "node_modules" / ".bin" / "mcp-server-everything"
 EVERYTHING = shlex.join([str(EVERYTHING_BIN)])
-OLD_HOTCROSS_SCRIPT = ROOT / "tests" / "support" / "old_hotcross.py"
+OLD_HOTCROSS_SCRIPT = ROOT / "tests" / "support" / "upstream_servers" / "old_hotcross.py"
 OLD_HOTCROSS = shlex.join([sys.executable, str(OLD_HOTCROSS_SCRIPT)])
 METRICS_TOKEN = "metrics-token-for-tests"
 
@@ -83,7 +83,11 @@ def old_hotcross_http(log_dir: Path, **env: str) -> Iterator[str]:
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
     ready = answers("/", method="GET", status=None)
     with uvicorn(
-        log_dir, environment, app="tests.support.old_hotcross:http_app", args=["--factory"], ready=ready
+        log_dir,
+        environment,
+        app="tests.support.upstream_servers.old_hotcross:http_app",
+        args=["--factory"],
+        ready=ready,
     ) as server:
         yield server.url
 

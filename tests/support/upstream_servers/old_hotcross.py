@@ -1,10 +1,10 @@
 """An upstream MCP server written the way the old Hotcross server was: an `MCPServer` whose tools declare
 `_developer_id` / `_organization_id` (its old middleware filled them). No Django: it runs as its own process.
 
-    python tests/support/old_hotcross.py              # stdio
-    python tests/support/old_hotcross.py http PORT    # streamable HTTP at http://127.0.0.1:PORT/mcp
-    python tests/support/old_hotcross.py exit         # exits at once, before any MCP traffic
-    python -m uvicorn --factory tests.support.old_hotcross:http_app   # streamable HTTP under any uvicorn options
+    python tests/support/upstream_servers/old_hotcross.py              # stdio
+    python tests/support/upstream_servers/old_hotcross.py http PORT    # streamable HTTP at http://127.0.0.1:PORT/mcp
+    python tests/support/upstream_servers/old_hotcross.py exit         # exits at once, before any MCP traffic
+    python -m uvicorn --factory tests.support.upstream_servers.old_hotcross:http_app  # under any uvicorn options
 
 It also has the tools the fault tests need (`crash`, `sleep`), `hold` (a call kept in flight until a test lets it
 go), `grow` / `grow_quietly` / `forget` (a tool list that changes) and `whoami` when EXTRA_TOOL_WHOAMI=1 (a name
