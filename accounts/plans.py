@@ -1,4 +1,4 @@
-"""What a plan means, as pure functions shared by the key check, the bridge, the limits and usage billing.
+"""What a plan means, as pure functions shared by the key check, call admission, monthly use and usage billing.
 
 Which plan an organization is on: its own `plan`, else the plan whose code `HOTCROSS_DEFAULT_PLAN` names, else none
 (no plan: every tool, no limit, nothing billed by usage — how Hotcross behaved before plans existed).
@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import ExpressionWrapper
+from django.db.models import ExpressionWrapper, IntegerField, Value
+from django.db.models.expressions import Combinable
+from django.db.models.functions import Greatest
 
-from accounts import key_cache
 from accounts.choices import AtCap, MeteredBilling
 from accounts.models import Organization, Plan
 from infra.db import BOOKKEEPING, run_in_pool
@@ -52,11 +53,24 @@ def tool_allowed(patterns: tuple[str, ...] | None, tool_name: str) -> bool:
     return any(fnmatch.fnmatchcase(tool_name, pattern) for pattern in patterns)
 
 
-def monthly_cap(plan: Plan | None, seats: int) -> int | None:
-    """The organization's calls per calendar month (UTC): calls per seat × seats; None when uncapped."""
-    if plan is None or plan.monthly_calls_per_seat is None:
+# The monthly cap, in Python and in SQL side by side: calls per seat × seats (at least 0); no calls per seat: uncapped.
+
+
+def cap(calls_per_seat: int | None, seats: int) -> int | None:
+    """An organization's calls per calendar month (UTC) at `calls_per_seat` and `seats`; None when uncapped."""
+    if calls_per_seat is None:
         return None
-    return plan.monthly_calls_per_seat * max(seats, 0)
+    return calls_per_seat * max(seats, 0)
+
+
+def cap_expression(calls_per_seat: Combinable, seats: Combinable) -> ExpressionWrapper:
+    """`cap` as a database expression of two integer expressions (NULL calls per seat: NULL, uncapped)."""
+    return ExpressionWrapper(calls_per_seat * Greatest(seats, Value(0)), output_field=IntegerField())
+
+
+def monthly_cap(plan: Plan | None, seats: int) -> int | None:
+    """The organization's calls per calendar month (UTC) on `plan`: `cap`; None when uncapped (or no plan)."""
+    return None if plan is None else cap(plan.monthly_calls_per_seat, seats)
 
 
 def bills_usage(plan: Plan | None) -> bool:
@@ -90,9 +104,7 @@ class PlanTerms:
         return tool_allowed(self.tools, tool_name)
 
     def monthly_cap(self, seats: int) -> int | None:
-        if self.monthly_calls_per_seat is None:
-            return None
-        return self.monthly_calls_per_seat * max(seats, 0)
+        return cap(self.monthly_calls_per_seat, seats)
 
     @property
     def label(self) -> str:
@@ -139,10 +151,14 @@ class _Table:
 
 _table: _Table | None = None
 clock: Callable[[], float] = time.monotonic
+MAX_TABLE_SECONDS = 1.0
 
 
 def _ttl() -> float:
-    return key_cache.ttl()  # the key check's: ≤ 1 s, so a plan's change and an organization's reach calls together
+    """How long the table is kept: `HOTCROSS_KEY_CACHE_SECONDS`, at most a second, as long as the key check keeps its
+    answers (`Principal.plan_id`), so a plan's change and an organization's reach calls together."""
+    seconds = float(getattr(settings, "HOTCROSS_KEY_CACHE_SECONDS", MAX_TABLE_SECONDS))
+    return max(0.0, min(seconds, MAX_TABLE_SECONDS))
 
 
 def _load_table() -> _Table:
@@ -191,71 +207,3 @@ def forget_table() -> None:
     other processes see the change within `_ttl()`)."""
     global _table
     _table = None
-
-
-# --- monthly caps: how much of it an organization has used (issue 16) -----------------------------------------------
-
-CAP_WARNING_PERCENT = 80
-
-
-def calls_this_month(organization_id: Any, now: datetime.datetime | None = None) -> int:
-    """The organization's served calls this calendar month (UTC), from the daily usage rollups: one indexed query."""
-    from django.db.models import Sum
-    from django.utils import timezone
-
-    from accounts.models import UsageRollup
-
-    since = month_start(now or timezone.now()).date()
-    total = UsageRollup.objects.filter(organization_id=organization_id, day__gte=since).aggregate(n=Sum("calls"))["n"]
-    return int(total or 0)
-
-
-def with_monthly_use(queryset: Any, now: datetime.datetime | None = None) -> Any:
-    """Organizations annotated with `calls_this_month` and `monthly_cap` (None: uncapped; the default plan's for those
-    without a plan of their own): one query with the page, from the rollups."""
-    from django.db.models import Case, F, IntegerField, OuterRef, Subquery, Sum, Value, When
-    from django.db.models.functions import Coalesce
-    from django.utils import timezone
-
-    from accounts.models import UsageRollup
-
-    since = month_start(now or timezone.now()).date()
-    calls = (
-        UsageRollup.objects.filter(organization=OuterRef("pk"), day__gte=since)
-        .order_by()
-        .values("organization")
-        .annotate(n=Sum("calls"))
-        .values("n")
-    )
-    code = default_plan_code()
-    default = Plan.objects.filter(code=code).first() if code else None
-    default_per_seat = default.monthly_calls_per_seat if default is not None else None
-    per_seat = Case(
-        When(plan__isnull=True, then=Value(default_per_seat, output_field=IntegerField())),
-        default=F("plan__monthly_calls_per_seat"),
-        output_field=IntegerField(),
-    )
-    return queryset.annotate(
-        calls_this_month=Coalesce(Subquery(calls), Value(0)),
-        monthly_cap=ExpressionWrapper(per_seat * F("max_seats"), output_field=IntegerField()),
-    )
-
-
-def at_least_percent_of_cap(queryset: Any, percent: int) -> Any:
-    """Those of `with_monthly_use(...)` that have used `percent` % of their monthly cap or more (capped ones only)."""
-    from django.db.models import F, IntegerField
-
-    return queryset.annotate(
-        _use_x100=ExpressionWrapper(F("calls_this_month") * 100, output_field=IntegerField())
-    ).filter(monthly_cap__isnull=False, _use_x100__gte=F("monthly_cap") * percent)
-
-
-def cap_state(calls: int, cap: int | None) -> str:
-    """ "" (uncapped or under 80 %), "warning" (≥ 80 %) or "reached" (≥ 100 %)."""
-    if cap is None:
-        return ""
-    if calls >= cap:
-        return "reached"
-    if calls * 100 >= cap * CAP_WARNING_PERCENT:
-        return "warning"
-    return ""

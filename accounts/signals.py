@@ -16,3 +16,8 @@ SIGNED_OUT_EVERYWHERE = "signed_out_everywhere"
 # (`oauth.grants.end_access`) ends their web sessions and unused authorization codes and returns how many of the
 # developers had signed in; for SIGNED_OUT_EVERYWHERE it also revokes every grant and token and returns how many grants.
 access_ended = Signal()
+
+# `manage.py usage prune` prunes what accounts keeps, then sends this (keyword `now`: None, the current time) so an
+# app that keeps records of usage prunes its own (the API app: `api.reported_usage.prune_reported_events`). A
+# receiver returns what it pruned, with the `deleted` count and the `before` time.
+usage_prune_requested = Signal()

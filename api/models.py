@@ -18,7 +18,7 @@ class ReportedEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["developer", "client_event_id"], name="reported_event_once_per_developer")
         ]
-        # `manage.py usage prune` deletes by age (accounts.services.reported_usage.prune_reported_events).
+        # `manage.py usage prune` deletes by age (api.reported_usage.prune_reported_events).
         indexes = [models.Index(fields=["received_at"], name="reported_event_received_at")]
 
     def __str__(self) -> str:

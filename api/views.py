@@ -5,7 +5,7 @@ Answers are JSON. A refused key: 401 (no key, unknown key) or 403 (a known key t
 stable `code` and `message`, the same as the MCP bridge says. Client mistakes (bad JSON, a body too large, wrong
 types, a time that does not exist) are 400 with a clear `error`; a usage report the plan does not allow is 403
 (`tool_not_in_plan`, `monthly_cap_reached`) or 429 with `Retry-After` (`rate_limited`): see
-`accounts.services.reported_usage`. Nothing is written for a refused request. No answer ever contains the key.
+`api.reported_usage`. Nothing is written for a refused request. No answer ever contains the key.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from accounts.authentication import Principal, authenticate_key
 from accounts.exceptions import AccountsError, KeyRefused
 from accounts.plans import terms_for
 from accounts.selectors import seats_in_use
-from accounts.services.reported_usage import MAX_EVENTS, UsageReportRefused, record_reported_usage
+from api.reported_usage import MAX_EVENTS, UsageReportRefused, record_reported_usage
 from infra.db import DatabaseUnavailable
 
 logger = logging.getLogger(__name__)

@@ -8,10 +8,10 @@ Three uvicorn processes, one worker each, measured one at a time and alternately
   developer with no plan (no limit checked);
 - limited: the same with `REDIS_URL` (`--redis-url`), for a developer whose plan has rate limits per developer and per
   organization (high enough never to refuse; every call is checked against the Redis buckets, most of them through
-  the worker's lease, see `accounts.limits`) and a monthly cap that refuses;
+  the worker's lease, see `accounts.rate_buckets`) and a monthly cap that refuses;
 - bare: the same `MCPServer` (same tool, stateless JSON mode) with no auth and no metering.
-Then a micro-benchmark of `accounts.limits` in this process: µs per check, Redis (sync, one round trip each; and the
-async check under sustained demand, with leases) and per-process buckets.
+Then a micro-benchmark of `accounts.rate_buckets` in this process: µs per check, Redis (sync, one round trip each; and
+the async check under sustained demand, with leases) and per-process buckets.
 A load generator in this process keeps `--clients` requests in flight. It prints each round, then the median
 throughput and latency of each, and the ratio (target: bridge ≥ 0.90 of bare): the ratio of the medians, and the
 median of each round's own ratio (a round measures bare, then bridge, so a machine that slows down for a while
@@ -171,24 +171,24 @@ def main() -> None:
 
 
 def _limit_check_cost(redis_url: str, iterations: int) -> None:
-    """µs per `accounts.limits` check (developer and organization buckets together), in Redis and in this process,
+    """µs per `accounts.rate_buckets` check (developer and organization buckets together), in Redis and in this process,
     against an empty loop as the baseline and a Redis PING (one round trip) as the floor of any Redis check."""
     from django.core.cache.backends.redis import RedisCache
 
-    from accounts import limits
+    from accounts import rate_buckets
 
-    redis_buckets = limits.RedisBuckets(
+    redis_buckets = rate_buckets.RedisBuckets(
         RedisCache(redis_url, {"OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}})
     )
-    local_buckets = limits.LocalBuckets()
-    developer, organization = f"{limits.KEY_PREFIX}d:bench", f"{limits.KEY_PREFIX}o:bench"
+    local_buckets = rate_buckets.LocalBuckets()
+    developer, organization = f"{rate_buckets.KEY_PREFIX}d:bench", f"{rate_buckets.KEY_PREFIX}o:bench"
     import redis
 
     ping = redis.Redis.from_url(redis_url).ping
     figures = {}
     for name, take in (
-        ("baseline (no check)", lambda: limits.ALLOWED),
-        ("Redis PING (the floor)", lambda: ping() and limits.ALLOWED),
+        ("baseline (no check)", lambda: rate_buckets.ALLOWED),
+        ("Redis PING (the floor)", lambda: ping() and rate_buckets.ALLOWED),
         ("per-process buckets", lambda: local_buckets.take(developer, organization, 10**9, 10**9)),
         ("Redis buckets (Lua)", lambda: redis_buckets.take(developer, organization, 10**9, 10**9)),
     ):
@@ -209,12 +209,12 @@ def _limit_check_cost(redis_url: str, iterations: int) -> None:
 def _leased_check_cost(redis_buckets, iterations: int) -> float:
     """µs per `RedisBuckets.atake` (what the bridge awaits) under sustained demand: after one warm lease period, most
     checks are served from this event loop's lease, one Redis round trip per `MAX_LEASE` calls at most."""
-    from accounts import limits
+    from accounts import rate_buckets
 
-    developer, organization = f"{limits.KEY_PREFIX}d:bench-leased", f"{limits.KEY_PREFIX}o:bench-leased"
+    developer, organization = f"{rate_buckets.KEY_PREFIX}d:bench-leased", f"{rate_buckets.KEY_PREFIX}o:bench-leased"
 
     async def run() -> float:
-        warm_until = time.monotonic() + 2 * limits.LEASE_SECONDS
+        warm_until = time.monotonic() + 2 * rate_buckets.LEASE_SECONDS
         while time.monotonic() < warm_until:  # a period of demand, so the next takes ask for leases
             await redis_buckets.atake(developer, organization, 10**9, 10**9)
         started = time.perf_counter()

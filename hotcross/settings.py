@@ -268,7 +268,7 @@ HOTCROSS_MCP_DIRECT_FORWARD = env.bool("HOTCROSS_MCP_DIRECT_FORWARD", default=Tr
 # Plans (accounts.plans): the code of the plan of organizations that have none of their own; empty: no plan (every
 # tool, no limits, no usage billing).
 HOTCROSS_DEFAULT_PLAN = env.str("HOTCROSS_DEFAULT_PLAN", default="")
-# Plans' rate limits (accounts.limits) when Redis cannot be reached: true lets calls through, false refuses them.
+# Plans' rate limits (accounts.rate_buckets) when Redis cannot be reached: true lets calls through, false refuses them.
 HOTCROSS_RATE_LIMIT_FAIL_OPEN = env.bool("HOTCROSS_RATE_LIMIT_FAIL_OPEN", default=True)
 # Key-check API (api/): how long a client may remember a /api/v1/keys/verify answer (Cache-Control max-age, capped at
 # 60 s: a revocation reaches such a client within that time), and how old a reported usage event may be.

@@ -80,10 +80,23 @@ _MAX_BRACKETS_FOR_ID = 256
 _caller: ContextVar[Principal | None] = ContextVar("hotcross_mcp_caller", default=None)
 # Which credential the current request came with: (API_KEY, None) or (OAUTH, the client's name).
 _credential: ContextVar[tuple[str, str | None]] = ContextVar("hotcross_mcp_credential", default=(API_KEY, None))
-# An HTTP request's refusal note: `BearerKeyMiddleware` puts a list here, and a `rate_limited` refusal inside the MCP
-# server (`mcp_bridge.plans`) appends its wait, so the HTTP answer becomes 429 with `Retry-After`. The list is shared,
-# not the variable: the SDK runs the server in tasks that copy the request's context.
-http_refusal: ContextVar[list[float] | None] = ContextVar("hotcross_http_refusal", default=None)
+
+
+class RefusalNote:
+    """What a refusal inside the MCP server (`mcp_bridge.admission`) tells the HTTP answer of its request: a wait
+    makes the answer 429 with `Retry-After`. `BearerKeyMiddleware` gives every HTTP request one (`refusal_note`; the
+    SDK runs the server in tasks that copy the request's context, so they all see the request's note)."""
+
+    __slots__ = ("retry_after",)
+
+    def __init__(self) -> None:
+        self.retry_after: float | None = None  # seconds; None: no refusal with a wait
+
+    def wait(self, seconds: float) -> None:
+        self.retry_after = seconds if self.retry_after is None else max(self.retry_after, seconds)
+
+
+refusal_note: ContextVar[RefusalNote | None] = ContextVar("hotcross_refusal_note", default=None)
 
 
 def current_credential() -> tuple[str, str | None]:
@@ -269,23 +282,23 @@ class BearerKeyMiddleware:
         except DatabaseUnavailable as exc:
             await _refuse(receive, send, 503, unavailable_payload(exc))
             return
-        note: list[float] = []
-        refusal_note = http_refusal.set(note)
+        note = RefusalNote()
+        noted = refusal_note.set(note)
         try:
             with identity_bound(principal, raw_key, oauth_client=oauth_client) as (user, credentials):
-                await self.app({**scope, "user": user, "auth": credentials}, receive, _rate_limited_send(send, note))
+                await self.app({**scope, "user": user, "auth": credentials}, receive, _noted_send(send, note))
         finally:
-            http_refusal.reset(refusal_note)
+            refusal_note.reset(noted)
 
 
-def _rate_limited_send(send: Send, note: list[float]) -> Send:
-    """`send`, but the answer to a request the plan's rate limits refused (`mcp_bridge.plans`) is HTTP 429 with
-    `Retry-After` (whole seconds, rounded up), its body still the JSON-RPC error."""
+def _noted_send(send: Send, note: RefusalNote) -> Send:
+    """`send`, but the answer to a request refused with a wait (`note`: the plan's rate limits, `mcp_bridge.admission`)
+    is HTTP 429 with `Retry-After` (whole seconds, rounded up), its body still the JSON-RPC error."""
 
     async def sending(message: Message) -> None:
-        if message["type"] == "http.response.start" and note:
+        if message["type"] == "http.response.start" and note.retry_after is not None:
             headers = [(name, value) for name, value in message.get("headers", ()) if name.lower() != b"retry-after"]
-            headers.append((b"retry-after", str(max(1, math.ceil(max(note)))).encode()))
+            headers.append((b"retry-after", str(max(1, math.ceil(note.retry_after))).encode()))
             message = {**message, "status": 429, "headers": headers}
         await send(message)
 

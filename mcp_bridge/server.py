@@ -1,9 +1,10 @@
 """The Hotcross MCP server: one `MCPServer` (mcp SDK 2.x) with the built-in tools and those of `HOTCROSS_MCP_TOOLS`.
 
 Every request passes four middlewares, outermost first: `CallerMiddleware` (who is calling; over stdio it re-checks
-the key), `RequestChecks` (names that are not names are invalid params, not server errors), `PlanMiddleware` (the
-plan's tools, `mcp_bridge.plans`) and `MeteringMiddleware` (one usage event per served `tools/call`). Tools get the
-caller through their `_developer_id` / `_organization_id` parameters (see `mcp_bridge.tools`).
+the key), `RequestChecks` (names that are not names are invalid params, not server errors), `AdmissionMiddleware`
+(the plan's tools, monthly cap and rate limits, `mcp_bridge.admission`) and `MeteringMiddleware` (one usage event per
+served `tools/call`). Tools get the caller through their `_developer_id` / `_organization_id` parameters (see
+`mcp_bridge.tools`).
 
 With `HOTCROSS_MCP_UPSTREAM` set the server is a `GatewayServer` (`mcp_bridge.gateway`): the upstream's tools,
 prompts and resources are served beside the built-in ones, behind the same middlewares.
@@ -29,11 +30,11 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 
+from mcp_bridge.admission import AdmissionMiddleware
 from mcp_bridge.auth import CallerMiddleware, current_caller
 from mcp_bridge.gateway.config import upstream_config
 from mcp_bridge.gateway.server import GatewayServer
 from mcp_bridge.metering import MeteringMiddleware
-from mcp_bridge.plans import PlanMiddleware
 from mcp_bridge.tools import bind_caller, duplicate_names, options_of, tool_name, tools_of
 
 logger = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def build_server(
             [
                 CallerMiddleware(stdio_key=stdio_key),
                 RequestChecks(server),
-                PlanMiddleware(),  # the plan's tools (issue 16): refused calls never reach the metering
+                AdmissionMiddleware(),  # the plan's rules (issue 16): refused calls never reach the metering
                 MeteringMiddleware(tool_name(fn) for fn in functions),
             ]
         )

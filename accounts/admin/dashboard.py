@@ -12,7 +12,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import reverse
 
-from accounts import plans, selectors
+from accounts import monthly_use, selectors
 from accounts.admin.chart import Chart, calls_chart
 from accounts.admin.display import status_badge
 from accounts.admin.registry import registered_admin
@@ -92,16 +92,16 @@ def dashboard(request: HttpRequest, site: admin.AdminSite) -> Board | None:
             ),
         )
     ]
-    capped = plans.with_monthly_use(Organization.objects.all())
+    capped = monthly_use.with_monthly_use(Organization.objects.all())
     monthly_cap = [
         Line(
             label,
-            plans.at_least_percent_of_cap(capped, percent).count(),
+            monthly_use.at_least_percent_of_cap(capped, percent).count(),
             f"{org_list}?monthly_cap={percent}",
             flagged=True,
         )
         for label, percent in (
-            (f"At {plans.CAP_WARNING_PERCENT} % or more of their monthly cap", plans.CAP_WARNING_PERCENT),
+            (f"At {monthly_use.CAP_WARNING_PERCENT} % or more of their monthly cap", monthly_use.CAP_WARNING_PERCENT),
             ("Monthly cap reached", 100),
         )
     ]

@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 
-from accounts import plans, selectors, services
+from accounts import monthly_use, selectors, services
 from accounts.admin.base import MAX_ACTION_OBJECTS, ServiceAdmin, YesNoFilter
 from accounts.admin.chart import usage_chart
 from accounts.admin.display import djstripe_list_url, state_badge, status_badge, stripe_dashboard_url
@@ -53,12 +53,12 @@ class MonthlyCapFilter(admin.SimpleListFilter):
     parameter_name = "monthly_cap"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("80", f"{plans.CAP_WARNING_PERCENT} % or more"), ("100", "reached")]
+        return [("80", f"{monthly_use.CAP_WARNING_PERCENT} % or more"), ("100", "reached")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if self.value() in ("80", "100"):
-            percent = plans.CAP_WARNING_PERCENT if self.value() == "80" else 100
-            return plans.at_least_percent_of_cap(queryset, percent)
+            percent = monthly_use.CAP_WARNING_PERCENT if self.value() == "80" else 100
+            return monthly_use.at_least_percent_of_cap(queryset, percent)
         return queryset
 
 
@@ -186,7 +186,7 @@ class OrganizationAdmin(ServiceAdmin):
         css = {"all": ["accounts/admin.css"]}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return plans.with_monthly_use(selectors.organizations_for_admin().select_related("plan"))
+        return monthly_use.with_monthly_use(selectors.organizations_for_admin().select_related("plan"))
 
     def get_fieldsets(self, request: HttpRequest, obj: Organization | None = None) -> Any:
         return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
@@ -230,10 +230,10 @@ class OrganizationAdmin(ServiceAdmin):
             return "—"
         if cap is None:
             return f"{calls} (no cap)"
-        state = plans.cap_state(calls, cap)
+        state = monthly_use.cap_state(calls, cap)
         if not state:
             return f"{calls} / {cap}"
-        label = "cap reached" if state == "reached" else f"{plans.CAP_WARNING_PERCENT} %+ of cap"
+        label = "cap reached" if state == "reached" else f"{monthly_use.CAP_WARNING_PERCENT} %+ of cap"
         return format_html(
             '{} / {} <span class="hc-flag hc-cap-{}" data-cap="{}">{}</span>', calls, cap, state, state, label
         )

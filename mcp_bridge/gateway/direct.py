@@ -8,7 +8,7 @@ order as through the SDK:
 
 1. the credential was checked and the caller bound by `BearerKeyMiddleware`, which this app sits inside (and which
    turns a `rate_limited` refusal into HTTP 429 with `Retry-After`);
-2. the caller's plan admits the call (`mcp_bridge.plans.admit_call`: the tool, the monthly cap, the rate limits);
+2. the caller's plan admits the call (`mcp_bridge.admission.admit_call`: the tool, the monthly cap, the rate limits);
 3. it is metered like any forwarded call (`metering.metered`: ok or error, with its duration; refused when the usage
    buffer is full);
 4. the identity arguments and `_meta` are filled (`mcp_bridge.gateway.identity`) and the call is one POST to the
@@ -41,11 +41,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra import metrics
 from mcp_bridge import metering
+from mcp_bridge.admission import admit_call
 from mcp_bridge.auth import current_caller
 from mcp_bridge.gateway import pool
 from mcp_bridge.gateway.identity import caller_meta, forwarded_arguments
 from mcp_bridge.gateway.upstream import Upstream
-from mcp_bridge.plans import admit_call
 
 logger = logging.getLogger(__name__)
 

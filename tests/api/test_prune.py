@@ -14,8 +14,8 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from accounts.models import UsageEvent
-from accounts.services.reported_usage import PRUNE_MARGIN, prune_reported_events
 from api.models import ReportedEvent
+from api.reported_usage import PRUNE_MARGIN, prune_reported_events
 from tests.factories import DeveloperFactory
 
 pytestmark = pytest.mark.django_db

@@ -12,7 +12,7 @@ import pytest
 from django.test import Client, override_settings
 from django.utils import timezone
 
-from accounts import limits, plans
+from accounts import monthly_use, plans, rate_buckets
 from accounts.choices import AtCap
 from accounts.models import UsageEvent
 from api.models import ReportedEvent
@@ -26,10 +26,10 @@ URL = "/api/v1/usage"
 @pytest.fixture(autouse=True)
 def _fresh_plans_and_limits():
     plans.forget_table()
-    limits.reset()
+    rate_buckets.reset()
     yield
     plans.forget_table()
-    limits.reset()
+    rate_buckets.reset()
 
 
 def event(n: int | str, tool: str = "search_code", **overrides) -> dict:
@@ -75,7 +75,7 @@ def test_the_reviewed_attack_is_refused_and_the_colleague_keeps_working():
     assert "1000 of the 1000 events" in error["message"] and "'not_a_real_tool'" in error["message"]
     assert [problem["index"] for problem in error["events"]] == list(range(20))
     assert nothing_recorded()
-    assert plans.calls_this_month(developer.organization_id) == 0
+    assert monthly_use.calls_this_month(developer.organization_id) == 0
     assert report(colleague, [event(1, "docs_search")]).json() == {"recorded": 1, "duplicates": []}
 
 
@@ -108,7 +108,7 @@ def test_a_batch_that_would_pass_a_refusing_cap_is_refused_and_what_fits_is_reco
     # At the cap, a retry of events already counted is still answered (duplicates take no room).
     assert report(developer, [event(0), event(9)]).json() == {"recorded": 0, "duplicates": ["evt-0", "evt-9"]}
     assert report(developer, [event(10)]).json()["error"]["remaining"] == 0
-    assert plans.calls_this_month(developer.organization_id) == 10
+    assert monthly_use.calls_this_month(developer.organization_id) == 10
 
 
 def test_calls_of_the_previous_month_count_against_that_months_cap(settings):
@@ -126,7 +126,7 @@ def test_calls_of_the_previous_month_count_against_that_months_cap(settings):
 def test_a_plan_that_goes_on_at_the_cap_records_the_overage():
     developer = developer_on(monthly_calls_per_seat=2, at_cap=AtCap.OVERAGE)
     assert report(developer, [event(n) for n in range(5)]).json()["recorded"] == 5
-    assert plans.calls_this_month(developer.organization_id) == 5
+    assert monthly_use.calls_this_month(developer.organization_id) == 5
 
 
 def test_reported_events_spend_the_plans_rate_limit_all_or_none():
@@ -148,7 +148,7 @@ def test_reported_events_spend_the_plans_rate_limit_all_or_none():
     assert report(developer, [event(0), event(1)]).json() == {"recorded": 0, "duplicates": ["evt-0", "evt-1"]}
     # The same buckets as calls on /mcp: the developer has none left for a call either.
     plan = plans.terms_for(developer.organization.plan_id)
-    assert not limits.check(developer.id, developer.organization_id, plan.rate_limit_per_developer, None).allowed
+    assert not rate_buckets.check(developer.id, developer.organization_id, plan.rate_limit_per_developer, None).allowed
 
 
 def test_the_organizations_rate_limit_holds_across_its_developers():
@@ -170,12 +170,12 @@ def test_with_redis_a_batch_takes_its_tokens_at_once_or_none(redis_service):
     }
     developer = developer_on(rate_limit_per_developer=10)
     with override_settings(CACHES=caches):
-        limits.reset()
+        rate_buckets.reset()
         assert report(developer, [event(n) for n in range(7)]).json()["recorded"] == 7
         refused = report(developer, [event(n) for n in range(7, 11)])
         assert refused.status_code == 429
         assert 1 <= refused.json()["error"]["retry_after"] <= 7  # 4 tokens wanted, about 3 there, 1 every 6 s
         assert report(developer, [event(n) for n in range(7, 10)]).json()["recorded"] == 3
-        stored = redis_service.client().hget(f"{limits.KEY_PREFIX}d:{developer.id}", "tokens")
+        stored = redis_service.client().hget(f"{rate_buckets.KEY_PREFIX}d:{developer.id}", "tokens")
         assert float(stored) < 1
     assert UsageEvent.objects.count() == 10

@@ -12,7 +12,7 @@ from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts import plans
+from accounts import monthly_use, plans
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory, OrganizationFactory, PlanFactory, UsageEventFactory
 from tests.support.mcp import http_client, mcp_error, usage_written
@@ -31,7 +31,7 @@ def test_calls_this_month_count_from_the_first_of_the_month_utc():
     now = timezone.now()
     used(org, 3)
     used(org, 2, when=plans.month_start(now) - datetime.timedelta(seconds=1))  # last month
-    assert plans.calls_this_month(org.pk) == 3
+    assert monthly_use.calls_this_month(org.pk) == 3
 
 
 @pytest.mark.django_db

@@ -13,7 +13,7 @@ import redis
 from django.core.cache.backends.redis import RedisCache
 from django.test import override_settings
 
-from accounts import limits
+from accounts import rate_buckets
 from tests.support.proxy import TcpProxy
 
 OPTIONS = {"OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}}
@@ -21,18 +21,18 @@ OPTIONS = {"OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}}
 
 @pytest.fixture(autouse=True)
 def _fresh_limits():
-    limits.reset()
+    rate_buckets.reset()
     yield
-    limits.reset()
+    rate_buckets.reset()
 
 
-def buckets(url: str) -> limits.RedisBuckets:
+def buckets(url: str) -> rate_buckets.RedisBuckets:
     """A process's buckets (its own leases and its own Redis connection)."""
-    return limits.RedisBuckets(RedisCache(url, OPTIONS))
+    return rate_buckets.RedisBuckets(RedisCache(url, OPTIONS))
 
 
 def pair() -> tuple[str, str]:
-    return f"{limits.KEY_PREFIX}d:{uuid.uuid4()}", f"{limits.KEY_PREFIX}o:{uuid.uuid4()}"
+    return f"{rate_buckets.KEY_PREFIX}d:{uuid.uuid4()}", f"{rate_buckets.KEY_PREFIX}o:{uuid.uuid4()}"
 
 
 def available(url: str, key: str, limit: int) -> float:
@@ -43,15 +43,15 @@ def available(url: str, key: str, limit: int) -> float:
     if stored is None:
         return float(limit)
     now = seconds + micros / 1e6
-    return min(float(limit), float(stored) + max(0.0, now - float(ts)) * limit / limits.WINDOW_SECONDS)
+    return min(float(limit), float(stored) + max(0.0, now - float(ts)) * limit / rate_buckets.WINDOW_SECONDS)
 
 
-def leased(process: limits.RedisBuckets) -> int:
+def leased(process: rate_buckets.RedisBuckets) -> int:
     """Tokens this process holds in live leases (state read, not changed)."""
     return sum(lease.tokens for leases in process._leases.values() for lease in leases.values())
 
 
-async def paced(process: limits.RedisBuckets, keys: tuple[str, str], limit: int, calls: int, gap: float) -> int:
+async def paced(process: rate_buckets.RedisBuckets, keys: tuple[str, str], limit: int, calls: int, gap: float) -> int:
     admitted = 0
     for _ in range(calls):
         admitted += (await process.atake(*keys, limit, limit)).allowed
@@ -88,7 +88,7 @@ def test_two_processes_never_admit_more_than_the_limit(redis_service):
         return admitted, loop.time() - started
 
     admitted, elapsed = asyncio.run(scenario())
-    refill = elapsed * limit / limits.WINDOW_SECONDS
+    refill = elapsed * limit / rate_buckets.WINDOW_SECONDS
     # Never more than the limit (plus the bucket's refill while the test ran): every admitted call's token was
     # taken in Redis. And no fewer: the leases came from the upper half, so the lower half went one token at a time.
     assert limit - 1 <= sum(admitted) <= limit + refill, (admitted, refill)
@@ -105,13 +105,13 @@ def test_unused_tokens_go_back_within_lease_seconds(redis_service):
             admitted += (await process.atake(*keys, limit, limit)).allowed
         left = leased(process)
         before = available(redis_service.url, keys[0], limit)
-        await asyncio.sleep(limits.LEASE_SECONDS + 0.15)  # its timer gives the tokens back
+        await asyncio.sleep(rate_buckets.LEASE_SECONDS + 0.15)  # its timer gives the tokens back
         after = available(redis_service.url, keys[0], limit)
         return admitted, left, before, after
 
     admitted, left, before, after = asyncio.run(scenario())
     assert admitted >= 120 and left >= 10
-    refill_slack = 1.5 * limit / limits.WINDOW_SECONDS  # < 1.5 s of refill, generous
+    refill_slack = 1.5 * limit / rate_buckets.WINDOW_SECONDS  # < 1.5 s of refill, generous
     assert before <= limit - admitted - left + refill_slack, (before, admitted, left)
     assert limit - admitted <= after <= limit - admitted + refill_slack, (after, admitted)
     assert leased(process) == 0
@@ -143,14 +143,14 @@ def test_redis_down_mid_lease_spends_the_lease_then_fails_as_configured(fail_ope
         with override_settings(HOTCROSS_RATE_LIMIT_FAIL_OPEN=fail_open):
             process = buckets(f"redis://127.0.0.1:{proxy.port}/0")
 
-            async def scenario() -> tuple[int, list[limits.Decision]]:
+            async def scenario() -> tuple[int, list[rate_buckets.Decision]]:
                 await paced(process, keys, 600, 120, 0.004)
                 while leased(process) < 10:
                     await process.atake(*keys, 600, 600)
                 left = leased(process)
                 proxy.cut()
                 decisions = [await process.atake(*keys, 600, 600) for _ in range(left + 5)]
-                await asyncio.sleep(limits.LEASE_SECONDS + 0.1)  # the give-back timer meets a dead Redis: no error
+                await asyncio.sleep(rate_buckets.LEASE_SECONDS + 0.1)  # give-back timer meets a dead Redis: no error
                 return left, decisions
 
             left, decisions = asyncio.run(scenario())

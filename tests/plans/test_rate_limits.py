@@ -15,7 +15,7 @@ import httpx2
 import pytest
 from django.test import override_settings
 
-from accounts import limits
+from accounts import rate_buckets
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory, OrganizationFactory, PlanFactory
 from tests.support.mcp import mcp_error, run_uvicorn, stdio_session, usage_written
@@ -38,9 +38,9 @@ def redis_caches(url: str) -> dict:
 
 @pytest.fixture(autouse=True)
 def _fresh_limits():
-    limits.reset()
+    rate_buckets.reset()
     yield
-    limits.reset()
+    rate_buckets.reset()
 
 
 def call(n: int) -> dict:
@@ -69,33 +69,33 @@ def test_a_bucket_allows_the_limit_then_says_how_long_to_wait(where, request):
     )
     developer, org = uuid.uuid4(), uuid.uuid4()
     with override_settings(CACHES=caches):
-        limits.reset()
-        assert all(limits.check(developer, org, 3, None).allowed for _ in range(3))
-        refused = limits.check(developer, org, 3, None)
-        assert not refused.allowed and refused.scope == limits.DEVELOPER
+        rate_buckets.reset()
+        assert all(rate_buckets.check(developer, org, 3, None).allowed for _ in range(3))
+        refused = rate_buckets.check(developer, org, 3, None)
+        assert not refused.allowed and refused.scope == rate_buckets.DEVELOPER
         assert 19.0 < refused.retry_after <= 20.0  # one token every 60/3 s
         # The organization's limit counts every developer of it.
         other = uuid.uuid4()
-        assert limits.check(other, org, None, 4).allowed
-        assert limits.check(uuid.uuid4(), org, None, 4).allowed
-        assert limits.check(uuid.uuid4(), org, None, 4).allowed
-        assert limits.check(uuid.uuid4(), org, None, 4).allowed
-        refused = limits.check(uuid.uuid4(), org, None, 4)
-        assert not refused.allowed and refused.scope == limits.ORGANIZATION
-        assert limits.check(uuid.uuid4(), uuid.uuid4(), None, None).allowed  # no limit, no bucket
+        assert rate_buckets.check(other, org, None, 4).allowed
+        assert rate_buckets.check(uuid.uuid4(), org, None, 4).allowed
+        assert rate_buckets.check(uuid.uuid4(), org, None, 4).allowed
+        assert rate_buckets.check(uuid.uuid4(), org, None, 4).allowed
+        refused = rate_buckets.check(uuid.uuid4(), org, None, 4)
+        assert not refused.allowed and refused.scope == rate_buckets.ORGANIZATION
+        assert rate_buckets.check(uuid.uuid4(), uuid.uuid4(), None, None).allowed  # no limit, no bucket
 
 
 @pytest.mark.parametrize("fail_open", [True, False])
 def test_redis_unreachable_fails_as_configured_without_an_error(fail_open):
     port = closed_port()
     with override_settings(CACHES=redis_caches(f"redis://127.0.0.1:{port}/0"), HOTCROSS_RATE_LIMIT_FAIL_OPEN=fail_open):
-        limits.reset()
+        rate_buckets.reset()
         started = time.monotonic()
-        decisions = [limits.check(uuid.uuid4(), uuid.uuid4(), 1, 1) for _ in range(50)]
+        decisions = [rate_buckets.check(uuid.uuid4(), uuid.uuid4(), 1, 1) for _ in range(50)]
         assert time.monotonic() - started < 2
     assert all(decision.allowed == fail_open for decision in decisions)
     if not fail_open:
-        assert decisions[0].unavailable and decisions[0].retry_after == limits.REDIS_RETRY_SECONDS
+        assert decisions[0].unavailable and decisions[0].retry_after == rate_buckets.REDIS_RETRY_SECONDS
 
 
 # --- over the transports -------------------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ def test_redis_down_and_back_on_a_running_server(tmp_path, redis_service):
             down = [httpx2.post(server.url, json=call(n), headers=headers, timeout=30).status_code for n in range(5)]
             assert down == [200] * 5
             proxy.restore()
-            time.sleep(limits.REDIS_RETRY_SECONDS + 0.2)
+            time.sleep(rate_buckets.REDIS_RETRY_SECONDS + 0.2)
             back = httpx2.post(server.url, json=call(9), headers=headers, timeout=30)
             assert back.status_code == 429  # the bucket in Redis is still empty
         with run_uvicorn(
@@ -216,7 +216,7 @@ def leased_out(client, key: str, limit: int, served: int, since: float) -> float
     with client.pipeline(transaction=True) as pipe:  # the bucket and the clock at one moment
         (stored, ts), (seconds, micros) = pipe.hmget(key, "tokens", "ts").time().execute()
     now = seconds + micros / 1e6
-    rate = limit / limits.WINDOW_SECONDS
+    rate = limit / rate_buckets.WINDOW_SECONDS
     tokens = float(limit) if stored is None else min(limit, float(stored) + max(0.0, now - float(ts)) * rate)
     return limit + (now - since) * rate - tokens - served
 
@@ -226,7 +226,7 @@ def test_two_workers_with_leases_never_pass_the_limit_and_lose_nothing(redis_wor
     """Warm traffic first, so the workers have local demand and take leases (from the upper half of the bucket: above
     20 of 40 tokens); then a burst one call over what is left. Never more than the limit: the burst gets at most what
     was left (plus what refilled meanwhile). It may get less — a worker can be refused while the other still holds
-    leased tokens (taken while the bucket was more than half full) — but those go back within `limits.LEASE_SECONDS`,
+    leased tokens (taken while the bucket was more than half full) — but those go back within `LEASE_SECONDS`,
     so calls made after that get exactly the rest: nothing is lost, nothing is added.
 
     Robust under load: a worker's lease is as big as its demand in the previous `LEASE_SECONDS` (0.25 s, no setting)
@@ -245,7 +245,7 @@ def test_two_workers_with_leases_never_pass_the_limit_and_lose_nothing(redis_wor
     most_warm = limit // 2 - 2  # the burst starts in the upper half: a take by recent demand still gets a lease
     developer = limited_developer(per_developer=limit)
     headers = warmed(redis_workers, developer)
-    key = f"{limits.KEY_PREFIX}d:{developer.id}"
+    key = f"{rate_buckets.KEY_PREFIX}d:{developer.id}"
     client = redis_service.client()
 
     async def traffic():
@@ -274,7 +274,7 @@ def test_two_workers_with_leases_never_pass_the_limit_and_lose_nothing(redis_wor
             # allowed before): watched in Redis instead of slept out.
             while (still := leased(answered.count(200))) >= 0.5:
                 late = time.monotonic() - burst_end
-                assert late < limits.LEASE_SECONDS + 0.2, f"{still:.2f} leased tokens not back {late:.2f} s later"
+                assert late < rate_buckets.LEASE_SECONDS + 0.2, f"{still:.2f} leased tokens not back {late:.2f} s later"
                 await asyncio.sleep(0.02)
             later = []
             for n in range(left + 1):  # one at a time until refused
@@ -293,7 +293,7 @@ def test_two_workers_with_leases_never_pass_the_limit_and_lose_nothing(redis_wor
     # Some of the burst was served from leases.
     assert round_trips < len(burst), (round_trips, f"{held:.2f} tokens leased when the burst began", len(warm))
     # What refilled during the run (40 a minute) may be served too; nothing else.
-    refill = math.floor(elapsed * limit / limits.WINDOW_SECONDS)
+    refill = math.floor(elapsed * limit / rate_buckets.WINDOW_SECONDS)
     served = statuses.count(200)
     assert served <= left + refill, (statuses, elapsed)
     assert later[-1].status_code == 429, [answer.status_code for answer in later]

@@ -18,7 +18,7 @@ from django.db import DatabaseError, connection
 from accounts import partitions
 from accounts.exceptions import AccountsError
 from accounts.services import usage as usage_services
-from accounts.services.reported_usage import prune_reported_events
+from accounts.signals import usage_prune_requested
 from accounts.wording import plural
 
 
@@ -114,9 +114,9 @@ class Command(BaseCommand):
             self.stdout.write(f"Dropped {', '.join(pruned.partitions)} (before {pruned.before:%Y-%m-%d}).")
         else:
             self.stdout.write(f"No raw usage events before {pruned.before:%Y-%m-%d} to drop.")
-        records = prune_reported_events()
-        self.stdout.write(
-            f"Deleted {plural(records.deleted, 'reported event id')} (POST /api/v1/usage) from before "
-            f"{records.before:%Y-%m-%d %H:%M} UTC."
-        )
+        for _receiver, records in usage_prune_requested.send(sender=self.__class__, now=None):
+            self.stdout.write(
+                f"Deleted {plural(records.deleted, 'reported event id')} (POST /api/v1/usage) from before "
+                f"{records.before:%Y-%m-%d %H:%M} UTC."
+            )
         self.stdout.write("The rollups are kept.")

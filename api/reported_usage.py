@@ -10,24 +10,22 @@ The rules, all or nothing (a refused batch writes nothing):
 - idempotent by client event id: an id this developer reported before (or twice in one batch) is a duplicate, not
   counted again, and costs nothing below.
 
-Reported events are calls, and obey the organization's plan (`accounts.plans`) as calls on `/mcp` do:
-
-- every event's tool must be one of the plan's tools (`tool_not_in_plan`);
-- the new events take one token each from the plan's rate-limit buckets, the same buckets as `/mcp` calls
-  (`accounts.limits.check_many`, all or none): over the limit the batch is refused (`rate_limited`, with the wait);
-- a plan that refuses at its monthly cap refuses a batch that would take the organization's calls of a month (the
-  events' UTC month) beyond the cap (`monthly_cap_reached`); a plan that goes on at the cap (overage) records them,
-  and usage billing bills them as it bills any call.
+Reported events are calls, and obey the organization's plan as calls on `/mcp` do, by the same rules
+(`accounts.admission`): every event's tool must be one of the plan's tools (`tool_not_in_plan`); the new events take
+one token each from the plan's rate-limit buckets, all or none (`rate_limited`, with the wait); a plan that refuses at
+its monthly cap refuses a batch that would take the organization's calls of a month (the events' UTC month) beyond
+the cap (`monthly_cap_reached`); a plan that goes on at the cap (overage) records them, and usage billing bills them as
+it bills any call.
 
 Recorded events are written through `accounts.services.usage.record_usages`, the batch path metering uses, next to
-the idempotency record (`api.ReportedEvent`), in one transaction under the organization's row lock (so two copies of
-a batch sent at once cannot both count, and two batches of one organization cannot both pass its cap).
+the idempotency record (`api.models.ReportedEvent`), in one transaction under the organization's row lock (so two
+copies of a batch sent at once cannot both count, and two batches of one organization cannot both pass its cap).
+`manage.py usage prune` prunes the idempotency records through `accounts.signals.usage_prune_requested`.
 """
 
 from __future__ import annotations
 
 import datetime
-import math
 import unicodedata
 import uuid
 from collections.abc import Sequence
@@ -36,17 +34,17 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from accounts import limits
+from accounts import admission
+from accounts.admission import CallRefused
 from accounts.authentication import Principal
-from accounts.choices import AtCap
 from accounts.exceptions import AccountsError
-from accounts.models import Organization, UsageRollup
-from accounts.plans import PlanTerms, month_start, terms_for
+from accounts.models import Organization
+from accounts.plans import PlanTerms, terms_for
 from accounts.services.usage import record_usages
+from api.models import ReportedEvent
 
 MAX_EVENTS = 1_000
 MAX_ID_LENGTH = 200
@@ -106,11 +104,14 @@ class PrunedRecords:
     before: datetime.datetime
 
 
-def prune_reported_events(*, now: datetime.datetime | None = None, batch_size: int = 10_000) -> PrunedRecords:
-    """Delete the idempotency records (`api.ReportedEvent`) older than the usage window plus `PRUNE_MARGIN`, in
-    batches of `batch_size` rows (short transactions beside a busy API)."""
-    from api.models import ReportedEvent
+def pruned_on_request(*, now: datetime.datetime | None = None, **_kwargs: Any) -> PrunedRecords:
+    """The receiver of `accounts.signals.usage_prune_requested` (connected in `api.apps`)."""
+    return prune_reported_events(now=now)
 
+
+def prune_reported_events(*, now: datetime.datetime | None = None, batch_size: int = 10_000) -> PrunedRecords:
+    """Delete the idempotency records (`ReportedEvent`) older than the usage window plus `PRUNE_MARGIN`, in
+    batches of `batch_size` rows (short transactions beside a busy API)."""
     before = (now or timezone.now()) - usage_window() - max(PRUNE_MARGIN, FUTURE_TOLERANCE)
     deleted = 0
     while True:
@@ -135,15 +136,19 @@ def record_reported_usage(*, principal: Principal, events: Any) -> UsageReport:
             details={"max_events": most},
         )
     parsed = _parse_all(principal, events)
-    _require_plan_tools(plan, parsed)
-    with transaction.atomic():
-        # Batches of one organization take turns: a retried batch cannot count twice, two cannot both pass the cap.
-        Organization.objects.select_for_update().filter(pk=principal.organization_id).first()
-        fresh, duplicates = _fresh(principal, parsed)
-        if fresh:
-            _require_room_under_cap(principal, plan, fresh)
-            _take_rate_tokens(principal, plan, len(fresh))
-            _record(principal, fresh)
+    try:
+        admission.require_tools(plan, [event.tool for event in parsed])
+        with transaction.atomic():
+            # Batches of one organization take turns: a retried batch cannot count twice, two cannot both pass the cap.
+            Organization.objects.select_for_update().filter(pk=principal.organization_id).first()
+            fresh, duplicates = _fresh(principal, parsed)
+            if fresh:
+                admission.admit_batch(principal, plan, [event.at for event in fresh])
+                _record(principal, fresh)
+    except CallRefused as refused:
+        raise UsageReportRefused(
+            refused.message, code=refused.code, errors=refused.events, details=refused.data
+        ) from None
     return UsageReport(recorded=len(fresh), duplicates=duplicates)
 
 
@@ -152,80 +157,6 @@ def max_batch(plan: PlanTerms) -> int:
     batch takes that many rate-limit tokens at once; a bucket never holds more than its limit)."""
     limits_ = [limit for limit in (plan.rate_limit_per_developer, plan.rate_limit_per_organization) if limit]
     return min([MAX_EVENTS, *limits_])
-
-
-def _require_plan_tools(plan: PlanTerms, events: list[_Event]) -> None:
-    outside = [(index, event.tool) for index, event in enumerate(events) if not plan.allows(event.tool)]
-    if not outside:
-        return
-    errors = [{"index": index, "message": f"The tool {tool[:80]!r} is not in the plan."} for index, tool in outside]
-    raise UsageReportRefused(
-        f"{len(outside)} of the {len(events)} events name a tool that is not in the plan {plan.label}; nothing was "
-        f"recorded. The first: event {outside[0][0]}: {outside[0][1][:80]!r}.",
-        code="tool_not_in_plan",
-        errors=errors[:20],
-        details={"plan": plan.code or None},
-    )
-
-
-def _require_room_under_cap(principal: Principal, plan: PlanTerms, events: list[_Event]) -> None:
-    """A plan that refuses at its monthly cap: the organization's calls of each month the events fall in, with them,
-    stay within the cap."""
-    cap = plan.monthly_cap(principal.max_seats)
-    if cap is None or plan.at_cap != AtCap.REFUSE:
-        return
-    per_month: dict[datetime.datetime, int] = {}
-    for event in events:
-        start = month_start(event.at)
-        per_month[start] = per_month.get(start, 0) + 1
-    for start, count in sorted(per_month.items()):
-        used = _calls_in_month(principal.organization_id, start)
-        if used + count > cap:
-            room = max(0, cap - used)
-            raise UsageReportRefused(
-                f"The organization's monthly cap is {cap} calls on the plan {plan.label} and {used} are used in "
-                f"{start:%Y-%m}: {count} more would pass it, {room} would fit. Nothing was recorded.",
-                code="monthly_cap_reached",
-                details={"plan": plan.code or None, "monthly_cap": cap, "month": f"{start:%Y-%m}", "remaining": room},
-            )
-
-
-def _calls_in_month(organization_id: uuid.UUID, start: datetime.datetime) -> int:
-    """The organization's calls in the UTC month that begins at `start`, from the daily rollups."""
-    end = month_start(start + datetime.timedelta(days=32))
-    total = UsageRollup.objects.filter(
-        organization_id=organization_id, day__gte=start.date(), day__lt=end.date()
-    ).aggregate(n=Sum("calls"))["n"]
-    return int(total or 0)
-
-
-def _take_rate_tokens(principal: Principal, plan: PlanTerms, n: int) -> None:
-    decision = limits.check_many(
-        principal.developer_id,
-        principal.organization_id,
-        plan.rate_limit_per_developer,
-        plan.rate_limit_per_organization,
-        n,
-    )
-    if decision.allowed:
-        return
-    wait = max(1, math.ceil(decision.retry_after))
-    if decision.unavailable:
-        message = "Rate limits cannot be checked right now; nothing was recorded. Send the batch again shortly."
-    else:
-        limit = (
-            plan.rate_limit_per_developer if decision.scope == limits.DEVELOPER else plan.rate_limit_per_organization
-        )
-        whose = "the developer's" if decision.scope == limits.DEVELOPER else "the organization's"
-        message = (
-            f"{n} events would pass {whose} rate limit of {limit} calls per minute on the plan {plan.label} "
-            f"(reported calls count as calls); nothing was recorded. Send the batch again in {wait} s."
-        )
-    raise UsageReportRefused(
-        message,
-        code="rate_limited",
-        details={"plan": plan.code or None, "scope": decision.scope or None, "retry_after": wait},
-    )
 
 
 def _parse_all(principal: Principal, events: list[Any]) -> list[_Event]:
@@ -298,8 +229,6 @@ def _parse(principal: Principal, raw: Any) -> _Event:
 
 def _fresh(principal: Principal, events: list[_Event]) -> tuple[list[_Event], list[str]]:
     """The events not reported before (nor earlier in the batch), and the ids of the others."""
-    from api.models import ReportedEvent  # the API app keeps the idempotency record
-
     ids = [event.client_id for event in events]
     known = set(
         ReportedEvent.objects.filter(developer_id=principal.developer_id, client_event_id__in=ids).values_list(
@@ -318,8 +247,6 @@ def _fresh(principal: Principal, events: list[_Event]) -> tuple[list[_Event], li
 
 
 def _record(principal: Principal, fresh: list[_Event]) -> None:
-    from api.models import ReportedEvent
-
     ReportedEvent.objects.bulk_create(
         ReportedEvent(developer_id=principal.developer_id, client_event_id=event.client_id) for event in fresh
     )

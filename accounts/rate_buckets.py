@@ -7,7 +7,7 @@ is how long until the fullest-needed bucket has one again (what `Retry-After` sa
 Where the buckets live:
 
 - With `REDIS_URL` (Django's `RedisCache`): in Redis, through the raw client behind Django's cache, updated by one
-  Lua script (atomic across workers and machines; Redis's clock, so the machines' clocks do not matter).
+  Lua script of `accounts.rate_bucket_scripts` (atomic across workers and machines; Redis's clock).
 - Without it (`make run`): in this process's memory. The limit then holds **per process**: with N workers a developer
   may make up to N × the limit.
 - Redis unreachable: `HOTCROSS_RATE_LIMIT_FAIL_OPEN` (default true) lets calls through; false refuses them with
@@ -16,10 +16,8 @@ Where the buckets live:
 
 Leases (the async check, `acheck`, which the bridge awaits on every `tools/call`): a Redis round trip through
 redis-py's asyncio client costs ~240 µs of CPU, a fifth of the bridge's whole call, so a process may take more than
-one token in one round trip and spend them locally:
+one token in one round trip (only from the **upper half** of each bucket) and spend them locally:
 
-- The script grants `min(want, floor(have - limit/2))` over both buckets: tokens from the **upper half** of each
-  bucket only, and at least 1 whenever both have a token (refusal and `retry_after` exactly as without leases).
 - `want` is this process's own admitted calls for the (developer, organization) pair in the previous
   `LEASE_SECONDS` period, in [1, `MAX_LEASE`]: a cold burst asks for 1 token at a time (exact), only sustained local
   demand with a bucket more than half full gets a bigger lease.
@@ -29,23 +27,7 @@ one token in one round trip and spend them locally:
 - While one take for more than one token is in flight for a pair, the loop's other calls for it wait for its lease
   rather than each asking Redis.
 
-What holds:
-
-- **Never more calls than the limit**: every admitted call spends a token taken in Redis; a give-back returns only
-  unused tokens, capped at the limit, which leaves the bucket as if they had never been taken. The one difference
-  is timing: a token may be spent up to `LEASE_SECONDS` after it was taken, so over any T seconds a pair makes at
-  most `limit + rate × (T + LEASE_SECONDS)` calls instead of `limit + rate × T` (`limit / 240` more: under one call
-  for limits below 240 a minute).
-- **Near the limit every call is decided in Redis**: with a bucket at most half full, every take is of one token,
-  exactly as without leases. A refusal can come while another process still holds unused leased tokens (at most
-  what it leased from the upper half, ≤ `MAX_LEASE` a take); they are back in Redis within `LEASE_SECONDS`, so such
-  a refusal is at most `LEASE_SECONDS` early for them, and its `Retry-After` (from Redis's buckets) errs long.
-- Redis down: a live lease is still spent (≤ `LEASE_SECONDS`), then the fail-open/closed rule above; the unused
-  tokens of a lease that cannot be given back are lost (fewer calls, never more).
-- What it saves: under sustained demand one round trip per up to `MAX_LEASE` calls; a leased check costs ~5 µs
-  (4.7–7.4 measured) against ~210 µs for a bare PING and ~300 µs for the script (sync client), and the bridge with
-  limits on kept 0.90–0.96 of its throughput without them (`bench/mcp_overhead.py`, 8 clients, median of the
-  rounds' own ratios over five runs, noise-bound; 0.78–0.79 before).
+How much the script grants, and what holds with leases: `accounts.rate_bucket_scripts`.
 
 The sync `check` (tests, sync callers) always takes exactly one token in Redis; `LocalBuckets` have no leases.
 `check_many` takes n tokens at once, all or none (usage reported through `POST /api/v1/usage`: a batch of calls
@@ -70,6 +52,7 @@ from django.core.cache.backends.redis import RedisCache
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from accounts import rate_bucket_scripts as scripts
 from infra import metrics
 
 logger = logging.getLogger(__name__)
@@ -93,92 +76,6 @@ class Decision:
 
 
 ALLOWED = Decision(True)
-
-# KEYS: the developer's and the organization's buckets; ARGV: their limits (0: none), the window, `want` (tokens asked
-# for; 0: only give back) and `give_back` (unused tokens of this process's previous lease for the pair, returned first,
-# capped at the limit). Returns {granted, wait, which}: granted = min(want, floor(have - limit/2) of each bucket), at
-# least 1 whenever both buckets have a token; 0 with the wait and whose bucket (1, 2) when refused.
-_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local window = tonumber(ARGV[3])
-local want = tonumber(ARGV[4] or '1')
-local give = tonumber(ARGV[5] or '0')
-local tokens = {}
-local wait, which = 0, 0
-local grant = want
-for i = 1, 2 do
-  local limit = tonumber(ARGV[i])
-  if limit > 0 then
-    local v = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
-    local have, ts = tonumber(v[1]), tonumber(v[2])
-    if have == nil or ts == nil then have, ts = limit, now end
-    local rate = limit / window
-    have = math.min(limit, have + math.max(0, now - ts) * rate)
-    if give > 0 then have = math.min(limit, have + give) end
-    tokens[i] = have
-    if have < 1 then
-      local w = (1 - have) / rate
-      if w > wait then wait, which = w, i end
-    end
-    grant = math.min(grant, math.floor(have - limit / 2))
-  end
-end
-if want < 1 or which > 0 then
-  if give > 0 then
-    for i = 1, 2 do
-      if tokens[i] ~= nil then
-        redis.call('HSET', KEYS[i], 'tokens', tostring(tokens[i]), 'ts', tostring(now))
-        redis.call('EXPIRE', KEYS[i], math.ceil(window * 2))
-      end
-    end
-  end
-  if want < 1 then return {0, '0', 0} end
-  return {0, tostring(wait), which}
-end
-if grant < 1 then grant = 1 end
-for i = 1, 2 do
-  if tokens[i] ~= nil then
-    redis.call('HSET', KEYS[i], 'tokens', tostring(tokens[i] - grant), 'ts', tostring(now))
-    redis.call('EXPIRE', KEYS[i], math.ceil(window * 2))
-  end
-end
-return {grant, '0', 0}
-"""
-
-# `check_many`: KEYS and ARGV[1..3] as above, ARGV[4] = n. Takes n tokens from both buckets, or none: refused with the
-# wait until both hold n (and whose bucket) when either holds fewer. No lease, no give-back.
-_LUA_MANY = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local window = tonumber(ARGV[3])
-local n = tonumber(ARGV[4])
-local tokens = {}
-local wait, which = 0, 0
-for i = 1, 2 do
-  local limit = tonumber(ARGV[i])
-  if limit > 0 then
-    local v = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
-    local have, ts = tonumber(v[1]), tonumber(v[2])
-    if have == nil or ts == nil then have, ts = limit, now end
-    local rate = limit / window
-    have = math.min(limit, have + math.max(0, now - ts) * rate)
-    tokens[i] = have
-    if have < n then
-      local w = (n - have) / rate
-      if w > wait then wait, which = w, i end
-    end
-  end
-end
-if which > 0 then return {0, tostring(wait), which} end
-for i = 1, 2 do
-  if tokens[i] ~= nil then
-    redis.call('HSET', KEYS[i], 'tokens', tostring(tokens[i] - n), 'ts', tostring(now))
-    redis.call('EXPIRE', KEYS[i], math.ceil(window * 2))
-  end
-end
-return {n, '0', 0}
-"""
 
 
 def fail_open() -> bool:
@@ -303,8 +200,7 @@ class _Lease:
 class RedisBuckets:
     def __init__(self, cache: RedisCache) -> None:
         self._cache = cache
-        self._script: Any = None
-        self._many_script: Any = None
+        self._scripts: tuple[Any, Any] | None = None  # the sync client's TAKE and TAKE_MANY
         self._down_until = 0.0
         self._lock = threading.Lock()
         # redis-py's asyncio client on the same server and timeouts as the cache's, one per event loop.
@@ -323,7 +219,7 @@ class RedisBuckets:
                 self._cache._servers[0],
                 **{name: options[name] for name in _ASYNC_OPTIONS if name in options},
             )
-            script = self._async_scripts[loop] = client.register_script(_LUA)
+            script = self._async_scripts[loop] = client.register_script(scripts.TAKE)
         return script
 
     async def atake(
@@ -437,19 +333,14 @@ class RedisBuckets:
         if time.monotonic() < self._down_until:
             return _unavailable()
         try:
+            if self._scripts is None:
+                client = self._cache._cache.get_client(None, write=True)
+                self._scripts = client.register_script(scripts.TAKE), client.register_script(scripts.TAKE_MANY)
+            keys, args = [developer_key, organization_key], [per_developer, per_organization, WINDOW_SECONDS]
             if n == 1:
-                if self._script is None:
-                    self._script = self._cache._cache.get_client(None, write=True).register_script(_LUA)
-                answer = self._script(
-                    keys=[developer_key, organization_key], args=[per_developer, per_organization, WINDOW_SECONDS, 1, 0]
-                )
+                answer = self._scripts[0](keys=keys, args=[*args, 1, 0])
             else:
-                if self._many_script is None:
-                    client = self._cache._cache.get_client(None, write=True)
-                    self._many_script = client.register_script(_LUA_MANY)
-                answer = self._many_script(
-                    keys=[developer_key, organization_key], args=[per_developer, per_organization, WINDOW_SECONDS, n]
-                )
+                answer = self._scripts[1](keys=keys, args=[*args, n])
         except Exception as exc:  # redis-py's errors, and OSError underneath: never a failed call
             return self._failed(exc)
         return _decision(answer)
@@ -554,57 +445,3 @@ def _count(outcome: str) -> None:
 
 
 _series: dict[str, Any] = {}
-
-
-# --- monthly caps on the hot path ------------------------------------------------------------------------------------
-
-MONTHLY_REFRESH_SECONDS = 1.0
-
-
-class MonthlyCalls:
-    """Each organization's calls this month, per process: read from the rollups at most once a second per
-    organization, plus the calls this process let through since (`count`). How exact: a worker misses the calls other
-    workers served in the last second and those still in the metering buffer (≤ `HOTCROSS_MCP_METERING_FLUSH_SECONDS`),
-    so with W workers a cap can be passed by at most about W × (calls per second) — small against a monthly cap."""
-
-    def __init__(self) -> None:
-        self._entries: dict[Any, tuple[float, int]] = {}  # organization id → (read at, calls)
-        self._lock = threading.Lock()
-
-    def fresh(self, organization_id: Any) -> int | None:
-        entry = self._entries.get(organization_id)
-        if entry is None or time.monotonic() - entry[0] > MONTHLY_REFRESH_SECONDS:
-            return None
-        return entry[1]
-
-    def put(self, organization_id: Any, calls: int) -> int:
-        with self._lock:
-            if len(self._entries) > 100_000:
-                self._entries.clear()
-            self._entries[organization_id] = (time.monotonic(), calls)
-        return calls
-
-    def count(self, organization_id: Any) -> None:
-        with self._lock:
-            entry = self._entries.get(organization_id)
-            if entry is not None:
-                self._entries[organization_id] = (entry[0], entry[1] + 1)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-monthly_calls = MonthlyCalls()
-
-
-async def amonthly_calls(organization_id: Any) -> int:
-    """The organization's calls this month as this process knows them (≤ 1 s old); may read the rollups on the
-    bookkeeping threads (`DatabaseUnavailable` when the database cannot be reached)."""
-    from accounts.plans import calls_this_month
-    from infra.db import BOOKKEEPING, run_in_pool
-
-    known = monthly_calls.fresh(organization_id)
-    if known is not None:
-        return known
-    return monthly_calls.put(organization_id, await run_in_pool(BOOKKEEPING, calls_this_month, organization_id))

@@ -1,0 +1,92 @@
+"""The plan's admission on every MCP request (issue 16), as MCP clients see it: which tools a developer sees and may
+call. The rules are `accounts.admission`'s; this module only translates its answers.
+
+`AdmissionMiddleware` runs inside `CallerMiddleware` (the caller is bound) and outside `MeteringMiddleware`, for the
+built-in tools, the tools of `HOTCROSS_MCP_TOOLS` and the gateway's upstream tools alike, over stdio and HTTP:
+
+- `tools/list` lists only the tools the caller's plan allows;
+- a refused `tools/call` (`accounts.admission.CallRefused`) is a JSON-RPC error `PLAN_REFUSED` (-32003) whose message
+  starts with the refusal's code (`tool_not_in_plan`, `monthly_cap_reached`, `rate_limited`) and whose
+  `data = {"code", "message", …}` adds the refusal's data (`plan`; `monthly_cap`; `retry_after` in seconds and
+  `scope`); over HTTP a refusal with a wait is answered 429 with `Retry-After` (whole seconds, rounded up) through
+  the request's `mcp_bridge.auth.RefusalNote`;
+- the plans or the month's calls cannot be read: the key check's unavailable error (-32002).
+
+A refused call never reaches the metering (it is not usage) and is counted in `/metrics` as
+`hotcross_tool_calls_refused_total{reason=…}`. The gateway's direct forwarding (`mcp_bridge.gateway.direct`) admits its
+calls through `admit_call`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mcp.server.context import ServerRequestContext
+from mcp.shared.exceptions import MCPError
+
+from accounts import admission
+from accounts.admission import CallRefused
+from accounts.authentication import Principal
+from accounts.plans import aterms_for
+from infra import metrics
+from infra.db import DatabaseUnavailable
+from mcp_bridge.auth import current_caller, refusal_note, unavailable_error
+
+logger = logging.getLogger(__name__)
+
+PLAN_REFUSED = -32003  # JSON-RPC error code of the plan's refusals; `data.code` says which
+
+
+def refusal_error(refused: CallRefused) -> MCPError:
+    """Count a refusal for `/metrics`, note its wait for the HTTP answer, and make it the client's JSON-RPC error."""
+    metrics.TOOL_CALLS_REFUSED.labels(refused.code).inc()
+    logger.info("mcp tools/call refused code=%s", refused.code)
+    if refused.retry_after is not None:
+        note = refusal_note.get()
+        if note is not None:
+            note.wait(refused.retry_after)
+    return MCPError(
+        code=PLAN_REFUSED,
+        message=f"{refused.code}: {refused.message}",
+        data={"code": refused.code, "message": refused.message, **refused.data},
+    )
+
+
+class AdmissionMiddleware:
+    """MCP server middleware: the caller's plan decides what `tools/list` shows and which `tools/call` are served."""
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: Callable[..., Awaitable[Any]]) -> Any:
+        if ctx.request_id is None:
+            return await call_next(ctx)
+        if ctx.method == "tools/call":
+            params = ctx.params if isinstance(ctx.params, dict) else {}
+            try:
+                await admission.admit(current_caller(), params.get("name"))
+            except CallRefused as refused:
+                raise refusal_error(refused) from None
+            except DatabaseUnavailable as exc:
+                raise unavailable_error(exc) from None
+            return await call_next(ctx)
+        if ctx.method == "tools/list":
+            try:
+                terms = await aterms_for(current_caller().plan_id)
+            except DatabaseUnavailable as exc:
+                raise unavailable_error(exc) from None
+            result = await call_next(ctx)
+            if terms.tools is not None and isinstance(result, dict) and isinstance(result.get("tools"), list):
+                result = {**result, "tools": admission.listed_tools(terms, result["tools"])}
+            return result
+        return await call_next(ctx)
+
+
+async def admit_call(principal: Principal, name: str) -> None:
+    """The plan's rules for one `tools/call` of `name` by `principal`, outside the MCP server (the gateway's direct
+    forwarding): returns when the call may be served, else raises the client's error."""
+    try:
+        await admission.admit(principal, name)
+    except CallRefused as refused:
+        raise refusal_error(refused) from None
+    except DatabaseUnavailable as exc:
+        raise unavailable_error(exc) from None
