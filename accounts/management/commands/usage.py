@@ -17,7 +17,7 @@ from django.db import DatabaseError, connection
 
 from accounts import partitions
 from accounts.exceptions import AccountsError
-from accounts.services import usage as usage_services
+from accounts.services import usage_upkeep as usage_services
 from accounts.services.reported_usage import prune_reported_events
 from accounts.wording import plural
 
