@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> None:
     from accounts import partitions, plans
     from accounts.billing import usage as usage_billing
     from accounts.models import AtCap, MeteredBilling, Organization, Plan, UsageBillingState
-    from accounts.services.usage import rebuild_rollups
+    from accounts.services.usage_upkeep import rebuild_rollups
 
     print(f"scratch database {SCRATCH_DB}: migrating…", flush=True)
     call_command("migrate", verbosity=0)

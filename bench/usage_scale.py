@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
     from django.utils import timezone
 
     from accounts import partitions
-    from accounts.services.usage import rebuild_rollups
+    from accounts.services.usage_upkeep import rebuild_rollups
 
     print(f"scratch database {SCRATCH_DB}: migrating…", flush=True)
     call_command("migrate", verbosity=0)

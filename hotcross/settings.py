@@ -131,7 +131,7 @@ DATABASE_CONNECT_TIMEOUT = env.float("DATABASE_CONNECT_TIMEOUT", default=3.0)
 DATABASE_QUERY_TIMEOUT = env.float("DATABASE_QUERY_TIMEOUT", default=5.0)
 DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", default=5.0)
 # Usage events a stopping MCP server could not write (database unreachable) are kept in this JSON-lines file and
-# written at the next start or by `manage.py usage_spool load` (accounts.services.usage).
+# written at the next start or by `manage.py usage_spool load` (accounts.services.usage_spool).
 HOTCROSS_USAGE_SPOOL = env.path("HOTCROSS_USAGE_SPOOL", default=BASE_DIR / "var" / "usage-spool.jsonl")
 _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.postgresql":

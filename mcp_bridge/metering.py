@@ -13,8 +13,8 @@ default): a database round trip per call would cost more than a small tool call 
   `MAX_BUFFERED` events wait, the bridge refuses further calls (it does not serve calls it cannot meter).
 - A graceful stop (uvicorn's shutdown, the end of a stdio session) writes what is buffered; what the database does
   not take within `SHUTDOWN_SECONDS` goes to the spool file (`HOTCROSS_USAGE_SPOOL`, see
-  `accounts.services.usage`), which the next start writes to the database (or `manage.py usage_spool load`). Only a
-  hard kill of the process loses the events of its last flush interval.
+  `accounts.services.usage_spool`), which the next start writes to the database (or `manage.py usage_spool load`).
+  Only a hard kill of the process loses the events of its last flush interval.
 - Each event is added to the usage rollups in the same statement (`accounts.services.usage`), and each flush also
   writes the key checks' last-used notes (`accounts.last_used`: `api_key_last_used_at`, at most once a minute per
   developer), so that a key check is one read.
@@ -37,8 +37,9 @@ from mcp.server.context import ServerRequestContext
 
 from accounts import last_used
 from accounts.authentication import Principal
+from accounts.last_used import arecord_last_used
 from accounts.services import arecord_usages
-from accounts.services.usage import arecord_last_used, load_spooled_usages, spill_usages
+from accounts.services.usage_spool import load_spooled_usages, spill_usages
 from infra import metrics
 from infra.db import BOOKKEEPING, DatabaseUnavailable, aclose, async_available, run_in_pool
 from mcp_bridge.auth import current_caller, unavailable_error

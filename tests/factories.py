@@ -1,13 +1,34 @@
-"""factory-boy factories, one per model of ours. Developers get a real key: `DeveloperFactory.plain_key` is the key to
-present. Usage events belong to their developer's organization unless told otherwise."""
+"""factory-boy factories, one per model of ours (accounts, oauth, api; `tests/test_factories.py` checks there is one
+for each and that each saves). Developers get a real key: `DeveloperFactory.plain_key` is the key to present. Usage
+events, rollups and meter reports belong to their developer's organization unless told otherwise.
+`LegacyCustomerFactory` needs the legacy `customers` table (`tests.support.legacy.create_customers_table`)."""
 
 from __future__ import annotations
 
+import datetime
+import secrets
+import uuid
+
 import factory
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.utils import timezone
 
 from accounts import keys
-from accounts.models import Developer, Organization, PricingModel, ReplacedKey, SubscriptionStatus, UsageEvent
+from accounts.models import (
+    Developer,
+    LegacyCustomer,
+    MeterReport,
+    Organization,
+    PricingModel,
+    ReplacedKey,
+    SubscriptionStatus,
+    UsageBillingState,
+    UsageEvent,
+    UsageRollup,
+)
+from api.models import ReportedEvent
+from oauth.models import Client, DeveloperAccount, Grant, SignInCode, SignInEvent, SpentCode
 
 
 class OrganizationFactory(factory.django.DjangoModelFactory):
@@ -109,3 +130,159 @@ class PlanFactory(factory.django.DjangoModelFactory):
 
     code = factory.Sequence(lambda n: f"plan-{n}")
     name = factory.Sequence(lambda n: f"Plan {n}")
+
+
+class UsageRollupFactory(factory.django.DjangoModelFactory):
+    """One (organization, developer, tool, UTC day) of served calls: one call today unless told otherwise. Written
+    directly, not from events (tests of the rollups' rebuild and check make them disagree this way)."""
+
+    class Meta:
+        model = UsageRollup
+
+    developer = factory.SubFactory(DeveloperFactory)
+    organization = factory.LazyAttribute(lambda o: o.developer.organization)
+    tool_name = "whoami"
+    day = factory.LazyFunction(lambda: timezone.now().astimezone(datetime.UTC).date())
+    calls = 1
+    errors = 0
+    duration_ms = 1
+
+
+class LegacyCustomerFactory(factory.django.DjangoModelFactory):
+    """A row of the old system's `customers` table (which exists only where a test creates it)."""
+
+    class Meta:
+        model = LegacyCustomer
+
+    id = factory.LazyFunction(uuid.uuid4)
+    email = factory.Sequence(lambda n: f"customer{n}@example.com")
+    stripe_customer_id = factory.Sequence(lambda n: f"cus_legacy{n:06d}")
+    subscription_status = "active"
+    created_at = factory.LazyFunction(timezone.now)
+
+
+def _this_hour() -> datetime.datetime:
+    return timezone.now().replace(minute=0, second=0, microsecond=0)
+
+
+class MeterReportFactory(factory.django.DjangoModelFactory):
+    """A pending meter event of the last full hour, for the organization's Stripe customer."""
+
+    class Meta:
+        model = MeterReport
+
+    organization = factory.SubFactory(OrganizationFactory)
+    interval_start = factory.LazyFunction(lambda: _this_hour() - datetime.timedelta(hours=1))
+    interval_end = factory.LazyAttribute(lambda o: o.interval_start + datetime.timedelta(hours=1))
+    identifier = factory.Sequence(lambda n: f"hotcross-test-{n}")
+    event_name = "hotcross_calls"
+    stripe_customer_id = factory.LazyAttribute(lambda o: o.organization.stripe_customer_id)
+    value = 1
+    timestamp = factory.LazyAttribute(lambda o: o.interval_end - datetime.timedelta(seconds=1))
+
+
+class UsageBillingStateFactory(factory.django.DjangoModelFactory):
+    """An organization billed by usage, first seen billable at the start of this hour, nothing planned yet."""
+
+    class Meta:
+        model = UsageBillingState
+
+    organization = factory.SubFactory(OrganizationFactory)
+    billing_since = factory.LazyFunction(_this_hour)
+    planned_until = factory.LazyAttribute(lambda o: o.billing_since)
+
+
+class ReportedEventFactory(factory.django.DjangoModelFactory):
+    """An event id a developer's client reported (`POST /api/v1/usage`), kept to refuse it a second time."""
+
+    class Meta:
+        model = ReportedEvent
+
+    developer = factory.SubFactory(DeveloperFactory)
+    client_event_id = factory.Sequence(lambda n: f"event-{n}")
+
+
+# --- oauth ------------------------------------------------------------------------------------------------------------
+
+
+class ShadowUserFactory(factory.django.DjangoModelFactory):
+    """A Django user as a developer's shadow user is made (`oauth.grants.shadow_user`): not staff, no
+    usable password."""
+
+    class Meta:
+        model = get_user_model()
+
+    username = factory.Sequence(lambda n: f"developer-test-{n}")
+    password = factory.LazyFunction(lambda: make_password(None))
+    is_staff = False
+    is_superuser = False
+
+
+class ClientFactory(factory.django.DjangoModelFactory):
+    """An OAuth client as MCP clients register them: public, authorization code, a loopback redirect."""
+
+    class Meta:
+        model = Client
+
+    name = factory.Sequence(lambda n: f"Client {n}")
+    client_type = Client.CLIENT_PUBLIC
+    authorization_grant_type = Client.GRANT_AUTHORIZATION_CODE
+    redirect_uris = "http://127.0.0.1:9/cb"
+
+
+class DeveloperAccountFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = DeveloperAccount
+
+    developer = factory.SubFactory(DeveloperFactory)
+    user = factory.SubFactory(
+        ShadowUserFactory, username=factory.LazyAttribute(lambda o: f"developer-{o.factory_parent.developer.pk}")
+    )
+
+
+class GrantFactory(factory.django.DjangoModelFactory):
+    """A developer's grant to a client (live unless `revoked_at` is given)."""
+
+    class Meta:
+        model = Grant
+
+    developer = factory.SubFactory(DeveloperFactory)
+    client = factory.SubFactory(ClientFactory)
+
+
+class SignInCodeFactory(factory.django.DjangoModelFactory):
+    """An unused sign-in code for a developer's address, sent now, valid 10 minutes (only its hash is stored)."""
+
+    class Meta:
+        model = SignInCode
+
+    developer = factory.SubFactory(DeveloperFactory)
+    email = factory.LazyAttribute(lambda o: o.developer.email)
+    email_key = factory.LazyAttribute(lambda o: o.email.lower())
+    code_hash = factory.LazyFunction(lambda: secrets.token_hex(32))
+    sent_at = factory.LazyFunction(timezone.now)
+    expires_at = factory.LazyAttribute(lambda o: o.sent_at + datetime.timedelta(minutes=10))
+
+
+class SignInEventFactory(factory.django.DjangoModelFactory):
+    """A counted sign-in step: a code made for an address, now."""
+
+    class Meta:
+        model = SignInEvent
+
+    kind = SignInEvent.Kind.CODE
+    email_key = factory.Sequence(lambda n: f"someone{n}@example.com")
+    client_ip = "127.0.0.1"
+    wrong = False
+    created_at = factory.LazyFunction(timezone.now)
+
+
+class SpentCodeFactory(factory.django.DjangoModelFactory):
+    """An authorization code already exchanged for tokens (its hash)."""
+
+    class Meta:
+        model = SpentCode
+
+    code_hash = factory.LazyFunction(lambda: secrets.token_hex(32))
+    client = factory.SubFactory(ClientFactory)
+    user = factory.SubFactory(ShadowUserFactory)

@@ -9,8 +9,8 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
 from django.db import connection
 
-from accounts.models import Developer, UsageEvent, UsageRollup
-from tests.factories import DeveloperFactory, UsageEventFactory
+from accounts.models import Developer, UsageEvent
+from tests.factories import DeveloperFactory, UsageEventFactory, UsageRollupFactory
 from tests.support.database import KEPT_BY_FLUSH, uses_database
 
 
@@ -79,9 +79,7 @@ def test_a_row_written_after_the_flush_looked_does_not_break_it():
 
     developer = DeveloperFactory()
     sql_list = flush.sql_flush(no_style(), connection, reset_sequences=False)
-    UsageRollup.objects.create(
-        organization=developer.organization, developer=developer, tool_name="search", day=datetime.date(2026, 12, 1)
-    )
+    UsageRollupFactory(developer=developer, tool_name="search", day=datetime.date(2026, 12, 1))
     connection.ops.execute_sql_flush(sql_list)
     assert set(django_tables_with_rows()) <= KEPT_BY_FLUSH
 

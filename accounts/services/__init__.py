@@ -2,9 +2,11 @@
 and hold no rules of their own.
 
 One API (`from accounts import services; services.add_developer(...)`), kept in modules by subject:
-`organizations` (status, seats, a subscription's state), `developers` (developers, keys, seats taken) and `usage`
-(usage events). Services take keyword arguments, validate, lock what they change, record the admin history
-(`accounts.audit`) and clear the key-check memory (`accounts.key_cache`).
+`organizations` (status, seats, a subscription's state), `developers` (developers, keys, seats taken), `plans` (plans,
+an organization's plan), `usage` (usage events), `usage_spool` (the events a stopping server could not write) and
+`usage_upkeep` (the rollups' rebuild, partitions, retention). Services take keyword arguments, validate, lock what
+they change, record the admin history (`accounts.audit`) and clear the key-check memory (`accounts.key_cache`). The key
+check's last-used times are written behind by `accounts.last_used`, which keeps that rule.
 """
 
 from accounts.services.developers import (
@@ -28,7 +30,10 @@ from accounts.services.organizations import (
     valid_seats,
     valid_status,
 )
+from accounts.services.plans import clean_tool_patterns, save_plan, set_plan
 from accounts.services.usage import arecord_usages, record_usage, record_usages
+from accounts.services.usage_spool import load_spooled_usages, spill_usages
+from accounts.services.usage_upkeep import create_usage_partitions, prune_raw_usage, rebuild_rollups
 
 __all__ = [
     "activate_developer",
@@ -36,18 +41,26 @@ __all__ = [
     "apply_subscription_state",
     "arecord_usages",
     "check_new_developer",
+    "clean_tool_patterns",
     "create_organization",
+    "create_usage_partitions",
     "deactivate_developer",
+    "load_spooled_usages",
     "parse_grace",
+    "prune_raw_usage",
+    "rebuild_rollups",
     "record_usage",
     "record_usages",
     "revoke_all_keys",
     "revoke_key",
     "rotate_key",
+    "save_plan",
     "set_key_expiry",
+    "set_plan",
     "set_seats",
     "set_status",
     "sign_out_everywhere",
+    "spill_usages",
     "update_organization",
     "valid_seats",
     "valid_status",

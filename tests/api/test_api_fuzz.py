@@ -12,7 +12,8 @@ from django.test import Client
 
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory
-from tests.support.corpus import json_documents, json_values, key_mutations
+from tests.support.corpus import json_documents, json_values
+from tests.support.corpus_keys import key_mutations
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from accounts.models import UsageEvent
 from api.models import ReportedEvent
 from api.reported_usage import PRUNE_MARGIN, prune_reported_events
-from tests.factories import DeveloperFactory
+from tests.factories import DeveloperFactory, ReportedEventFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +41,7 @@ def test_usage_prune_deletes_records_older_than_the_window_and_margin_and_keeps_
     limit = datetime.timedelta(hours=24) + PRUNE_MARGIN
     ages = {"old": limit + datetime.timedelta(minutes=5), "recent": limit - datetime.timedelta(minutes=5), "new": None}
     for name, age in ages.items():
-        record = ReportedEvent.objects.create(developer=developer, client_event_id=name)
+        record = ReportedEventFactory(developer=developer, client_event_id=name)
         if age is not None:
             ReportedEvent.objects.filter(pk=record.pk).update(received_at=now - age)
     out = io.StringIO()

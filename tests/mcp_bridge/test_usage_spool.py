@@ -16,7 +16,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from accounts.models import UsageEvent
-from accounts.services.usage import spill_usages, spooled_usages
+from accounts.services.usage_spool import spill_usages, spooled_usages
 from tests.factories import DeveloperFactory
 from tests.support.mcp import database_url, mcp_error, run_uvicorn, stdio_session
 

@@ -15,7 +15,7 @@ from accounts.exceptions import InvalidInput
 from accounts.models import UsageEvent, UsageRollup
 from accounts.selectors import monthly_usage
 from accounts.services import record_usages
-from accounts.services.usage import create_usage_partitions, prune_raw_usage, rebuild_rollups
+from accounts.services.usage_upkeep import create_usage_partitions, prune_raw_usage, rebuild_rollups
 from tests.factories import DeveloperFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)

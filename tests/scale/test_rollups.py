@@ -15,7 +15,7 @@ from accounts.exceptions import InvalidInput
 from accounts.models import UsageEvent, UsageRollup
 from accounts.selectors import dashboard_figures, monthly_usage, usage_per_developer_per_day
 from accounts.services import arecord_usages, record_usages
-from accounts.services.usage import check_rollups, rebuild_rollups
+from accounts.services.usage_upkeep import check_rollups, rebuild_rollups
 from infra.db import aclose
 from tests.factories import DeveloperFactory, UsageEventFactory
 from tests.support.legacy import migrate

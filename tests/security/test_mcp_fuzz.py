@@ -20,7 +20,7 @@ import pytest
 from mcp_bridge.http import MCPHttpApp
 from mcp_bridge.server import build_server
 from tests.factories import DeveloperFactory
-from tests.support.corpus import HostileRequest, mcp_requests
+from tests.support.corpus_mcp import HostileRequest, mcp_requests
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

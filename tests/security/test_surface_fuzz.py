@@ -31,7 +31,8 @@ from oauth.authentication import authenticate_token
 from oauth.models import Client as OAuthClient
 from oauth.models import Grant, SignInCode
 from tests.factories import DeveloperFactory
-from tests.support.corpus import _text, header_values, json_documents, json_values, key_mutations
+from tests.support.corpus import _text, header_values, json_documents, json_values
+from tests.support.corpus_keys import key_mutations
 from tests.support.oauth import new_flow, sign_in_with_key, tokens_for
 
 # PostgreSQL only: it refuses more than SQLite does (NUL in text, lengths), so the corpus finds strictly more there,

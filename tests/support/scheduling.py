@@ -19,6 +19,7 @@ from xdist.scheduler import LoadScopeScheduling
 
 GROUPS = {
     "tests/accounts/test_legacy_migration.py": "migrations",
+    "tests/accounts/test_legacy_report.py": "migrations",
     "tests/admin/test_support_migration.py": "migrations",
     "tests/accounts/test_migration_states.py": "migrations",
 }

@@ -8,9 +8,8 @@ the admin).
 
 from __future__ import annotations
 
-import datetime
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from django.apps import apps as django_apps
@@ -24,6 +23,18 @@ from django.views.decorators.debug import sensitive_variables
 from accounts import legacy, selectors, services
 from accounts.billing.sync import sync_from_stripe
 from accounts.exceptions import AccountsError
+from accounts.management.orgs_output import (
+    DEV_COLUMNS,
+    ORG_COLUMNS,
+    dev_row,
+    developer_data,
+    format_table,
+    org_row,
+    organization_data,
+    printable,
+    short_time,
+    terminal_text,
+)
 from accounts.models import Developer, Organization, PricingModel, SubscriptionStatus
 from accounts.services.developers import parse_grace
 from accounts.wording import newest_refused, plural
@@ -36,101 +47,6 @@ class _OneLineParser(CommandParser):
         if self.called_from_command_line:
             self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
         super().error(message)
-
-
-# --- output shapes (the --json contract) -----------------------------------------------------------------------------
-
-
-def organization_data(org: Organization, seats_used: int) -> dict[str, Any]:
-    return {
-        "id": str(org.id),
-        "name": org.name,
-        "stripe_customer_id": org.stripe_customer_id,
-        "subscription_id": org.subscription_id or None,
-        "subscription_status": org.subscription_status,
-        "max_seats": org.max_seats,
-        "seats_in_use": seats_used,
-        "over_seat_limit": seats_used > org.max_seats,
-        "pricing_model": org.pricing_model,
-        "billing_email": org.billing_email or None,
-        "created_at": _iso(org.created_at),
-    }
-
-
-def developer_data(dev: Developer) -> dict[str, Any]:
-    return {
-        "id": str(dev.id),
-        "organization_id": str(dev.organization_id),
-        "email": dev.email,
-        "first_name": dev.first_name,
-        "last_name": dev.last_name,
-        "api_key_prefix": dev.api_key_prefix,
-        "is_active": dev.is_active,
-        "key_state": dev.key_state,
-        "api_key_created_at": _iso(dev.api_key_created_at),
-        "api_key_revoked_at": _iso(dev.api_key_revoked_at),
-        "api_key_last_used_at": _iso(dev.api_key_last_used_at),
-        "api_key_expires_at": _iso(dev.api_key_expires_at),
-        "old_key_works_until": _iso(_old_key_works_until(dev)),
-    }
-
-
-def _old_key_works_until(dev: Developer) -> datetime.datetime | None:
-    """When the key a rotation with a grace period replaced stops working (lists annotate it: no query each)."""
-    if not hasattr(dev, "old_key_works_until"):
-        dev.old_key_works_until = Developer.objects.with_old_key_grace().get(pk=dev.pk).old_key_works_until
-    return dev.old_key_works_until
-
-
-def _iso(value: datetime.datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def _when(value: datetime.datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value else "—"
-
-
-ORG_COLUMNS = ("ID", "NAME", "STATUS", "SEATS", "PRICING", "STRIPE CUSTOMER")
-DEV_COLUMNS = ("ID", "EMAIL", "NAME", "KEY", "STATE", "LAST USED", "ORGANIZATION")
-
-
-def _org_row(org: Organization, seats_used: int) -> tuple[str, ...]:
-    seats = f"{seats_used}/{org.max_seats}" + (" OVER" if seats_used > org.max_seats else "")
-    return (str(org.id), org.name, org.subscription_status, seats, org.pricing_model, org.stripe_customer_id or "—")
-
-
-def _dev_row(dev: Developer) -> tuple[str, ...]:
-    return (
-        str(dev.id),
-        dev.email,
-        dev.full_name or "—",
-        f"{dev.api_key_prefix}…" if dev.api_key_prefix else "—",
-        dev.key_state
-        + (f" (old key until {_when(dev.old_key_works_until)})" if getattr(dev, "old_key_works_until", None) else ""),
-        _when(dev.api_key_last_used_at),
-        dev.organization.name,
-    )
-
-
-def printable(text: str) -> str:
-    """`text` with control and other invisible characters written as escapes (`\\x1b`, `\\n`), so a name cannot
-    clear the operator's screen, move the cursor or forge a row of the table."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
-def _lines(text: str) -> str:
-    """Text for the terminal, each line `printable` (names are escaped where written; this catches the rest)."""
-    return "\n".join(printable(line) for line in text.split("\n"))
-
-
-def format_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    rows = [tuple(columns), *(tuple(printable(cell) for cell in row) for row in rows)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
 
 
 # --- the command -----------------------------------------------------------------------------------------------------
@@ -254,11 +170,11 @@ class Command(BaseCommand):
         if self.as_json:
             self.stdout.write(json.dumps(data, indent=2, ensure_ascii=False))
         else:
-            self.stdout.write(_lines(text))
+            self.stdout.write(terminal_text(text))
 
     def warn(self, text: str) -> None:
         if not self.as_json:
-            self.stderr.write(f"warning: {_lines(text)}")
+            self.stderr.write(f"warning: {terminal_text(text)}")
 
     # --- organizations ---
 
@@ -273,7 +189,7 @@ class Command(BaseCommand):
         )
         self.emit(
             organization_data(org, 0),
-            f"Created organization {org.name}\n" + format_table(ORG_COLUMNS, [_org_row(org, 0)]),
+            f"Created organization {org.name}\n" + format_table(ORG_COLUMNS, [org_row(org, 0)]),
         )
 
     def list_orgs(self, options: dict[str, Any]) -> None:
@@ -283,7 +199,7 @@ class Command(BaseCommand):
         orgs = list(orgs)
         self.emit(
             [organization_data(org, org.seats_used) for org in orgs],
-            format_table(ORG_COLUMNS, [_org_row(org, org.seats_used) for org in orgs]) if orgs else "No organizations.",
+            format_table(ORG_COLUMNS, [org_row(org, org.seats_used) for org in orgs]) if orgs else "No organizations.",
         )
 
     def show_org(self, options: dict[str, Any]) -> None:
@@ -303,12 +219,12 @@ class Command(BaseCommand):
             + ("  — OVER THE LIMIT" if used > org.max_seats else ""),
             f"  pricing       {org.pricing_model}",
             f"  stripe        {org.stripe_customer_id or '—'}",
-            f"  created       {_when(org.created_at)}",
+            f"  created       {short_time(org.created_at)}",
             "",
         ]
         if developers:
             rows = [
-                (str(dev.seat_rank or "—") + (" (no access)" if dev.beyond_seat_limit else ""), *_dev_row(dev)[:6])
+                (str(dev.seat_rank or "—") + (" (no access)" if dev.beyond_seat_limit else ""), *dev_row(dev)[:6])
                 for dev in developers
             ]
             lines.append(format_table(("SEAT", *DEV_COLUMNS[:6]), rows))
@@ -365,7 +281,7 @@ class Command(BaseCommand):
         developers = list(developers)
         self.emit(
             [developer_data(dev) for dev in developers],
-            format_table(DEV_COLUMNS, [_dev_row(dev) for dev in developers]) if developers else "No developers.",
+            format_table(DEV_COLUMNS, [dev_row(dev) for dev in developers]) if developers else "No developers.",
         )
 
     def revoke_dev(self, options: dict[str, Any]) -> None:
@@ -374,7 +290,7 @@ class Command(BaseCommand):
         text = (
             f"Revoked the key {dev.api_key_prefix}… of {dev.email}."
             if changed
-            else (f"{dev.email} has no key to revoke (already revoked {_when(dev.api_key_revoked_at)}).")
+            else (f"{dev.email} has no key to revoke (already revoked {short_time(dev.api_key_revoked_at)}).")
         )
         self.emit(developer_data(dev), text)
 
@@ -422,7 +338,7 @@ class Command(BaseCommand):
             if timezone.is_naive(expires_at):
                 raise CommandError(f"'{raw}' has no offset: add one, e.g. {raw}+00:00.")
         services.set_key_expiry(developer=dev, expires_at=expires_at)
-        when = f"{_when(expires_at)} UTC" if expires_at else "never"
+        when = f"{short_time(expires_at)} UTC" if expires_at else "never"
         self.emit(developer_data(dev), f"The key {dev.api_key_prefix}… of {dev.email} expires {when}.")
 
     # --- Stripe ---

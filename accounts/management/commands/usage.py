@@ -17,7 +17,7 @@ from django.db import DatabaseError, connection
 
 from accounts import partitions
 from accounts.exceptions import AccountsError
-from accounts.services import usage as usage_services
+from accounts.services import usage_upkeep as usage_services
 from accounts.signals import usage_prune_requested
 from accounts.wording import plural
 

@@ -2,7 +2,7 @@
 
 A server that stops while the database is unreachable appends its buffered usage events to the spool file
 (`HOTCROSS_USAGE_SPOOL`, JSON lines); the next server start writes them. This command shows what waits there, or
-writes it now (`load`), through `accounts.services.usage`.
+writes it now (`load`), through `accounts.services.usage_spool`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from accounts.services.usage import load_spooled_usages, spool_path, spooled_usages
+from accounts.services.usage_spool import load_spooled_usages, spool_path, spooled_usages
 from accounts.wording import plural
 
 

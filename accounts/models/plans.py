@@ -1,0 +1,60 @@
+"""Plans: what a subscription allows and what it bills by usage (`accounts.plans` reads them)."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from accounts.choices import AtCap, MeteredBilling
+
+
+class Plan(models.Model):
+    """What a subscription allows (tools, rate limits, a monthly cap per seat) and what it bills by usage.
+
+    An organization's plan is `Organization.plan`, or the plan whose code `HOTCROSS_DEFAULT_PLAN` names when that is
+    empty. Organizations with a Stripe subscription get theirs from the price's or product's `hotcross_plan` metadata.
+    Empty limits mean no limit."""
+
+    id = models.BigAutoField(primary_key=True)
+    code = models.SlugField(max_length=64, unique=True, help_text="Stripe metadata `hotcross_plan=<code>` names it.")
+    name = models.CharField(max_length=200)
+    allows_all_tools = models.BooleanField("every tool", default=True)
+    allowed_tools = models.TextField(
+        blank=True,
+        default="",
+        help_text="When not every tool: one tool name or pattern per line (`docs_*`, `memory.?`), shell-style.",
+    )
+    rate_limit_per_developer = models.PositiveIntegerField(
+        "calls per minute per developer", null=True, blank=True, help_text="Empty: no limit."
+    )
+    rate_limit_per_organization = models.PositiveIntegerField(
+        "calls per minute per organization", null=True, blank=True, help_text="Empty: no limit."
+    )
+    monthly_calls_per_seat = models.PositiveIntegerField(
+        "monthly calls per seat", null=True, blank=True, help_text="The cap is this × seats. Empty: no cap."
+    )
+    at_cap = models.CharField("at the cap", max_length=16, choices=AtCap.choices, default=AtCap.REFUSE)
+    metered_billing = models.CharField(
+        "usage billed", max_length=16, choices=MeteredBilling.choices, default=MeteredBilling.NONE
+    )
+    stripe_meter_event_name = models.CharField(
+        "Stripe meter event name",
+        max_length=100,
+        blank=True,
+        default="",
+        help_text="The `event_name` of the Stripe Billing meter that calls are reported to.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "code"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(at_cap__in=AtCap.values), name="plan_at_cap_valid"),
+            models.CheckConstraint(
+                condition=models.Q(metered_billing__in=MeteredBilling.values), name="plan_metered_billing_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
