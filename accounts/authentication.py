@@ -2,7 +2,7 @@
 
 One rule set for every transport (MCP over stdio and HTTP, anything else that takes a key). Two entry points:
 `authenticate_key` for sync code and `aauthenticate_key` for async code; both hash the key once and share the
-per-process memory (`accounts.key_cache`) and the one database query.
+per-process memory (`accounts.check_cache`) and the one database query.
 
 Cold, a check is one query: the developer, its organization and the developer's place in the seat order together
 (`DeveloperQuerySet.with_seat_rank`), compiled once per connection and kept prepared on PostgreSQL; nothing else,
@@ -27,7 +27,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.sql.compiler import SQLCompiler
 from django.utils import timezone
 
-from accounts import key_cache, keys, last_used
+from accounts import check_cache, keys, last_used
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer
 from accounts.wording import plural
@@ -72,7 +72,7 @@ def authenticate_key(raw_key: str) -> Principal:
     """The developer a key belongs to, or `KeyRefused` with a stable `.code` and a message a person can act on."""
     try:
         key_hash = _hash_of(raw_key)
-        checked = key_cache.get(key_hash)
+        checked = check_cache.get(key_hash)
         if checked is None:
             checked = _check_in_database(key_hash)
         return _counted(_outcome(checked))
@@ -91,7 +91,7 @@ async def aauthenticate_key(raw_key: str | None) -> Principal:
     """
     try:
         key_hash = _hash_of(raw_key or "")
-        checked = key_cache.get(key_hash)
+        checked = check_cache.get(key_hash)
         if checked is None:
             checked = await _cold_checks.read(key_hash)
         return _counted(_outcome(checked))
@@ -199,7 +199,7 @@ def _check_in_database(key_hash: str) -> _Checked:
         refusal=None if refusal is None else (refusal.code, refusal.message),
         expires_at=found.expires_at,
     )
-    key_cache.put(key_hash, checked)
+    check_cache.put(key_hash, checked)
     return checked
 
 
@@ -224,7 +224,7 @@ def _check_replaced_key(connection: BaseDatabaseWrapper, key_hash: str) -> _Chec
         expires_at=replaced.grace_until if in_grace else None,
         at_expiry=(rotated.code, rotated.message),
     )
-    key_cache.put(key_hash, checked)
+    check_cache.put(key_hash, checked)
     return checked
 
 

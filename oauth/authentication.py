@@ -2,7 +2,7 @@
 
 It shares the key check's pieces (`accounts.authentication`): the same columns of the developer and its seat rank,
 compiled once per connection and kept prepared on PostgreSQL, the same refusal rules and messages
-(`developer_refusal`), and the same ≤ 1 s per-process memory (`accounts.key_cache`, under the token's checksum), which
+(`developer_refusal`), and the same ≤ 1 s per-process memory (`accounts.check_cache`, under the token's checksum), which
 every write through `accounts.services` clears. So a revocation, deactivation, status or seat change, and a staff
 "sign out", reach tokens and keys alike within a second on every worker.
 
@@ -25,7 +25,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import DateTimeField, F, Value
 from django.utils import timezone
 
-from accounts import key_cache
+from accounts import check_cache
 from accounts.authentication import (
     DEVELOPER_CHECK_FIELDS,
     HASH_PLACEHOLDER,
@@ -79,7 +79,7 @@ def authenticate_token(raw_token: str) -> TokenCaller:
     """The developer an access token was issued to, or `KeyRefused` (the key check's codes)."""
     try:
         checksum = _checksum_of(raw_token)
-        checked = key_cache.get("oauth:" + checksum)
+        checked = check_cache.get("oauth:" + checksum)
         if checked is None:
             checked = _check_in_database(checksum)
         caller = _outcome(checked)
@@ -95,7 +95,7 @@ async def aauthenticate_token(raw_token: str) -> TokenCaller:
     time). Raises `KeyRefused` or `infra.db.DatabaseUnavailable`."""
     try:
         checksum = _checksum_of(raw_token)
-        checked = key_cache.get("oauth:" + checksum)
+        checked = check_cache.get("oauth:" + checksum)
         if checked is None:
             checked = await _cold_checks.read(checksum)
         caller = _outcome(checked)
@@ -141,7 +141,7 @@ def _check_in_database(checksum: str) -> _Checked:
             _touch_grant(found.developer_id, client_id)
         expires_at = expires.timestamp() if isinstance(expires, datetime.datetime) else expires
         checked = _Checked(caller, None if refusal is None else (refusal.code, refusal.message), expires_at)
-    key_cache.put("oauth:" + checksum, checked)
+    check_cache.put("oauth:" + checksum, checked)
     return checked
 
 

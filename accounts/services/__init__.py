@@ -4,7 +4,7 @@ and hold no rules of their own.
 One API (`from accounts import services; services.add_developer(...)`), kept in modules by subject:
 `organizations` (status, seats, a subscription's state), `developers` (developers, keys, seats taken) and `usage`
 (usage events). Services take keyword arguments, validate, lock what they change, record the admin history
-(`accounts.audit`) and clear the key-check memory (`accounts.key_cache`).
+(`accounts.audit`) and clear the credential-check memory (`accounts.check_cache`).
 """
 
 from accounts.services.developers import (
