@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> None:
     from django.utils import timezone
 
     from accounts import check_cache, keys, last_used
-    from accounts.authentication import authenticate_key, preparing_cursor
+    from accounts.authentication import authenticate_key
+    from accounts.developer_check import preparing_cursor
     from accounts.models import Developer, Organization
 
     print(

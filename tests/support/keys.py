@@ -43,7 +43,7 @@ def refusal_within(key: str, seconds: float = 1.05) -> KeyRefused:
 
 
 class _MovedTimezone:
-    """`django.utils.timezone` as `accounts.authentication` sees it, with `now()` moved on."""
+    """`django.utils.timezone` as the key check sees it, with `now()` moved on."""
 
     def __init__(self, ahead: datetime.timedelta) -> None:
         self.ahead = ahead
@@ -58,11 +58,13 @@ class _MovedTimezone:
 def time_passes(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """The key check's clocks move `seconds` on, for the rest of the test, instead of waiting: its memory's
     (`accounts.check_cache.clock`: entries age) and the wall clock it compares a key's expiry or a grace period's end
-    with (`timezone.now()` in `accounts.authentication`). Called again, they move on further."""
-    from accounts import authentication
+    with (`timezone.now()` in `accounts.authentication` and in its refusal rules, `accounts.developer_check`). Called
+    again, they move on further."""
+    from accounts import authentication, developer_check
 
     current = authentication.timezone
     ahead = datetime.timedelta(seconds=seconds) + (current.ahead if isinstance(current, _MovedTimezone) else ZERO)
     monkeypatch.setattr(authentication, "timezone", _MovedTimezone(ahead))
+    monkeypatch.setattr(developer_check, "timezone", _MovedTimezone(ahead))
     real_clock = check_cache.clock
     monkeypatch.setattr(check_cache, "clock", lambda: real_clock() + seconds)
