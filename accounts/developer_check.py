@@ -124,11 +124,12 @@ def prepared(
     MCP request. The statement is still the ORM's (so it is right for every database backend) and rows go through
     the backend's own converters.
     """
-    statements = connection.__dict__.setdefault("_hotcross_credential_checks", {})
-    statement = statements.get(name)
-    if statement is None:
+    try:
+        return connection._hotcross_credential_checks[name]
+    except (AttributeError, KeyError):
+        statements = connection.__dict__.setdefault("_hotcross_credential_checks", {})
         statement = statements[name] = build(connection)
-    return statement
+        return statement
 
 
 def fetch_row(connection: BaseDatabaseWrapper, statement: Statement, credential_hash: str) -> tuple | None:
