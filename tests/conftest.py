@@ -92,8 +92,8 @@ def redis_service(_redis_server: RedisService) -> RedisService:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_key_cache():
-    """Each test starts with an empty key-check memory."""
+def _fresh_check_cache():
+    """Each test starts with an empty credential-check memory (`accounts.check_cache`)."""
     check_cache.clear()
     yield
     check_cache.clear()

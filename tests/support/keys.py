@@ -24,7 +24,7 @@ def refusal_within(key: str, seconds: float = 1.05) -> KeyRefused:
     the clock has moved `seconds` on.
 
     The clock is put back at the end: what was remembered meanwhile (the refusal, say) then stays remembered up to
-    `seconds` longer in real time — the autouse `_fresh_key_cache` fixture empties the memory after every test."""
+    `seconds` longer in real time — the autouse `_fresh_check_cache` fixture empties the memory after every test."""
     real_clock = check_cache.clock
     moved = 0.0
     check_cache.clock = lambda: real_clock() + moved
