@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
@@ -91,7 +92,7 @@ def backends() -> tuple[CredentialBackend, ...]:
     if _backends is None:
         _backends = tuple(import_string(path)() for path in settings.HOTCROSS_CREDENTIAL_BACKENDS)
         if not _backends:
-            raise ValueError("HOTCROSS_CREDENTIAL_BACKENDS lists no credential backend.")
+            raise ImproperlyConfigured("HOTCROSS_CREDENTIAL_BACKENDS lists no credential backend.")
     return _backends
 
 
