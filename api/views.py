@@ -24,6 +24,7 @@ from accounts.exceptions import AccountsError, KeyRefused
 from accounts.plans import terms_for
 from accounts.selectors import seats_in_use
 from api.reported_usage import MAX_EVENTS, UsageReportRefused, record_reported_usage
+from infra import request_log
 from infra.db import DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def _authenticated(request: HttpRequest) -> Principal | JsonResponse:
         response["WWW-Authenticate"] = 'Bearer realm="hotcross"'
         return response
     try:
-        return authenticate_key(key)
+        principal = authenticate_key(key)
     except KeyRefused as refusal:
         logger.info("api request refused code=%s", refusal.code)
         unknown = refusal.code == KeyRefused.INVALID_KEY
@@ -109,6 +110,8 @@ def _authenticated(request: HttpRequest) -> Principal | JsonResponse:
         response = _error(503, "service_unavailable", exc.message)
         response["Retry-After"] = "5"
         return response
+    request_log.note_developer(principal.developer_id)  # the request log's developer id
+    return principal
 
 
 @csrf_exempt

@@ -39,8 +39,9 @@ def run(args: argparse.Namespace) -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from accounts import key_cache, keys, last_used
-    from accounts.authentication import authenticate_key, preparing_cursor
+    from accounts import check_cache, keys, last_used
+    from accounts.authentication import authenticate_key
+    from accounts.developer_check import preparing_cursor
     from accounts.models import Developer, Organization
 
     print(
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> None:
             cursor.execute(f"VACUUM (FULL, ANALYZE) {dev_table}")
 
     def cold(key: str) -> None:
-        key_cache.clear()
+        check_cache.clear()
         authenticate_key(key)
 
     # Warm-up of the connection and PostgreSQL's buffers, not measured.
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> None:
 
     settings.HOTCROSS_KEY_CACHE_SECONDS = 1.0
     hot = sample[:1000]
-    key_cache.clear()
+    check_cache.clear()
     for key in hot:
         authenticate_key(key)
     warm_items = [hot[i % len(hot)] for i in range(args.warm_calls)]

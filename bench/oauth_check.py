@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> None:
     from django.utils import timezone
     from oauth2_provider.models import get_access_token_model, get_application_model
 
-    from accounts import key_cache
+    from accounts import check_cache
     from accounts.authentication import authenticate_key
     from oauth.authentication import authenticate_token, mcp_resource, token_checksum
     from oauth.models import DeveloperAccount, Grant
@@ -78,11 +78,11 @@ def run(args: argparse.Namespace) -> None:
     sample = [rng.choice(pairs) for _ in range(args.calls)]
 
     def key_cold(pair) -> None:
-        key_cache.clear()
+        check_cache.clear()
         authenticate_key(pair[0])
 
     def token_cold(pair) -> None:
-        key_cache.clear()
+        check_cache.clear()
         authenticate_token(pair[1])
 
     # Warm-up: connection, buffers, prepared statements, and every grant's once-a-minute last-used write (as the key
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> None:
     key_warm: list[float] = []
     token_warm: list[float] = []
     for start in range(0, len(warm_items), 10_000):
-        key_cache.clear()
+        check_cache.clear()
         for key, token in hot:
             authenticate_key(key)
             authenticate_token(token)

@@ -228,6 +228,13 @@ HOTCROSS_ALLOWED_STATUSES = env.list("HOTCROSS_ALLOWED_STATUSES", default=["acti
 # How long a key check may be served from this process's memory. Capped at one second so that revocations,
 # deactivations, status and seat changes take effect everywhere within a second; 0 turns the cache off.
 HOTCROSS_KEY_CACHE_SECONDS = env.float("HOTCROSS_KEY_CACHE_SECONDS", default=1.0)
+# The credential backends `accounts.credentials.authenticate` asks, in order (like AUTHENTICATION_BACKENDS): the first
+# that recognizes a credential checks it. API keys (hc_live_…, mp_live_…) first; the OAuth access-token backend takes
+# whatever is left, so it comes last. Listed here, not imported by `accounts`, so `accounts` never imports `oauth`.
+HOTCROSS_CREDENTIAL_BACKENDS = [
+    "accounts.authentication.KeyBackend",
+    "oauth.authentication.TokenBackend",
+]
 # MCP bridge (mcp_bridge): Python modules whose `TOOLS` the MCP server offers besides the built-in `whoami` and
 # `usage`, comma-separated (e.g. "billing_tools.mcp,reports.mcp_tools").
 HOTCROSS_MCP_TOOLS = env.list("HOTCROSS_MCP_TOOLS", default=[])

@@ -4,8 +4,9 @@
 - takes the request id from `X-Request-ID` (up to 128 letters, digits, `.`, `_`, `-`, `:`), or makes one, and sends it
   back in the response's `X-Request-ID`;
 - logs one line on the `hotcross.request` logger (INFO) when the response is done: method, path (never the query
-  string), status, duration in ms, request id, and the developer id when a key check established one
-  (`note_developer`, called by `accounts.authentication`). Never a header or a body: never a key or a token;
+  string), status, duration in ms, request id, and the developer id when a credential check established one
+  (`note_developer`, called by the transports after a successful check of a key or an access token:
+  `mcp_bridge.auth`, `api.views`). Never a header or a body: never a key or a token;
 - times the request for `/metrics` (`hotcross_http_request_seconds`).
 
 `JsonFormatter` writes every log record as one JSON object per line, whatever its logger (Django's `django.request`,

@@ -1,20 +1,24 @@
-"""Who is calling: a developer's key → `Principal`, on both transports, and how a refusal reaches the client.
+"""Who is calling: a developer's key or OAuth access token → `Principal`, on both transports, and how a refusal reaches
+the client.
 
-The rules (revoked, expired, inactive developer, inactive subscription, seat limit) live in
-`accounts.authentication`; this module only carries its answer to MCP clients:
+The rules (revoked, expired, inactive developer, inactive subscription, seat limit) live behind the credential door
+(`accounts.credentials`, with the key and token backends `accounts.authentication` and `oauth.authentication`); this
+module only carries its answer to MCP clients, and tells the request log whose request it is
+(`infra.request_log.note_developer`):
 
 - stdio: the key comes from `HOTCROSS_API_KEY`, checked when the server starts and again on every request
   (`CallerMiddleware`), so a revocation mid-session refuses the next call.
-- streamable HTTP: `Authorization: Bearer <key>` or `X-API-Key: <key>` on every HTTP request (`BearerKeyMiddleware`);
-  at `/mcp` (not at the key-only `/mcp/key`) also `Authorization: Bearer <OAuth access token>`, checked by
-  `oauth.authentication` under the same refusal rules. No credentials → HTTP 401 with `WWW-Authenticate: Bearer`;
-  a credential that does not work, or no longer does (`ENDED_CREDENTIAL`: unknown, revoked, rotated away, expired)
-  → HTTP 401 with `error="invalid_token"` ("Invalid or expired tokens MUST receive a HTTP 401 response", MCP
-  authorization). At `/mcp` every 401 challenge also names the Protected Resource Metadata (`resource_metadata`,
-  RFC 9728, so MCP clients find the OAuth server) and the scope to ask for (`scope="mcp"`); at `/mcp/key` neither
-  (no OAuth there). A working credential whose developer lacks standing (deactivated, the subscription inactive,
-  beyond the seats) → HTTP 403: signing in again would not help. Either way the body is a JSON-RPC error carrying the
-  refusal's code and message (see README, "MCP: refusals"). Database unreachable → HTTP 503, same body shape.
+- streamable HTTP: `Authorization: Bearer <key>` or `X-API-Key: <key>` on every HTTP request (`BearerKeyMiddleware`); at
+  `/mcp` (not at the key-only `/mcp/key`, which accepts the key backend's kind only) also `Authorization: Bearer <OAuth
+  access token>`, checked by `oauth.authentication` under the same refusal rules. No credentials → HTTP 401 with
+  `WWW-Authenticate: Bearer`; a credential that does not work, or no longer does (`ENDED_CREDENTIAL`: unknown, revoked,
+  rotated away, expired) → HTTP 401 with `error="invalid_token"` ("Invalid or expired tokens MUST receive a HTTP 401
+  response", MCP authorization). At `/mcp` every 401 challenge also names the Protected Resource Metadata
+  (`resource_metadata`, RFC 9728, so MCP clients find the OAuth server) and the scope to ask for (`scope="mcp"`); at
+  `/mcp/key` neither (no OAuth there). A working credential whose developer lacks standing (deactivated, the
+  subscription inactive, beyond the seats) → HTTP 403: signing in again would not help. Either way the body is a
+  JSON-RPC error carrying the refusal's code and message (see README, "MCP: refusals"). Database unreachable → HTTP 503,
+  same body shape.
 
 In every case the refusal is a JSON-RPC error with code `KEY_REFUSED`, a message that starts with the stable refusal
 code (`key_revoked: This API key was revoked …`, so people see both) and `data = {"code", "message"}` for programs.
@@ -40,11 +44,12 @@ from mcp.shared.exceptions import MCPError
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from accounts import keys
-from accounts.authentication import Principal, aauthenticate_key
+from accounts import credentials, keys
+from accounts.authentication import aauthenticate_key
+from accounts.credentials import Principal, aauthenticate
 from accounts.exceptions import KeyRefused
+from infra import request_log
 from infra.db import DatabaseUnavailable
-from oauth.authentication import aauthenticate_token
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +75,8 @@ MULTIPLE_HTTP_KEYS = (
 ENDED_CREDENTIAL = frozenset(
     {KeyRefused.INVALID_KEY, KeyRefused.KEY_REVOKED, KeyRefused.KEY_ROTATED, KeyRefused.KEY_EXPIRED}
 )
-API_KEY = "api_key"
-OAUTH = "oauth"
+API_KEY = credentials.API_KEY
+OAUTH = credentials.OAUTH
 _MAX_BODY_FOR_ID = 64 * 1024
 # An unauthenticated body is read only for its JSON-RPC id, and never parsed when it could nest deeper than this
 # (each level needs a bracket): a deep document costs the parser stack, and the id of a request sits at the top.
@@ -249,6 +254,7 @@ class BearerKeyMiddleware:
         (None: the key-only URL, which offers no OAuth discovery)."""
         self.app = app
         self.resource_metadata_url = resource_metadata_url
+        self.kinds = (API_KEY, OAUTH) if resource_metadata_url is not None else (API_KEY,)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -266,13 +272,10 @@ class BearerKeyMiddleware:
             refusal = KeyRefused(KeyRefused.INVALID_KEY, MISSING_HTTP_KEY)
             await _refuse(receive, send, 401, refusal_payload(refusal), metadata=metadata)
             return
-        oauth_client = None
         try:
-            if metadata is not None and keys.normalize(raw_key) is None:
-                caller = await aauthenticate_token(raw_key)
-                principal, oauth_client = caller.principal, caller.client_name
-            else:
-                principal = await aauthenticate_key(raw_key)
+            caller = await aauthenticate(raw_key, kinds=self.kinds)
+            principal, oauth_client = caller.principal, caller.client_name
+            request_log.note_developer(principal.developer_id)
         except KeyRefused as refusal:
             logger.info("mcp http request refused code=%s", refusal.code)
             ended = refusal.code in ENDED_CREDENTIAL

@@ -1,10 +1,11 @@
 """The token check: an OAuth access token → the developer's `Principal`, under exactly the key check's refusal rules.
 
-It shares the key check's pieces (`accounts.authentication`): the same columns of the developer and its seat rank,
-compiled once per connection and kept prepared on PostgreSQL, the same refusal rules and messages
-(`developer_refusal`), and the same ≤ 1 s per-process memory (`accounts.key_cache`, under the token's checksum), which
-every write through `accounts.services` clears. So a revocation, deactivation, status or seat change, and a staff
-"sign out", reach tokens and keys alike within a second on every worker.
+The credential backend of access tokens (`TokenBackend`) behind the door `accounts.credentials.authenticate`. It
+shares the developer part of the key check (`accounts.developer_check`): the same developer columns and seat rank,
+read by name (`DeveloperRow`), in one statement compiled once per connection and kept prepared on PostgreSQL, the same
+refusal rules and messages (`developer_refusal`), and the same ≤ 1 s per-process memory (`accounts.check_cache`,
+under the token's checksum), which every write through `accounts.services` clears. So a revocation, deactivation,
+status or seat change, and a staff "sign out", reach tokens and keys alike within a second on every worker.
 
 What only tokens have: an expiry (an hour), and an audience (RFC 8707): a token bound to another resource than `/mcp`
 is refused. A token nobody holds (revoked, signed out, the client blocked: django-oauth-toolkit's rows are gone) is
@@ -18,6 +19,7 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -25,18 +27,19 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import DateTimeField, F, Value
 from django.utils import timezone
 
-from accounts import key_cache
-from accounts.authentication import (
-    DEVELOPER_CHECK_FIELDS,
+from accounts import check_cache
+from accounts.credentials import OAUTH, Caller
+from accounts.developer_check import (
+    DEVELOPER_FIELDS,
     HASH_PLACEHOLDER,
     DeveloperRow,
-    Principal,
     Statement,
     compile_query,
     developer_refusal,
+    developer_row,
     fetch_row,
+    prepared,
     principal_of,
-    split_row,
 )
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer
@@ -44,8 +47,18 @@ from infra import metrics
 from infra.db import BOOKKEEPING, SharedReads
 
 LAST_USED_RESOLUTION = 60.0  # seconds: a grant's last use is written at most once a minute per process
-_TOKEN_FIELDS = ("expires", "resource", "application_id")
-_KEY_ONLY_FIELDS = ("api_key_last_used_at",)  # developer columns a token check never reads
+
+
+class _TokenRow(NamedTuple):
+    """What the token check reads of the token itself (`_TOKEN_FIELDS`)."""
+
+    token_expires: datetime.datetime | float  # a POSIX timestamp on PostgreSQL (`_token_check_statement`)
+    resource: list[str] | None
+    client_id: int
+
+
+_TOKEN_FIELDS = {"token_expires": "expires", "resource": "resource", "client_id": "application_id"}
+_KEY_ONLY_FIELDS = ("last_used_at",)  # fields of the developer part a token check never reads
 _MAX_TOKEN_LENGTH = 512
 
 
@@ -55,19 +68,29 @@ def mcp_resource() -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class TokenCaller:
-    """Who a token is for, and through which client."""
+class _CheckedToken:
+    """What the token check remembers for up to a second: the outcome, and the token's expiry."""
 
-    principal: Principal
-    client_id: int
-    client_name: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Checked:
-    caller: TokenCaller | None
+    caller: Caller | None
     refusal: tuple[str, str] | None
     expires_at: float | None  # a POSIX timestamp: compared with time.time(), cheaper than timezone.now()
+
+
+class TokenBackend:
+    """The credential backend of OAuth access tokens (`accounts.credentials`). An access token has no shape of its
+    own (django-oauth-toolkit's are random strings): every credential the backends listed before this one do not
+    recognize is taken for a token, so it comes after the key backend in `HOTCROSS_CREDENTIAL_BACKENDS`."""
+
+    kind = OAUTH
+
+    def recognizes(self, credential: str) -> bool:
+        return True
+
+    def authenticate(self, credential: str) -> Caller:
+        return authenticate_token(credential)
+
+    async def aauthenticate(self, credential: str) -> Caller:
+        return await aauthenticate_token(credential)
 
 
 def token_checksum(raw_token: str) -> str:
@@ -75,11 +98,11 @@ def token_checksum(raw_token: str) -> str:
     return hashlib.sha256(raw_token.encode("utf-8")).hexdigest()
 
 
-def authenticate_token(raw_token: str) -> TokenCaller:
-    """The developer an access token was issued to, or `KeyRefused` (the key check's codes)."""
+def authenticate_token(raw_token: str) -> Caller:
+    """The developer an access token was issued to and its client, or `KeyRefused` (the key check's codes)."""
     try:
         checksum = _checksum_of(raw_token)
-        checked = key_cache.get("oauth:" + checksum)
+        checked = check_cache.get("oauth:" + checksum)
         if checked is None:
             checked = _check_in_database(checksum)
         caller = _outcome(checked)
@@ -90,12 +113,12 @@ def authenticate_token(raw_token: str) -> TokenCaller:
     return caller
 
 
-async def aauthenticate_token(raw_token: str) -> TokenCaller:
+async def aauthenticate_token(raw_token: str) -> Caller:
     """`authenticate_token` for async code (same memory; cold checks on the bookkeeping threads, one per token at a
     time). Raises `KeyRefused` or `infra.db.DatabaseUnavailable`."""
     try:
         checksum = _checksum_of(raw_token)
-        checked = key_cache.get("oauth:" + checksum)
+        checked = check_cache.get("oauth:" + checksum)
         if checked is None:
             checked = await _cold_checks.read(checksum)
         caller = _outcome(checked)
@@ -116,7 +139,7 @@ def _checksum_of(raw_token: str) -> str:
     return token_checksum(token)
 
 
-def _outcome(checked: _Checked) -> TokenCaller:
+def _outcome(checked: _CheckedToken) -> Caller:
     if checked.refusal is not None:
         raise KeyRefused(*checked.refusal)
     if checked.expires_at is not None and checked.expires_at <= time.time():
@@ -125,23 +148,26 @@ def _outcome(checked: _Checked) -> TokenCaller:
     return checked.caller
 
 
-def _check_in_database(checksum: str) -> _Checked:
+def _check_in_database(checksum: str) -> _CheckedToken:
     connection = connections[DEFAULT_DB_ALIAS]
-    row = fetch_row(connection, _token_check_statement(connection), checksum)
+    statement = prepared(connection, "oauth_token", _token_check_statement)
+    row = fetch_row(connection, statement, checksum)
     if row is None:
         raise invalid_token()
-    found, (_token_user_id, expires, resource, client_id) = split_row(row)
-    if list(resource or []) != [mcp_resource()]:  # this server's MCP resource, and no other audience (RFC 8707)
-        checked = _Checked(None, (KeyRefused.INVALID_KEY, WRONG_AUDIENCE), None)
+    found, token = statement.read(row, DeveloperRow), statement.read(row, _TokenRow)
+    if list(token.resource or []) != [mcp_resource()]:  # this server's MCP resource, and no other audience (RFC 8707)
+        checked = _CheckedToken(None, (KeyRefused.INVALID_KEY, WRONG_AUDIENCE), None)
     else:
         refusal = developer_refusal(found)
         caller = None
         if refusal is None:
-            caller = TokenCaller(principal_of(found), client_id, _client_name(client_id))
+            client_id = token.client_id
+            caller = Caller(principal_of(found), OAUTH, client_id, _client_name(client_id))
             _touch_grant(found.developer_id, client_id)
+        expires = token.token_expires
         expires_at = expires.timestamp() if isinstance(expires, datetime.datetime) else expires
-        checked = _Checked(caller, None if refusal is None else (refusal.code, refusal.message), expires_at)
-    key_cache.put("oauth:" + checksum, checked)
+        checked = _CheckedToken(caller, None if refusal is None else (refusal.code, refusal.message), expires_at)
+    check_cache.put("oauth:" + checksum, checked)
     return checked
 
 
@@ -149,8 +175,8 @@ _cold_checks = SharedReads(BOOKKEEPING, _check_in_database)
 
 
 def _token_check_statement(connection: BaseDatabaseWrapper) -> Statement:
-    """The token check's one statement, compiled once per connection (and kept prepared on PostgreSQL like the key
-    check's): the token found by its checksum, joined straight to its developer's key-check columns.
+    """The token check's one statement (kept prepared on PostgreSQL like the key check's): the token found by its
+    checksum, joined straight to its developer's part (`DEVELOPER_FIELDS`), every column named.
 
     The ORM can only reach a token from a developer through the shadow user's row (`auth_user`), which the check
     never reads; joining the token to `DeveloperAccount.user_id` instead saves a lookup on every cold check. So the
@@ -159,38 +185,37 @@ def _token_check_statement(connection: BaseDatabaseWrapper) -> Statement:
     is read: it ends the developer's tokens too), and PostgreSQL gives the token's expiry as a POSIX timestamp:
     building a datetime from a row costs more than a lookup.
     """
-    prepared = getattr(connection, "_hotcross_token_check", None)
-    if prepared is None:
-        from oauth2_provider.models import get_access_token_model
+    from oauth2_provider.models import get_access_token_model
 
-        skipped = {name: f"unread_{name}" for name in _KEY_ONLY_FIELDS}
-        developers = Developer.objects.with_seat_rank().filter(oauth_account__isnull=False)
-        developers = developers.annotate(
-            token_user_id=F("oauth_account__user_id"),
-            **{alias: Value(None, output_field=DateTimeField()) for alias in skipped.values()},
-        )
-        fields = tuple(skipped.get(name, name) for name in DEVELOPER_CHECK_FIELDS)
-        dev_sql, dev_params, compiler, converters = compile_query(connection, developers, (*fields, "token_user_id"))
-        access_token = get_access_token_model()
-        *_, token_converters = compile_query(connection, access_token.objects.all(), _TOKEN_FIELDS)
-        offset = len(fields) + 1  # the token's columns come after the developer's and token_user_id
-        converters = {**converters, **{i + offset: c for i, c in token_converters.items()}}
-        quote = connection.ops.quote_name
-        # Names from the models, quoted; the values are parameters.
-        table = quote(access_token._meta.db_table)
-        user, checksum, *columns = (
-            f"t.{quote(access_token._meta.get_field(name).column)}"
-            for name in ("user", "token_checksum", *_TOKEN_FIELDS)
-        )
-        if connection.vendor == "postgresql":
-            columns[0] = f"EXTRACT(EPOCH FROM {columns[0]})::float8"
-            converters.pop(offset, None)
-        sql = f"SELECT d.*, {', '.join(columns)} FROM ({dev_sql}) d INNER JOIN {table} t"  # noqa: S608
-        sql += f" ON {user} = d.{quote('token_user_id')} WHERE {checksum} = %s"
-        params = [*dev_params, HASH_PLACEHOLDER]
-        prepared = (sql, params, len(params) - 1, compiler, converters)
-        connection._hotcross_token_check = prepared
-    return prepared
+    unread = {name: f"unread_{name}" for name in _KEY_ONLY_FIELDS}
+    developers = Developer.objects.with_seat_rank().filter(oauth_account__isnull=False)
+    developers = developers.annotate(
+        token_user_id=F("oauth_account__user_id"),
+        **{alias: Value(None, output_field=DateTimeField()) for alias in unread.values()},
+    )
+    developer_fields = {**DEVELOPER_FIELDS, **unread, "token_user_id": "token_user_id"}
+    dev_sql, dev_params, compiler, converters = compile_query(connection, developers, developer_fields)
+    access_token = get_access_token_model()
+    *_, token_converters = compile_query(connection, access_token.objects.all(), _TOKEN_FIELDS)
+    columns = (*developer_fields, *_TOKEN_FIELDS)  # `d.*`, then the token's own
+    offset = len(developer_fields)
+    converters = {**converters, **{i + offset: c for i, c in token_converters.items()}}
+    quote = connection.ops.quote_name
+    # Names from the models, quoted; the values are parameters.
+    table = quote(access_token._meta.db_table)
+
+    def column(path: str) -> str:
+        return f"t.{quote(access_token._meta.get_field(path).column)}"
+
+    user, checksum = column("user"), column("token_checksum")
+    token_columns = {name: column(path) for name, path in _TOKEN_FIELDS.items()}
+    if connection.vendor == "postgresql":
+        token_columns["token_expires"] = f"EXTRACT(EPOCH FROM {token_columns['token_expires']})::float8"
+        converters.pop(columns.index("token_expires"), None)
+    sql = f"SELECT d.*, {', '.join(token_columns.values())} FROM ({dev_sql}) d INNER JOIN {table} t"  # noqa: S608
+    sql += f" ON {user} = d.{quote('token_user_id')} WHERE {checksum} = %s"
+    params = [*dev_params, HASH_PLACEHOLDER]
+    return Statement(sql, params, len(params) - 1, compiler, converters, columns)
 
 
 _client_names: dict[int, str] = {}
@@ -249,7 +274,7 @@ def invalid_token(*, expired: bool = False) -> KeyRefused:
 def developer_standing(developer_id: uuid.UUID) -> KeyRefused | None:
     """Why the key check would refuse this developer right now (the same code and message), or None. Sign-in and
     consent ask this: a developer who could not use a key cannot sign in either."""
-    row = Developer.objects.with_seat_rank().filter(pk=developer_id).values_list(*DEVELOPER_CHECK_FIELDS).first()
-    if row is None:
+    found = developer_row(developer_id)
+    if found is None:
         return invalid_token()
-    return developer_refusal(DeveloperRow(*row))
+    return developer_refusal(found)

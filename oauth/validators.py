@@ -131,9 +131,9 @@ class HotcrossValidator(OAuth2Validator):
             for token in get_refresh_token_model().objects.filter(user=spent.user, application=client, revoked=None):
                 token.revoke()
             get_access_token_model().objects.filter(user=spent.user, application=client).delete()
-            from accounts import key_cache
+            from accounts import check_cache
 
-            key_cache.clear()
+            check_cache.clear()
         return False
 
     # --- clients named by a metadata document (CIMD) ---------------------------------------------------------------

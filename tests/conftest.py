@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from accounts import key_cache, last_used
+from accounts import check_cache, last_used
 from tests.support import database, migrations, templates
 
 # Fixtures every folder may use, defined once here: a session fixture imported into several conftest files would be
@@ -92,11 +92,11 @@ def redis_service(_redis_server: RedisService) -> RedisService:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_key_cache():
-    """Each test starts with an empty key-check memory."""
-    key_cache.clear()
+def _fresh_check_cache():
+    """Each test starts with an empty credential-check memory (`accounts.check_cache`)."""
+    check_cache.clear()
     yield
-    key_cache.clear()
+    check_cache.clear()
 
 
 @pytest.fixture(autouse=True)

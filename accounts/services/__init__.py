@@ -5,8 +5,9 @@ One API (`from accounts import services; services.add_developer(...)`), kept in 
 `organizations` (status, seats, a subscription's state), `developers` (developers, keys, seats taken), `plans` (plans,
 an organization's plan), `usage` (usage events), `usage_spool` (the events a stopping server could not write) and
 `usage_upkeep` (the rollups' rebuild, partitions, retention). Services take keyword arguments, validate, lock what
-they change, record the admin history (`accounts.audit`) and clear the key-check memory (`accounts.key_cache`). The key
-check's last-used times are written behind by `accounts.last_used`, which keeps that rule.
+they change, record the admin history (`accounts.audit`) and clear the credential-check memory
+(`accounts.check_cache`). The key check's last-used times are written behind by `accounts.last_used`, which keeps
+that rule.
 """
 
 from accounts.services.developers import (

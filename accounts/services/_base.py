@@ -7,7 +7,7 @@ import uuid
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from accounts import key_cache
+from accounts import check_cache
 from accounts.exceptions import AccountsError, InvalidInput
 from accounts.models import Developer, Organization
 
@@ -45,8 +45,8 @@ def refresh_from(target: Organization | Developer, source: Organization | Develo
 
 def keys_changed() -> None:
     """Forget remembered key checks in this process now, and again once the transaction commits."""
-    key_cache.clear()
-    transaction.on_commit(key_cache.clear)
+    check_cache.clear()
+    transaction.on_commit(check_cache.clear)
 
 
 def blank_to_none(value: str | None) -> str | None:

@@ -3,7 +3,7 @@
 Staff edit plans and pick an organization's plan in the admin; a Stripe subscription names its plan in the price's
 (else the product's) metadata `hotcross_plan=<code>` (`accounts.billing.prices.plan_code`), applied by the webhook and
 `orgs sync-stripe` through `apply_subscription_state`. Every write forgets this process's plan table and key checks
-(`accounts.plans`, `accounts.key_cache`); other processes follow within a second.
+(`accounts.plans`, `accounts.check_cache`); other processes follow within a second.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import transaction
 
-from accounts import audit, key_cache, plans
+from accounts import audit, check_cache, plans
 from accounts.exceptions import InvalidInput
 from accounts.models import Organization, Plan
 from accounts.services._base import lock_organization, refresh_from, validate
@@ -107,9 +107,9 @@ def apply_plan_code(locked: Organization, code: str, actor: Any = None) -> bool:
 def plans_changed() -> None:
     """Forget this process's plan table and key checks now, and again once the transaction commits."""
     plans.forget_table()
-    key_cache.clear()
+    check_cache.clear()
     transaction.on_commit(plans.forget_table)
-    transaction.on_commit(key_cache.clear)
+    transaction.on_commit(check_cache.clear)
 
 
 def _write_plan(locked: Organization, plan: Plan | None, actor: Any, *, source: str) -> bool:

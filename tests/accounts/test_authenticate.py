@@ -8,7 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts import key_cache, keys, last_used, services
+from accounts import check_cache, keys, last_used, services
 from accounts.authentication import Principal, aauthenticate_key, authenticate_key
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer, Organization
@@ -188,7 +188,7 @@ class TestCost:
         first = dev.api_key_last_used_at
         assert first is not None
         for _ in range(3):
-            key_cache.clear()  # force cold checks
+            check_cache.clear()  # force cold checks
             with CaptureQueriesContext(connection) as queries:
                 authenticate_key(dev.plain_key)
                 last_used.write_pending()
@@ -197,7 +197,7 @@ class TestCost:
         assert dev.api_key_last_used_at == first
 
         Developer.objects.filter(pk=dev.pk).update(api_key_last_used_at=first - datetime.timedelta(seconds=61))
-        key_cache.clear()
+        check_cache.clear()
         authenticate_key(dev.plain_key)
         last_used.write_pending()
         dev.refresh_from_db()
@@ -230,12 +230,12 @@ class TestMemory:
 
     def test_the_memory_is_capped_at_one_second_whatever_the_setting(self, settings):
         settings.HOTCROSS_KEY_CACHE_SECONDS = 60
-        assert key_cache.ttl() == 1.0
+        assert check_cache.ttl() == 1.0
 
     def test_unknown_keys_are_not_remembered(self):
         for _ in range(50):
             refusal(keys.generate_key())
-        assert key_cache._entries == {}
+        assert check_cache._entries == {}
 
     def test_the_memory_can_be_turned_off(self, settings, django_assert_num_queries):
         settings.HOTCROSS_KEY_CACHE_SECONDS = 0
@@ -276,7 +276,7 @@ def test_the_async_twin_gives_its_database_connection_back_to_the_pool():
 
     before = in_use()
     for _ in range(3):
-        key_cache.clear()
+        check_cache.clear()
         asyncio.run(aauthenticate_key(developer.plain_key))
     assert in_use() == before
 

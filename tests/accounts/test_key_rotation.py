@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from accounts import key_cache, selectors, services
+from accounts import check_cache, selectors, services
 from accounts.authentication import authenticate_key
 from accounts.exceptions import InvalidInput, KeyRefused
 from accounts.models import Developer, ReplacedKey
@@ -116,7 +116,7 @@ def test_the_hit_path_is_still_one_query_and_only_a_miss_asks_a_second_time(djan
     dev = DeveloperFactory(api_key_last_used_at=timezone.now())
     with django_assert_num_queries(1):
         authenticate_key(dev.plain_key)
-    key_cache.clear()
+    check_cache.clear()
     with django_assert_num_queries(2):
         assert refusal("hc_live_" + "q" * 40).code == "invalid_key"
     services.rotate_key(developer=dev)
@@ -151,7 +151,7 @@ def test_after_the_grace_period_the_old_key_is_refused_with_key_rotated():
     _, new = services.rotate_key(developer=dev, grace=MINUTES_15)
     assert authenticate_key(dev.plain_key).developer_id == dev.id
     end_grace_by_the_clock(dev)
-    key_cache.clear()
+    check_cache.clear()
     error = refusal(dev.plain_key)
     assert error.code == "key_rotated"
     assert "replaced by a newer one on" in error.message and "Acme Corp" in error.message
@@ -164,7 +164,7 @@ def test_a_remembered_old_key_stops_at_its_grace_end_without_asking_again(monkey
     services.rotate_key(developer=dev, grace=MINUTES_15)
     soon = timezone.now() + datetime.timedelta(milliseconds=300)
     ReplacedKey.objects.filter(developer=dev).update(grace_until=soon)
-    key_cache.clear()
+    check_cache.clear()
     assert authenticate_key(dev.plain_key).developer_id == dev.id  # remembered now, with its grace end
     time_passes(monkeypatch, max(0.0, (soon - timezone.now()).total_seconds()) + 0.05)
     with django_assert_num_queries(0):

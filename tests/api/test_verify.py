@@ -142,3 +142,17 @@ def test_the_cache_lifetime_setting_is_capped_at_60_seconds(settings):
     assert max_age(response) == 60
     settings.HOTCROSS_API_VERIFY_MAX_AGE = 5
     assert max_age(verify(DeveloperFactory().plain_key)) == 5
+
+
+def test_the_request_log_learns_the_developer_of_a_working_key_only(monkeypatch):
+    from infra import request_log
+
+    noted = []
+    monkeypatch.setattr(request_log, "note_developer", noted.append)
+    developer = DeveloperFactory()
+    assert verify(developer.plain_key).status_code == 200
+    assert noted == [developer.id]
+    services.revoke_key(developer=developer)
+    assert verify(developer.plain_key).status_code == 403
+    assert verify("hc_live_unknown").status_code == 401
+    assert noted == [developer.id]

@@ -415,12 +415,12 @@ def test_token_checks_are_counted_in_metrics_by_outcome() -> None:
 
 
 def test_a_cold_token_check_is_one_query_that_skips_the_shadow_user(django_assert_num_queries):
-    from accounts import key_cache
+    from accounts import check_cache
 
     developer = DeveloperFactory()
     tokens, _flow = tokens_for(developer)
     authenticate_token(tokens["access_token"])  # the client's name is remembered, the grant's last use written
-    key_cache.clear()
+    check_cache.clear()
     with django_assert_num_queries(1) as queries:
         caller = authenticate_token(tokens["access_token"])
     assert "auth_user" not in queries.captured_queries[0]["sql"]
@@ -434,12 +434,12 @@ def test_an_expired_access_token_is_refused_on_a_cold_check():
 
     from django.utils import timezone
 
-    from accounts import key_cache
+    from accounts import check_cache
 
     developer = DeveloperFactory()
     tokens, _flow = tokens_for(developer)
     _user_tokens().update(expires=timezone.now() - timedelta(seconds=1))
-    key_cache.clear()
+    check_cache.clear()
     with pytest.raises(KeyRefused) as refused:
         authenticate_token(tokens["access_token"])
     assert "expired" in refused.value.message

@@ -15,7 +15,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts import key_cache, last_used
+from accounts import check_cache, last_used
 from accounts.authentication import authenticate_key
 from accounts.models import Developer, UsageEvent
 from tests.factories import DeveloperFactory
@@ -120,7 +120,7 @@ def test_without_a_bridge_the_background_writer_writes_it_soon_after_the_check()
 
         # Notes made while the writer is busy are written too (it runs while notes wait).
         other = DeveloperFactory(api_key_last_used_at=None)
-        key_cache.clear()
+        check_cache.clear()
         authenticate_key(other.plain_key)
         assert wait_for(lambda: last_used_of(other) is not None, seconds=5)
 

@@ -14,8 +14,10 @@ from django.contrib.auth.models import User
 from accounts.authentication import authenticate_key
 from accounts.exceptions import KeyRefused
 from tests.factories import DeveloperFactory
-from tests.support.mcp import http_client, run_uvicorn
+from tests.support.mcp import http_client, server_env
 from tests.support.metrics import TOKEN, sample
+from tests.support.oauth import issue_token
+from tests.support.servers import uvicorn
 
 
 @pytest.mark.django_db
@@ -63,14 +65,23 @@ class TestAccess:
 @pytest.mark.django_db(transaction=True)
 def test_a_server_with_json_logs_logs_each_request_with_its_id_and_developer_never_the_key(tmp_path):
     developer = DeveloperFactory()
-    with run_uvicorn(tmp_path, LOG_FORMAT="json", HOTCROSS_METRICS_TOKEN=TOKEN) as server:
+
+    def environment(base: str) -> dict[str, str]:  # its own address: where its OAuth tokens are bound (RFC 8707)
+        return server_env(LOG_FORMAT="json", HOTCROSS_METRICS_TOKEN=TOKEN, HOTCROSS_PUBLIC_URL=base)
+
+    with uvicorn(tmp_path, environment) as server:
         given = httpx2.get(f"{server.base}/healthz", headers={"X-Request-ID": "trace-abc.123"}, timeout=10)
         made = httpx2.get(f"{server.base}/healthz", timeout=10)
         hostile = httpx2.get(f"{server.base}/healthz", headers={"X-Request-ID": "x" * 500}, timeout=10)
+        access_token = issue_token(developer, f"{server.base}/mcp")
 
         async def scenario():
             async with http_client(server.url, developer.plain_key, **{"X-Request-ID": "mcp-call-1"}) as client:
                 await client.call_tool("echo", {"text": "hi"})
+            async with http_client(server.url, access_token, **{"X-Request-ID": "mcp-oauth-1"}) as client:
+                await client.list_tools()
+            async with http_client(server.url + "/key", developer.plain_key, **{"X-Request-ID": "mcp-key-1"}) as client:
+                await client.list_tools()
 
         anyio.run(scenario)
         metrics = httpx2.get(f"{server.base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).text
@@ -86,7 +97,13 @@ def test_a_server_with_json_logs_logs_each_request_with_its_id_and_developer_nev
     mcp = [line for line in requests if line["request_id"] == "mcp-call-1"]
     assert mcp and all(line["path"] == "/mcp" for line in mcp)
     assert any(line.get("developer_id") == str(developer.id) for line in mcp)
-    assert developer.plain_key not in log and TOKEN not in log
+    with_token = [line for line in requests if line["request_id"] == "mcp-oauth-1"]  # the transport notes it too
+    assert with_token and all(line["path"] == "/mcp" for line in with_token)
+    assert any(line.get("developer_id") == str(developer.id) for line in with_token)
+    key_only = [line for line in requests if line["request_id"] == "mcp-key-1"]
+    assert key_only and all(line["path"] == "/mcp/key" for line in key_only)
+    assert any(line.get("developer_id") == str(developer.id) for line in key_only)
+    assert developer.plain_key not in log and TOKEN not in log and access_token not in log
     assert sample(metrics, "hotcross_tool_calls_total", tool="echo", outcome="ok") == 1
     assert sample(metrics, "hotcross_metering_buffered_events") == 0
 

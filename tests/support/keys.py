@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from accounts import key_cache
+from accounts import check_cache
 from accounts.authentication import authenticate_key
 from accounts.exceptions import KeyRefused
 
@@ -24,10 +24,10 @@ def refusal_within(key: str, seconds: float = 1.05) -> KeyRefused:
     the clock has moved `seconds` on.
 
     The clock is put back at the end: what was remembered meanwhile (the refusal, say) then stays remembered up to
-    `seconds` longer in real time — the autouse `_fresh_key_cache` fixture empties the memory after every test."""
-    real_clock = key_cache.clock
+    `seconds` longer in real time — the autouse `_fresh_check_cache` fixture empties the memory after every test."""
+    real_clock = check_cache.clock
     moved = 0.0
-    key_cache.clock = lambda: real_clock() + moved
+    check_cache.clock = lambda: real_clock() + moved
     try:
         while True:
             try:
@@ -38,12 +38,12 @@ def refusal_within(key: str, seconds: float = 1.05) -> KeyRefused:
                 break
             moved = min(seconds, moved + STEP_SECONDS)
     finally:
-        key_cache.clock = real_clock
+        check_cache.clock = real_clock
     pytest.fail(f"the key still works after {seconds} s")
 
 
 class _MovedTimezone:
-    """`django.utils.timezone` as `accounts.authentication` sees it, with `now()` moved on."""
+    """`django.utils.timezone` as the key check sees it, with `now()` moved on."""
 
     def __init__(self, ahead: datetime.timedelta) -> None:
         self.ahead = ahead
@@ -57,12 +57,14 @@ class _MovedTimezone:
 
 def time_passes(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """The key check's clocks move `seconds` on, for the rest of the test, instead of waiting: its memory's
-    (`accounts.key_cache.clock`: entries age) and the wall clock it compares a key's expiry or a grace period's end
-    with (`timezone.now()` in `accounts.authentication`). Called again, they move on further."""
-    from accounts import authentication
+    (`accounts.check_cache.clock`: entries age) and the wall clock it compares a key's expiry or a grace period's end
+    with (`timezone.now()` in `accounts.authentication` and in its refusal rules, `accounts.developer_check`). Called
+    again, they move on further."""
+    from accounts import authentication, developer_check
 
     current = authentication.timezone
     ahead = datetime.timedelta(seconds=seconds) + (current.ahead if isinstance(current, _MovedTimezone) else ZERO)
     monkeypatch.setattr(authentication, "timezone", _MovedTimezone(ahead))
-    real_clock = key_cache.clock
-    monkeypatch.setattr(key_cache, "clock", lambda: real_clock() + seconds)
+    monkeypatch.setattr(developer_check, "timezone", _MovedTimezone(ahead))
+    real_clock = check_cache.clock
+    monkeypatch.setattr(check_cache, "clock", lambda: real_clock() + seconds)

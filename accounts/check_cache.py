@@ -1,6 +1,8 @@
-"""A per-process, at-most-one-second memory of key checks.
+"""A per-process, at-most-one-second memory of credential checks: API keys (by hash, `accounts.authentication`) and
+OAuth access tokens (by `"oauth:"` + checksum, `oauth.authentication`), side by side.
 
-Only a key the database knows is remembered (unknown keys are never stored, so random guesses cannot fill memory).
+Only a credential the database knows is remembered (unknown ones are never stored, so random guesses cannot fill
+memory).
 Writes through `accounts.services` clear this process's memory at once; other processes see a change when their
 entry expires, which is at most `HOTCROSS_KEY_CACHE_SECONDS` (capped at 1 s) later.
 """
@@ -24,23 +26,23 @@ def ttl() -> float:
     return max(0.0, min(float(getattr(settings, "HOTCROSS_KEY_CACHE_SECONDS", MAX_SECONDS)), MAX_SECONDS))
 
 
-def get(key_hash: str) -> Any | None:
-    entry = _entries.get(key_hash)
+def get(credential_hash: str) -> Any | None:
+    entry = _entries.get(credential_hash)
     if entry is None:
         return None
     if entry[0] <= clock():
-        _entries.pop(key_hash, None)
+        _entries.pop(credential_hash, None)
         return None
     return entry[1]
 
 
-def put(key_hash: str, value: Any) -> None:
+def put(credential_hash: str, value: Any) -> None:
     seconds = ttl()
     if seconds <= 0:
         return
     if len(_entries) >= MAX_ENTRIES:
         _entries.clear()
-    _entries[key_hash] = (clock() + seconds, value)
+    _entries[credential_hash] = (clock() + seconds, value)
 
 
 def clear() -> None:
