@@ -30,6 +30,7 @@ from django.utils.module_loading import import_string
 
 API_KEY = "api_key"
 OAUTH = "oauth"
+KEYS_ONLY = frozenset({API_KEY})  # `kinds` of a door that takes API keys and nothing else
 
 
 @dataclass(frozen=True, slots=True)

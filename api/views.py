@@ -19,7 +19,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from accounts.authentication import Principal, authenticate_key
+from accounts import credentials
+from accounts.credentials import Principal
 from accounts.exceptions import AccountsError, KeyRefused
 from accounts.plans import terms_for
 from accounts.selectors import seats_in_use
@@ -97,7 +98,7 @@ def _authenticated(request: HttpRequest) -> Principal | JsonResponse:
         response["WWW-Authenticate"] = 'Bearer realm="hotcross"'
         return response
     try:
-        principal = authenticate_key(key)
+        principal = credentials.authenticate(key, kinds=credentials.KEYS_ONLY).principal
     except KeyRefused as refusal:
         logger.info("api request refused code=%s", refusal.code)
         unknown = refusal.code == KeyRefused.INVALID_KEY

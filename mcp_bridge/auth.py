@@ -45,7 +45,6 @@ from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from accounts import credentials, keys
-from accounts.authentication import aauthenticate_key
 from accounts.credentials import Principal, aauthenticate
 from accounts.exceptions import KeyRefused
 from infra import request_log
@@ -226,7 +225,7 @@ class CallerMiddleware:
                 raise refusal_error(KeyRefused(KeyRefused.INVALID_KEY, MISSING_HTTP_KEY))
             return await call_next(ctx)
         try:
-            principal = await aauthenticate_key(self._stdio_key)
+            principal = (await credentials.aauthenticate(self._stdio_key, kinds=credentials.KEYS_ONLY)).principal
         except KeyRefused as refusal:
             logger.info("mcp stdio request refused code=%s method=%s", refusal.code, ctx.method)
             raise refusal_error(refusal) from None
@@ -288,8 +287,8 @@ class BearerKeyMiddleware:
         note = RefusalNote()
         noted = refusal_note.set(note)
         try:
-            with identity_bound(principal, raw_key, oauth_client=oauth_client) as (user, credentials):
-                await self.app({**scope, "user": user, "auth": credentials}, receive, _noted_send(send, note))
+            with identity_bound(principal, raw_key, oauth_client=oauth_client) as (user, auth):
+                await self.app({**scope, "user": user, "auth": auth}, receive, _noted_send(send, note))
         finally:
             refusal_note.reset(noted)
 

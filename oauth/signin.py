@@ -36,7 +36,7 @@ from django.db import transaction
 from django.db.models import Count, F, Max
 from django.utils import timezone
 
-from accounts.authentication import authenticate_key
+from accounts import credentials
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer
 from oauth import mailer
@@ -330,7 +330,7 @@ def _try_code(row: SignInCode | None, code: str) -> tuple[str | None, Developer 
 def sign_in_with_key(raw_key: str) -> Developer:
     """The developer whose key this is, when the key check accepts it; `SignInRefused` with its message otherwise."""
     try:
-        principal = authenticate_key(raw_key)
+        principal = credentials.authenticate(raw_key, kinds=credentials.KEYS_ONLY).principal
     except KeyRefused as refusal:
         raise SignInRefused(f"{refusal.message} ({refusal.code})") from None
     return Developer.objects.get(pk=principal.developer_id)

@@ -31,6 +31,7 @@ from oauth2_provider.views.metadata import OAuthProtectedResourceMetadataView
 from accounts import services
 from accounts.exceptions import AccountsError
 from accounts.models import Developer
+from infra import request_log
 from infra.proxy import client_ip
 from oauth import grants, signin
 from oauth.authentication import mcp_resource
@@ -174,6 +175,7 @@ def sign_in(request: HttpRequest) -> HttpResponse:
             except signin.SignInRefused as refused:
                 error = str(refused)
             else:
+                request_log.note_developer(developer.pk)  # the request's log line names who signed in
                 return _sign_in(request, developer)
         else:
             try:

@@ -10,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from mcp.server.mcpserver import MCPServer
 
-from accounts.authentication import aauthenticate_key
+from accounts import credentials
 from accounts.exceptions import KeyRefused
 from infra.db import DatabaseUnavailable, bound_queries
 from mcp_bridge import metering
@@ -59,7 +59,7 @@ async def _serve(server: MCPServer) -> None:
 async def _refusal_of(key: str) -> str | None:
     """The line to print when the key cannot be used, or None."""
     try:
-        await aauthenticate_key(key)
+        await credentials.aauthenticate(key, kinds=credentials.KEYS_ONLY)
     except KeyRefused as refusal:
         return f"{refusal.code}: {refusal.message}"
     except DatabaseUnavailable as exc:
