@@ -266,8 +266,8 @@ def _start_revision(stack: contextlib.ExitStack, revision: str, folder: Path) ->
 
 def _start_upstream(stack: contextlib.ExitStack) -> RunningServer:
     """The upstream (`tests/support/old_hotcross.py http PORT`), which binds its port itself; stopped when `stack`
-    closes."""
-    return stack.enter_context(serve_command([sys.executable, str(UPSTREAM), "http", "{port}"]))
+    closes. `-P`: its folder (tests/support, whose mcp.py would shadow the mcp SDK) is not put on sys.path."""
+    return stack.enter_context(serve_command([sys.executable, "-P", str(UPSTREAM), "http", "{port}"]))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ from tests.support.servers import ROOT, RunningServer, answers, serve_command, u
 EVERYTHING_BIN = ROOT / "node_modules" / ".bin" / "mcp-server-everything"
 EVERYTHING = shlex.join([str(EVERYTHING_BIN)])
 OLD_HOTCROSS_SCRIPT = ROOT / "tests" / "support" / "old_hotcross.py"
-OLD_HOTCROSS = shlex.join([sys.executable, str(OLD_HOTCROSS_SCRIPT)])
+# `-P`: the script's folder (tests/support, whose mcp.py would shadow the mcp SDK) is not put on sys.path.
+OLD_HOTCROSS = shlex.join([sys.executable, "-P", str(OLD_HOTCROSS_SCRIPT)])
 METRICS_TOKEN = "metrics-token-for-tests"
 
 # What an MCP client sends with a JSON-RPC POST to /mcp (`post`).
