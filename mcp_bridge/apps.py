@@ -17,6 +17,6 @@ class McpBridgeConfig(AppConfig):
 
 def _upstream_health() -> dict[str, Any] | None:
     """/healthz's `upstream` in gateway mode (the gateway's modules are imported on the first call, not at start)."""
-    from mcp_bridge.gateway.configured import health
+    from mcp_bridge.gateway.upstream import health
 
     return health()

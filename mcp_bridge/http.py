@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from infra.db import bound_queries
 from mcp_bridge import metering
 from mcp_bridge.auth import BearerKeyMiddleware
-from mcp_bridge.gateway import configured as gateway_upstream
+from mcp_bridge.gateway import upstream as gateway_upstream
 from mcp_bridge.gateway.direct import DirectForwarding
 from mcp_bridge.server import build_server
 

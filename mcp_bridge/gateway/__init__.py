@@ -4,7 +4,7 @@ The client side (connections, restarts, timeouts, cached lists, the pool) is the
 nothing of Django; here is the forwarding side:
 
 - `settings`: the `HOTCROSS_MCP_UPSTREAM*` settings as an `UpstreamConfig` (validated by `manage.py check`).
-- `configured`: the bridge's upstream: the running loop's pool (`current_pool`), the caller's connection in it, its
+- `upstream`: the bridge's upstream: the running loop's pool (`current_pool`), the caller's connection in it, its
   start and end with the server, its /healthz status.
 - `identity`: `_developer_id` / `_organization_id` hidden from clients and filled with the real caller; `_meta` keys.
 - `server`: `GatewayServer`, the bridge's `MCPServer` with the upstream's tools, prompts and resources beside its own.

@@ -42,10 +42,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from infra import metrics
 from mcp_bridge import metering
 from mcp_bridge.auth import current_caller
-from mcp_bridge.gateway import configured as gateway_upstream
+from mcp_bridge.gateway import upstream as gateway_upstream
 from mcp_bridge.gateway.identity import caller_meta, forwarded_arguments
+from mcp_bridge.gateway.upstream import Upstream
 from mcp_bridge.plans import admit_call
-from upstream.connection import Upstream
 
 logger = logging.getLogger(__name__)
 

@@ -41,9 +41,8 @@ from mcp_types import (
 from infra import metrics
 from mcp_bridge import metering
 from mcp_bridge.auth import current_caller
-from mcp_bridge.gateway.configured import caller_upstream, current_pool
 from mcp_bridge.gateway.identity import caller_meta, forwarded_arguments, public_tool
-from upstream.connection import Upstream
+from mcp_bridge.gateway.upstream import Upstream, caller_upstream, current_pool
 
 logger = logging.getLogger(__name__)
 

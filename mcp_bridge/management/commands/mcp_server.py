@@ -15,7 +15,7 @@ from accounts.exceptions import KeyRefused
 from infra.db import DatabaseUnavailable, bound_queries
 from mcp_bridge import metering
 from mcp_bridge.auth import MISSING_STDIO_KEY
-from mcp_bridge.gateway import configured as gateway_upstream
+from mcp_bridge.gateway import upstream as gateway_upstream
 from mcp_bridge.server import build_server
 
 # Exit status when the key is missing or refused, before any MCP traffic (1 is everything else).
