@@ -248,12 +248,13 @@ class Upstream:
             params["_meta"] = {**meta, "progressToken": f"hotcross-progress-{next(self._progress_tokens)}"}
         return params
 
-    async def _post(self, method: str, params: dict[str, Any], on_notification: Notify | None) -> dict[str, Any]:
-        """One JSON-RPC request by POST on the connection that is up (see `HttpPoster.request`)."""
+    def _post(self, method: str, params: dict[str, Any], on_notification: Notify | None) -> Awaitable[dict[str, Any]]:
+        """One JSON-RPC request by POST on the connection that is up (`HttpPoster.request`, awaited by the caller:
+        no coroutine of its own on the forwarded calls' path)."""
         poster = self._poster
         if poster is None:
             raise aiohttp.ClientConnectionError("not connected")
-        return await poster.request(method, params, on_notification)
+        return poster.request(method, params, on_notification)
 
     def ensure_running(self) -> None:
         if self._retired:

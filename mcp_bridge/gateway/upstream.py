@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -25,10 +26,11 @@ def current_pool() -> UpstreamPool | None:
     return None if config is None else pool.loop_pool(config)
 
 
-async def caller_upstream(found: UpstreamPool, caller: Principal | None) -> Upstream:
-    """The caller's upstream in `found` (created, not yet started, if there was none)."""
+def caller_upstream(found: UpstreamPool, caller: Principal | None) -> Awaitable[Upstream]:
+    """The caller's upstream in `found` (created, not yet started, if there was none), to await (no coroutine of its
+    own on the forwarded calls' path)."""
     key = str(caller.organization_id) if caller is not None and found.per_organization else None
-    return await found.upstream_for(key)
+    return found.upstream_for(key)
 
 
 async def start() -> None:
