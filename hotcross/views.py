@@ -6,7 +6,7 @@ import sys
 from django.apps import apps
 from django.conf import settings
 from django.contrib import admin
-from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, connection
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import render
@@ -17,6 +17,7 @@ from djstripe.admin.views import ConfirmCustomAction
 
 from accounts.admin.registry import registered_admin
 from hotcross.middleware import is_database_outage, unavailable_response
+from infra import health
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ def landing(request: HttpRequest) -> HttpResponse:
 def healthz(request: HttpRequest) -> JsonResponse:
     """200 when the database answers a query, 503 otherwise (for load balancers and uptime checks).
 
-    In gateway mode the body also says how the upstream MCP server is (`upstream`: its state, restarts, last error),
-    without changing the status: the site and the built-in tools work without it.
+    The body also holds what the apps' health checks say (`infra.health`; in gateway mode `upstream`: the upstream
+    MCP server's state, restarts, last error), without changing the status: the site and the built-in tools work
+    without it.
     """
     try:
         with connection.cursor() as cursor:
@@ -50,10 +52,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
             cursor.fetchone()
     except DatabaseError as exc:
         logger.warning("healthz: database unavailable: %s", exc.__class__.__name__)
-        response = JsonResponse({"status": "unavailable", "database": "down", **_upstream()}, status=503)
+        response = JsonResponse({"status": "unavailable", "database": "down", **health.statuses()}, status=503)
         response["Retry-After"] = "5"
         return response
-    return JsonResponse({"status": "ok", "database": "up", **_upstream()})
+    return JsonResponse({"status": "ok", "database": "up", **health.statuses()})
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
@@ -62,24 +64,6 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if is_database_outage(sys.exc_info()[1]):
         return unavailable_response(request)
     return defaults.server_error(request)
-
-
-def _upstream() -> dict[str, object]:
-    from mcp_bridge.gateway import pool
-    from mcp_bridge.gateway.config import upstream_config
-
-    try:
-        config = upstream_config()
-    except ImproperlyConfigured:
-        return {"upstream": {"state": "misconfigured"}}
-    if config is None:
-        return {}
-    running = pool.statuses()
-    return {
-        "upstream": running[0]
-        if running
-        else {"transport": config.transport, "scope": config.scope, "state": "stopped"}
-    }
 
 
 # The actions dj-stripe's admin offers through its own URL (`djstripe.admin.actions.CustomActionMixin`).

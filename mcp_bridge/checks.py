@@ -65,7 +65,7 @@ def check_upstream(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     cannot be reached is a warning (it may not be up yet at deploy), a name clash an error. Other commands that run
     the checks (`migrate`, `mcp_server`, ...) do not start it (`probe_upstream`).
     """
-    from mcp_bridge.gateway.config import upstream_config
+    from mcp_bridge.gateway.settings import upstream_config
 
     try:
         config = upstream_config()
@@ -88,9 +88,9 @@ def _upstream_findings(config: Any) -> tuple[CheckMessage, ...]:
     import anyio
     from mcp.shared.exceptions import MCPError
 
-    from mcp_bridge.gateway.upstream import probe
     from mcp_bridge.server import tool_modules
     from mcp_bridge.tools import tool_name, tools_of
+    from upstream.probe import probe
 
     try:
         asyncio.get_running_loop()

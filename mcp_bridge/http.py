@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from infra.db import bound_queries
 from mcp_bridge import metering
 from mcp_bridge.auth import BearerKeyMiddleware
-from mcp_bridge.gateway import pool as gateway_pool
+from mcp_bridge.gateway import upstream as gateway_upstream
 from mcp_bridge.gateway.direct import DirectForwarding
 from mcp_bridge.server import build_server
 
@@ -85,10 +85,10 @@ class MCPHttpApp:
         still buffered."""
         try:
             async with self.server.session_manager.run():
-                await gateway_pool.start()  # the shared upstream (mcp_bridge.gateway), if any
+                await gateway_upstream.start()  # the shared upstream (mcp_bridge.gateway), if any
                 yield
         finally:
-            await gateway_pool.close()
+            await gateway_upstream.close()
             await metering.flush_at_stop()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -32,8 +32,8 @@ from mcp_types import INVALID_PARAMS
 
 from mcp_bridge.admission import AdmissionMiddleware
 from mcp_bridge.auth import CallerMiddleware, current_caller
-from mcp_bridge.gateway.config import upstream_config
 from mcp_bridge.gateway.server import GatewayServer
+from mcp_bridge.gateway.settings import upstream_config
 from mcp_bridge.metering import MeteringMiddleware
 from mcp_bridge.tools import bind_caller, duplicate_names, options_of, tool_name, tools_of
 

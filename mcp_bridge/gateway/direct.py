@@ -43,7 +43,7 @@ from infra import metrics
 from mcp_bridge import metering
 from mcp_bridge.admission import admit_call
 from mcp_bridge.auth import current_caller
-from mcp_bridge.gateway import pool
+from mcp_bridge.gateway import upstream as gateway_upstream
 from mcp_bridge.gateway.identity import caller_meta, forwarded_arguments
 from mcp_bridge.gateway.upstream import Upstream
 
@@ -63,7 +63,11 @@ class DirectForwarding:
         self.server = server
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gateway = pool.gateway() if scope["type"] == "http" and settings.HOTCROSS_MCP_DIRECT_FORWARD else None
+        gateway = (
+            gateway_upstream.current_pool()
+            if scope["type"] == "http" and settings.HOTCROSS_MCP_DIRECT_FORWARD
+            else None
+        )
         if gateway is None or gateway.per_organization:
             await self.app(scope, receive, send)
             return
@@ -93,7 +97,7 @@ class DirectForwarding:
         await send({"type": "http.response.body", "body": body})
 
     async def _forwardable(
-        self, gateway: pool.Gateway, body: bytes
+        self, gateway: gateway_upstream.UpstreamPool, body: bytes
     ) -> tuple[str | int, Upstream, str, dict[str, Any]] | None:
         """(id, upstream, tool name, arguments) of a request this app answers; None for everything else."""
         try:
@@ -116,7 +120,7 @@ class DirectForwarding:
             return None  # progress: the SDK path relays what it can
         if self.server._tool_manager.get_tool(name) is not None:
             return None  # a built-in or module tool
-        upstream = await gateway.upstream_for(current_caller())
+        upstream = await gateway_upstream.caller_upstream(gateway, current_caller())
         if upstream.config.transport != "http" or upstream.state != "up" or name not in upstream.listing.tools:
             return None
         return request_id, upstream, name, arguments or {}

@@ -41,9 +41,8 @@ from mcp_types import (
 from infra import metrics
 from mcp_bridge import metering
 from mcp_bridge.auth import current_caller
-from mcp_bridge.gateway import pool
 from mcp_bridge.gateway.identity import caller_meta, forwarded_arguments, public_tool
-from mcp_bridge.gateway.upstream import Upstream
+from mcp_bridge.gateway.upstream import Upstream, caller_upstream, current_pool
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +68,10 @@ class GatewayServer(MCPServer):
 
     async def _upstream(self) -> Upstream | None:
         """The caller's upstream, started; None when it cannot be had (the built-ins keep working)."""
-        found = pool.gateway()
+        found = current_pool()
         if found is None:
             return None
-        upstream = await found.upstream_for(current_caller())
+        upstream = await caller_upstream(found, current_caller())
         try:
             await upstream.session()
         except MCPError as exc:
@@ -98,11 +97,11 @@ class GatewayServer(MCPServer):
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         if self._tool_manager.get_tool(name) is not None:
             return await super().call_tool(name, arguments, context)
-        found = pool.gateway()
+        found = current_pool()
         if found is None:
             return await super().call_tool(name, arguments, context)  # the SDK's "Unknown tool"
         caller = current_caller()
-        upstream = await found.upstream_for(caller)
+        upstream = await caller_upstream(found, caller)
         try:
             await upstream.session()
         except MCPError as exc:
@@ -139,10 +138,11 @@ class GatewayServer(MCPServer):
     async def get_prompt(
         self, name: str, arguments: dict[str, Any] | None = None, context: Any = None
     ) -> GetPromptResult | Any:
-        if self._prompt_manager.get_prompt(name) is not None or pool.gateway() is None:
+        found = current_pool()
+        if self._prompt_manager.get_prompt(name) is not None or found is None:
             return await super().get_prompt(name, arguments, context)
         caller = current_caller()
-        upstream = await pool.gateway().upstream_for(caller)  # type: ignore[union-attr]
+        upstream = await caller_upstream(found, caller)
         meta = caller_meta(caller)
         return await upstream.request(
             f"prompts/get {name!r}", lambda session: session.get_prompt(name, arguments, meta=meta)
@@ -167,11 +167,11 @@ class GatewayServer(MCPServer):
     async def _handle_read_resource(
         self, ctx: ServerRequestContext[Any], params: ReadResourceRequestParams
     ) -> ReadResourceResult | Any:
-        found = pool.gateway()
+        found = current_pool()
         if found is None or self._resource_manager.list_resources():
             return await super()._handle_read_resource(ctx, params)
         caller = current_caller()
-        upstream = await found.upstream_for(caller)
+        upstream = await caller_upstream(found, caller)
         uri, meta = str(params.uri), caller_meta(caller)
         return await upstream.request(f"resources/read {uri!r}", lambda session: session.read_resource(uri, meta=meta))
 

@@ -1,5 +1,5 @@
 """An HTTP upstream behind an outbound proxy: the bridge's forwarded calls go through `HTTP_PROXY` unless `NO_PROXY`
-names the upstream's host, as the SDK's own client does (`mcp_bridge.gateway.upstream._env_proxy`, read once per
+names the upstream's host, as the SDK's own client does (`upstream.rpc.env_proxy`, read once per
 connection rather than on a thread for every call). The proxy here is real: it relays what it is sent and notes it."""
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from accounts.exceptions import KeyRefused
 from infra.db import DatabaseUnavailable, bound_queries
 from mcp_bridge import metering
 from mcp_bridge.auth import MISSING_STDIO_KEY
-from mcp_bridge.gateway import pool as gateway_pool
+from mcp_bridge.gateway import upstream as gateway_upstream
 from mcp_bridge.server import build_server
 
 # Exit status when the key is missing or refused, before any MCP traffic (1 is everything else).
@@ -47,11 +47,11 @@ class Command(BaseCommand):
 
 async def _serve(server: MCPServer) -> None:
     await metering.load_spool_at_start()  # the usage events a stop could not write
-    await gateway_pool.start()  # the shared upstream, if any, starts while the client initializes
+    await gateway_upstream.start()  # the shared upstream, if any, starts while the client initializes
     try:
         await server.run_stdio_async()
     finally:
-        await gateway_pool.close()
+        await gateway_upstream.close()
         # The usage events of the session's last moments, before the client loses patience.
         await metering.flush_at_stop(metering.STDIO_SHUTDOWN_SECONDS)
 

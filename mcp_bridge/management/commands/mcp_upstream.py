@@ -10,9 +10,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from mcp.shared.exceptions import MCPError
 
-from mcp_bridge.gateway.config import upstream_config
 from mcp_bridge.gateway.identity import META_KEYS, identity_arguments, public_tool
-from mcp_bridge.gateway.upstream import probe
+from mcp_bridge.gateway.settings import upstream_config
+from upstream.probe import probe
 
 
 class Command(BaseCommand):

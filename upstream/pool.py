@@ -1,9 +1,13 @@
-"""The upstreams of one server process: one for everyone (`shared`), or one per organization (`organization`).
+"""The upstreams of one server process (`UpstreamPool`): one for everyone (`shared`), or one per organization
+(`organization`), keyed by the organization's id as a string.
 
 Organization scope: an organization's process starts on its first request, with `HOTCROSS_ORGANIZATION_ID` and its
 own data folder; it is never used for another organization. A process idle for `idle_seconds` is stopped; at most
 `max_processes` run, and a new organization's first request stops the least recently used idle one (when every
 process is busy answering, the request is refused with `upstream_unavailable` rather than one being cut off).
+
+A server has one event loop, and one pool on it (`loop_pool(config)`); `statuses()` reads every loop's pool from
+any thread.
 """
 
 from __future__ import annotations
@@ -12,22 +16,23 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 import weakref
 from collections import OrderedDict
 from typing import Any
 
-from accounts.authentication import Principal
-from mcp_bridge.gateway.config import UpstreamConfig, upstream_config
-from mcp_bridge.gateway.upstream import Upstream, unavailable
+from upstream.config import UpstreamConfig
+from upstream.connection import State, Upstream
+from upstream.errors import unavailable
 
 logger = logging.getLogger(__name__)
 
 
-class Gateway:
+class UpstreamPool:
+    """The connections to the upstream of one event loop: one shared, or one per organization."""
+
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
-        self._upstreams: OrderedDict[uuid.UUID | None, Upstream] = OrderedDict()
+        self._upstreams: OrderedDict[str | None, Upstream] = OrderedDict()
         self._reaper: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -38,9 +43,10 @@ class Gateway:
     def upstreams(self) -> list[Upstream]:
         return list(self._upstreams.values())
 
-    async def upstream_for(self, caller: Principal | None) -> Upstream:
-        """The caller's upstream (created, not yet started, if there was none)."""
-        key = caller.organization_id if self.per_organization and caller is not None else None
+    async def upstream_for(self, organization_id: str | None) -> Upstream:
+        """The organization's upstream, or the shared one (whatever `organization_id` is) in shared scope; created,
+        not yet started, if there was none."""
+        key = organization_id if self.per_organization else None
         upstream = self._upstreams.get(key)
         if upstream is None:
             async with self._lock:
@@ -77,7 +83,7 @@ class Gateway:
             await asyncio.sleep(period)
             now = time.monotonic()
             for key, upstream in list(self._upstreams.items()):
-                idle = upstream.in_flight == 0 and upstream.state != "starting"  # a start is for a waiting request
+                idle = upstream.in_flight == 0 and upstream.state is not State.STARTING  # a start is for a request
                 if idle and now - upstream.last_used >= self.config.idle_seconds:
                     if self._upstreams.get(key) is upstream:
                         del self._upstreams[key]
@@ -103,55 +109,48 @@ class Gateway:
         if self.per_organization:
             states: dict[str, int] = {}
             for upstream in upstreams:
-                states[upstream.state] = states.get(upstream.state, 0) + 1
+                states[upstream.state.value] = states.get(upstream.state.value, 0) + 1
             status.update(processes=len(upstreams), states=states, max_processes=self.config.max_processes)
         elif upstreams:
             status.update(upstreams[0].status())
         else:
-            status["state"] = "stopped"
+            status["state"] = State.STOPPED.value
         return status
 
 
-_gateways: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gateway] = weakref.WeakKeyDictionary()
-_last: tuple[weakref.ref[asyncio.AbstractEventLoop], Gateway] | None = None
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UpstreamPool] = weakref.WeakKeyDictionary()
+_last: tuple[weakref.ref[asyncio.AbstractEventLoop], UpstreamPool] | None = None
 
 
-def gateway() -> Gateway | None:
-    """The running event loop's gateway (a server has one loop), or None when no upstream is configured."""
-    config = upstream_config()
-    if config is None:
-        return None
+def loop_pool(config: UpstreamConfig) -> UpstreamPool:
+    """The running event loop's pool of `config`'s upstream (a new one, the old one left to `close_loop_pool`, when
+    the config changed)."""
     global _last
     loop = asyncio.get_running_loop()
     last = _last
     if last is not None and last[0]() is loop and last[1].config is config:  # the usual case, without a new weakref
         return last[1]
-    found = _gateways.get(loop)
+    found = _pools.get(loop)
     if found is None or (found.config is not config and found.config != config):
-        found = _gateways[loop] = Gateway(config)
+        found = _pools[loop] = UpstreamPool(config)
     _last = (weakref.ref(loop), found)
     return found
 
 
 def statuses() -> list[dict[str, Any]]:
-    """The upstream state of every gateway of this process (for /healthz, which runs on another thread)."""
+    """The upstream state of every loop's pool in this process (for a health check, which runs on another thread)."""
     for _attempt in range(3):
         with contextlib.suppress(RuntimeError):  # a dict changed size while being read: read again
-            return [found.status() for found in list(_gateways.values())]
+            return [found.status() for found in list(_pools.values())]
     return []
 
 
-async def start() -> None:
-    found = gateway()
-    if found is not None:
-        await found.start()
-
-
-async def close() -> None:
+async def close_loop_pool() -> None:
+    """Stop the running event loop's pool, if it has one (a server's end)."""
     global _last
     with contextlib.suppress(RuntimeError):
         loop = asyncio.get_running_loop()
         _last = None
-        found = _gateways.pop(loop, None)
+        found = _pools.pop(loop, None)
         if found is not None:
             await found.close()

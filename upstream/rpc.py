@@ -1,0 +1,138 @@
+"""JSON-RPC over POST to a streamable-HTTP MCP server, without the mcp SDK's client (`HttpPoster`).
+
+A forwarded `tools/call` is one POST of the JSON-RPC message on pooled keep-alive connections (aiohttp: about a
+quarter of httpx's CPU per request), its answer read as JSON or as an SSE stream whose notifications go to the
+caller. The trip through the SDK client's streams and tasks cost the bridge more CPU than the upstream's whole answer
+(bench/gateway_overhead.py); the SDK session (`upstream.connection`) still does `initialize`, the lists and
+list_changed, and tells this client the session id and protocol version it agreed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from mcp.shared.exceptions import MCPError
+from yarl import URL
+
+MAX_SSE_EVENT = 16 * 1024 * 1024  # bytes of one event of a forwarded call's SSE answer
+FORWARDING_CONNECTIONS = 100  # keep-alive connections to an HTTP upstream for forwarded calls (per upstream)
+
+Notify = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class HttpPoster:
+    """JSON-RPC requests to `url`, each one POST on this client's pool of connections (opened by `open`, closed by
+    `close`). Its request ids are its own (`hotcross-1`, `hotcross-2`, ...)."""
+
+    def __init__(
+        self, url: str, headers: dict[str, str], *, connect_timeout: float, on_session_lost: Callable[[str], None]
+    ) -> None:
+        self.url = url
+        self.session_id: str | None = None  # the upstream's Mcp-Session-Id, if it gave one
+        self.protocol_version: str | None = None  # as agreed at `initialize`
+        self._headers = headers
+        self._connect_timeout = connect_timeout
+        self._on_session_lost = on_session_lost
+        self._http: aiohttp.ClientSession | None = None
+        self._proxy: tuple[URL | None, aiohttp.BasicAuth | None] = (None, None)
+        self._ids = itertools.count(1)
+
+    async def open(self) -> None:
+        self._proxy = env_proxy(self.url)
+        self._http = aiohttp.ClientSession(
+            headers=self._headers,
+            timeout=aiohttp.ClientTimeout(sock_connect=self._connect_timeout),
+            connector=aiohttp.TCPConnector(limit=FORWARDING_CONNECTIONS),
+        )
+
+    async def close(self) -> None:
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
+
+    async def request(self, method: str, params: dict[str, Any], on_notification: Notify | None) -> dict[str, Any]:
+        """One JSON-RPC request by POST: its result, or its error raised as `MCPError`. The answer may be JSON or an
+        SSE stream; notifications in the stream go to `on_notification`. A session the upstream no longer knows
+        (HTTP 404) is reported to `on_session_lost` and raised as a connection error."""
+        http = self._http
+        if http is None:
+            raise aiohttp.ClientConnectionError("not connected")
+        request_id = f"hotcross-{next(self._ids)}"
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}).encode()
+        headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+        if self.protocol_version:
+            headers["mcp-protocol-version"] = self.protocol_version
+        if self.session_id:
+            headers["mcp-session-id"] = self.session_id
+        proxy, proxy_auth = self._proxy
+        async with http.post(self.url, data=body, headers=headers, proxy=proxy, proxy_auth=proxy_auth) as response:
+            if response.status == 404 and self.session_id:
+                self._on_session_lost("it no longer knows the session (HTTP 404)")
+                raise aiohttp.ClientConnectionError("session gone")
+            kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+            if kind == "text/event-stream":
+                async for message in _sse_messages(response):
+                    if message.get("id") == request_id and ("result" in message or "error" in message):
+                        return _answer(message)
+                    if "id" not in message and isinstance(message.get("method"), str) and on_notification:
+                        await on_notification(message)
+                raise ValueError("the event stream ended without an answer")
+            answer = json.loads(await response.read())
+            if not isinstance(answer, dict) or answer.get("id") != request_id:
+                raise ValueError(f"HTTP {response.status} without the answer")
+            return _answer(answer)
+
+
+def _answer(message: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-RPC response's result; its error as `MCPError` (passed to the client unchanged)."""
+    error = message.get("error")
+    if isinstance(error, dict):
+        code, text = error.get("code"), error.get("message")
+        if not isinstance(code, int) or not isinstance(text, str):
+            raise ValueError("a malformed JSON-RPC error")
+        raise MCPError(code=code, message=text, data=error.get("data"))
+    result = message.get("result")
+    if not isinstance(result, dict):
+        raise ValueError("a JSON-RPC response without a result")
+    return result
+
+
+def env_proxy(url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The proxy (and its credentials) that HTTP(S)_PROXY / NO_PROXY give for `url`, as the SDK's httpx client reads
+    them; (None, None) for none. Read once per connection: aiohttp's `trust_env` reads them and ~/.netrc on a thread
+    for every request, and those two thread hops halved the gateway's throughput (bench/gateway_overhead.py)."""
+    with contextlib.suppress(LookupError):
+        return get_env_proxy_for_url(URL(url))
+    return None, None
+
+
+async def _sse_messages(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    """The JSON-RPC messages of an SSE answer (each event's `data` lines joined; events without data, such as the
+    priming event of a resumable stream, skipped)."""
+    data: list[str] = []
+    size = 0
+    while raw := await response.content.readline(max_line_length=MAX_SSE_EVENT + 64):
+        line = raw.decode().rstrip("\r\n")
+        if not line:
+            text, data, size = "\n".join(data), [], 0
+            if text.strip():
+                message = json.loads(text)
+                if isinstance(message, dict):
+                    yield message
+            continue
+        if line.startswith("data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(" ") else value)
+            size += len(value)
+            if size > MAX_SSE_EVENT:
+                raise ValueError("an event larger than the bridge accepts")
+    if "".join(data).strip():
+        message = json.loads("\n".join(data))
+        if isinstance(message, dict):
+            yield message
