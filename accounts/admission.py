@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from accounts import monthly_use, rate_buckets
-from accounts.authentication import Principal
 from accounts.choices import AtCap
+from accounts.credentials import Principal
 from accounts.plans import PlanTerms, aterms_for, month_start
 
 TOOL_NOT_IN_PLAN = "tool_not_in_plan"

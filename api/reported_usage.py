@@ -39,7 +39,7 @@ from django.utils.dateparse import parse_datetime
 
 from accounts import admission
 from accounts.admission import CallRefused
-from accounts.authentication import Principal
+from accounts.credentials import Principal
 from accounts.exceptions import AccountsError
 from accounts.models import Organization
 from accounts.plans import PlanTerms, terms_for

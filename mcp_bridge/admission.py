@@ -28,25 +28,24 @@ from mcp.shared.exceptions import MCPError
 
 from accounts import admission
 from accounts.admission import CallRefused
-from accounts.authentication import Principal
+from accounts.credentials import Principal
 from accounts.plans import aterms_for
 from infra import metrics
 from infra.db import DatabaseUnavailable
-from mcp_bridge.auth import current_caller, refusal_note, unavailable_error
+from mcp_bridge.auth import RefusalNote, current_caller, refusal_note, unavailable_error
 
 logger = logging.getLogger(__name__)
 
 PLAN_REFUSED = -32003  # JSON-RPC error code of the plan's refusals; `data.code` says which
 
 
-def refusal_error(refused: CallRefused) -> MCPError:
-    """Count a refusal for `/metrics`, note its wait for the HTTP answer, and make it the client's JSON-RPC error."""
+def refusal_error(refused: CallRefused, note: RefusalNote | None = None) -> MCPError:
+    """Count a refusal for `/metrics`, note its wait for the HTTP answer (`note`: the request's, None over stdio), and
+    make it the client's JSON-RPC error."""
     metrics.TOOL_CALLS_REFUSED.labels(refused.code).inc()
     logger.info("mcp tools/call refused code=%s", refused.code)
-    if refused.retry_after is not None:
-        note = refusal_note.get()
-        if note is not None:
-            note.wait(refused.retry_after)
+    if refused.retry_after is not None and note is not None:
+        note.wait(refused.retry_after)
     return MCPError(
         code=PLAN_REFUSED,
         message=f"{refused.code}: {refused.message}",
@@ -65,7 +64,7 @@ class AdmissionMiddleware:
             try:
                 await admission.admit(current_caller(), params.get("name"))
             except CallRefused as refused:
-                raise refusal_error(refused) from None
+                raise refusal_error(refused, refusal_note(getattr(ctx.request, "scope", None))) from None
             except DatabaseUnavailable as exc:
                 raise unavailable_error(exc) from None
             return await call_next(ctx)
@@ -81,12 +80,12 @@ class AdmissionMiddleware:
         return await call_next(ctx)
 
 
-async def admit_call(principal: Principal, name: str) -> None:
+async def admit_call(principal: Principal, name: str, note: RefusalNote | None) -> None:
     """The plan's rules for one `tools/call` of `name` by `principal`, outside the MCP server (the gateway's direct
-    forwarding): returns when the call may be served, else raises the client's error."""
+    forwarding; `note`: its request's): returns when the call may be served, else raises the client's error."""
     try:
         await admission.admit(principal, name)
     except CallRefused as refused:
-        raise refusal_error(refused) from None
+        raise refusal_error(refused, note) from None
     except DatabaseUnavailable as exc:
         raise unavailable_error(exc) from None

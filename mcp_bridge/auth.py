@@ -31,7 +31,7 @@ import functools
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -88,8 +88,8 @@ _credential: ContextVar[tuple[str, str | None]] = ContextVar("hotcross_mcp_crede
 
 class RefusalNote:
     """What a refusal inside the MCP server (`mcp_bridge.admission`) tells the HTTP answer of its request: a wait
-    makes the answer 429 with `Retry-After`. `BearerKeyMiddleware` gives every HTTP request one (`refusal_note`; the
-    SDK runs the server in tasks that copy the request's context, so they all see the request's note)."""
+    makes the answer 429 with `Retry-After`. `BearerKeyMiddleware` puts one in every HTTP request's ASGI scope, where
+    the MCP server's middlewares (through `ctx.request.scope`) and the direct forwarding find it (`refusal_note`)."""
 
     __slots__ = ("retry_after",)
 
@@ -100,7 +100,12 @@ class RefusalNote:
         self.retry_after = seconds if self.retry_after is None else max(self.retry_after, seconds)
 
 
-refusal_note: ContextVar[RefusalNote | None] = ContextVar("hotcross_refusal_note", default=None)
+_NOTE = "hotcross.refusal_note"  # the note's key in the ASGI scope
+
+
+def refusal_note(scope: Mapping[str, Any] | None) -> RefusalNote | None:
+    """The refusal note of the HTTP request whose ASGI scope this is (None: stdio, or no request)."""
+    return scope.get(_NOTE) if scope is not None else None
 
 
 def current_credential() -> tuple[str, str | None]:
@@ -285,12 +290,8 @@ class BearerKeyMiddleware:
             await _refuse(receive, send, 503, unavailable_payload(exc))
             return
         note = RefusalNote()
-        noted = refusal_note.set(note)
-        try:
-            with identity_bound(principal, raw_key, oauth_client=oauth_client) as (user, auth):
-                await self.app({**scope, "user": user, "auth": auth}, receive, _noted_send(send, note))
-        finally:
-            refusal_note.reset(noted)
+        with identity_bound(principal, raw_key, oauth_client=oauth_client) as (user, auth):
+            await self.app({**scope, "user": user, "auth": auth, _NOTE: note}, receive, _noted_send(send, note))
 
 
 def _noted_send(send: Send, note: RefusalNote) -> Send:

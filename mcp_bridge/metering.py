@@ -36,7 +36,7 @@ from django.utils import timezone
 from mcp.server.context import ServerRequestContext
 
 from accounts import last_used
-from accounts.authentication import Principal
+from accounts.credentials import Principal
 from accounts.last_used import arecord_last_used
 from accounts.services import arecord_usages
 from accounts.services.usage_spool import load_spooled_usages, spill_usages

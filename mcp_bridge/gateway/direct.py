@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from infra import metrics
 from mcp_bridge import metering
 from mcp_bridge.admission import admit_call
-from mcp_bridge.auth import current_caller
+from mcp_bridge.auth import RefusalNote, current_caller, refusal_note
 from mcp_bridge.gateway import upstream as gateway_upstream
 from mcp_bridge.gateway.identity import caller_meta, forwarded_arguments
 from mcp_bridge.gateway.upstream import Upstream
@@ -85,7 +85,7 @@ class DirectForwarding:
         request_id, upstream, name, arguments = found
         answer: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
         try:
-            answer["result"] = await self._forward(upstream, name, arguments)
+            answer["result"] = await self._forward(upstream, name, arguments, refusal_note(scope))
         except MCPError as exc:
             answer["error"] = exc.error.model_dump(by_alias=True, exclude_unset=True)
         except Exception as exc:  # a bug, not the client's mistake: what the SDK's server answers then, not a 500
@@ -125,9 +125,11 @@ class DirectForwarding:
             return None
         return request_id, upstream, name, arguments or {}
 
-    async def _forward(self, upstream: Upstream, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    async def _forward(
+        self, upstream: Upstream, name: str, arguments: dict[str, Any], note: RefusalNote | None
+    ) -> dict[str, Any]:
         caller = current_caller()
-        await admit_call(caller, name)
+        await admit_call(caller, name, note)
         tool = upstream.listing.tools.get(name)
         forwarded, meta = forwarded_arguments(tool, arguments, caller), caller_meta(caller)
         _DIRECT.inc()

@@ -15,7 +15,7 @@ from typing import Any
 
 from mcp_types import Tool
 
-from accounts.authentication import Principal
+from accounts.credentials import Principal
 from mcp_bridge.tools import CALLER_ARGUMENTS
 
 META_DEVELOPER_ID = "hotcross/developer_id"

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from accounts.authentication import Principal
+from accounts.credentials import Principal
 from mcp_bridge.gateway.settings import upstream_config
 from upstream import pool
 from upstream.connection import State, Upstream

@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from mcp import Client
 
-from accounts.authentication import Principal
+from accounts.credentials import Principal
 from accounts.models import UsageEvent
 from mcp_bridge import metering
 from mcp_bridge.auth import caller_bound, current_caller
