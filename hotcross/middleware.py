@@ -14,25 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import psycopg
-from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from infra.db import DatabaseUnavailable
+from infra.db import DatabaseUnavailable, is_database_outage
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
-
-
-def is_database_outage(exc: BaseException | None) -> bool:
-    """Whether `exc` says the database could not be reached or did not answer (the client may try again), rather
-    than a mistake in a query."""
-    if exc is None:
-        return False
-    # psycopg's own errors where Django did not wrap them (psycopg_pool's PoolTimeout is one); Django's InterfaceError
-    # for a connection already closed (one a bound cut, say).
-    return isinstance(exc, DatabaseUnavailable | OperationalError | InterfaceError | psycopg.OperationalError)
 
 
 def unavailable_response(request: HttpRequest) -> HttpResponse:

@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from hotcross import local_env
 from infra import proxy
+from infra.log_filters import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -422,35 +423,4 @@ HOTCROSS_SIGN_IN_FREE_FAILURES = env.int("HOTCROSS_SIGN_IN_FREE_FAILURES", defau
 HOTCROSS_SIGN_IN_FAILURE_WAIT_SECONDS = env.float("HOTCROSS_SIGN_IN_FAILURE_WAIT_SECONDS", default=2.0)
 HOTCROSS_SIGN_IN_MAX_WAIT_SECONDS = env.int("HOTCROSS_SIGN_IN_MAX_WAIT_SECONDS", default=3600)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "infra.request_log.JsonFormatter"},
-    },
-    # Every record goes through the one console handler, whatever its logger (uvicorn's included, below): no key,
-    # token or code in any line (query strings included); a request refused as suspicious (a Host not in
-    # ALLOWED_HOSTS, …) or answered 503 for a database outage is one line, without a traceback.
-    "filters": {
-        "one_line_for_suspicious_requests": {"()": "infra.log_filters.OneLineForSuspiciousRequests"},
-        "one_line_for_database_outages": {"()": "infra.log_filters.OneLineForDatabaseOutages"},
-        "redact_secrets": {"()": "infra.log_filters.RedactSecrets"},
-    },
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": LOG_FORMAT,
-            "filters": ["one_line_for_suspicious_requests", "one_line_for_database_outages", "redact_secrets"],
-        }
-    },
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="WARNING")},
-    "loggers": {
-        "django.db.backends": {"level": "WARNING"},
-        # uvicorn's own loggers (its access log among them) write through the same handler as everything else, so
-        # LOG_FORMAT and the filters apply to them; their levels stay uvicorn's (--log-level, --no-access-log).
-        "uvicorn": {"handlers": ["console"], "propagate": False},
-        "uvicorn.access": {"handlers": ["console"], "propagate": False},
-        **({"hotcross.request": {"level": "INFO"}} if LOG_FORMAT == "json" else {}),
-    },
-}
+LOGGING = logging_config(LOG_FORMAT, env.str("LOG_LEVEL", default="WARNING"))  # infra.log_filters

@@ -16,8 +16,9 @@ from django.views.decorators.http import require_safe
 from djstripe.admin.views import ConfirmCustomAction
 
 from accounts.admin.registry import registered_admin
-from hotcross.middleware import is_database_outage, unavailable_response
+from hotcross.middleware import unavailable_response
 from infra import health
+from infra.db import is_database_outage
 
 logger = logging.getLogger(__name__)
 

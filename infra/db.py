@@ -69,6 +69,16 @@ class DatabaseUnavailable(Exception):
         return self.message
 
 
+def is_database_outage(exc: BaseException | None) -> bool:
+    """Whether `exc` says the database could not be reached or did not answer (the client may try again), rather
+    than a mistake in a query."""
+    if exc is None:
+        return False
+    # psycopg's own errors where Django did not wrap them (psycopg_pool's PoolTimeout is one); Django's InterfaceError
+    # for a connection already closed (one a bound cut, say).
+    return isinstance(exc, DatabaseUnavailable | OperationalError | InterfaceError | psycopg.OperationalError)
+
+
 # --- worker threads ---------------------------------------------------------------------------------------------------
 
 

@@ -91,6 +91,43 @@ class OneLineForDatabaseOutages(logging.Filter):
 
 
 def _is_outage(exc: Any) -> bool:
-    from hotcross.middleware import is_database_outage
+    from infra.db import is_database_outage  # not at import: settings load this module before Django is set up
 
     return is_database_outage(exc)
+
+
+def logging_config(log_format: str, level: str) -> dict[str, Any]:
+    """Django's LOGGING: one console handler for every logger (uvicorn's too) with these filters, `log_format`
+    "plain" or "json" (`infra.request_log.JsonFormatter`), the root at `level`."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+            "json": {"()": "infra.request_log.JsonFormatter"},
+        },
+        # Every record goes through the one console handler, whatever its logger (uvicorn's included, below): no key,
+        # token or code in any line (query strings included); a request refused as suspicious (a Host not in
+        # ALLOWED_HOSTS, …) or answered 503 for a database outage is one line, without a traceback.
+        "filters": {
+            "one_line_for_suspicious_requests": {"()": "infra.log_filters.OneLineForSuspiciousRequests"},
+            "one_line_for_database_outages": {"()": "infra.log_filters.OneLineForDatabaseOutages"},
+            "redact_secrets": {"()": "infra.log_filters.RedactSecrets"},
+        },
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": log_format,
+                "filters": ["one_line_for_suspicious_requests", "one_line_for_database_outages", "redact_secrets"],
+            }
+        },
+        "root": {"handlers": ["console"], "level": level},
+        "loggers": {
+            "django.db.backends": {"level": "WARNING"},
+            # uvicorn's own loggers (its access log among them) write through the same handler as everything else, so
+            # LOG_FORMAT and the filters apply to them; their levels stay uvicorn's (--log-level, --no-access-log).
+            "uvicorn": {"handlers": ["console"], "propagate": False},
+            "uvicorn.access": {"handlers": ["console"], "propagate": False},
+            **({"hotcross.request": {"level": "INFO"}} if log_format == "json" else {}),
+        },
+    }
