@@ -82,6 +82,11 @@ def fail_open() -> bool:
     return bool(getattr(settings, "HOTCROSS_RATE_LIMIT_FAIL_OPEN", True))
 
 
+def bucket_keys(developer_id: uuid.UUID, organization_id: uuid.UUID) -> tuple[str, str]:
+    """The cache keys of a developer's bucket and of their organization's."""
+    return f"{KEY_PREFIX}d:{developer_id}", f"{KEY_PREFIX}o:{organization_id}"
+
+
 def check(
     developer_id: uuid.UUID,
     organization_id: uuid.UUID,
@@ -91,9 +96,7 @@ def check(
     """Take one call from the developer's and the organization's buckets (limits in calls per minute; None: none)."""
     if not per_developer and not per_organization:
         return ALLOWED
-    decision = _backend().take(
-        f"{KEY_PREFIX}d:{developer_id}", f"{KEY_PREFIX}o:{organization_id}", per_developer or 0, per_organization or 0
-    )
+    decision = _backend().take(*bucket_keys(developer_id, organization_id), per_developer or 0, per_organization or 0)
     _count("ok" if decision.allowed else "refused")
     return decision
 
@@ -108,7 +111,7 @@ async def acheck(
     if not per_developer and not per_organization:
         return ALLOWED
     backend = _backend()
-    keys = (f"{KEY_PREFIX}d:{developer_id}", f"{KEY_PREFIX}o:{organization_id}")
+    keys = bucket_keys(developer_id, organization_id)
     if isinstance(backend, RedisBuckets):
         decision = await backend.atake(*keys, per_developer or 0, per_organization or 0)
     else:
@@ -130,11 +133,7 @@ def check_many(
     if n < 1 or (not per_developer and not per_organization):
         return ALLOWED
     decision = _backend().take(
-        f"{KEY_PREFIX}d:{developer_id}",
-        f"{KEY_PREFIX}o:{organization_id}",
-        per_developer or 0,
-        per_organization or 0,
-        n=n,
+        *bucket_keys(developer_id, organization_id), per_developer or 0, per_organization or 0, n=n
     )
     _count("ok" if decision.allowed else "refused")
     return decision
