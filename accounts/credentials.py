@@ -46,7 +46,7 @@ class Principal:
     subscription_status: str
     max_seats: int
     # The organization's own plan (`Organization.plan_id`); None: the default plan. What the plan allows is read
-    # through `accounts.plans.terms_of(principal)` (a per-process table, at most a second old).
+    # through `accounts.plans.aterms_for(principal.plan_id)` (a per-process table, at most a second old).
     plan_id: int | None = None
 
 

@@ -39,7 +39,7 @@ def over_stdio(key: str, *args: str) -> subprocess.CompletedProcess:
         "DATABASE_URL": database_url(),
         "SECRET_KEY": "tests-only-inspector",
         "DJANGO_SETTINGS_MODULE": "hotcross.settings",
-        "HOTCROSS_MCP_TOOLS": "tests.mcp_bridge.sample_tools",
+        "HOTCROSS_MCP_TOOLS": "tests.support.sample_tools",
         "LOG_LEVEL": "WARNING",
     }
     env_args = [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]

@@ -2,7 +2,7 @@
 `tests.support.servers`) and `manage.py mcp_server` over stdio, with the mcp SDK's clients.
 
 Both run as subprocesses pointed at the *test* database (so tests use `transactional_db`: the server must see
-committed rows). They load `tests.mcp_bridge.sample_tools` through HOTCROSS_MCP_TOOLS, like a product tool module.
+committed rows). They load `tests.support.sample_tools` through HOTCROSS_MCP_TOOLS, like a product tool module.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tests.support.database import database_url
 from tests.support.proxy import TcpProxy
 from tests.support.servers import ROOT, RunningServer, uvicorn
 
-SAMPLE_TOOLS = "tests.mcp_bridge.sample_tools"
+SAMPLE_TOOLS = "tests.support.sample_tools"
 INSPECTOR = ROOT / "node_modules" / ".bin" / "mcp-inspector"
 
 
