@@ -123,13 +123,20 @@ def _sql_flush_of_tables_with_rows(style, connection, reset_sequences=True, allo
     # points at a row deleted here, between the look above and the commit: the deferred foreign keys are checked at
     # once inside the block, and on a violation (or a deadlock with such a writer: PostgreSQL cancels this side) the
     # block falls back to a TRUNCATE of every table but the kept ones (it takes the locks that make such a late insert
-    # wait and then fail, as after a stock flush). One statement, so Django's flush still sees a non-empty list and
-    # runs post_migrate (content types, permissions, this process's cache).
+    # wait and then fail, as after a stock flush). The TRUNCATE may itself meet such a writer half-way through its
+    # locks (CI saw a deadlock there too): it is tried again, after 50 ms, up to 20 times (the writer has committed by
+    # then), and a last time without the handler, so a flush that cannot be made still fails the test. One statement,
+    # so Django's flush still sees a non-empty list and runs post_migrate (content types, permissions, this process's
+    # cache).
     deletes = " ".join(f"DELETE FROM {quote(table)};" for table in with_rows)  # noqa: S608 - Django's table names
     truncate = f"TRUNCATE {', '.join(quote(table) for table in tables if table not in KEPT_BY_FLUSH)};"
+    retried = (
+        f"FOR attempt IN 1..20 LOOP BEGIN {truncate} RETURN; "
+        "EXCEPTION WHEN deadlock_detected THEN PERFORM pg_sleep(0.05); END; END LOOP; "
+    )
     return [
         f"DO $flush$ BEGIN {deletes} SET CONSTRAINTS ALL IMMEDIATE; "
-        f"EXCEPTION WHEN foreign_key_violation OR deadlock_detected THEN {truncate} END $flush$;"
+        f"EXCEPTION WHEN foreign_key_violation OR deadlock_detected THEN {retried}{truncate} END $flush$;"
     ]
 
 
