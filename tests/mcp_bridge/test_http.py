@@ -254,16 +254,7 @@ def test_a_key_that_no_longer_works_is_401_invalid_token_with_the_refusal_code_a
     )
     assert at_key.json()["error"]["data"]["code"] == code
 
-    async def scenario():
-        async with http_client(mcp_http.url, developer.plain_key) as client:
-            await client.call_tool("whoami", {})
-
-    with pytest.raises(BaseException) as raised:
-        anyio.run(scenario)
-    assert mcp_error(raised.value).message.startswith(f"{code}: ")
-    assert mcp_error(raised.value).data["code"] == code
-    usage_written(0)
-    assert not UsageEvent.objects.exists()
+    assert_sdk_client_refused(mcp_http, developer.plain_key, code)
 
 
 @pytest.mark.parametrize(
@@ -289,16 +280,7 @@ def test_a_working_key_without_standing_is_403_with_the_refusal_code_and_message
         assert says in error["data"]["message"]
         assert error["message"] == f"{code}: {error['data']['message']}"
 
-    async def scenario():
-        async with http_client(mcp_http.url, developer.plain_key) as client:
-            await client.call_tool("whoami", {})
-
-    with pytest.raises(BaseException) as raised:
-        anyio.run(scenario)
-    assert mcp_error(raised.value).message.startswith(f"{code}: ")
-    assert mcp_error(raised.value).data["code"] == code
-    usage_written(0)
-    assert not UsageEvent.objects.exists()
+    assert_sdk_client_refused(mcp_http, developer.plain_key, code)
 
 
 def test_an_oauth_token_that_no_longer_works_is_401_and_one_without_standing_is_403(mcp_http):
@@ -419,3 +401,18 @@ def test_usage_sees_calls_just_answered_and_a_stop_writes_the_buffer(tmp_path):
     assert counted["by_tool"] == {"echo": 2}
     # uvicorn was stopped (SIGTERM) well within the 5-second flush interval: its shutdown wrote the buffer.
     assert UsageEvent.objects.filter(developer=developer).count() == 4
+
+
+def assert_sdk_client_refused(mcp_http, key: str, code: str) -> None:
+    """The SDK's client calling a tool with `key` at /mcp gets the refusal `code` as its error; nothing metered."""
+
+    async def scenario():
+        async with http_client(mcp_http.url, key) as client:
+            await client.call_tool("whoami", {})
+
+    with pytest.raises(BaseException) as raised:
+        anyio.run(scenario)
+    assert mcp_error(raised.value).message.startswith(f"{code}: ")
+    assert mcp_error(raised.value).data["code"] == code
+    usage_written(0)
+    assert not UsageEvent.objects.exists()
