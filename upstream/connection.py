@@ -32,9 +32,14 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import (
     CONNECTION_CLOSED,
     CallToolResult,
+    CompleteResult,
+    GetPromptResult,
     Implementation,
     PromptListChangedNotification,
+    PromptReference,
+    ReadResourceResult,
     ResourceListChangedNotification,
+    ResourceTemplateReference,
     ServerCapabilities,
     ToolListChangedNotification,
 )
@@ -239,6 +244,28 @@ class Upstream:
             return result
 
         return await self.request(f"tools/call {name!r}", post)
+
+    async def get_prompt(self, name: str, arguments: dict[str, Any] | None, meta: dict[str, Any]) -> GetPromptResult:
+        """Forward a `prompts/get`; failures as `request`'s."""
+        return await self.request(
+            f"prompts/get {name!r}", lambda session: session.get_prompt(name, arguments, meta=meta)
+        )
+
+    async def read_resource(self, uri: str, meta: dict[str, Any]) -> ReadResourceResult:
+        """Forward a `resources/read`; failures as `request`'s."""
+        return await self.request(f"resources/read {uri!r}", lambda session: session.read_resource(uri, meta=meta))
+
+    async def complete(
+        self,
+        ref: PromptReference | ResourceTemplateReference,
+        argument: dict[str, str],
+        context_arguments: dict[str, str] | None,
+    ) -> CompleteResult:
+        """Forward a `completion/complete`; failures as `request`'s."""
+        return await self.request(
+            "completion/complete",
+            lambda session: session.complete(ref, argument, context_arguments=context_arguments),
+        )
 
     def _call_params(
         self, name: str, arguments: dict[str, Any], meta: dict[str, Any], progress: bool

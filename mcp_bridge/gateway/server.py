@@ -62,9 +62,7 @@ class GatewayServer(MCPServer):
             return CompleteResult(completion=Completion(values=[]))
         argument = {"name": params.argument.name, "value": params.argument.value}
         context = params.context.arguments if params.context is not None else None
-        return await upstream.request(
-            "completion/complete", lambda session: session.complete(params.ref, argument, context_arguments=context)
-        )
+        return await upstream.complete(params.ref, argument, context)
 
     async def _upstream(self) -> Upstream | None:
         """The caller's upstream, started; None when it cannot be had (the built-ins keep working)."""
@@ -144,9 +142,7 @@ class GatewayServer(MCPServer):
         caller = current_caller()
         upstream = await caller_upstream(found, caller)
         meta = caller_meta(caller)
-        return await upstream.request(
-            f"prompts/get {name!r}", lambda session: session.get_prompt(name, arguments, meta=meta)
-        )
+        return await upstream.get_prompt(name, arguments, meta)
 
     # --- resources ------------------------------------------------------------------------------------------------
 
@@ -173,7 +169,7 @@ class GatewayServer(MCPServer):
         caller = current_caller()
         upstream = await caller_upstream(found, caller)
         uri, meta = str(params.uri), caller_meta(caller)
-        return await upstream.request(f"resources/read {uri!r}", lambda session: session.read_resource(uri, meta=meta))
+        return await upstream.read_resource(uri, meta)
 
 
 # --- what the upstream says during a call ---------------------------------------------------------------------------
