@@ -28,6 +28,7 @@ NAMES = (
     "HOTCROSS_MCP_UPSTREAM_IDLE_SECONDS",
     "HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES",
     "HOTCROSS_MCP_UPSTREAM_DATA_DIR",
+    "HOTCROSS_MCP_UPSTREAM_SUPERVISOR",
 )
 
 
@@ -50,6 +51,7 @@ class UpstreamConfig:
     idle_seconds: float = 600.0
     max_processes: int = 20
     data_dir: Path = Path("var/upstream")
+    supervised: bool = True  # stdio: the processes are the host's supervisor's (`upstream.supervisor`), not ours
 
     @property
     def transport(self) -> str:
@@ -104,7 +106,11 @@ def config_from(values: Mapping[str, Any]) -> UpstreamConfig | None:
     max_processes = int(values.get("HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES", 20))
     if max_processes < 1:
         raise ConfigError(f"HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES must be at least 1, not {max_processes}.")
+    supervised = str(values.get("HOTCROSS_MCP_UPSTREAM_SUPERVISOR", "true")).strip().lower()
+    if supervised not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise ConfigError(f"HOTCROSS_MCP_UPSTREAM_SUPERVISOR must be true or false, not {supervised!r}.")
     common = {
+        "supervised": supervised in ("true", "1", "yes", "on"),
         "scope": scope,
         "timeout": numbers["HOTCROSS_MCP_UPSTREAM_TIMEOUT"],
         "start_timeout": numbers["HOTCROSS_MCP_UPSTREAM_START_TIMEOUT"],

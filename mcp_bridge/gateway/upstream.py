@@ -15,18 +15,30 @@ from django.core.exceptions import ImproperlyConfigured
 
 from accounts.credentials import Principal
 from mcp_bridge.gateway.settings import upstream_config
-from upstream import pool
+from upstream import pool, supervised
+from upstream.config import UpstreamConfig
 from upstream.connection import State, Upstream
 from upstream.pool import UpstreamPool
+from upstream.supervised import SupervisedPool, SupervisedUpstream
+
+Pool = UpstreamPool | SupervisedPool
 
 
-def current_pool() -> UpstreamPool | None:
-    """The running event loop's pool (a server has one loop), or None when no upstream is configured."""
+def is_supervised(config: UpstreamConfig) -> bool:
+    """A command (stdio) upstream is run by the host's supervisor unless HOTCROSS_MCP_UPSTREAM_SUPERVISOR=false."""
+    return config.transport == "stdio" and config.supervised
+
+
+def current_pool() -> Pool | None:
+    """The running event loop's pool (a server has one loop), or None when no upstream is configured: the
+    supervisor's upstreams (`upstream.supervised`) for a command, this process's own (`upstream.pool`) for a URL."""
     config = upstream_config()
-    return None if config is None else pool.loop_pool(config)
+    if config is None:
+        return None
+    return supervised.loop_pool(config) if is_supervised(config) else pool.loop_pool(config)
 
 
-def caller_upstream(found: UpstreamPool, caller: Principal | None) -> Awaitable[Upstream]:
+def caller_upstream(found: Pool, caller: Principal | None) -> Awaitable[Upstream | SupervisedUpstream]:
     """The caller's upstream in `found` (created, not yet started, if there was none), to await (no coroutine of its
     own on the forwarded calls' path)."""
     key = str(caller.organization_id) if caller is not None and found.per_organization else None
@@ -43,6 +55,7 @@ async def start() -> None:
 async def close() -> None:
     """A server's end: its upstreams stop."""
     await pool.close_loop_pool()
+    await supervised.close_loop_pool()
 
 
 def health() -> dict[str, Any] | None:
@@ -53,7 +66,7 @@ def health() -> dict[str, Any] | None:
         return {"state": "misconfigured"}
     if config is None:
         return None
-    running = pool.statuses()
+    running = supervised.statuses() if is_supervised(config) else pool.statuses()
     if running:
         return running[0]
     return {"transport": config.transport, "scope": config.scope, "state": State.STOPPED.value}
