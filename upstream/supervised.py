@@ -158,6 +158,7 @@ class SupervisedPool:
         self._watcher: asyncio.Task[None] | None = None
         self._spawn_lock = asyncio.Lock()
         self._child: subprocess.Popen[bytes] | None = None
+        self._warming: asyncio.Task[None] | None = None
 
     @property
     def per_organization(self) -> bool:
@@ -193,23 +194,26 @@ class SupervisedPool:
         async with self._spawn_lock:
             if await self._answers():
                 return
-            if self._child is not None:
-                self._child.poll()  # reap the one that ended
             self.socket.parent.mkdir(parents=True, exist_ok=True)
-            env = {**os.environ, CONFIG_ENV: encode_config(self.config)}
-            self._child = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "upstream.supervisor", str(self.socket)],
-                env=env,
-                cwd=os.getcwd(),
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # not stopped with this process's group: other bridges use it
-            )
             deadline = time.monotonic() + SPAWN_SECONDS
             while time.monotonic() < deadline:
+                if self._child is None or self._child.poll() is not None:
+                    # None started yet, or the one started here ended: it lost the lock to another that is starting
+                    # (answers soon) or still stopping (gone soon: then this one runs).
+                    self._child = self._start_supervisor()
+                await asyncio.sleep(0.05)
                 if await self._answers():
                     return
-                await asyncio.sleep(0.05)
             raise unavailable("the upstream supervisor did not start; ask an operator to look at the server's log.")
+
+    def _start_supervisor(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "upstream.supervisor", str(self.socket)],
+            env={**os.environ, CONFIG_ENV: encode_config(self.config)},
+            cwd=os.getcwd(),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # not stopped with this process's group: other bridges use it
+        )
 
     async def _answers(self) -> bool:
         try:
@@ -243,15 +247,17 @@ class SupervisedPool:
             failures += 1
             await asyncio.sleep(min(0.05 * 2**failures, 2.0))
 
-    async def post(self, path: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-        for attempt in range(2):
+    async def post(self, path: str, body: dict[str, Any], timeout: float, *, spawn: bool = True) -> dict[str, Any]:
+        """`body` to the supervisor's `path`, its JSON answer; a supervisor that does not answer is started (unless
+        `spawn` is false) and asked again. Raises `upstream_unavailable`."""
+        for attempt in range(2 if spawn else 1):
             try:
                 async with self._client().post(
                     f"{BASE}{path}", json=body, timeout=aiohttp.ClientTimeout(total=timeout)
                 ) as response:
                     return await response.json()
             except (aiohttp.ClientConnectionError, OSError):
-                if attempt:
+                if attempt or not spawn:
                     raise unavailable(
                         "the upstream supervisor cannot be reached; try again in a few seconds."
                     ) from None
@@ -291,10 +297,21 @@ class SupervisedPool:
         """A bridge's start: attached to the supervisor (started if need be), the shared upstream started."""
         self.ensure_attached()
         if not self.per_organization:
-            with contextlib.suppress(MCPError):
-                await (await self.upstream_for(None)).session()
+            shared = await self.upstream_for(None)
+
+            async def warm() -> None:
+                with contextlib.suppress(MCPError):
+                    await shared.session()
+
+            # In the background, as `UpstreamPool.start` does: the server answers meanwhile.
+            self._warming = asyncio.get_running_loop().create_task(warm(), name="hotcross supervised upstream start")
 
     async def close(self) -> None:
+        if self.attached:
+            with contextlib.suppress(MCPError):
+                await self.post("/leaving", {}, 2.0, spawn=False)
+        if self._warming is not None:
+            self._warming.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -8,8 +8,9 @@ upstream, and a disk-backed upstream (data under $HOME, a lock on its folder) br
 Here a single `UpstreamPool` runs them all, with the same start, idle-stop, cap and restart rules as in one process;
 the bridges are its clients (`upstream.supervised`). A bridge starts the supervisor when none answers on the socket;
 the socket's lock file (`flock`) lets exactly one run, a second one exits at once. Each bridge process stays attached
-(`GET /events`, which also tells it when an upstream's lists changed); once none has been attached for
-`LINGER_SECONDS`, the supervisor stops its upstreams and exits, so it ends with the server.
+(`GET /events`, which also tells it when an upstream's lists changed); once none is attached, the supervisor stops its
+upstreams and exits, so it ends with the server: at once when the last one said it was stopping (`POST /leaving`),
+after `LINGER_SECONDS` when it vanished (a crashed worker that uvicorn starts again finds it still there).
 
 The protocol is JSON over HTTP on a Unix socket (aiohttp on both ends), one request per call:
 
@@ -123,6 +124,7 @@ class Supervisor:
     def __init__(self, config: UpstreamConfig) -> None:
         self.pool = UpstreamPool(config)
         self.attached = 0
+        self.announced = False  # the last bridge to detach said it was stopping (`/leaving`)
         self.detached_at = time.monotonic() - LINGER_SECONDS + FIRST_ATTACH_SECONDS
         self._versions: dict[str | None, tuple[int, int]] = {}  # key → (id of the listing, its version)
         self._streams: set[asyncio.Queue[dict[str, Any]]] = set()
@@ -134,7 +136,13 @@ class Supervisor:
         app.router.add_post("/request", self.request)
         app.router.add_get("/status", self.status)
         app.router.add_get("/events", self.events)
+        app.router.add_post("/leaving", self.leaving)
         return app
+
+    async def leaving(self, request: web.Request) -> web.Response:
+        """A bridge process stopping (not crashing): once none is attached, no need to wait for one to come back."""
+        self.announced = True
+        return web.json_response({})
 
     def version(self, upstream: Upstream) -> int:
         """A number that changes whenever `upstream`'s lists are read again (and is told to every attached bridge)."""
@@ -230,6 +238,7 @@ class Supervisor:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._streams.add(queue)
         self.attached += 1
+        self.announced = False
         try:
             while True:
                 try:
@@ -242,8 +251,8 @@ class Supervisor:
         finally:
             self._streams.discard(queue)
             self.attached -= 1
-            if not self.attached:
-                self.detached_at = time.monotonic()
+            if not self.attached:  # stopped servers: exit now; a crashed one: wait a moment for its restart
+                self.detached_at = time.monotonic() - (LINGER_SECONDS if self.announced else 0.0)
         return response
 
     async def watch_versions(self) -> None:

@@ -6,6 +6,7 @@ the server stops."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -103,8 +104,21 @@ def test_two_workers_share_one_upstream_process_and_no_write_fails_on_its_lock(t
         assert len(running) == 1, running  # one for everyone, whichever worker answered
         assert len(supervisors(str(tmp_path))) == 1
         assert len((home / ".disk-tools" / "notes.txt").read_text().splitlines()) == CALLS
+
+        # The supervisor killed: its upstream ends with it (stdin closed), the next requests start both again.
+        (supervisor,) = supervisors(str(tmp_path))
+        os.kill(supervisor, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while True:
+            (answer,) = anyio.run(hammer, server.url, [developers[0].plain_key], 1)
+            if "result" in answer and not answer["result"].get("isError"):
+                break
+            assert answer["error"]["data"]["code"] == "upstream_unavailable", answer
+            assert time.monotonic() < deadline, answer
+        assert len(processes(str(tmp_path))) == 1
+        assert supervisors(str(tmp_path)) not in ([], [supervisor])
         stopped(server, str(tmp_path))
-    assert UsageEvent.objects.filter(tool_name="write").count() == CALLS
+    assert UsageEvent.objects.filter(tool_name="write", ok=True).count() == CALLS + 1
 
 
 def test_two_workers_run_one_process_per_organization(tmp_path):
