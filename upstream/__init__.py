@@ -10,5 +10,9 @@
 - `listing`: what an upstream offers (`Listing`), every page read. `probe`: one look (start, list, stop).
 - `pool`: `UpstreamPool`, the process's connections: one shared, or one per organization (idle stop, LRU cap);
   `loop_pool(config)` per event loop, `statuses()` for health checks.
+- `supervisor`: the host's upstream supervisor (`python -m upstream.supervisor`), one process per configuration that
+  runs the stdio upstreams in one `UpstreamPool` and serves them over a Unix socket; `supervised`: a server
+  process's client of it (`SupervisedPool`, `SupervisedUpstream`: `UpstreamPool`'s and `Upstream`'s interface), which
+  starts it when none answers. So N workers share one upstream process per scope.
 - `errors`: `upstream_unavailable` (-32010) and `upstream_timeout` (-32011), as the mcp SDK's `MCPError`.
 """
