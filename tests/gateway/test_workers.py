@@ -142,3 +142,24 @@ def test_two_workers_run_one_process_per_organization(tmp_path):
             assert len(notes.read_text().splitlines()) == CALLS // 3  # each saw only its own writes
         stopped(server, str(tmp_path))
     assert UsageEvent.objects.filter(tool_name="write").count() == CALLS
+
+
+def test_the_configuration_reaches_the_supervisor_whole():
+    from upstream.config import config_from
+    from upstream.supervisor import decode_config, encode_config, socket_path
+
+    config = config_from(
+        {
+            "HOTCROSS_MCP_UPSTREAM": "tool --flag 'two words'",
+            "HOTCROSS_MCP_UPSTREAM_ENV": json.dumps({"TOKEN": "s3cret"}),
+            "HOTCROSS_MCP_UPSTREAM_SCOPE": "organization",
+            "HOTCROSS_MCP_UPSTREAM_IDLE_SECONDS": "7",
+            "HOTCROSS_MCP_UPSTREAM_DATA_DIR": "/srv/upstream",
+        }
+    )
+    assert decode_config(encode_config(config)) == config
+    other = config_from(
+        {"HOTCROSS_MCP_UPSTREAM": "tool --flag 'two words'", "HOTCROSS_MCP_UPSTREAM_DATA_DIR": "/srv/upstream"}
+    )
+    assert socket_path(config) != socket_path(other)  # one supervisor per configuration
+    assert "s3cret" not in str(socket_path(config))
