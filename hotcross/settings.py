@@ -270,6 +270,21 @@ HOTCROSS_MCP_UPSTREAM_REFRESH_SECONDS = env.float("HOTCROSS_MCP_UPSTREAM_REFRESH
 HOTCROSS_MCP_UPSTREAM_IDLE_SECONDS = env.float("HOTCROSS_MCP_UPSTREAM_IDLE_SECONDS", default=600.0)
 HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES = env.int("HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES", default=20)
 HOTCROSS_MCP_UPSTREAM_DATA_DIR = env.str("HOTCROSS_MCP_UPSTREAM_DATA_DIR", default=str(BASE_DIR / "var" / "upstream"))
+# A command (stdio) upstream runs under the host's supervisor (upstream.supervisor): one process per scope whatever
+# the number of workers; false: each worker runs its own.
+HOTCROSS_MCP_UPSTREAM_SUPERVISOR = env.str("HOTCROSS_MCP_UPSTREAM_SUPERVISOR", default="true")
+# What clients are told the upstream is called in its errors ("the tool server is not working ...").
+HOTCROSS_MCP_UPSTREAM_NAME = env.str("HOTCROSS_MCP_UPSTREAM_NAME", default="the tool server")
+# Organization scope: each process in a bubblewrap sandbox (upstream.sandbox; "off" runs them unsandboxed), with a
+# network (none, loopback, full), read-only paths besides the system's (where the tool server is installed: a JSON
+# list or paths split by ":"), the uid it runs as, and its limits: CPU seconds, data memory (MB), open files.
+HOTCROSS_MCP_UPSTREAM_SANDBOX = env.str("HOTCROSS_MCP_UPSTREAM_SANDBOX", default="bubblewrap")
+HOTCROSS_MCP_UPSTREAM_SANDBOX_NETWORK = env.str("HOTCROSS_MCP_UPSTREAM_SANDBOX_NETWORK", default="none")
+HOTCROSS_MCP_UPSTREAM_SANDBOX_PATHS = env.str("HOTCROSS_MCP_UPSTREAM_SANDBOX_PATHS", default="")
+HOTCROSS_MCP_UPSTREAM_SANDBOX_UID = env.str("HOTCROSS_MCP_UPSTREAM_SANDBOX_UID", default="65534")
+HOTCROSS_MCP_UPSTREAM_CPU_SECONDS = env.str("HOTCROSS_MCP_UPSTREAM_CPU_SECONDS", default="3600")
+HOTCROSS_MCP_UPSTREAM_MEMORY_MB = env.str("HOTCROSS_MCP_UPSTREAM_MEMORY_MB", default="2048")
+HOTCROSS_MCP_UPSTREAM_OPEN_FILES = env.str("HOTCROSS_MCP_UPSTREAM_OPEN_FILES", default="1024")
 # A tools/call of an HTTP upstream's tool is answered by the bridge's direct forwarding, without the mcp SDK's server
 # (mcp_bridge.gateway.direct: same rules, a fraction of the CPU); false: every request goes through the SDK.
 HOTCROSS_MCP_DIRECT_FORWARD = env.bool("HOTCROSS_MCP_DIRECT_FORWARD", default=True)

@@ -11,6 +11,8 @@ wrong one when it starts (`mcp_bridge.server.build_server`).
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 from typing import Any
 
 from django.conf import settings
@@ -71,12 +73,55 @@ def check_upstream(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         config = upstream_config()
     except ImproperlyConfigured as exc:
         return [Error(str(exc), hint="See README, 'Gateway mode'.", id="mcp_bridge.E010")]
-    if config is None or not probe_upstream:
+    if config is None:
         return []
+    found = sandbox_findings(config)
+    if not probe_upstream or any(message.is_serious() for message in found):
+        return found
     key = repr(config)
     if key not in _upstream_checked:
         _upstream_checked[key] = _upstream_findings(config)
-    return list(_upstream_checked[key])
+    return [*found, *_upstream_checked[key]]
+
+
+def sandbox_findings(config: Any) -> list[CheckMessage]:
+    """Organization scope's sandbox (`upstream.sandbox`): bubblewrap must run here unless turned off, and the
+    command's program must be inside the sandbox's read-only folders."""
+    if config.transport != "stdio" or config.scope != "organization":
+        return []
+    if not config.sandbox:
+        return [
+            Warning(
+                "HOTCROSS_MCP_UPSTREAM_SANDBOX=off: each organization's upstream process runs as this server's own "
+                "user, with its files, network and the other organizations' folders in reach.",
+                hint="Install bubblewrap (apt-get install bubblewrap) and remove HOTCROSS_MCP_UPSTREAM_SANDBOX.",
+                id="mcp_bridge.W012",
+            )
+        ]
+    from upstream import sandbox
+
+    reason = sandbox.unavailable_reason()
+    if reason is not None:
+        return [
+            Error(
+                f"HOTCROSS_MCP_UPSTREAM_SCOPE=organization runs each organization's process in a bubblewrap sandbox, "
+                f"and it cannot run here: {reason}. No organization's process will start.",
+                hint="Install bubblewrap (apt-get install bubblewrap), or set HOTCROSS_MCP_UPSTREAM_SANDBOX=off to "
+                "run them unsandboxed (each organization's process can then read what this server's user can).",
+                id="mcp_bridge.E012",
+            )
+        ]
+    program = shutil.which(config.command[0], path=os.environ.get("PATH"))
+    if program is not None and not sandbox.visible(program, config.sandbox_paths):
+        return [
+            Warning(
+                f"The upstream's program {program} is not inside the sandbox: the organizations' processes will not "
+                "find it.",
+                hint="Add its installation folder to HOTCROSS_MCP_UPSTREAM_SANDBOX_PATHS (read-only in the sandbox).",
+                id="mcp_bridge.W013",
+            )
+        ]
+    return []
 
 
 _upstream_checked: dict[str, tuple[CheckMessage, ...]] = {}

@@ -29,7 +29,17 @@ NAMES = (
     "HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES",
     "HOTCROSS_MCP_UPSTREAM_DATA_DIR",
     "HOTCROSS_MCP_UPSTREAM_SUPERVISOR",
+    "HOTCROSS_MCP_UPSTREAM_NAME",
+    "HOTCROSS_MCP_UPSTREAM_SANDBOX",
+    "HOTCROSS_MCP_UPSTREAM_SANDBOX_NETWORK",
+    "HOTCROSS_MCP_UPSTREAM_SANDBOX_PATHS",
+    "HOTCROSS_MCP_UPSTREAM_SANDBOX_UID",
+    "HOTCROSS_MCP_UPSTREAM_CPU_SECONDS",
+    "HOTCROSS_MCP_UPSTREAM_MEMORY_MB",
+    "HOTCROSS_MCP_UPSTREAM_OPEN_FILES",
 )
+DEFAULT_NAME = "the tool server"
+BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
 class ConfigError(ValueError):
@@ -52,6 +62,20 @@ class UpstreamConfig:
     max_processes: int = 20
     data_dir: Path = Path("var/upstream")
     supervised: bool = True  # stdio: the processes are the host's supervisor's (`upstream.supervisor`), not ours
+    name: str = DEFAULT_NAME  # what clients are told it is called, in errors
+    # Organization scope: each process in a bubblewrap sandbox (`upstream.sandbox`), with these settings and limits.
+    sandbox: bool = True
+    sandbox_network: str = "none"
+    sandbox_paths: tuple[str, ...] = ()
+    sandbox_uid: int = 65534
+    cpu_seconds: int = 3600
+    memory_mb: int = 2048
+    open_files: int = 1024
+
+    @property
+    def sandboxed(self) -> bool:
+        """Whether its processes run in the sandbox: organization scope, unless turned off."""
+        return self.scope == "organization" and self.sandbox and not self.url
 
     @property
     def transport(self) -> str:
@@ -81,6 +105,74 @@ def _json_object(name: str, raw: str) -> dict[str, str]:
     return value
 
 
+def _ascii_headers(headers: dict[str, str]) -> dict[str, str]:
+    for name, value in headers.items():
+        try:
+            f"{name}: {value}".encode("ascii")
+        except UnicodeEncodeError:
+            raise ConfigError(
+                f"HOTCROSS_MCP_UPSTREAM_HEADERS: the header {name!r} holds a character HTTP headers cannot carry "
+                "(they are ASCII); encode it as its server expects (percent- or base64-encoded)."
+            ) from None
+        if any(ch in f"{name}{value}" for ch in "\r\n") or not name.strip():
+            raise ConfigError(f"HOTCROSS_MCP_UPSTREAM_HEADERS: the header {name!r} is not a valid HTTP header.")
+    return headers
+
+
+def _boolean(values: Mapping[str, Any], name: str, default: str) -> bool:
+    raw = str(values.get(name, default)).strip().lower()
+    if raw not in BOOLEANS:
+        raise ConfigError(f"{name} must be true or false (on/off), not {raw!r}.")
+    return BOOLEANS[raw]
+
+
+def _integer(values: Mapping[str, Any], name: str, default: int, low: int) -> int:
+    try:
+        value = int(str(values.get(name, default)).strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {values.get(name)!r}.") from None
+    if value < low:
+        raise ConfigError(f"{name} must be at least {low}, not {value}.")
+    return value
+
+
+def _paths(raw: Any) -> tuple[str, ...]:
+    text = str(raw or "").strip()
+    if not text:
+        return ()
+    if text.startswith("["):
+        try:
+            found = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"HOTCROSS_MCP_UPSTREAM_SANDBOX_PATHS: not a JSON list of paths: {exc}") from None
+        if not isinstance(found, list) or not all(isinstance(item, str) for item in found):
+            raise ConfigError("HOTCROSS_MCP_UPSTREAM_SANDBOX_PATHS must be a JSON list of paths (or paths split by :).")
+    else:
+        found = [item for item in text.split(":") if item.strip()]
+    for item in found:
+        if not item.startswith("/"):
+            raise ConfigError(f"HOTCROSS_MCP_UPSTREAM_SANDBOX_PATHS: {item!r} is not an absolute path.")
+    return tuple(found)
+
+
+def _sandbox(values: Mapping[str, Any]) -> dict[str, Any]:
+    sandbox = str(values.get("HOTCROSS_MCP_UPSTREAM_SANDBOX", "bubblewrap")).strip().lower()
+    if sandbox not in ("bubblewrap", "off"):
+        raise ConfigError(f"HOTCROSS_MCP_UPSTREAM_SANDBOX must be bubblewrap or off, not {sandbox!r}.")
+    network = str(values.get("HOTCROSS_MCP_UPSTREAM_SANDBOX_NETWORK", "none")).strip().lower()
+    if network not in ("none", "loopback", "full"):
+        raise ConfigError(f"HOTCROSS_MCP_UPSTREAM_SANDBOX_NETWORK must be none, loopback or full, not {network!r}.")
+    return {
+        "sandbox": sandbox == "bubblewrap",
+        "sandbox_network": network,
+        "sandbox_paths": _paths(values.get("HOTCROSS_MCP_UPSTREAM_SANDBOX_PATHS", "")),
+        "sandbox_uid": _integer(values, "HOTCROSS_MCP_UPSTREAM_SANDBOX_UID", 65534, 1),
+        "cpu_seconds": _integer(values, "HOTCROSS_MCP_UPSTREAM_CPU_SECONDS", 3600, 1),
+        "memory_mb": _integer(values, "HOTCROSS_MCP_UPSTREAM_MEMORY_MB", 2048, 16),
+        "open_files": _integer(values, "HOTCROSS_MCP_UPSTREAM_OPEN_FILES", 1024, 16),
+    }
+
+
 def config_from(values: Mapping[str, Any]) -> UpstreamConfig | None:
     """The upstream `values` describe (keyed by `NAMES`; a name left out takes its default), or None when
     `HOTCROSS_MCP_UPSTREAM` is empty. Raises `ConfigError`."""
@@ -91,7 +183,9 @@ def config_from(values: Mapping[str, Any]) -> UpstreamConfig | None:
     if scope not in SCOPES:
         raise ConfigError(f"HOTCROSS_MCP_UPSTREAM_SCOPE must be one of {', '.join(SCOPES)}, not {scope!r}.")
     env = _json_object("HOTCROSS_MCP_UPSTREAM_ENV", str(values.get("HOTCROSS_MCP_UPSTREAM_ENV", "")))
-    headers = _json_object("HOTCROSS_MCP_UPSTREAM_HEADERS", str(values.get("HOTCROSS_MCP_UPSTREAM_HEADERS", "")))
+    headers = _ascii_headers(
+        _json_object("HOTCROSS_MCP_UPSTREAM_HEADERS", str(values.get("HOTCROSS_MCP_UPSTREAM_HEADERS", "")))
+    )
     numbers = {}
     for name, default, low in (
         ("HOTCROSS_MCP_UPSTREAM_TIMEOUT", 30.0, 0.001),
@@ -103,20 +197,17 @@ def config_from(values: Mapping[str, Any]) -> UpstreamConfig | None:
         if not value >= low:
             raise ConfigError(f"{name} must be at least {low} (seconds), not {value}.")
         numbers[name] = value
-    max_processes = int(values.get("HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES", 20))
-    if max_processes < 1:
-        raise ConfigError(f"HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES must be at least 1, not {max_processes}.")
-    supervised = str(values.get("HOTCROSS_MCP_UPSTREAM_SUPERVISOR", "true")).strip().lower()
-    if supervised not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-        raise ConfigError(f"HOTCROSS_MCP_UPSTREAM_SUPERVISOR must be true or false, not {supervised!r}.")
+    name = str(values.get("HOTCROSS_MCP_UPSTREAM_NAME", "") or "").strip() or DEFAULT_NAME
     common = {
-        "supervised": supervised in ("true", "1", "yes", "on"),
+        "supervised": _boolean(values, "HOTCROSS_MCP_UPSTREAM_SUPERVISOR", "true"),
+        "name": name,
+        **_sandbox(values),
         "scope": scope,
         "timeout": numbers["HOTCROSS_MCP_UPSTREAM_TIMEOUT"],
         "start_timeout": numbers["HOTCROSS_MCP_UPSTREAM_START_TIMEOUT"],
         "refresh_seconds": numbers["HOTCROSS_MCP_UPSTREAM_REFRESH_SECONDS"],
         "idle_seconds": numbers["HOTCROSS_MCP_UPSTREAM_IDLE_SECONDS"],
-        "max_processes": max_processes,
+        "max_processes": _integer(values, "HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES", 20, 1),
         "data_dir": Path(str(values.get("HOTCROSS_MCP_UPSTREAM_DATA_DIR", "var/upstream"))),
     }
     if raw.startswith(("http://", "https://")):

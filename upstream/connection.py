@@ -17,6 +17,7 @@ import contextlib
 import enum
 import itertools
 import logging
+import math
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -43,15 +44,18 @@ from mcp_types import (
     ServerCapabilities,
     ToolListChangedNotification,
 )
+from pydantic import BaseModel
 
+from upstream import sandbox
 from upstream.config import UpstreamConfig
 from upstream.errors import timed_out, unavailable
 from upstream.listing import Listing, read_listing
-from upstream.rpc import HttpPoster, Notify
+from upstream.rpc import HttpPoster, Notify, SessionLost
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R", bound=BaseModel)
 
 RESTART_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # back-off between attempts to (re)start a broken upstream
 HEALTHY_SECONDS = 30.0  # an upstream up this long starts its back-off from the beginning when it breaks again
@@ -95,6 +99,8 @@ class Upstream:
         # request; the SDK client keeps its own httpx pool for initialize and the lists).
         self._poster: HttpPoster | None = None
         self._progress_tokens = itertools.count(1)
+        self._session_lost = False  # the HTTP session is gone (the upstream restarted): reconnect without a back-off
+        self.failing = 0  # answers in a row that were not valid MCP (the connection is kept; /healthz says so)
 
     # --- what callers use -------------------------------------------------------------------------------------------
 
@@ -107,7 +113,7 @@ class Upstream:
     @property
     def public_name(self) -> str:
         """For clients: no command line or URL (they may hold paths or credentials)."""
-        return "the Hotcross tool server" + (" of your organization" if self.organization_id else "")
+        return self.config.name + (" of your organization" if self.organization_id else "")
 
     @property
     def capabilities(self) -> ServerCapabilities | None:
@@ -119,6 +125,8 @@ class Upstream:
         status: dict[str, Any] = {"state": self.state.value, "starts": self.starts, "crashes": self.crashes}
         if self.state is State.UP:
             status["tools"] = len(self.listing.tools)
+            if self.failing:  # connected, but what callers get is an error
+                status.update(state="failing", failing=self.failing, error=self.last_error)
         if self.last_error and self.state is not State.UP:
             status["error"] = self.last_error
         return status
@@ -136,8 +144,7 @@ class Upstream:
                 if wait > 0:
                     raise unavailable(
                         f"{self.public_name} is not working ({self.last_error or 'it stopped'}); "
-                        f"the bridge tries again in {wait:.0f} s. Try again then, or ask an operator to look at "
-                        "its log."
+                        f"the bridge tries again {_in(wait)}. Try again then, or ask an operator to look at its log."
                     )
                 self._wake.set()  # the back-off is over: try now
             changed = self._changed
@@ -152,13 +159,21 @@ class Upstream:
     async def request(self, what: str, send: Callable[[ClientSession], Awaitable[T]]) -> T:
         """`send(session)` within the per-call timeout, its failures as the gateway's clear errors.
 
-        The upstream's own JSON-RPC errors pass through unchanged.
+        The upstream's own JSON-RPC errors pass through unchanged. A request an HTTP upstream refused because it no
+        longer knows the session (it restarted: `upstream.rpc.SessionLost`) was not served: it is sent once more on
+        the new session, made at once.
         """
         session = await self.session()
         self.in_flight += 1
         try:
             async with asyncio.timeout(self.config.timeout):  # anyio's fail_after cost a tenth of a forwarded call
-                return await send(session)
+                try:
+                    answer = await send(session)
+                except SessionLost:
+                    session = await self.session()
+                    answer = await send(session)
+            self.failing = 0
+            return answer
         except TimeoutError:
             logger.warning("upstream %s did not answer within %s s", what, self.config.timeout)
             raise timed_out(
@@ -166,7 +181,9 @@ class Upstream:
                 "(HOTCROSS_MCP_UPSTREAM_TIMEOUT). Try again, or with less work."
             ) from None
         except MCPError as exc:
-            if exc.code != CONNECTION_CLOSED:
+            # The SDK says "connection closed" with -32000, a code an upstream may answer with too (an embedded
+            # database's "invalid query"): only the transport's own state tells the two apart.
+            if exc.code != CONNECTION_CLOSED or not transport_closed(session):
                 raise
             self.break_connection("it closed the connection while answering (exited or crashed)")
             raise unavailable(
@@ -186,6 +203,8 @@ class Upstream:
             ) from None
         except Exception as exc:
             logger.warning("upstream %s answer unusable: %s", what, exc.__class__.__name__)
+            self.failing += 1
+            self.last_error = f"its answers are not valid MCP ({exc.__class__.__name__})"
             raise unavailable(
                 f"{self.public_name} answered {what} with something that is not a valid MCP answer."
             ) from None
@@ -247,13 +266,18 @@ class Upstream:
 
     async def get_prompt(self, name: str, arguments: dict[str, Any] | None, meta: dict[str, Any]) -> GetPromptResult:
         """Forward a `prompts/get`; failures as `request`'s."""
-        return await self.request(
-            f"prompts/get {name!r}", lambda session: session.get_prompt(name, arguments, meta=meta)
-        )
+        what = f"prompts/get {name!r}"
+        if self.config.transport == "http":
+            params = {"name": name, "arguments": arguments or {}, "_meta": meta}
+            return await self._post_request(what, "prompts/get", params, GetPromptResult)
+        return await self.request(what, lambda session: session.get_prompt(name, arguments, meta=meta))
 
     async def read_resource(self, uri: str, meta: dict[str, Any]) -> ReadResourceResult:
         """Forward a `resources/read`; failures as `request`'s."""
-        return await self.request(f"resources/read {uri!r}", lambda session: session.read_resource(uri, meta=meta))
+        what = f"resources/read {uri!r}"
+        if self.config.transport == "http":
+            return await self._post_request(what, "resources/read", {"uri": uri, "_meta": meta}, ReadResourceResult)
+        return await self.request(what, lambda session: session.read_resource(uri, meta=meta))
 
     async def complete(
         self,
@@ -262,10 +286,23 @@ class Upstream:
         context_arguments: dict[str, str] | None,
     ) -> CompleteResult:
         """Forward a `completion/complete`; failures as `request`'s."""
+        if self.config.transport == "http":
+            params: dict[str, Any] = {"ref": ref.model_dump(by_alias=True, exclude_none=True), "argument": argument}
+            if context_arguments is not None:
+                params["context"] = {"arguments": context_arguments}
+            return await self._post_request("completion/complete", "completion/complete", params, CompleteResult)
         return await self.request(
             "completion/complete",
             lambda session: session.complete(ref, argument, context_arguments=context_arguments),
         )
+
+    async def _post_request(self, what: str, method: str, params: dict[str, Any], result: type[R]) -> R:
+        """An HTTP upstream's request by POST on the forwarding pool (as `tools/call`), its result validated."""
+
+        async def post(_session: ClientSession) -> R:
+            return result.model_validate(await self._post(method, params, None))
+
+        return await self.request(what, post)
 
     def _call_params(
         self, name: str, arguments: dict[str, Any], meta: dict[str, Any], progress: bool
@@ -295,6 +332,15 @@ class Upstream:
         if self._broken is None:
             self._broken = reason
         self._wake.set()
+
+    def session_lost(self, reason: str) -> None:
+        """An HTTP upstream no longer knows the session (it restarted): nothing more is sent on it, and a new one is
+        made at once, without the back-off of a failure (requests wait for it, `session`)."""
+        self._session_lost = True
+        if self.state is State.UP:
+            self._session = None
+            self._set_state(State.STARTING)
+        self.break_connection(reason)
 
     def refresh_soon(self) -> None:
         self._refresh_wanted = True
@@ -348,6 +394,11 @@ class Upstream:
                 self.crashes += 1
                 if time.monotonic() - up_since > HEALTHY_SECONDS:
                     failures = 0
+            if self._session_lost and up_since is not None:
+                self._session_lost = False
+                logger.warning("%s: %s; connecting again", self.name, self.last_error)
+                continue
+            self._session_lost = False
             wait = RESTART_SECONDS[min(failures, len(RESTART_SECONDS) - 1)]
             failures += 1
             self._retry_at = time.monotonic() + wait
@@ -362,11 +413,16 @@ class Upstream:
     async def _connected(self) -> AsyncIterator[ClientSession]:
         async with contextlib.AsyncExitStack() as stack:
             if self.config.transport == "http":
+
+                def lost(reason: str) -> None:
+                    if self._poster is poster:  # not a late answer on a session already replaced
+                        self.session_lost(reason)
+
                 poster = HttpPoster(
                     self.config.url,
                     self.config.headers,
                     connect_timeout=min(10.0, self.config.start_timeout),
-                    on_session_lost=self.break_connection,
+                    on_session_lost=lost,
                 )
 
                 async def note_session(response: httpx2.Response) -> None:
@@ -397,15 +453,29 @@ class Upstream:
             yield session
 
     def _parameters(self) -> StdioServerParameters:
+        """How the process is started. An organization's gets its data folder as HOME, working directory and
+        HOTCROSS_DATA_DIR, and runs in the sandbox (`upstream.sandbox`) unless the operator turned it off."""
         env = {**get_default_environment(), **self.config.env}
         cwd = None
+        command = list(self.config.command)
         if self.organization_id is not None:
-            data_dir = self.config.data_dir / self.organization_id
+            data_dir = (self.config.data_dir / self.organization_id).resolve()
             data_dir.mkdir(parents=True, exist_ok=True)
-            env["HOTCROSS_ORGANIZATION_ID"] = self.organization_id
-            env["HOTCROSS_DATA_DIR"] = str(data_dir.resolve())
-            cwd = str(data_dir)
-        program, *args = self.config.command
+            env.update(HOTCROSS_ORGANIZATION_ID=self.organization_id, HOTCROSS_DATA_DIR=str(data_dir))
+            env["HOME"] = cwd = str(data_dir)
+            if self.config.sandboxed:
+                config = self.config
+                command = sandbox.wrap(
+                    command,
+                    data_dir,
+                    network=config.sandbox_network,
+                    read_only=config.sandbox_paths,
+                    uid=config.sandbox_uid,
+                    cpu_seconds=config.cpu_seconds,
+                    memory_mb=config.memory_mb,
+                    open_files=config.open_files,
+                )
+        program, *args = command
         return StdioServerParameters(command=program, args=args, env=env, cwd=cwd)
 
     async def _watch(self, session: ClientSession) -> None:
@@ -423,7 +493,7 @@ class Upstream:
             except TimeoutError:
                 logger.warning("%s did not list its tools within %s s", self.name, self.config.timeout)
             except MCPError as exc:
-                if exc.code == CONNECTION_CLOSED:
+                if exc.code == CONNECTION_CLOSED and transport_closed(session):
                     self._broken = "it closed the connection (exited or crashed)"
                 else:
                     logger.warning("%s refused to list its tools: %s", self.name, exc.code)
@@ -445,6 +515,9 @@ class Upstream:
         exc = _innermost(exc)
         if isinstance(exc, TimeoutError):
             return f"it did not answer initialize within {self.config.start_timeout:g} s"
+        if isinstance(exc, sandbox.SandboxError):
+            logger.warning("%s: %s", self.name, exc)
+            return f"its sandbox cannot be set up: {exc} (or set HOTCROSS_MCP_UPSTREAM_SANDBOX=off)"
         if isinstance(exc, FileNotFoundError):
             logger.warning("%s: %s", self.name, exc)
             return "its command was not found (HOTCROSS_MCP_UPSTREAM)"
@@ -454,6 +527,21 @@ class Upstream:
             return f"it refused initialize ({exc.code})"
         logger.warning("%s could not be started or reached: %r", self.name, exc)
         return f"it could not be started or reached ({exc.__class__.__name__})"
+
+
+def _in(seconds: float) -> str:
+    """ "in 3 s", never "in 0 s": a wait under a second is said as such, others rounded up."""
+    return "in under a second" if seconds < 1 else f"in {math.ceil(seconds)} s"
+
+
+def transport_closed(session: ClientSession) -> bool:
+    """Whether `session`'s transport has closed (the process exited, the stream ended): what tells the SDK's
+    CONNECTION_CLOSED (-32000) apart from an upstream's own JSON-RPC error with that code, which goes back to its
+    caller and leaves the connection up. The SDK keeps that state on its dispatcher; if a later SDK moves it, every
+    -32000 counts as a closed connection again (the safe side: a restart, never a dead connection kept)."""
+    dispatcher = getattr(session, "_dispatcher", None)
+    closed = getattr(dispatcher, "_closed", None)
+    return closed if isinstance(closed, bool) else True
 
 
 def _stderr() -> Any:

@@ -26,6 +26,18 @@ FORWARDING_CONNECTIONS = 100  # keep-alive connections to an HTTP upstream for f
 Notify = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+class SessionLost(aiohttp.ClientConnectionError):
+    """The upstream no longer knows the session (it restarted): the request was not served, and the connection must
+    be made again (`initialize`) before anything else is sent."""
+
+
+def session_gone(status: int, body: bytes) -> bool:
+    """Whether an HTTP answer to a request that carried a session id says the session is gone: 404 (the spec's
+    answer), or 400 whose body speaks of the session (FastMCP 1.x: `Bad Request: No valid session ID provided`;
+    newer servers a JSON-RPC error saying the same)."""
+    return status == 404 or (status == 400 and b"session" in body.lower())
+
+
 class HttpPoster:
     """JSON-RPC requests to `url`, each one POST on this client's pool of connections (opened by `open`, closed by
     `close`). Its request ids are its own (`hotcross-1`, `hotcross-2`, ...)."""
@@ -59,7 +71,7 @@ class HttpPoster:
     async def request(self, method: str, params: dict[str, Any], on_notification: Notify | None) -> dict[str, Any]:
         """One JSON-RPC request by POST: its result, or its error raised as `MCPError`. The answer may be JSON or an
         SSE stream; notifications in the stream go to `on_notification`. A session the upstream no longer knows
-        (HTTP 404) is reported to `on_session_lost` and raised as a connection error."""
+        (`session_gone`) is reported to `on_session_lost` and raised as `SessionLost`."""
         http = self._http
         if http is None:
             raise aiohttp.ClientConnectionError("not connected")
@@ -72,9 +84,13 @@ class HttpPoster:
             headers["mcp-session-id"] = self.session_id
         proxy, proxy_auth = self._proxy
         async with http.post(self.url, data=body, headers=headers, proxy=proxy, proxy_auth=proxy_auth) as response:
-            if response.status == 404 and self.session_id:
-                self._on_session_lost("it no longer knows the session (HTTP 404)")
-                raise aiohttp.ClientConnectionError("session gone")
+            if response.status in (400, 404) and self.session_id:
+                body = await response.content.read(4096)
+                if session_gone(response.status, body):
+                    reason = f"it no longer knows the session (HTTP {response.status}: it restarted)"
+                    self._on_session_lost(reason)
+                    raise SessionLost(reason)
+                raise ValueError(f"HTTP {response.status} without the answer")
             kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
             if kind == "text/event-stream":
                 async for message in _sse_messages(response):

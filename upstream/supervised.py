@@ -64,7 +64,7 @@ class SupervisedUpstream:
         self.state = State.STOPPED
         self.listing = Listing()
         self.capabilities: ServerCapabilities | None = None
-        self.public_name = "the upstream tool server"
+        self.public_name = pool.config.name + (" of your organization" if organization_id else "")
         self.in_flight = 0
         self.last_used = time.monotonic()
         self.version: int | None = None  # of the lists held here; None: ask the supervisor
@@ -85,7 +85,6 @@ class SupervisedUpstream:
             self.state = State.DOWN
             raise _error(answer["error"])
         self.state = State(answer["state"])
-        self.public_name = answer.get("public_name") or self.public_name
         if answer["version"] != self.version:
             self.listing = _listing(answer["listing"])
             caps = answer.get("capabilities")

@@ -170,7 +170,6 @@ class Supervisor:
         return web.json_response(
             {
                 "state": upstream.state.value,
-                "public_name": upstream.public_name,
                 "capabilities": dump(capabilities) if capabilities is not None else None,
                 "version": self.version(upstream),
                 "listing": listing_json(upstream.listing),

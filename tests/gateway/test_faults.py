@@ -44,7 +44,7 @@ def test_an_upstream_that_exits_at_once(tmp_path):
         health = healthz(bridge)
     assert tools == {"whoami", "usage"}  # the built-ins keep being served
     assert error.error.code == UPSTREAM_UNAVAILABLE
-    assert error.error.message.startswith("upstream_unavailable: the Hotcross tool server is not working")
+    assert error.error.message.startswith("upstream_unavailable: the tool server is not working")
     assert "exited before it answered initialize" in error.error.message
     assert error.error.data["code"] == "upstream_unavailable"
     assert took < 5
@@ -111,7 +111,7 @@ def test_an_upstream_that_sleeps_past_the_timeout(tmp_path):
 
     error, took, whoami, pong = anyio.run(scenario)
     assert error.error.code == UPSTREAM_TIMEOUT
-    assert error.error.message.startswith("upstream_timeout: the Hotcross tool server did not answer")
+    assert error.error.message.startswith("upstream_timeout: the tool server did not answer")
     assert "within 0.5 s (HOTCROSS_MCP_UPSTREAM_TIMEOUT)" in error.error.message
     assert took < 5
     assert whoami["developer_id"] == str(developer.id)

@@ -36,10 +36,13 @@ async def process_of(url: str, developer) -> dict:
 
 
 def scope_env(tmp_path, **overrides: str) -> dict[str, str]:
+    """Organization scope without the sandbox: these tests look at the pool's rules through the processes' host pids
+    and a file outside their folders, which the sandbox hides (tests/gateway/test_sandbox.py tests the sandbox)."""
     return gateway_env(
         OLD_HOTCROSS,
         HOTCROSS_MCP_UPSTREAM_SCOPE="organization",
         HOTCROSS_MCP_UPSTREAM_DATA_DIR=str(tmp_path / "data"),
+        HOTCROSS_MCP_UPSTREAM_SANDBOX="off",
         **overrides,
     )
 

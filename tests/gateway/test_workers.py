@@ -20,7 +20,7 @@ from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory, OrganizationFactory
 from tests.support.mcp import run_uvicorn
 from tests.support.servers import ROOT
-from tests.support.upstreams import HEADERS, call, gateway_env
+from tests.support.upstreams import HEADERS, call, gateway_env, require_sandbox
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,7 +40,8 @@ def processes(marker: str) -> dict[int, dict[str, str]]:
             raw = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if any(part.endswith(b"disk_tools.py") for part in command) and marker.encode() in raw:
+        sandbox = command[0].endswith((b"bwrap", b"prlimit", b"setpriv"))  # the sandbox's own processes
+        if not sandbox and any(part.endswith(b"disk_tools.py") for part in command) and marker.encode() in raw:
             env = dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
             found[int(entry.name)] = env
     return found
@@ -122,6 +123,7 @@ def test_two_workers_share_one_upstream_process_and_no_write_fails_on_its_lock(t
 
 
 def test_two_workers_run_one_process_per_organization(tmp_path):
+    require_sandbox()  # each organization's process in its sandbox, HOME its own folder
     organizations = OrganizationFactory.create_batch(3)
     developers = [DeveloperFactory(organization=organization) for organization in organizations for _ in range(2)]
     env = gateway_env(

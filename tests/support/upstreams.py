@@ -42,6 +42,14 @@ HEADERS = {
 }
 
 
+# What the test upstreams need inside organization scope's sandbox (upstream.sandbox), read-only: this virtualenv,
+# the Python it was made from, the test servers' folder and the Inspector's packages (server-everything). Nothing
+# else of the project: the sandbox tests check that .env, the SQLite file and the other folders are out of reach.
+SANDBOX_PATHS = json.dumps(
+    sorted({sys.prefix, sys.base_prefix, str(OLD_HOTCROSS_SCRIPT.parent), str(ROOT / "node_modules")})
+)
+
+
 def gateway_env(upstream: str, **overrides: str) -> dict[str, str]:
     """Environment of a bridge in gateway mode (no product tool module: only the built-ins and the upstream's)."""
     return {
@@ -49,8 +57,21 @@ def gateway_env(upstream: str, **overrides: str) -> dict[str, str]:
         "HOTCROSS_MCP_UPSTREAM": upstream,
         "HOTCROSS_MCP_UPSTREAM_TIMEOUT": "10",
         "HOTCROSS_MCP_UPSTREAM_START_TIMEOUT": "30",
+        "HOTCROSS_MCP_UPSTREAM_SANDBOX_PATHS": SANDBOX_PATHS,
         **overrides,
     }
+
+
+def require_sandbox() -> None:
+    """Skips a test that needs bubblewrap where it cannot run (fails it under CI, where `.ci/run` installs it)."""
+    from upstream.sandbox import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set but the sandbox cannot run: {reason}")
+    pytest.skip(f"the sandbox cannot run here: {reason}")
 
 
 # The shared bridge (`gateway_bridge`): old_hotcross over stdio, with an environment of its own (GREETING), the list
