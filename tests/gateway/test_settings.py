@@ -55,6 +55,14 @@ def test_a_working_upstream_passes_the_check(tmp_path):
         ({"HOTCROSS_MCP_UPSTREAM_HEADERS": '{"X-Key": "k"}'}, "HOTCROSS_MCP_UPSTREAM_HEADERS is for an HTTP upstream"),
         ({"HOTCROSS_MCP_UPSTREAM_TIMEOUT": "0"}, "HOTCROSS_MCP_UPSTREAM_TIMEOUT must be at least"),
         ({"HOTCROSS_MCP_UPSTREAM": "uvx 'hotcross"}, "cannot split the command line"),
+        (
+            {"HOTCROSS_MCP_UPSTREAM": "http://127.0.0.1:9/mcp", "HOTCROSS_MCP_UPSTREAM_HEADERS": '{"X-Team": "Café"}'},
+            "the header 'X-Team' holds a character HTTP headers cannot carry",
+        ),
+        ({"HOTCROSS_MCP_UPSTREAM_SANDBOX": "maybe"}, "HOTCROSS_MCP_UPSTREAM_SANDBOX must be bubblewrap or off"),
+        ({"HOTCROSS_MCP_UPSTREAM_SANDBOX_NETWORK": "lan"}, "must be none, loopback or full, not 'lan'"),
+        ({"HOTCROSS_MCP_UPSTREAM_SANDBOX_PATHS": "opt/tools"}, "'opt/tools' is not an absolute path"),
+        ({"HOTCROSS_MCP_UPSTREAM_MEMORY_MB": "lots"}, "HOTCROSS_MCP_UPSTREAM_MEMORY_MB must be a whole number"),
     ],
 )
 def test_wrong_settings_fail_the_check_with_what_to_fix(tmp_path, env, says):

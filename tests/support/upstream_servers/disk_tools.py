@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError
 
 server = MCPServer("disk-tools")
@@ -66,22 +67,32 @@ def notes() -> list[str]:
 
 @server.tool()
 def read_path(path: str) -> str:
-    """The first 200 characters of any file (the real server's `SELECT * FROM file(...)`)."""
-    with open(path, errors="replace") as handle:
-        return handle.read(200)
+    """The first 200 characters of any file (the real server's `SELECT * FROM file(...)`); what the OS refused, as
+    the real server reports its engine's errors."""
+    try:
+        with open(path, errors="replace") as handle:
+            return handle.read(200)
+    except OSError as exc:
+        raise ToolError(f"read_path: {exc.strerror}") from None
 
 
 @server.tool()
 def list_dir(path: str) -> list[str]:
     """The names in any folder."""
-    return sorted(os.listdir(path))
+    try:
+        return sorted(os.listdir(path))
+    except OSError as exc:
+        raise ToolError(f"list_dir: {exc.strerror}") from None
 
 
 @server.tool()
 def fetch_url(url: str) -> int:
     """Fetch any URL (the real server's `url(...)`); its HTTP status."""
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - the hole the sandbox must close
-        return response.status
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - the hole the sandbox must close
+            return response.status
+    except OSError as exc:
+        raise ToolError(f"fetch_url: {exc}") from None
 
 
 @server.tool()
