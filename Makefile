@@ -6,9 +6,18 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test test-tools lint format bench clean
+.PHONY: install sandbox-tools run test test-tools lint format bench clean
 
-install: $(STAMP)
+install: $(STAMP) sandbox-tools
+
+# Organization scope runs each organization's upstream process in a bubblewrap sandbox (upstream/sandbox.py): Debian's
+# bubblewrap, installed with apt as root (elsewhere a note: `manage.py check` then says organization scope cannot
+# start, mcp_bridge.E012, and its tests skip locally and fail under CI=true).
+sandbox-tools:
+	@if command -v bwrap >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap; \
+	else echo "note: bubblewrap is not installed and cannot be installed here (needs root and apt); organization scope's sandbox cannot run"; fi
 
 # Re-installs only when the lock file changes; the lock pins every package with its hash.
 $(STAMP): requirements.lock
