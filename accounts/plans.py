@@ -150,6 +150,7 @@ class _Table:
 
 
 _table: _Table | None = None
+_last: _Table | None = None  # the table last read, kept even when `_ttl()` is 0 (`plan_code`)
 clock: Callable[[], float] = time.monotonic
 MAX_TABLE_SECONDS = 1.0
 
@@ -167,7 +168,8 @@ def _load_table() -> _Table:
     by_id = {plan.id: terms(plan) for plan in Plan.objects.all()}
     code = default_plan_code()
     default = next((found for found in by_id.values() if code and found.code == code), NO_PLAN)
-    table = _Table(clock() + _ttl(), by_id, default)
+    global _last
+    table = _last = _Table(clock() + _ttl(), by_id, default)
     if _ttl() > 0:
         _table = table
     return table
@@ -200,6 +202,15 @@ async def aterms_for(plan_id: int | None) -> PlanTerms:
     if table is None:
         table = await run_in_pool(BOOKKEEPING, _load_table)
     return _lookup(table, plan_id)
+
+
+def plan_code(plan_id: int | None) -> str | None:
+    """The code of the plan the admission of this call just read (`aterms_for` ran first), from memory, without a
+    query; None for no plan (or before any was read). For naming the plan to an upstream (`hotcross/plan`)."""
+    table = _table or _last
+    if table is None:
+        return None
+    return _lookup(table, plan_id).code or None
 
 
 def forget_table() -> None:

@@ -63,7 +63,13 @@ def main() -> None:
     auth = {"Authorization": f"Bearer {key}"}
 
     data = tempfile.TemporaryDirectory(prefix="hotcross-bench-stdio-")
-    common = {"HOTCROSS_MCP_UPSTREAM": UPSTREAM, "HOTCROSS_MCP_UPSTREAM_TIMEOUT": "30"}
+    # What old_hotcross needs inside the sandbox, read-only: this virtualenv, its Python, the test servers' folder.
+    sandbox_paths = [sys.prefix, sys.base_prefix, str(ROOT / "tests" / "support" / "upstream_servers")]
+    common = {
+        "HOTCROSS_MCP_UPSTREAM": UPSTREAM,
+        "HOTCROSS_MCP_UPSTREAM_TIMEOUT": "30",
+        "HOTCROSS_MCP_UPSTREAM_SANDBOX_PATHS": ":".join(sorted(set(sandbox_paths))),
+    }
     variants = {
         "in-process": {"HOTCROSS_MCP_UPSTREAM_SUPERVISOR": "false"},
         "supervised": {},
@@ -99,6 +105,10 @@ def main() -> None:
         print(
             f"{name:>26}: {rate:7.0f} calls/s ({rate / base_rate:4.2f}×), p50 {p50:6.2f} ms ({p50 - base_p50:+5.2f} ms)"
         )
+    sandboxed, bare = "organization", "organization-unsandboxed"
+    rate_ratio = statistics.median(throughput[sandboxed]) / statistics.median(throughput[bare])
+    p50_cost = statistics.median(latency[sandboxed]) - statistics.median(latency[bare])
+    print(f"\nthe sandbox's extra cost per call: p50 {p50_cost:+.2f} ms, throughput {rate_ratio:.2f}× of unsandboxed")
 
 
 if __name__ == "__main__":

@@ -285,6 +285,11 @@ HOTCROSS_MCP_UPSTREAM_SANDBOX_UID = env.str("HOTCROSS_MCP_UPSTREAM_SANDBOX_UID",
 HOTCROSS_MCP_UPSTREAM_CPU_SECONDS = env.str("HOTCROSS_MCP_UPSTREAM_CPU_SECONDS", default="3600")
 HOTCROSS_MCP_UPSTREAM_MEMORY_MB = env.str("HOTCROSS_MCP_UPSTREAM_MEMORY_MB", default="2048")
 HOTCROSS_MCP_UPSTREAM_OPEN_FILES = env.str("HOTCROSS_MCP_UPSTREAM_OPEN_FILES", default="1024")
+# HTTP upstream: the Ed25519 private key (PEM file, made on first use) that signs the caller's assertion on every
+# forwarded request (X-Hotcross-Caller); its public half is /.well-known/jwks.json. The same file on every host.
+HOTCROSS_MCP_UPSTREAM_ASSERTION_KEY = env.str(
+    "HOTCROSS_MCP_UPSTREAM_ASSERTION_KEY", default=str(BASE_DIR / "var" / "upstream-assertion-key.pem")
+)
 # A tools/call of an HTTP upstream's tool is answered by the bridge's direct forwarding, without the mcp SDK's server
 # (mcp_bridge.gateway.direct: same rules, a fraction of the CPU); false: every request goes through the SDK.
 HOTCROSS_MCP_DIRECT_FORWARD = env.bool("HOTCROSS_MCP_DIRECT_FORWARD", default=True)

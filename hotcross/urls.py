@@ -4,6 +4,7 @@ from django.urls import include, path
 from accounts.billing import webhooks
 from hotcross.views import djstripe_admin_action, healthz, landing
 from infra.metrics import metrics_view
+from mcp_bridge.gateway.keys import jwks
 
 # A database that did not answer is a 503 even when a middleware met it (hotcross.middleware); else Django's 500.
 handler500 = "hotcross.views.server_error"
@@ -12,6 +13,8 @@ urlpatterns = [
     path("", landing, name="landing"),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
+    # The key that signs the gateway's caller assertions to HTTP upstreams (upstream.assertion).
+    path(".well-known/jwks.json", jwks, name="jwks"),
     # Before the admin's own URLs, so this guarded view answers dj-stripe's action URLs (see its docstring).
     path(
         "admin/djstripe/<str:model>/action/<str:action_name>/<str:model_name>/",

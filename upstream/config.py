@@ -37,7 +37,10 @@ NAMES = (
     "HOTCROSS_MCP_UPSTREAM_CPU_SECONDS",
     "HOTCROSS_MCP_UPSTREAM_MEMORY_MB",
     "HOTCROSS_MCP_UPSTREAM_OPEN_FILES",
+    "HOTCROSS_MCP_UPSTREAM_ASSERTION_KEY",
+    "HOTCROSS_PUBLIC_URL",
 )
+ORGANIZATION_PLACEHOLDER = "{organization_id}"
 DEFAULT_NAME = "the tool server"
 BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
@@ -71,6 +74,9 @@ class UpstreamConfig:
     cpu_seconds: int = 3600
     memory_mb: int = 2048
     open_files: int = 1024
+    # HTTP: the key that signs the caller's assertion (`upstream.assertion`), and its issuer (the public URL).
+    assertion_key: str = "var/upstream-assertion-key.pem"
+    issuer: str = ""
 
     @property
     def sandboxed(self) -> bool:
@@ -81,16 +87,22 @@ class UpstreamConfig:
     def transport(self) -> str:
         return "http" if self.url else "stdio"
 
+    def url_for(self, organization_id: str | None) -> str:
+        """The URL of `organization_id`'s upstream (the template's `{organization_id}` filled), or the one URL."""
+        if organization_id is None:
+            return self.url
+        return self.url.replace(ORGANIZATION_PLACEHOLDER, organization_id)
+
     def describe(self) -> str:
         """The upstream for logs and operators: the command, or the URL without user info or query (headers and
         environment values are left out: they hold credentials)."""
         if not self.url:
             return shlex.join(self.command)
-        parts = urlsplit(self.url)
-        netloc = parts.hostname or ""
+        parts = urlsplit(self.url.replace(ORGANIZATION_PLACEHOLDER, "ORGANIZATION-ID"))
+        netloc = (parts.hostname or "").replace("organization-id", ORGANIZATION_PLACEHOLDER)
         if parts.port:
             netloc += f":{parts.port}"
-        return f"{parts.scheme}://{netloc}{parts.path}"
+        return f"{parts.scheme}://{netloc}{parts.path.replace('ORGANIZATION-ID', ORGANIZATION_PLACEHOLDER)}"
 
 
 def _json_object(name: str, raw: str) -> dict[str, str]:
@@ -209,20 +221,37 @@ def config_from(values: Mapping[str, Any]) -> UpstreamConfig | None:
         "idle_seconds": numbers["HOTCROSS_MCP_UPSTREAM_IDLE_SECONDS"],
         "max_processes": _integer(values, "HOTCROSS_MCP_UPSTREAM_MAX_PROCESSES", 20, 1),
         "data_dir": Path(str(values.get("HOTCROSS_MCP_UPSTREAM_DATA_DIR", "var/upstream"))),
+        "assertion_key": str(values.get("HOTCROSS_MCP_UPSTREAM_ASSERTION_KEY", "") or "var/upstream-assertion-key.pem"),
+        "issuer": str(values.get("HOTCROSS_PUBLIC_URL", "") or "").rstrip("/"),
     }
     if raw.startswith(("http://", "https://")):
-        parts = urlsplit(raw)
+        try:
+            parts = urlsplit(raw.replace(ORGANIZATION_PLACEHOLDER, "organization-id"))
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError as exc:
+            raise ConfigError(f"HOTCROSS_MCP_UPSTREAM: {raw!r} is not a usable URL ({exc}).") from None
         if not parts.hostname:
             raise ConfigError(f"HOTCROSS_MCP_UPSTREAM: {raw!r} is not a usable URL (no host).")
+        if "{" in raw.replace(ORGANIZATION_PLACEHOLDER, ""):
+            raise ConfigError(
+                f"HOTCROSS_MCP_UPSTREAM: {raw!r} has a placeholder other than {ORGANIZATION_PLACEHOLDER}."
+            )
+        templated = ORGANIZATION_PLACEHOLDER in raw
         if env:
             raise ConfigError(
                 "HOTCROSS_MCP_UPSTREAM_ENV is for a command (stdio upstream); an HTTP upstream takes "
                 "HOTCROSS_MCP_UPSTREAM_HEADERS."
             )
-        if scope == "organization":
+        if scope == "organization" and not templated:
             raise ConfigError(
-                "HOTCROSS_MCP_UPSTREAM_SCOPE=organization runs one process per organization, so the upstream must "
-                "be a command (stdio), not a URL."
+                "HOTCROSS_MCP_UPSTREAM_SCOPE=organization needs one upstream per organization: a command (stdio, one "
+                f"process each) or a URL template with {ORGANIZATION_PLACEHOLDER} "
+                "(https://{organization_id}.tools.example/mcp)."
+            )
+        if templated and scope != "organization":
+            raise ConfigError(
+                f"HOTCROSS_MCP_UPSTREAM: a URL with {ORGANIZATION_PLACEHOLDER} is one upstream per organization; set "
+                "HOTCROSS_MCP_UPSTREAM_SCOPE=organization."
             )
         return UpstreamConfig(url=raw, headers=headers, **common)
     if headers:

@@ -47,6 +47,7 @@ from mcp_types import (
 from pydantic import BaseModel
 
 from upstream import sandbox
+from upstream.assertion import Asserter, AssertionKeyError
 from upstream.config import UpstreamConfig
 from upstream.errors import timed_out, unavailable
 from upstream.listing import Listing, read_listing
@@ -99,6 +100,9 @@ class Upstream:
         # request; the SDK client keeps its own httpx pool for initialize and the lists).
         self._poster: HttpPoster | None = None
         self._progress_tokens = itertools.count(1)
+        # HTTP: this organization's URL (the template's) or the one URL, and the signer of the caller's assertion.
+        self.url = config.url_for(organization_id) if config.transport == "http" else ""
+        self._asserter: Asserter | None = None
         self._session_lost = False  # the HTTP session is gone (the upstream restarted): reconnect without a back-off
         self.failing = 0  # answers in a row that were not valid MCP (the connection is kept; /healthz says so)
 
@@ -318,7 +322,9 @@ class Upstream:
         poster = self._poster
         if poster is None:
             raise aiohttp.ClientConnectionError("not connected")
-        return poster.request(method, params, on_notification)
+        asserter = self._asserter
+        headers = asserter.header(params.get("_meta")) if asserter is not None else None
+        return poster.request(method, params, on_notification, headers)
 
     def ensure_running(self) -> None:
         if self._retired:
@@ -413,13 +419,14 @@ class Upstream:
     async def _connected(self) -> AsyncIterator[ClientSession]:
         async with contextlib.AsyncExitStack() as stack:
             if self.config.transport == "http":
+                self._asserter = Asserter(self.config.assertion_key, self.config.issuer, audience=self.url)
 
                 def lost(reason: str) -> None:
                     if self._poster is poster:  # not a late answer on a session already replaced
                         self.session_lost(reason)
 
                 poster = HttpPoster(
-                    self.config.url,
+                    self.url,
                     self.config.headers,
                     connect_timeout=min(10.0, self.config.start_timeout),
                     on_session_lost=lost,
@@ -437,7 +444,7 @@ class Upstream:
                 await poster.open()
                 stack.push_async_callback(poster.close)
                 stack.callback(setattr, self, "_poster", None)
-                read, write = await stack.enter_async_context(streamable_http_client(self.config.url, http_client=http))
+                read, write = await stack.enter_async_context(streamable_http_client(self.url, http_client=http))
                 self._poster = poster
             else:
                 # The upstream's stderr is the server's (its log): what it says when it fails is there.
@@ -515,6 +522,9 @@ class Upstream:
         exc = _innermost(exc)
         if isinstance(exc, TimeoutError):
             return f"it did not answer initialize within {self.config.start_timeout:g} s"
+        if isinstance(exc, AssertionKeyError):
+            logger.warning("%s: %s", self.name, exc)
+            return "the key that signs the caller's assertion cannot be read (HOTCROSS_MCP_UPSTREAM_ASSERTION_KEY)"
         if isinstance(exc, sandbox.SandboxError):
             logger.warning("%s: %s", self.name, exc)
             return f"its sandbox cannot be set up: {exc} (or set HOTCROSS_MCP_UPSTREAM_SANDBOX=off)"

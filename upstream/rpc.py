@@ -68,7 +68,13 @@ class HttpPoster:
         if http is not None:
             await http.close()
 
-    async def request(self, method: str, params: dict[str, Any], on_notification: Notify | None) -> dict[str, Any]:
+    async def request(
+        self,
+        method: str,
+        params: dict[str, Any],
+        on_notification: Notify | None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         """One JSON-RPC request by POST: its result, or its error raised as `MCPError`. The answer may be JSON or an
         SSE stream; notifications in the stream go to `on_notification`. A session the upstream no longer knows
         (`session_gone`) is reported to `on_session_lost` and raised as `SessionLost`."""
@@ -82,6 +88,8 @@ class HttpPoster:
             headers["mcp-protocol-version"] = self.protocol_version
         if self.session_id:
             headers["mcp-session-id"] = self.session_id
+        if extra_headers:
+            headers.update(extra_headers)
         proxy, proxy_auth = self._proxy
         async with http.post(self.url, data=body, headers=headers, proxy=proxy, proxy_auth=proxy_auth) as response:
             if response.status in (400, 404) and self.session_id:

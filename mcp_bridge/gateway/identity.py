@@ -4,7 +4,8 @@
   authenticated caller's ids (UUID strings) on every call; clients never see them in the schema, and a value a
   client sends under those names is dropped.
 - Every forwarded request (tools/call, prompts/get, resources/read) carries the caller in `_meta` under the keys
-  below, for upstreams that read that instead.
+  below (developer, organization, plan's code), for upstreams that read that instead; an HTTP upstream gets them
+  signed too (`upstream.assertion`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from typing import Any
 
 from mcp_types import Tool
 
+from accounts import plans
 from accounts.credentials import Principal
 from mcp_bridge.tools import CALLER_ARGUMENTS
 
 META_DEVELOPER_ID = "hotcross/developer_id"
 META_ORGANIZATION_ID = "hotcross/organization_id"
-META_KEYS = (META_DEVELOPER_ID, META_ORGANIZATION_ID)
+META_PLAN = "hotcross/plan"
+META_KEYS = (META_DEVELOPER_ID, META_ORGANIZATION_ID, META_PLAN)
 
 
 def identity_arguments(tool: Tool) -> tuple[str, ...]:
@@ -55,5 +58,10 @@ def forwarded_arguments(tool: Tool | None, arguments: Mapping[str, Any] | None, 
 
 
 def caller_meta(caller: Principal) -> dict[str, Any]:
-    """The `_meta` of a forwarded request."""
-    return {META_DEVELOPER_ID: str(caller.developer_id), META_ORGANIZATION_ID: str(caller.organization_id)}
+    """The `_meta` of a forwarded request: the caller's ids and plan's code (None: no plan). An HTTP upstream also gets
+    them signed (`upstream.assertion`, made from these keys)."""
+    return {
+        META_DEVELOPER_ID: str(caller.developer_id),
+        META_ORGANIZATION_ID: str(caller.organization_id),
+        META_PLAN: plans.plan_code(caller.plan_id),
+    }

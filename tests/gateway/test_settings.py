@@ -48,7 +48,7 @@ def test_a_working_upstream_passes_the_check(tmp_path):
     [
         (
             {"HOTCROSS_MCP_UPSTREAM": "http://127.0.0.1:9/mcp", "HOTCROSS_MCP_UPSTREAM_SCOPE": "organization"},
-            "must be a command (stdio), not a URL",
+            "needs one upstream per organization: a command (stdio, one process each) or a URL template",
         ),
         ({"HOTCROSS_MCP_UPSTREAM_SCOPE": "team"}, "HOTCROSS_MCP_UPSTREAM_SCOPE must be one of shared, organization"),
         ({"HOTCROSS_MCP_UPSTREAM_ENV": "GREETING=hi"}, "HOTCROSS_MCP_UPSTREAM_ENV must be a JSON object of strings"),
@@ -86,7 +86,7 @@ def test_mcp_upstream_lists_tools_and_how_identity_is_handled(tmp_path):
     assert "remember(text) — filled by the bridge, hidden from clients: _developer_id, _organization_id" in done.stdout
     assert "ping(no arguments) — no identity arguments (the caller is in _meta only)" in done.stdout
     assert "Prompts (1): greet" in done.stdout
-    assert "hotcross/developer_id, hotcross/organization_id" in done.stdout
+    assert "hotcross/developer_id, hotcross/organization_id, hotcross/plan" in done.stdout
     report = json.loads(manage(tmp_path, "mcp_upstream", "--json", **gateway_env(OLD_HOTCROSS)).stdout)
     tools = {tool["name"]: tool for tool in report["tools"]}
     assert tools["project_of"] == {

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
+import json
 import os
 import sys
 import time
@@ -134,12 +136,77 @@ async def complete(ref: Any, argument: Any, context: Any) -> Any:
     return Completion(values=[v for v in ("billing", "bugs", "builds") if v.startswith(argument.value)])
 
 
+CALLER_METHODS = ("tools/call", "prompts/get", "resources/read", "completion/complete")
+
+
+@functools.cache
+def _jwks_client(url: str) -> Any:
+    import jwt
+
+    return jwt.PyJWKClient(url)  # fetches the key set once, and again for a kid it does not know
+
+
+def verified_caller(token: str, jwks_url: str, audience: str) -> dict[str, Any]:
+    """README's example of how an upstream checks the gateway's `X-Hotcross-Caller` (raises when it is not valid)."""
+    import jwt
+
+    key = _jwks_client(jwks_url).get_signing_key_from_jwt(token)
+    return jwt.decode(token, key, algorithms=["EdDSA"], audience=audience, issuer=os.environ["HOTCROSS_ISSUER"])
+
+
 def http_app() -> Any:
-    """Stateful streamable HTTP; an unknown session id gets FastMCP 1.x's 400, not the SDK's 404."""
+    """Stateful streamable HTTP; an unknown session id gets FastMCP 1.x's 400, not the SDK's 404.
+
+    With `HOTCROSS_JWKS_URL` set, every caller's request (`CALLER_METHODS`) must carry a valid `X-Hotcross-Caller`
+    for this URL (else 401), and its claims and path are appended to `$HOME/callers.jsonl`. `/o/<anything>/mcp` is
+    served as `/mcp` (an upstream per organization behind one URL template)."""
     app = server.streamable_http_app(json_response=True)
     known: set[str] = set()
+    jwks_url = os.environ.get("HOTCROSS_JWKS_URL", "")
+
+    async def checked(scope: Any, receive: Any, send: Any) -> None:
+        """The caller's assertion verified (a POST's body read, then handed on)."""
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            method = json.loads(body).get("method")
+        except (ValueError, AttributeError):
+            method = None
+        if method in CALLER_METHODS:
+            headers = dict(scope.get("headers") or [])
+            host = headers.get(b"host", b"").decode()
+            audience = f"http://{host}{scope['raw_path'].decode()}"
+            try:
+                claims = await asyncio.to_thread(
+                    verified_caller, headers.get(b"x-hotcross-caller", b"").decode(), jwks_url, audience
+                )
+            except Exception as exc:
+                answer = json.dumps({"error": f"caller not verified: {exc.__class__.__name__}"}).encode()
+                await send(
+                    {"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"text/plain")]}
+                )
+                await send({"type": "http.response.body", "body": answer})
+                return
+            with open(Path(os.environ["HOME"]) / "callers.jsonl", "a") as log:
+                log.write(json.dumps({"path": scope["raw_path"].decode(), "method": method, **claims}) + "\n")
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await app(scope, replay, send)
 
     async def sessions(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/o/"):
+            scope = {**scope, "path": "/mcp"}
         if scope["type"] == "http":
             headers = dict(scope.get("headers") or [])
             session = headers.get(b"mcp-session-id", b"").decode()
@@ -158,7 +225,10 @@ def http_app() -> Any:
                             known.add(value.decode())
                 await send(message)
 
-            await app(scope, receive, noting)
+            if jwks_url and scope["method"] == "POST":
+                await checked(scope, receive, noting)
+            else:
+                await app(scope, receive, noting)
             return
         await app(scope, receive, send)
 
