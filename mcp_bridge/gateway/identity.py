@@ -58,10 +58,10 @@ def forwarded_arguments(tool: Tool | None, arguments: Mapping[str, Any] | None, 
 
 
 def caller_meta(caller: Principal) -> dict[str, Any]:
-    """The `_meta` of a forwarded request: the caller's ids and plan's code (None: no plan). An HTTP upstream also gets
-    them signed (`upstream.assertion`, made from these keys)."""
-    return {
-        META_DEVELOPER_ID: str(caller.developer_id),
-        META_ORGANIZATION_ID: str(caller.organization_id),
-        META_PLAN: plans.plan_code(caller.plan_id),
-    }
+    """The `_meta` of a forwarded request: the caller's ids and plan's code (left out without a plan). An HTTP upstream
+    also gets them signed (`upstream.assertion`, made from these keys)."""
+    meta = {META_DEVELOPER_ID: str(caller.developer_id), META_ORGANIZATION_ID: str(caller.organization_id)}
+    code = plans.plan_code(caller.plan_id)
+    if code:
+        meta[META_PLAN] = code
+    return meta

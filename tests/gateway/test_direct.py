@@ -130,7 +130,6 @@ def test_a_client_cannot_tell_direct_forwarding_from_the_sdk(two_bridges):
     assert meta == {
         "hotcross/developer_id": str(on_direct.id),
         "hotcross/organization_id": str(on_direct.organization_id),
-        "hotcross/plan": None,
     }
     failed = post(direct, on_direct.plain_key, call(32, "fails", {})).json()["result"]
     assert failed["isError"] is True and failed["content"][0]["text"] == "Error executing tool fails"

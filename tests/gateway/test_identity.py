@@ -52,7 +52,6 @@ def test_identity_arguments_are_hidden_filled_and_spoof_proof_over_http(gateway_
     assert structured(meta) == {
         "hotcross/developer_id": str(developer.id),
         "hotcross/organization_id": str(developer.organization_id),
-        "hotcross/plan": None,
     }
     # The upstream's environment is what the operator gave it, not the bridge's (no database credential).
     assert structured(process)["greeting"] == "hello"
