@@ -385,6 +385,7 @@ class Upstream:
                     self._session = session
                     self.starts += 1
                     up_since = self.last_used = time.monotonic()  # idle from now, not from the request that started it
+                    self.failing = 0
                     self._set_state(State.UP)
                     logger.info("%s is up (%s tools)", self.name, len(self.listing.tools))
                     await self._watch(session)
