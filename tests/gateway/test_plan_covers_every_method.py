@@ -172,11 +172,13 @@ def test_prompts_resources_and_completions_are_not_usage_and_leave_the_cap_alone
                 await client.complete(GREET, {"name": "name", "value": "A"})
             first = await client.call_tool("ping", {})
             second = await client.call_tool("ping", {})
-            return first, second, await refusal(client.call_tool("ping", {}))
+            third = await refusal(client.call_tool("ping", {}))
+            return first, second, third, await refusal(client.get_prompt("greet", {"name": "Ada"}))
 
-    first, second, third = anyio.run(scenario)
+    first, second, third, prompt = anyio.run(scenario)
     assert not first.is_error and not second.is_error
     assert_refused(third, "monthly_cap_reached", plan="two")
+    assert_refused(prompt, "monthly_cap_reached", plan="two")  # now the calls reached the cap
     usage_written(2)
     assert list(UsageEvent.objects.filter(developer=developer).values_list("tool_name", flat=True)) == ["ping"] * 2
 
