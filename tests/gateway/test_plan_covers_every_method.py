@@ -16,7 +16,8 @@ from mcp_types import PromptReference, ResourceTemplateReference
 from accounts import rate_buckets
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory, OrganizationFactory, PlanFactory, UsageEventFactory
-from tests.support.mcp import http_client, mcp_error, usage_written
+from tests.support.mcp import http_client, mcp_error, stdio_session, usage_written
+from tests.support.upstreams import OLD_HOTCROSS, gateway_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -227,3 +228,30 @@ def test_a_spoofed_identity_in_prompts_and_completions_never_reaches_the_upstrea
         f"_organization_id={developer.organization_id}",
     ]
     assert identity.completion.values == []  # the upstream would have offered someone else's id
+
+
+def test_stdio_gates_prompts_resources_and_identity_the_same_way(tmp_path):
+    developer = whoami_only()
+    victim = DeveloperFactory()
+    allowed = developer_on(code="prompts-only", allows_all_resources=False)
+
+    async def scenario():
+        with open(tmp_path / "stderr", "w") as errlog:
+            async with stdio_session(developer.plain_key, errlog, **gateway_env(OLD_HOTCROSS)) as client:
+                listed = (await client.list_prompts()).prompts, (await client.list_resources()).resources
+                refused = (
+                    await refusal(client.get_prompt("greet", {"name": "Ada"})),
+                    await refusal(client.read_resource("notes://today")),
+                )
+            async with stdio_session(allowed.plain_key, errlog, **gateway_env(OLD_HOTCROSS)) as client:
+                spoofed = await client.get_prompt("greet", {"name": "Ada", "_developer_id": str(victim.id)})
+                resource = await refusal(client.read_resource("notes://today"))
+        return listed, refused, spoofed, resource
+
+    listed, (prompt, resource_refused), spoofed, resource = anyio.run(scenario)
+    assert listed == ([], [])
+    assert_refused(prompt, "prompt_not_in_plan")
+    assert_refused(resource_refused, "resource_not_in_plan")
+    text = spoofed.messages[0].content.text
+    assert str(allowed.id) in text and str(victim.id) not in text
+    assert_refused(resource, "resource_not_in_plan", plan="prompts-only")
