@@ -69,13 +69,15 @@ def test_a_whoami_only_plan_sees_and_gets_no_prompt_resource_or_completion(gatew
                 await refusal(client.read_resource("notes://today")),
                 await refusal(client.complete(GREET, {"name": "name", "value": "A"})),
                 await refusal(client.complete(NOTES_OF_A_DAY, {"name": "day", "value": "m"})),
+                await refusal(client.get_prompt("no_such_prompt", {})),
             )
             whoami = await client.call_tool("whoami", {})
             return listed, refused, whoami
 
     listed, refused, whoami = anyio.run(scenario)
     assert listed == ([], [], [])
-    prompt, resource, prompt_completion, template_completion = refused
+    prompt, resource, prompt_completion, template_completion, unknown = refused
+    assert_refused(unknown, "prompt_not_in_plan")  # whether a prompt outside the plan exists is not told
     assert_refused(prompt, "prompt_not_in_plan")
     assert "'greet'" in prompt.message and "Narrow (narrow)" in prompt.message
     assert_refused(resource, "resource_not_in_plan")
@@ -116,6 +118,7 @@ def test_a_plan_serves_exactly_the_prompts_and_resources_it_lists(gateway_bridge
                 [prompt.name for prompt in (await client.list_prompts()).prompts],
                 [template.uri_template for template in (await client.list_resource_templates()).resource_templates],
                 (await client.read_resource("notes://monday")).contents[0].text,
+                await refusal(client.get_prompt("no_such_prompt", {})),
             )
         return lists, served, refused, open_lists
 
@@ -127,7 +130,8 @@ def test_a_plan_serves_exactly_the_prompts_and_resources_it_lists(gateway_bridge
     assert completion.completion.values[:2] == ["Ada", "Alan"]
     assert_refused(refused[0], "resource_not_in_plan")
     assert_refused(refused[1], "resource_not_in_plan")
-    assert open_lists == (["greet"], ["notes://{day}"], "notes of monday")
+    assert open_lists[:3] == (["greet"], ["notes://{day}"], "notes of monday")
+    assert open_lists[3].code == -32602 and "Unknown prompt" in open_lists[3].message
 
 
 @pytest.mark.parametrize("at_cap", ["refuse", "overage"])
