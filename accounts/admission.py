@@ -1,8 +1,10 @@
 """Call admission (issue 16): whether the organization's plan lets a developer's tool call be served, for one call on
 `/mcp` (`admit`, async, on every `tools/call`) or for a batch of calls reported from elsewhere (`POST /api/v1/usage`:
-`require_tools`, then `admit_batch`, sync). Transport-neutral: a refusal is a `CallRefused` (a stable code, a message
-for people, `retry_after`, and `data` for programs), which `mcp_bridge.admission` makes a JSON-RPC error (and HTTP
-429) and `api.reported_usage` an HTTP answer.
+`require_tools`, then `admit_batch`, sync); and (issue 28) every other request that reaches an upstream's content:
+`prompts/get` (`admit_prompt`), `resources/read` (`admit_resource`) and `completion/complete` (`admit_completion`).
+Transport-neutral: a refusal is a `CallRefused` (a stable code, a message for people, `retry_after`, and `data` for
+programs), which `mcp_bridge.admission` makes a JSON-RPC error (and HTTP 429) and `api.reported_usage` an HTTP
+answer.
 
 The rules, in this order:
 
@@ -15,6 +17,18 @@ The rules, in this order:
   `accounts.rate_buckets` (a batch: one per call, all or none), else `rate_limited` with the wait.
 
 A refused call is not served and not usage; an admitted one is counted towards this process's view of the cap.
+
+Prompts, resources and completions (issue 28) go through the same rules, each with its own allow-list:
+
+- the prompt must be one of the plan's prompts (`prompt_not_in_plan`), the resource's URI one of its resources
+  (`resource_not_in_plan`); a completion follows what it completes: a prompt's argument (the prompt's rule) or a
+  resource template's (the template's URI template, by the resource rule); `prompts/list`, `resources/list` and
+  `resources/templates/list` show only those (`listed_prompts`, `listed_resources`, `listed_templates`);
+- a reached monthly cap refuses them on a plan that refuses at its cap (`monthly_cap_reached`);
+- each takes one token from the rate-limit buckets, as a call does (`rate_limited`).
+
+They are not usage: not metered, not billed, not counted towards the cap (a client may ask for a completion at every
+keystroke; they read what the tools wrote).
 """
 
 from __future__ import annotations
@@ -30,6 +44,8 @@ from accounts.credentials import Principal
 from accounts.plans import PlanTerms, aterms_for, month_start
 
 TOOL_NOT_IN_PLAN = "tool_not_in_plan"
+PROMPT_NOT_IN_PLAN = "prompt_not_in_plan"
+RESOURCE_NOT_IN_PLAN = "resource_not_in_plan"
 MONTHLY_CAP_REACHED = "monthly_cap_reached"
 RATE_LIMITED = "rate_limited"
 
@@ -62,6 +78,33 @@ def listed_tools(terms: PlanTerms, tools: list[Any]) -> list[Any]:
     return [tool for tool in tools if terms.allows(tool.get("name", ""))]
 
 
+def listed_prompts(terms: PlanTerms, prompts: list[Any]) -> list[Any]:
+    """Those of `prompts` (listed prompts: dicts with a `name`) that a plan with these terms shows."""
+    if terms.prompts is None:
+        return prompts
+    return [prompt for prompt in prompts if isinstance(prompt, dict) and terms.allows_prompt(_text(prompt, "name"))]
+
+
+def listed_resources(terms: PlanTerms, resources: list[Any]) -> list[Any]:
+    """Those of `resources` (listed resources: dicts with a `uri`) that a plan with these terms shows."""
+    if terms.resources is None:
+        return resources
+    return [item for item in resources if isinstance(item, dict) and terms.allows_resource(_text(item, "uri"))]
+
+
+def listed_templates(terms: PlanTerms, templates: list[Any]) -> list[Any]:
+    """Those of `templates` (listed resource templates: dicts with a `uriTemplate`) that a plan with these terms
+    shows: the URI template itself must match one of the plan's resource lines."""
+    if terms.resources is None:
+        return templates
+    return [item for item in templates if isinstance(item, dict) and terms.allows_resource(_text(item, "uriTemplate"))]
+
+
+def _text(item: dict[str, Any], key: str) -> str:
+    value = item.get(key)
+    return value if isinstance(value, str) else ""
+
+
 # --- one call --------------------------------------------------------------------------------------------------------
 
 
@@ -72,6 +115,50 @@ async def admit(principal: Principal, tool_name: Any) -> None:
     terms = await aterms_for(principal.plan_id)
     if isinstance(tool_name, str) and not terms.allows(tool_name):
         raise not_in_plan(terms, tool_name)
+    await _within_limits(principal, terms, usage=True)
+
+
+async def admit_prompt(principal: Principal, prompt_name: Any) -> None:
+    """The plan's rules for one `prompts/get` of `prompt_name`: the prompt, the cap, the rate limits (not usage)."""
+    terms = await aterms_for(principal.plan_id)
+    if not terms.allows_prompt(prompt_name if isinstance(prompt_name, str) else ""):
+        raise prompt_not_in_plan(terms, str(prompt_name))
+    await _within_limits(principal, terms, usage=False)
+
+
+async def admit_resource(principal: Principal, uri: Any) -> None:
+    """The plan's rules for one `resources/read` of `uri`: the resource, the cap, the rate limits (not usage)."""
+    terms = await aterms_for(principal.plan_id)
+    if not terms.allows_resource(uri if isinstance(uri, str) else ""):
+        raise resource_not_in_plan(terms, str(uri))
+    await _within_limits(principal, terms, usage=False)
+
+
+async def admit_completion(principal: Principal, ref: Any) -> None:
+    """The plan's rules for one `completion/complete` of `ref` (`{"type": "ref/prompt", "name"}` or
+    `{"type": "ref/resource", "uri"}`, the URI template): what it completes must be in the plan, then the cap and the
+    rate limits (not usage). Any other reference is refused when the plan restricts prompts or resources (the server
+    answers it as invalid otherwise)."""
+    terms = await aterms_for(principal.plan_id)
+    kind = ref.get("type") if isinstance(ref, dict) else None
+    if kind == "ref/prompt":
+        name = _text(ref, "name")
+        if not terms.allows_prompt(name):
+            raise prompt_not_in_plan(terms, name)
+    elif kind == "ref/resource":
+        uri = _text(ref, "uri")
+        if not terms.allows_resource(uri):
+            raise resource_not_in_plan(terms, uri)
+    elif terms.prompts is not None:
+        raise prompt_not_in_plan(terms, "")
+    elif terms.resources is not None:
+        raise resource_not_in_plan(terms, "")
+    await _within_limits(principal, terms, usage=False)
+
+
+async def _within_limits(principal: Principal, terms: PlanTerms, *, usage: bool) -> None:
+    """The monthly cap (a refusing plan's, reached) and the rate limits, for a request of `principal`; `usage`: it is
+    a call, counted towards this process's view of the cap once admitted."""
     cap = terms.monthly_cap(principal.max_seats)
     if cap is not None and terms.at_cap == AtCap.REFUSE:
         if await monthly_use.amonthly_calls(principal.organization_id) >= cap:
@@ -85,14 +172,26 @@ async def admit(principal: Principal, tool_name: Any) -> None:
         )
         if not decision.allowed:
             raise rate_limited(terms, decision)
-    if cap is not None:
+    if cap is not None and usage:
         monthly_use.monthly_calls.count(principal.organization_id)
 
 
 def not_in_plan(terms: PlanTerms, tool_name: str) -> CallRefused:
+    return _outside_plan(TOOL_NOT_IN_PLAN, "tool", terms, tool_name)
+
+
+def prompt_not_in_plan(terms: PlanTerms, prompt_name: str) -> CallRefused:
+    return _outside_plan(PROMPT_NOT_IN_PLAN, "prompt", terms, prompt_name)
+
+
+def resource_not_in_plan(terms: PlanTerms, uri: str) -> CallRefused:
+    return _outside_plan(RESOURCE_NOT_IN_PLAN, "resource", terms, uri)
+
+
+def _outside_plan(code: str, what: str, terms: PlanTerms, name: str) -> CallRefused:
     return CallRefused(
-        TOOL_NOT_IN_PLAN,
-        f"The tool {tool_name[:100]!r} is not in your organization's plan, {terms.name} ({terms.code}). "
+        code,
+        f"The {what} {name[:100]!r} is not in your organization's plan, {terms.name} ({terms.code}). "
         "Ask an administrator of your organization about a plan that includes it.",
         data={"plan": terms.code},
     )

@@ -39,15 +39,35 @@ def effective_plan(organization: Organization) -> Plan | None:
     return Plan.objects.filter(code=code).first() if code else None
 
 
+def _lines(text: str) -> tuple[str, ...]:
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
 def tool_patterns(plan: Plan | None) -> tuple[str, ...] | None:
     """The plan's tool names and patterns; None when it allows every tool (or there is no plan)."""
     if plan is None or plan.allows_all_tools:
         return None
-    return tuple(line.strip() for line in plan.allowed_tools.splitlines() if line.strip())
+    return _lines(plan.allowed_tools)
+
+
+def prompt_patterns(plan: Plan | None) -> tuple[str, ...] | None:
+    """The plan's prompt names and patterns; None when it allows every prompt (or there is no plan); () for none."""
+    if plan is None or plan.allows_all_prompts:
+        return None
+    return _lines(plan.allowed_prompts)
+
+
+def resource_patterns(plan: Plan | None) -> tuple[str, ...] | None:
+    """The plan's resource URIs and patterns; None when it allows every resource (or there is no plan); () for
+    none."""
+    if plan is None or plan.allows_all_resources:
+        return None
+    return _lines(plan.allowed_resources)
 
 
 def tool_allowed(patterns: tuple[str, ...] | None, tool_name: str) -> bool:
-    """Whether a tool is in a plan whose `tool_patterns()` are these (shell-style, case-sensitive)."""
+    """Whether a name (a tool's, a prompt's, a resource's URI or URI template) is allowed by these patterns
+    (`tool_patterns()` and the like: shell-style, case-sensitive; None: every name)."""
     if patterns is None:
         return True
     return any(fnmatch.fnmatchcase(tool_name, pattern) for pattern in patterns)
@@ -99,9 +119,18 @@ class PlanTerms:
     rate_limit_per_organization: int | None
     monthly_calls_per_seat: int | None
     at_cap: str
+    prompts: tuple[str, ...] | None = None  # `prompt_patterns()`: None = every prompt, () = none
+    resources: tuple[str, ...] | None = None  # `resource_patterns()`: None = every resource, () = none
 
     def allows(self, tool_name: str) -> bool:
         return tool_allowed(self.tools, tool_name)
+
+    def allows_prompt(self, prompt_name: str) -> bool:
+        return tool_allowed(self.prompts, prompt_name)
+
+    def allows_resource(self, uri: str) -> bool:
+        """A resource's URI, or a resource template's URI template."""
+        return tool_allowed(self.resources, uri)
 
     def monthly_cap(self, seats: int) -> int | None:
         return cap(self.monthly_calls_per_seat, seats)
@@ -116,6 +145,8 @@ class PlanTerms:
             "code": self.code or None,
             "name": self.name or None,
             "tools": "all" if self.tools is None else list(self.tools),
+            "prompts": "all" if self.prompts is None else list(self.prompts),
+            "resources": "all" if self.resources is None else list(self.resources),
             "rate_limit_per_developer_per_minute": self.rate_limit_per_developer,
             "rate_limit_per_organization_per_minute": self.rate_limit_per_organization,
             "monthly_calls_per_seat": self.monthly_calls_per_seat,
@@ -139,6 +170,8 @@ def terms(plan: Plan | None) -> PlanTerms:
         rate_limit_per_organization=plan.rate_limit_per_organization,
         monthly_calls_per_seat=plan.monthly_calls_per_seat,
         at_cap=plan.at_cap,
+        prompts=prompt_patterns(plan),
+        resources=resource_patterns(plan),
     )
 
 

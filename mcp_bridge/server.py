@@ -1,9 +1,10 @@
 """The Hotcross MCP server: one `MCPServer` (mcp SDK 2.x) with the built-in tools and those of `HOTCROSS_MCP_TOOLS`.
 
-Every request passes four middlewares, outermost first: `CallerMiddleware` (who is calling; over stdio it re-checks
+Every request passes five middlewares, outermost first: `CallerMiddleware` (who is calling; over stdio it re-checks
 the key), `RequestChecks` (names that are not names are invalid params, not server errors), `AdmissionMiddleware`
-(the plan's tools, monthly cap and rate limits, `mcp_bridge.admission`) and `MeteringMiddleware` (one usage event per
-served `tools/call`). Tools get the caller through their `_developer_id` / `_organization_id` parameters (see
+(the plan's tools, prompts, resources, monthly cap and rate limits, `mcp_bridge.admission`), `KnownPrompts` (a
+prompt the server does not have is invalid params) and `MeteringMiddleware` (one usage event per served
+`tools/call`). Tools get the caller through their `_developer_id` / `_organization_id` parameters (see
 `mcp_bridge.tools`).
 
 With `HOTCROSS_MCP_UPSTREAM` set the server is a `GatewayServer` (`mcp_bridge.gateway`): the upstream's tools,
@@ -69,8 +70,8 @@ def description_of(fn: Callable[..., Any], given: str | None) -> str | None:
 
 
 class RequestChecks:
-    """MCP server middleware: a `tools/call` or `prompts/get` whose `name` is not a string, or names a prompt this
-    server does not have, is invalid params (-32602) with a clear message, not a server error with a traceback."""
+    """MCP server middleware: a `tools/call` or `prompts/get` whose `name` is not a string is invalid params (-32602)
+    with a clear message, not a server error with a traceback."""
 
     def __init__(self, server: MCPServer) -> None:
         self._server = server
@@ -78,11 +79,24 @@ class RequestChecks:
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: Callable[..., Awaitable[Any]]) -> Any:
         if ctx.method in ("tools/call", "prompts/get") and ctx.request_id is not None:
             params = ctx.params if isinstance(ctx.params, dict) else {}
-            name = params.get("name")
             what = "tool" if ctx.method == "tools/call" else "prompt"
-            if not isinstance(name, str):
+            if not isinstance(params.get("name"), str):
                 raise MCPError(code=INVALID_PARAMS, message=f"Invalid params: the {what} name must be a string.")
-            if what == "prompt" and name not in {prompt.name for prompt in await self._server.list_prompts()}:
+        return await call_next(ctx)
+
+
+class KnownPrompts:
+    """MCP server middleware, inside `AdmissionMiddleware`: a `prompts/get` of a prompt this server does not have is
+    invalid params (-32602), not a server error. After the plan's admission, so that a developer learns nothing of
+    prompts outside the plan (a name the plan does not allow is `prompt_not_in_plan`, whether it exists or not)."""
+
+    def __init__(self, server: MCPServer) -> None:
+        self._server = server
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: Callable[..., Awaitable[Any]]) -> Any:
+        if ctx.method == "prompts/get" and ctx.request_id is not None:
+            name = ctx.params.get("name") if isinstance(ctx.params, dict) else None
+            if isinstance(name, str) and name not in {prompt.name for prompt in await self._server.list_prompts()}:
                 logger.info("mcp prompts/get of an unknown prompt")
                 raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {name[:100]!r}.")
         return await call_next(ctx)
@@ -116,6 +130,7 @@ def build_server(
                 CallerMiddleware(stdio_key=stdio_key),
                 RequestChecks(server),
                 AdmissionMiddleware(),  # the plan's rules (issue 16): refused calls never reach the metering
+                KnownPrompts(server),  # after the plan: a prompt outside it is refused whether it exists or not
                 MeteringMiddleware(tool_name(fn) for fn in functions),
             ]
         )

@@ -30,6 +30,14 @@ class PlanForm(forms.ModelForm):
             )
         except InvalidInput as exc:
             self.add_error("allowed_tools", exc.message)
+        for field, clean in (
+            ("allowed_prompts", plan_services.clean_prompt_patterns),
+            ("allowed_resources", plan_services.clean_resource_patterns),
+        ):
+            try:
+                data[field] = clean(data.get(field, ""))
+            except InvalidInput as exc:
+                self.add_error(field, exc.message)
         return data
 
 
@@ -40,6 +48,8 @@ class PlanAdmin(ServiceAdmin):
         "name",
         "code",
         "tools",
+        "prompts",
+        "resources",
         "rate_limit_per_developer",
         "rate_limit_per_organization",
         "monthly_calls_per_seat",
@@ -53,6 +63,15 @@ class PlanAdmin(ServiceAdmin):
         (None, {"fields": ("code", "name")}),
         ("Tools", {"fields": ("allows_all_tools", "allowed_tools")}),
         (
+            "Prompts and resources",
+            {
+                "fields": ("allows_all_prompts", "allowed_prompts", "allows_all_resources", "allowed_resources"),
+                "description": "What the plan's developers see and may get of the gateway's upstream (and of any "
+                "built-in prompt or resource). Completions follow the prompt or resource template they complete. "
+                "Unticked with nothing listed: none.",
+            },
+        ),
+        (
             "Limits",
             {"fields": ("rate_limit_per_developer", "rate_limit_per_organization", "monthly_calls_per_seat", "at_cap")},
         ),
@@ -64,10 +83,15 @@ class PlanAdmin(ServiceAdmin):
 
     @admin.display(description="tools")
     def tools(self, obj: Plan) -> str:
-        if obj.allows_all_tools:
-            return "all"
-        lines = [line for line in obj.allowed_tools.splitlines() if line.strip()]
-        return ", ".join(lines[:5]) + (f" (+{len(lines) - 5})" if len(lines) > 5 else "")
+        return _listed(obj.allows_all_tools, obj.allowed_tools)
+
+    @admin.display(description="prompts")
+    def prompts(self, obj: Plan) -> str:
+        return _listed(obj.allows_all_prompts, obj.allowed_prompts)
+
+    @admin.display(description="resources")
+    def resources(self, obj: Plan) -> str:
+        return _listed(obj.allows_all_resources, obj.allowed_resources)
 
     @admin.display(description="organizations", ordering="organization_count")
     def organizations(self, obj: Plan) -> int:
@@ -79,3 +103,13 @@ class PlanAdmin(ServiceAdmin):
 
     def save_model(self, request: HttpRequest, obj: Plan, form: Any, change: bool) -> None:
         self.through_service(plan_services.save_plan, plan=obj, actor=request.user)
+
+
+def _listed(every: bool, text: str) -> str:
+    """A plan's allow-list in the list of plans: all, none, or its first lines."""
+    if every:
+        return "all"
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return "none"
+    return ", ".join(lines[:5]) + (f" (+{len(lines) - 5})" if len(lines) > 5 else "")

@@ -9,7 +9,8 @@ from accounts.choices import AtCap, MeteredBilling
 
 
 class Plan(models.Model):
-    """What a subscription allows (tools, rate limits, a monthly cap per seat) and what it bills by usage.
+    """What a subscription allows (tools, prompts, resources, rate limits, a monthly cap per seat) and what it bills
+    by usage.
 
     An organization's plan is `Organization.plan`, or the plan whose code `HOTCROSS_DEFAULT_PLAN` names when that is
     empty. Organizations with a Stripe subscription get theirs from the price's or product's `hotcross_plan` metadata.
@@ -23,6 +24,20 @@ class Plan(models.Model):
         blank=True,
         default="",
         help_text="When not every tool: one tool name or pattern per line (`docs_*`, `memory.?`), shell-style.",
+    )
+    allows_all_prompts = models.BooleanField("every prompt", default=True)
+    allowed_prompts = models.TextField(
+        blank=True,
+        default="",
+        help_text="When not every prompt: one prompt name or pattern per line, shell-style. None listed: no prompt "
+        "(nor completions of a prompt's arguments).",
+    )
+    allows_all_resources = models.BooleanField("every resource", default=True)
+    allowed_resources = models.TextField(
+        blank=True,
+        default="",
+        help_text="When not every resource: one resource URI or pattern per line (`notes://*`), shell-style; a "
+        "resource template is listed (and completed) when its URI template matches. None listed: no resource.",
     )
     rate_limit_per_developer = models.PositiveIntegerField(
         "calls per minute per developer", null=True, blank=True, help_text="Empty: no limit."

@@ -23,11 +23,16 @@ logger = logging.getLogger(__name__)
 
 MAX_TOOL_PATTERNS = 200
 _PATTERN = re.compile(r"^[A-Za-z0-9_.\-*?\[\]!/:]{1,128}$")
+_URI_PATTERN = re.compile(r"^[^\s\x00-\x1f\x7f]{1,512}$")  # a URI (template) or a pattern of them: no spaces
 PLAN_FIELDS = (
     "code",
     "name",
     "allows_all_tools",
     "allowed_tools",
+    "allows_all_prompts",
+    "allowed_prompts",
+    "allows_all_resources",
+    "allowed_resources",
     "rate_limit_per_developer",
     "rate_limit_per_organization",
     "monthly_calls_per_seat",
@@ -37,21 +42,39 @@ PLAN_FIELDS = (
 )
 
 
+def _clean_lines(text: str, *, what: str, pattern: re.Pattern[str], allowed: str) -> list[str]:
+    lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+    bad = [line for line in lines if not pattern.match(line) or line.count("[") != line.count("]")]
+    if bad:
+        raise InvalidInput(
+            f"Not a {what} or pattern: {', '.join(repr(line[:60]) for line in bad[:5])}. {allowed}, one per line."
+        )
+    if len(lines) > MAX_TOOL_PATTERNS:
+        raise InvalidInput(f"At most {MAX_TOOL_PATTERNS} {what} lines, not {len(lines)}.")
+    return list(dict.fromkeys(lines))
+
+
 def clean_tool_patterns(text: str, *, allows_all_tools: bool) -> str:
     """The plan's tool lines, one name or shell-style pattern (`*`, `?`, `[…]`) per line, trimmed; `InvalidInput`
     for a line that cannot be a tool name or pattern, or for a plan that allows no tool at all."""
-    lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
-    bad = [line for line in lines if not _PATTERN.match(line) or line.count("[") != line.count("]")]
-    if bad:
-        raise InvalidInput(
-            f"Not a tool name or pattern: {', '.join(repr(line[:60]) for line in bad[:5])}. Use letters, digits, "
-            "_ . - and the wildcards * ? [ ], one per line."
-        )
-    if len(lines) > MAX_TOOL_PATTERNS:
-        raise InvalidInput(f"At most {MAX_TOOL_PATTERNS} tool lines, not {len(lines)}.")
+    allowed = "Use letters, digits, _ . - and the wildcards * ? [ ]"
+    lines = _clean_lines(text, what="tool name", pattern=_PATTERN, allowed=allowed)
     if not allows_all_tools and not lines:
         raise InvalidInput("List the plan's tools (one name or pattern per line), or tick 'every tool'.")
-    return "\n".join(dict.fromkeys(lines))
+    return "\n".join(lines)
+
+
+def clean_prompt_patterns(text: str) -> str:
+    """The plan's prompt lines, as tool lines are written; none is allowed (the plan has no prompt)."""
+    allowed = "Use letters, digits, _ . - and the wildcards * ? [ ]"
+    return "\n".join(_clean_lines(text, what="prompt name", pattern=_PATTERN, allowed=allowed))
+
+
+def clean_resource_patterns(text: str) -> str:
+    """The plan's resource lines: one URI, URI template or shell-style pattern of them (`notes://*`) per line, no
+    spaces; none is allowed (the plan has no resource)."""
+    allowed = "Write a URI or a pattern such as notes://* (no spaces)"
+    return "\n".join(_clean_lines(text, what="resource URI", pattern=_URI_PATTERN, allowed=allowed))
 
 
 def save_plan(*, plan: Plan, actor: Any = None) -> Plan:
@@ -61,6 +84,8 @@ def save_plan(*, plan: Plan, actor: Any = None) -> Plan:
     plan.code = (plan.code or "").strip()
     plan.name = (plan.name or "").strip()
     plan.allowed_tools = clean_tool_patterns(plan.allowed_tools, allows_all_tools=plan.allows_all_tools)
+    plan.allowed_prompts = clean_prompt_patterns(plan.allowed_prompts)
+    plan.allowed_resources = clean_resource_patterns(plan.allowed_resources)
     validate(plan)
     if Plan.objects.filter(code=plan.code).exclude(pk=plan.pk).exists():
         raise InvalidInput(f"Another plan already has the code {plan.code!r}.")

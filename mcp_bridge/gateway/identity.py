@@ -3,6 +3,10 @@
 - An upstream tool whose input schema declares `_developer_id` and/or `_organization_id` gets them filled with the
   authenticated caller's ids (UUID strings) on every call; clients never see them in the schema, and a value a
   client sends under those names is dropped.
+- The same for prompts (issue 28): an upstream prompt whose arguments include `_developer_id` / `_organization_id`
+  gets them filled on every `prompts/get`, `prompts/list` does not show them, and a value a client sends under those
+  names is dropped, whether the prompt declares them or not. A `completion/complete`'s context arguments follow the
+  same rule, and the bridge completes no identity argument (it answers no values without asking the upstream).
 - Every forwarded request (tools/call, prompts/get, resources/read) carries the caller in `_meta` under the keys
   below (developer, organization, plan's code), for upstreams that read that instead; an HTTP upstream gets them
   signed too (`upstream.assertion`).
@@ -14,7 +18,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from mcp_types import Tool
+from mcp_types import Prompt, Tool
 
 from accounts import plans
 from accounts.credentials import Principal
@@ -48,8 +52,38 @@ def public_tool(tool: Tool) -> Tool:
 
 def forwarded_arguments(tool: Tool | None, arguments: Mapping[str, Any] | None, caller: Principal) -> dict[str, Any]:
     """The arguments sent upstream: the client's, without caller arguments, plus the real caller where declared."""
+    return _with_caller(arguments, identity_arguments(tool) if tool is not None else (), caller)
+
+
+def prompt_identity_arguments(prompt: Prompt | None) -> tuple[str, ...]:
+    """The caller arguments the upstream prompt declares, in `CALLER_ARGUMENTS` order."""
+    declared = {argument.name for argument in (prompt.arguments or [])} if prompt is not None else set()
+    return tuple(name for name in CALLER_ARGUMENTS if name in declared)
+
+
+def public_prompt(prompt: Prompt) -> Prompt:
+    """The prompt as clients see it: its arguments without the caller arguments."""
+    if not prompt_identity_arguments(prompt):
+        return prompt
+    arguments = [argument for argument in prompt.arguments or [] if argument.name not in CALLER_ARGUMENTS]
+    return prompt.model_copy(update={"arguments": arguments})
+
+
+def forwarded_prompt_arguments(
+    prompt: Prompt | None, arguments: Mapping[str, Any] | None, caller: Principal
+) -> dict[str, Any]:
+    """A `prompts/get`'s arguments (or a prompt completion's context arguments) sent upstream: the client's, without
+    caller arguments, plus the real caller where the prompt declares them."""
+    return _with_caller(arguments, prompt_identity_arguments(prompt), caller)
+
+
+def is_identity_argument(name: object) -> bool:
+    """Whether an argument is one the bridge fills (never completed for a client)."""
+    return name in CALLER_ARGUMENTS
+
+
+def _with_caller(arguments: Mapping[str, Any] | None, wanted: tuple[str, ...], caller: Principal) -> dict[str, Any]:
     forwarded = {k: v for k, v in (arguments or {}).items() if k not in CALLER_ARGUMENTS}
-    wanted = identity_arguments(tool) if tool is not None else ()
     if "_developer_id" in wanted:
         forwarded["_developer_id"] = str(caller.developer_id)
     if "_organization_id" in wanted:

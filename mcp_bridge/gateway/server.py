@@ -22,6 +22,7 @@ from mcp_types import (
     CompleteResult,
     Completion,
     GetPromptResult,
+    PromptReference,
     ReadResourceRequestParams,
     ReadResourceResult,
 )
@@ -41,7 +42,14 @@ from mcp_types import (
 from infra import metrics
 from mcp_bridge import metering
 from mcp_bridge.auth import current_caller
-from mcp_bridge.gateway.identity import caller_meta, forwarded_arguments, public_tool
+from mcp_bridge.gateway.identity import (
+    caller_meta,
+    forwarded_arguments,
+    forwarded_prompt_arguments,
+    is_identity_argument,
+    public_prompt,
+    public_tool,
+)
 from mcp_bridge.gateway.upstream import Upstream, caller_upstream, current_pool
 
 logger = logging.getLogger(__name__)
@@ -56,13 +64,17 @@ class GatewayServer(MCPServer):
         self._lowlevel_server.add_request_handler("completion/complete", CompleteRequestParams, self._handle_complete)
 
     async def _handle_complete(self, ctx: ServerRequestContext[Any], params: CompleteRequestParams) -> CompleteResult:
+        if is_identity_argument(params.argument.name):
+            return CompleteResult(completion=Completion(values=[]))  # the bridge fills it: nothing to complete
         upstream = await self._upstream()
         capabilities = upstream.capabilities if upstream is not None else None
         if upstream is None or capabilities is None or capabilities.completions is None:
             return CompleteResult(completion=Completion(values=[]))
         argument = {"name": params.argument.name, "value": params.argument.value}
-        context = params.context.arguments if params.context is not None else None
-        return await upstream.complete(params.ref, argument, context)
+        given = params.context.arguments if params.context is not None else None
+        prompt = _prompt_named(upstream, params.ref.name) if isinstance(params.ref, PromptReference) else None
+        context = forwarded_prompt_arguments(prompt, given, current_caller())
+        return await upstream.complete(params.ref, argument, context if context or given is not None else None)
 
     async def _upstream(self) -> Upstream | None:
         """The caller's upstream, started; None when it cannot be had (the built-ins keep working)."""
@@ -130,7 +142,7 @@ class GatewayServer(MCPServer):
         upstream = await self._upstream()
         if upstream is not None:
             local = {prompt.name for prompt in prompts}
-            prompts.extend(prompt for prompt in upstream.listing.prompts if prompt.name not in local)
+            prompts.extend(public_prompt(prompt) for prompt in upstream.listing.prompts if prompt.name not in local)
         return prompts
 
     async def get_prompt(
@@ -141,8 +153,9 @@ class GatewayServer(MCPServer):
             return await super().get_prompt(name, arguments, context)
         caller = current_caller()
         upstream = await caller_upstream(found, caller)
-        meta = caller_meta(caller)
-        return await upstream.get_prompt(name, arguments, meta)
+        await upstream.session()
+        forwarded = forwarded_prompt_arguments(_prompt_named(upstream, name), arguments, caller)
+        return await upstream.get_prompt(name, forwarded, caller_meta(caller))
 
     # --- resources ------------------------------------------------------------------------------------------------
 
@@ -170,6 +183,11 @@ class GatewayServer(MCPServer):
         upstream = await caller_upstream(found, caller)
         uri, meta = str(params.uri), caller_meta(caller)
         return await upstream.read_resource(uri, meta)
+
+
+def _prompt_named(upstream: Upstream, name: str) -> MCPPrompt | None:
+    """The upstream's prompt of that name, as it last listed it."""
+    return next((prompt for prompt in upstream.listing.prompts if prompt.name == name), None)
 
 
 # --- what the upstream says during a call ---------------------------------------------------------------------------

@@ -49,6 +49,8 @@ def test_a_working_key_gets_its_principal(header):
             "code": None,
             "name": None,
             "tools": "all",
+            "prompts": "all",
+            "resources": "all",
             "rate_limit_per_developer_per_minute": None,
             "rate_limit_per_organization_per_minute": None,
             "monthly_calls_per_seat": None,

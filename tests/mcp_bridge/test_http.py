@@ -71,6 +71,8 @@ def test_whoami_tells_the_developer_their_organization_and_seats(mcp_http):
             "code": None,
             "name": None,
             "tools": "all",
+            "prompts": "all",
+            "resources": "all",
             "rate_limit_per_developer_per_minute": None,
             "rate_limit_per_organization_per_minute": None,
             "monthly_calls_per_seat": None,

@@ -139,6 +139,8 @@ def test_verify_states_the_plan_and_its_limits(client):
         name="Team",
         allows_all_tools=False,
         allowed_tools="whoami",
+        allows_all_prompts=False,
+        allowed_prompts="brief",
         rate_limit_per_developer=60,
         monthly_calls_per_seat=1000,
     )
@@ -154,6 +156,8 @@ def test_verify_states_the_plan_and_its_limits(client):
         "code": "team",
         "name": "Team",
         "tools": ["whoami"],
+        "prompts": ["brief"],
+        "resources": "all",
         "rate_limit_per_developer_per_minute": 60,
         "rate_limit_per_organization_per_minute": None,
         "monthly_calls_per_seat": 1000,

@@ -80,6 +80,8 @@ def test_whoami_states_the_plan_and_its_limits(mcp_http):
         "code": "pro",
         "name": "Pro",
         "tools": "all",
+        "prompts": "all",
+        "resources": "all",
         "rate_limit_per_developer_per_minute": 120,
         "rate_limit_per_organization_per_minute": None,
         "monthly_calls_per_seat": 500,

@@ -8,7 +8,7 @@
 
 It also has the tools the fault tests need (`crash`, `sleep`), `hold` (a call kept in flight until a test lets it
 go), `grow` / `grow_quietly` / `forget` (a tool list that changes) and `whoami` when EXTRA_TOOL_WHOAMI=1 (a name
-clash).
+clash). Its prompt `greet` declares the identity arguments too and completes, a resource and a resource template.
 """
 
 import os
@@ -22,9 +22,12 @@ if __name__ == "__main__" and sys.argv[1:2] == ["exit"]:
 import asyncio
 import functools
 import inspect
+import json
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.prompts.base import Prompt, PromptArgument
+from mcp_types import Completion
 from pydantic import Field
 
 server = MCPServer("old-hotcross")
@@ -156,16 +159,47 @@ async def forget(name: str, ctx: Context) -> str:
     return "forgotten"
 
 
-@server.prompt()
-def greet(name: str) -> str:
-    """A prompt with an argument."""
-    return f"Hello {name}"
+def greet(name: str, **identity: str) -> str:
+    """A prompt with an argument that also declares the old server's identity arguments (`_developer_id`,
+    `_organization_id`): it says which it was given."""
+    return f"Hello {name}" + (f" {json.dumps(identity, sort_keys=True)}" if identity else "")
+
+
+server.add_prompt(
+    Prompt(
+        name="greet",
+        description="A prompt with an argument.",
+        arguments=[
+            PromptArgument(name="name", required=True),
+            PromptArgument(name="_developer_id"),
+            PromptArgument(name="_organization_id"),
+        ],
+        fn=greet,
+    )
+)
+
+
+@server.completion()
+async def complete(ref: Any, argument: Any, context: Any) -> Completion:
+    """Completes `greet`'s `name` (and says which context arguments it was given, `key=value`); asked to complete an
+    identity argument, it offers someone else's id (the bridge must never ask)."""
+    if argument.name.startswith("_"):
+        return Completion(values=["someone-else"])
+    given = sorted((context.arguments or {}).items()) if context is not None else []
+    names = [name for name in ("Ada", "Alan", "Grace") if name.startswith(argument.value)]
+    return Completion(values=names + [f"{key}={value}" for key, value in given])
 
 
 @server.resource("notes://today")
 def today() -> str:
     """A resource."""
     return "nothing planned"
+
+
+@server.resource("notes://{day}")
+def notes_of(day: str) -> str:
+    """A resource template."""
+    return f"notes of {day}"
 
 
 if os.environ.get("EXTRA_TOOL_WHOAMI") == "1":
