@@ -288,10 +288,14 @@ class Upstream:
         ref: PromptReference | ResourceTemplateReference,
         argument: dict[str, str],
         context_arguments: dict[str, str] | None,
+        meta: dict[str, Any] | None = None,
     ) -> CompleteResult:
-        """Forward a `completion/complete`; failures as `request`'s."""
+        """Forward a `completion/complete`; failures as `request`'s. `meta` (the caller) goes to an HTTP upstream, in
+        `_meta` and signed; the SDK's client sends no `_meta` with a completion (stdio)."""
         if self.config.transport == "http":
             params: dict[str, Any] = {"ref": ref.model_dump(by_alias=True, exclude_none=True), "argument": argument}
+            if meta:
+                params["_meta"] = meta
             if context_arguments is not None:
                 params["context"] = {"arguments": context_arguments}
             return await self._post_request("completion/complete", "completion/complete", params, CompleteResult)

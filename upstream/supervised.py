@@ -129,10 +129,13 @@ class SupervisedUpstream:
         ref: PromptReference | ResourceTemplateReference,
         argument: dict[str, str],
         context_arguments: dict[str, str] | None,
+        meta: dict[str, Any] | None = None,
     ) -> CompleteResult:
         params: dict[str, Any] = {"ref": ref.model_dump(mode="json", by_alias=True), "argument": argument}
         if context_arguments is not None:
             params["context"] = {"arguments": context_arguments}
+        if meta:
+            params["_meta"] = meta
         return CompleteResult.model_validate(await self._request("completion/complete", params, None, False))
 
     def ensure_running(self) -> None:

@@ -220,7 +220,7 @@ class Supervisor:
                 else ResourceTemplateReference.model_validate(ref_json)
             )
             context = (params.get("context") or {}).get("arguments")
-            result = await upstream.complete(ref, params["argument"], context)
+            result = await upstream.complete(ref, params["argument"], context, meta)
         else:
             raise ValueError(f"the supervisor forwards {', '.join(METHODS)}, not {method!r}")
         self.version(upstream)  # a list_changed during the call: the bridges hear of it now

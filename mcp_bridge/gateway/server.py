@@ -73,8 +73,10 @@ class GatewayServer(MCPServer):
         argument = {"name": params.argument.name, "value": params.argument.value}
         given = params.context.arguments if params.context is not None else None
         prompt = _prompt_named(upstream, params.ref.name) if isinstance(params.ref, PromptReference) else None
-        context = forwarded_prompt_arguments(prompt, given, current_caller())
-        return await upstream.complete(params.ref, argument, context if context or given is not None else None)
+        caller = current_caller()
+        context = forwarded_prompt_arguments(prompt, given, caller)
+        given_context = context if context or given is not None else None
+        return await upstream.complete(params.ref, argument, given_context, caller_meta(caller))
 
     async def _upstream(self) -> Upstream | None:
         """The caller's upstream, started; None when it cannot be had (the built-ins keep working)."""

@@ -15,6 +15,7 @@ import httpx2
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from mcp_types import PromptReference
 
 from tests.factories import DeveloperFactory, OrganizationFactory, PlanFactory
 from tests.gateway.test_upstream_faults import DISK_TOOLS_SCRIPT, calls
@@ -91,9 +92,11 @@ def test_every_forwarded_request_carries_a_verifiable_caller_assertion(tmp_path)
                 async with http_client(bridge.url, developer.plain_key) as client:
                     prompt = await client.get_prompt("brief", {"topic": "builds"})
                     notes = await client.read_resource("notes://all")
-                    return prompt, notes
+                    ref = PromptReference(type="ref/prompt", name="brief")
+                    completed = await client.complete(ref, {"name": "topic", "value": "bu"})
+                    return prompt, notes, completed
 
-            prompt, notes = anyio.run(others)
+            prompt, notes, completed = anyio.run(others)
             keys = httpx2.get(f"{bridge.base}/.well-known/jwks.json", timeout=10)
 
             # Without the assertion, or with one signed by another key, the upstream refuses the call.
@@ -109,7 +112,9 @@ def test_every_forwarded_request_carries_a_verifiable_caller_assertion(tmp_path)
     assert prompt.messages[0].content.text == "Brief me on builds"
     assert notes.contents[0].text == "signed\n"
     seen = callers(tmp_path)
-    assert [entry["method"] for entry in seen] == ["tools/call", "prompts/get", "resources/read"]
+    assert completed.completion.values == ["bugs", "builds"]
+    methods = ["tools/call", "prompts/get", "resources/read", "completion/complete"]
+    assert [entry["method"] for entry in seen] == methods
     for entry in seen:
         assert entry["sub"] == str(developer.id)
         assert entry["hotcross/organization_id"] == str(developer.organization_id)
