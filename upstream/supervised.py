@@ -280,10 +280,13 @@ class SupervisedPool:
                     if "notification" in message:
                         if notify is not None:
                             await notify(message["notification"])
-                    elif "result" in message:
+                    elif "result" in message or "error" in message:
+                        # The rest of the stream (its last chunk) read before the connection goes back to the pool:
+                        # a response left unread is closed, and the next request would open a new connection.
+                        await response.read()
+                        if "error" in message:
+                            raise _error(message["error"])
                         return message["result"]
-                    elif "error" in message:
-                        raise _error(message["error"])
         except (aiohttp.ClientError, OSError):
             upstream.fresh = False
             raise unavailable(

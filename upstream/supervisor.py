@@ -305,8 +305,18 @@ def main(argv: list[str] | None = None) -> int:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return 0  # another supervisor of this configuration runs: the bridges use it
-        asyncio.run(Supervisor(config).serve(path))
+        # uvloop where installed (uvicorn[standard] brings it), as the bridges' own loop: every call crosses this one.
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(Supervisor(config).serve(path))
     return 0
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":
