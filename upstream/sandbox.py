@@ -72,7 +72,9 @@ def unavailable_reason() -> str | None:
     for tool in ("bwrap", "prlimit", "true") + (("setpriv",) if os.geteuid() == 0 else ()):
         if shutil.which(tool) is None:
             return f"{tool} is not installed ({INSTALL_HINT}; prlimit and setpriv are util-linux's)"
-    probe = [_tool("bwrap"), *_namespaces("none"), *_root(()), "--", _tool("true")]
+    # Run as another user than root, bwrap needs an unprivileged user namespace too (`wrap` maps the uid in one).
+    user = [] if os.geteuid() == 0 else ["--unshare-user"]
+    probe = [_tool("bwrap"), *_namespaces("none"), *user, *_root(()), "--", _tool("true")]
     try:
         done = subprocess.run(probe, capture_output=True, timeout=10, check=False)  # noqa: S603 - our own arguments
     except (OSError, subprocess.TimeoutExpired) as exc:
