@@ -476,17 +476,7 @@ class Upstream:
             env.update(HOTCROSS_ORGANIZATION_ID=self.organization_id, HOTCROSS_DATA_DIR=str(data_dir))
             env["HOME"] = cwd = str(data_dir)
             if self.config.sandboxed:
-                config = self.config
-                command = sandbox.wrap(
-                    command,
-                    data_dir,
-                    network=config.sandbox_network,
-                    read_only=config.sandbox_paths,
-                    uid=config.sandbox_uid,
-                    cpu_seconds=config.cpu_seconds,
-                    memory_mb=config.memory_mb,
-                    open_files=config.open_files,
-                )
+                command = sandbox.wrap(command, data_dir, self.config)
         program, *args = command
         return StdioServerParameters(command=program, args=args, env=env, cwd=cwd)
 

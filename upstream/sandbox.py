@@ -34,6 +34,8 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from upstream.config import UpstreamConfig
+
 NETWORKS = ("none", "loopback", "full")
 NOBODY = 65534
 # Read-only in every sandbox, where they exist: what a program needs to run (its libraries, certificates, name
@@ -85,37 +87,29 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def wrap(
-    command: Sequence[str],
-    data_dir: Path,
-    *,
-    network: str,
-    read_only: Sequence[str],
-    uid: int,
-    cpu_seconds: int,
-    memory_mb: int,
-    open_files: int,
-) -> list[str]:
-    """The command line that runs `command` in the sandbox, `data_dir` (absolute, existing) its only writable folder,
-    HOME and working directory. Raises `SandboxError` when bubblewrap cannot run here."""
+def wrap(command: Sequence[str], data_dir: Path, config: UpstreamConfig) -> list[str]:
+    """The command line that runs `command` in the sandbox `config` describes (network, read-only paths, uid,
+    limits), `data_dir` (absolute, existing) its only writable folder, HOME and working directory. Raises
+    `SandboxError` when bubblewrap cannot run here."""
     reason = unavailable_reason()
     if reason is not None:
         raise SandboxError(reason)
+    uid = config.sandbox_uid
     data = str(data_dir)
     as_root = os.geteuid() == 0
     if as_root:
         hand_over(data_dir, uid)
     limits = [
         _tool("prlimit"),
-        f"--cpu={cpu_seconds}",
-        f"--data={memory_mb * 1024 * 1024}",
-        f"--nofile={open_files}",
+        f"--cpu={config.cpu_seconds}",
+        f"--data={config.memory_mb * 1024 * 1024}",
+        f"--nofile={config.open_files}",
         "--",
     ]
     sandbox = [
         _tool("bwrap"),
-        *_namespaces(network),
-        *_root(read_only, writable=data),
+        *_namespaces(config.sandbox_network),
+        *_root(config.sandbox_paths, writable=data),
         "--bind",
         data,
         data,

@@ -23,10 +23,8 @@ from mcp_types import Prompt, Tool
 from accounts import plans
 from accounts.credentials import Principal
 from mcp_bridge.tools import CALLER_ARGUMENTS
+from upstream.assertion import META_DEVELOPER_ID, META_ORGANIZATION_ID, META_PLAN
 
-META_DEVELOPER_ID = "hotcross/developer_id"
-META_ORGANIZATION_ID = "hotcross/organization_id"
-META_PLAN = "hotcross/plan"
 META_KEYS = (META_DEVELOPER_ID, META_ORGANIZATION_ID, META_PLAN)
 
 

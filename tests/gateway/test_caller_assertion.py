@@ -6,8 +6,6 @@ refuses without. And one HTTP upstream per organization, from a URL template."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import anyio
@@ -18,9 +16,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mcp_types import PromptReference
 
 from tests.factories import DeveloperFactory, OrganizationFactory, PlanFactory
-from tests.gateway.test_upstream_faults import DISK_TOOLS_SCRIPT, calls
+from tests.gateway.test_upstream_faults import calls, start_on
 from tests.support.mcp import http_client, run_uvicorn
-from tests.support.servers import ROOT, RunningServer, answers, free_port, wait_until
+from tests.support.servers import RunningServer, free_port
 from tests.support.upstreams import HEADERS, gateway_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,18 +36,7 @@ def verifying_upstream(tmp_path, port: int, bridge: RunningServer) -> RunningSer
         "HOTCROSS_ISSUER": ISSUER,
     }
     (tmp_path / "home").mkdir(exist_ok=True)
-    log_path = tmp_path / f"upstream-{port}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(DISK_TOOLS_SCRIPT), "http", str(port)],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
-    wait_until(server, answers("/", method="GET", status=None), 30)
-    return server
+    return start_on(port, tmp_path, env)
 
 
 def served(bridge: RunningServer, key: str, name: str, arguments: dict) -> dict:
