@@ -47,6 +47,7 @@ _ADMITTED: dict[str, tuple[Callable[[Principal, Any], Awaitable[None]], str]] = 
     "tools/call": (admission.admit, "name"),
     "prompts/get": (admission.admit_prompt, "name"),
     "resources/read": (admission.admit_resource, "uri"),
+    "resources/subscribe": (admission.admit_resource, "uri"),  # a subscription is admitted as a read of it
     "completion/complete": (admission.admit_completion, "ref"),
 }
 

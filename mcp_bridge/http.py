@@ -1,6 +1,8 @@
 """Streamable HTTP at /mcp: the ASGI app that `hotcross.asgi` mounts beside Django.
 
-Stateless (any worker answers any request; no session affinity) with plain JSON answers. In front of the SDK's app:
+Stateless (any worker answers any request; no session affinity). A client that accepts `text/event-stream` gets an
+event stream when the request says something on the way (progress, log messages: `mcp_bridge.sse.JsonUnlessStreamed`)
+and plain JSON otherwise; a client that accepts only JSON gets JSON. In front of the SDK's app:
 
 1. Host and Origin checks by Django's rules: `ALLOWED_HOSTS` (with its `.example.com` and `*` forms; DEBUG with an
    empty list allows localhost as Django does) and, for Origin, those hosts or `CSRF_TRUSTED_ORIGINS`. Bad Host →
@@ -29,6 +31,7 @@ from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
 from mcp.server.mcpserver import MCPServer
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
@@ -40,6 +43,7 @@ from mcp_bridge.auth import BearerKeyMiddleware
 from mcp_bridge.gateway import upstream as gateway_upstream
 from mcp_bridge.gateway.direct import DirectForwarding
 from mcp_bridge.server import build_server
+from mcp_bridge.sse import JsonUnlessStreamed, accepts_event_stream
 
 MCP_PATH = "/mcp"
 KEY_ONLY_PATH = "/mcp/key"
@@ -54,12 +58,15 @@ class MCPHttpApp:
 
     def __init__(self, server: MCPServer, *, authenticated: bool = True) -> None:
         self.server = server
-        sdk_app = server.streamable_http_app(
-            streamable_http_path=MCP_PATH,
-            stateless_http=True,
-            json_response=True,
-            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+        json_app = server.streamable_http_app(
+            streamable_http_path=MCP_PATH, stateless_http=True, json_response=True, transport_security=security
         )
+        # The same server in the SDK's SSE mode, for clients that accept an event stream.
+        self._sse_manager = StreamableHTTPSessionManager(
+            app=server._lowlevel_server, json_response=False, stateless=True, security_settings=security
+        )
+        sdk_app = ByAccept(json_app, JsonUnlessStreamed(StreamableHTTPASGIApp(self._sse_manager)))
         metadata = settings.HOTCROSS_PUBLIC_URL + RESOURCE_METADATA_PATH
         # A tools/call of an HTTP upstream's tool skips the SDK's server (mcp_bridge.gateway.direct).
         forwarding_app = DirectForwarding(sdk_app, server)
@@ -84,7 +91,7 @@ class MCPHttpApp:
         """Run the SDK's session manager (for hosts that run their own lifespan); at the end, write the usage events
         still buffered."""
         try:
-            async with self.server.session_manager.run():
+            async with self.server.session_manager.run(), self._sse_manager.run():
                 await gateway_upstream.start()  # the shared upstream (mcp_bridge.gateway), if any
                 yield
         finally:
@@ -107,6 +114,18 @@ class MCPHttpApp:
             await send({"type": f"lifespan.{'shutdown' if started else 'startup'}.failed", "message": repr(exc)})
             raise
         await send({"type": "lifespan.shutdown.complete"})
+
+
+class ByAccept:
+    """The SDK's SSE-mode app for a client that accepts `text/event-stream`, its JSON-mode app otherwise."""
+
+    def __init__(self, json_app: ASGIApp, sse_app: ASGIApp) -> None:
+        self.json_app = json_app
+        self.sse_app = sse_app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self.sse_app if scope["type"] == "http" and accepts_event_stream(scope) else self.json_app
+        await app(scope, receive, send)
 
 
 class HostOriginGuard:

@@ -29,8 +29,9 @@ from django.core.exceptions import ImproperlyConfigured
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS
+from mcp_types import INVALID_PARAMS, SetLevelRequestParams
 
+from mcp_bridge import notifications
 from mcp_bridge.admission import AdmissionMiddleware
 from mcp_bridge.auth import CallerMiddleware, current_caller
 from mcp_bridge.gateway.server import GatewayServer
@@ -125,6 +126,8 @@ def build_server(
     server_class = GatewayServer if gateway else MCPServer
     server = server_class(SERVER_NAME, instructions=INSTRUCTIONS, version=server_version())
     if bridged:
+        # logging/setLevel (and so the `logging` capability): the log messages a connection gets (upstream's).
+        server._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, notifications.set_level)
         server.middleware.extend(
             [
                 CallerMiddleware(stdio_key=stdio_key),

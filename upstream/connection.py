@@ -34,6 +34,7 @@ from mcp_types import (
     CONNECTION_CLOSED,
     CallToolResult,
     CompleteResult,
+    EmptyResult,
     GetPromptResult,
     Implementation,
     PromptListChangedNotification,
@@ -41,6 +42,7 @@ from mcp_types import (
     ReadResourceResult,
     ResourceListChangedNotification,
     ResourceTemplateReference,
+    ResourceUpdatedNotification,
     ServerCapabilities,
     ToolListChangedNotification,
 )
@@ -105,6 +107,8 @@ class Upstream:
         self._asserter: Asserter | None = None
         self._session_lost = False  # the HTTP session is gone (the upstream restarted): reconnect without a back-off
         self.failing = 0  # answers in a row that were not valid MCP (the connection is kept; /healthz says so)
+        # Who hears of `notifications/resources/updated` (the URI): the bridge's subscriptions.
+        self.on_resource_updated: list[Callable[[str], Awaitable[None]]] = []
 
     # --- what callers use -------------------------------------------------------------------------------------------
 
@@ -254,14 +258,16 @@ class Upstream:
             lambda session: session.call_tool(name, arguments, meta=meta, progress_callback=relay),  # type: ignore[arg-type]
         )
 
-    async def call_tool_json(self, name: str, arguments: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    async def call_tool_json(
+        self, name: str, arguments: dict[str, Any], meta: dict[str, Any], on_notification: Notify | None = None
+    ) -> dict[str, Any]:
         """An HTTP upstream's `tools/call` result as it sent it (a dict with a `content` list), for a caller that
-        passes it on as it is (the bridge's direct forwarding); failures as `call_tool`'s. Nothing the upstream says
-        meanwhile is passed on (a stateless JSON answer has no room for it)."""
+        passes it on as it is (the bridge's direct forwarding); failures as `call_tool`'s. What the upstream says
+        meanwhile goes to `on_notification`, if given."""
         params = self._call_params(name, arguments, meta, progress=False)
 
         async def post(_session: ClientSession) -> dict[str, Any]:
-            result = await self._post("tools/call", params, None)
+            result = await self._post("tools/call", params, on_notification)
             if not isinstance(result.get("content"), list):
                 raise ValueError("a tools/call result without content")
             return result
@@ -282,6 +288,22 @@ class Upstream:
         if self.config.transport == "http":
             return await self._post_request(what, "resources/read", {"uri": uri, "_meta": meta}, ReadResourceResult)
         return await self.request(what, lambda session: session.read_resource(uri, meta=meta))
+
+    async def subscribe(self, uri: str, meta: dict[str, Any]) -> None:
+        """`resources/subscribe` of the upstream (updates go to `on_resource_updated`); failures as `request`'s."""
+        what = f"resources/subscribe {uri!r}"
+        if self.config.transport == "http":
+            await self._post_request(what, "resources/subscribe", {"uri": uri, "_meta": meta}, EmptyResult)
+            return
+        await self.request(what, lambda session: session.subscribe_resource(uri, meta=meta))
+
+    async def unsubscribe(self, uri: str, meta: dict[str, Any]) -> None:
+        """`resources/unsubscribe` of the upstream; failures as `request`'s."""
+        what = f"resources/unsubscribe {uri!r}"
+        if self.config.transport == "http":
+            await self._post_request(what, "resources/unsubscribe", {"uri": uri, "_meta": meta}, EmptyResult)
+            return
+        await self.request(what, lambda session: session.unsubscribe_resource(uri, meta=meta))
 
     async def complete(
         self,
@@ -510,6 +532,12 @@ class Upstream:
             message, ToolListChangedNotification | PromptListChangedNotification | ResourceListChangedNotification
         ):
             self.refresh_soon()
+        elif isinstance(message, ResourceUpdatedNotification):
+            for listener in list(self.on_resource_updated):
+                try:
+                    await listener(str(message.params.uri))
+                except Exception:
+                    logger.exception("%s: a resource update could not be passed on", self.name)
         elif isinstance(message, Exception):
             logger.warning("%s sent something that is not MCP: %s", self.name, message.__class__.__name__)
 

@@ -46,12 +46,15 @@ from mcp_bridge.auth import RefusalNote, current_caller, refusal_note
 from mcp_bridge.gateway import upstream as gateway_upstream
 from mcp_bridge.gateway.identity import caller_meta, forwarded_arguments
 from mcp_bridge.gateway.upstream import Upstream
+from mcp_bridge.notifications import LEVELS
+from mcp_bridge.sse import accepts_event_stream
 
 logger = logging.getLogger(__name__)
 
 _REQUEST_KEYS = frozenset({"jsonrpc", "id", "method", "params"})
 _PARAMS_KEYS = frozenset({"name", "arguments", "_meta"})
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache, no-transform")]
 _DIRECT = metrics.GATEWAY_FORWARDED.labels("direct")
 
 
@@ -84,14 +87,18 @@ class DirectForwarding:
             return
         request_id, upstream, name, arguments = found
         answer: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
+        stream = _Stream(send) if accepts_event_stream(scope) else None
         try:
-            answer["result"] = await self._forward(upstream, name, arguments, refusal_note(scope))
+            answer["result"] = await self._forward(upstream, name, arguments, refusal_note(scope), stream)
         except MCPError as exc:
             answer["error"] = exc.error.model_dump(by_alias=True, exclude_unset=True)
         except Exception as exc:  # a bug, not the client's mistake: what the SDK's server answers then, not a 500
             logger.exception("direct forwarding of tools/call %r failed", name)
             answer["result"] = {"content": [{"type": "text", "text": str(exc)}], "isError": True}
         body = json.dumps(answer, separators=(",", ":")).encode()
+        if stream is not None and stream.started:
+            await stream.end(body)
+            return
         headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -126,14 +133,51 @@ class DirectForwarding:
         return request_id, upstream, name, arguments or {}
 
     async def _forward(
-        self, upstream: Upstream, name: str, arguments: dict[str, Any], note: RefusalNote | None
+        self,
+        upstream: Upstream,
+        name: str,
+        arguments: dict[str, Any],
+        note: RefusalNote | None,
+        stream: _Stream | None,
     ) -> dict[str, Any]:
         caller = current_caller()
         await admit_call(caller, name, note)
         tool = upstream.listing.tools.get(name)
         forwarded, meta = forwarded_arguments(tool, arguments, caller), caller_meta(caller)
         _DIRECT.inc()
-        return await metering.metered(name, lambda: upstream.call_tool_json(name, forwarded, meta))
+        relay = stream.log if stream is not None else None
+        return await metering.metered(name, lambda: upstream.call_tool_json(name, forwarded, meta, relay))
+
+
+class _Stream:
+    """The answer as an event stream, begun by the first log message the upstream sends about the call (the client
+    accepts one, and there is something to stream); until then, and if none comes, the answer is plain JSON. Log
+    messages only: a call with a progress token goes through the SDK's path. Every level is passed on (a handshake
+    era stateless request: the level a client set cannot outlive its own request)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def log(self, message: dict[str, Any]) -> None:
+        params = message.get("params")
+        if message.get("method") != "notifications/message" or not isinstance(params, dict):
+            return
+        if params.get("level") not in LEVELS:
+            return
+        note = {"jsonrpc": "2.0", "method": "notifications/message", "params": params}
+        await self._event(json.dumps(note, separators=(",", ":")).encode())
+
+    async def end(self, answer: bytes) -> None:
+        await self._event(answer, more=False)
+
+    async def _event(self, data: bytes, *, more: bool = True) -> None:
+        if not self.started:
+            self.started = True
+            await self._send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        await self._send(
+            {"type": "http.response.body", "body": b"event: message\r\ndata: " + data + b"\r\n\r\n", "more_body": more}
+        )
 
 
 def _headers_the_sdk_accepts(scope: Scope) -> bool:

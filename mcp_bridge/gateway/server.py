@@ -8,7 +8,6 @@ whose upstream cannot start is metered as an error too (the bridge cannot tell w
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,14 +16,18 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
+    METHOD_NOT_FOUND,
     CallToolResult,
     CompleteRequestParams,
     CompleteResult,
     Completion,
+    EmptyResult,
     GetPromptResult,
     PromptReference,
     ReadResourceRequestParams,
     ReadResourceResult,
+    SubscribeRequestParams,
+    UnsubscribeRequestParams,
 )
 from mcp_types import (
     Prompt as MCPPrompt,
@@ -40,7 +43,7 @@ from mcp_types import (
 )
 
 from infra import metrics
-from mcp_bridge import metering
+from mcp_bridge import metering, notifications
 from mcp_bridge.auth import current_caller
 from mcp_bridge.gateway.identity import (
     caller_meta,
@@ -50,6 +53,7 @@ from mcp_bridge.gateway.identity import (
     public_prompt,
     public_tool,
 )
+from mcp_bridge.gateway.subscriptions import Subscriptions
 from mcp_bridge.gateway.upstream import Upstream, caller_upstream, current_pool
 
 logger = logging.getLogger(__name__)
@@ -62,6 +66,36 @@ class GatewayServer(MCPServer):
         super().__init__(*args, **kwargs)
         # `completion/complete` goes to the upstream (the bridge's own prompts and templates have no completions).
         self._lowlevel_server.add_request_handler("completion/complete", CompleteRequestParams, self._handle_complete)
+        # Resource subscriptions are the upstream's (`mcp_bridge.gateway.subscriptions`).
+        self._subscriptions = Subscriptions()
+        self._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, self._handle_subscribe)
+        self._lowlevel_server.add_request_handler(
+            "resources/unsubscribe", UnsubscribeRequestParams, self._handle_unsubscribe
+        )
+
+    async def _handle_subscribe(self, ctx: ServerRequestContext[Any], params: SubscribeRequestParams) -> EmptyResult:
+        upstream = await self._subscribable()
+        await self._subscriptions.subscribe(ctx, upstream, str(params.uri), caller_meta(current_caller()))
+        return EmptyResult()
+
+    async def _handle_unsubscribe(
+        self, ctx: ServerRequestContext[Any], params: UnsubscribeRequestParams
+    ) -> EmptyResult:
+        upstream = await self._subscribable()
+        await self._subscriptions.unsubscribe(ctx, upstream, str(params.uri), caller_meta(current_caller()))
+        return EmptyResult()
+
+    async def _subscribable(self) -> Upstream:
+        """The caller's upstream, started, that takes subscriptions; else the client's error."""
+        found = current_pool()
+        if found is None:
+            raise MCPError(code=METHOD_NOT_FOUND, message="Method not found: resources/subscribe")
+        upstream = await caller_upstream(found, current_caller())
+        await upstream.session()
+        capabilities = upstream.capabilities
+        if capabilities is None or capabilities.resources is None or not capabilities.resources.subscribe:
+            raise MCPError(code=METHOD_NOT_FOUND, message="The upstream server does not offer resource subscriptions.")
+        return upstream
 
     async def _handle_complete(self, ctx: ServerRequestContext[Any], params: CompleteRequestParams) -> CompleteResult:
         if is_identity_argument(params.argument.name):
@@ -208,9 +242,10 @@ def _progress_token(context: Any) -> str | int | None:
 
 
 def _relay(context: Any, token: str | int | None) -> Callable[[dict[str, Any]], Awaitable[None]] | None:
-    """What passes the upstream's notifications about a forwarded call on to the calling client: its progress (when
-    the client asked for it with a progress token) and its log messages. A transport that cannot carry them (the
-    stateless JSON answers of /mcp) drops them; the call goes on."""
+    """What passes the upstream's notifications about a forwarded call on to the calling client, on that request's
+    own stream: its progress (when the client asked for it with a progress token, under that token) and its log
+    messages (at the levels the client asked for, `mcp_bridge.notifications`). A client that cannot take them (a
+    JSON-only answer) does not get them; the call goes on."""
     try:
         request = context.request_context
     except (AttributeError, ValueError):
@@ -220,20 +255,12 @@ def _relay(context: Any, token: str | int | None) -> Callable[[dict[str, Any]], 
         method, params = message.get("method"), message.get("params")
         if not isinstance(params, dict):
             return
-        with contextlib.suppress(Exception):
+        try:
             if method == "notifications/progress" and token is not None:
-                progress = params.get("progress")
-                if isinstance(progress, int | float):
-                    total, text = params.get("total"), params.get("message")
-                    await request.session.report_progress(
-                        progress,
-                        total if isinstance(total, int | float) else None,
-                        text if isinstance(text, str) else None,
-                    )
-            elif method == "notifications/message" and isinstance(params.get("level"), str):
-                logger_name = params.get("logger")
-                await request.log(
-                    params["level"], params.get("data"), logger_name if isinstance(logger_name, str) else None
-                )
+                await notifications.relay_progress(request, params)
+            elif method == "notifications/message":
+                await notifications.relay_log(request, params)
+        except Exception as exc:  # the client went away, or a value the client's side refused: the call goes on
+            logger.debug("not relayed to the client: %s (%s)", method, exc.__class__.__name__)
 
     return relay

@@ -1,0 +1,70 @@
+"""Resource subscriptions through the gateway (`resources/subscribe`, `resources/unsubscribe`, handshake era).
+
+The upstream's connection is shared by every caller of its scope, so the bridge keeps who subscribed to what: every
+subscribe is forwarded (the upstream says whether the resource can be subscribed to); an unsubscribe is forwarded
+only when no other client of this process still follows that URI on that connection, so one client leaving does not
+end another's subscription. `notifications/resources/updated` from the upstream goes to every client that follows
+the URI and has a stream to take it (stdio). A stateless HTTP client has none on the handshake era (the bridge
+refuses the GET stream): its subscribe and unsubscribe are answered, and it learns of changes by reading again.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any
+
+from mcp.server.context import ServerRequestContext
+
+from upstream.connection import Upstream
+
+logger = logging.getLogger(__name__)
+
+
+class Subscriptions:
+    """Who follows which URI of which upstream connection, in this process."""
+
+    def __init__(self) -> None:
+        # upstream → uri → the SDK connections (clients) that follow it; forgotten with the client.
+        self._followers: weakref.WeakKeyDictionary[Upstream, dict[str, weakref.WeakSet[Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def subscribe(self, ctx: ServerRequestContext[Any, Any], upstream: Upstream, uri: str, meta: dict) -> None:
+        await upstream.subscribe(uri, meta)
+        connection = _streaming_connection(ctx)
+        if connection is None:
+            return
+        by_uri = self._followers.get(upstream)
+        if by_uri is None:
+            by_uri = self._followers[upstream] = {}
+
+            async def updated(changed: str) -> None:
+                await self._tell(upstream, changed)
+
+            upstream.on_resource_updated.append(updated)
+        by_uri.setdefault(uri, weakref.WeakSet()).add(connection)
+
+    async def unsubscribe(self, ctx: ServerRequestContext[Any, Any], upstream: Upstream, uri: str, meta: dict) -> None:
+        followers = self._followers.get(upstream, {}).get(uri)
+        connection = _streaming_connection(ctx)
+        if followers is not None and connection is not None:
+            followers.discard(connection)
+        if followers:
+            return  # another client still follows it
+        await upstream.unsubscribe(uri, meta)
+
+    async def _tell(self, upstream: Upstream, uri: str) -> None:
+        for connection in list(self._followers.get(upstream, {}).get(uri, ())):
+            try:
+                await connection.outbound.notify("notifications/resources/updated", {"uri": uri})
+            except Exception as exc:  # that client went away
+                logger.debug("resource update not passed on: %s", exc.__class__.__name__)
+
+
+def _streaming_connection(ctx: ServerRequestContext[Any, Any]) -> Any:
+    """The client's SDK connection when it has a stream for notifications outside a request (stdio), else None."""
+    connection = getattr(ctx.session, "_connection", None)  # mcp 2.3 keeps it there
+    if connection is None or not getattr(connection, "has_standalone_channel", False):
+        return None
+    return connection
