@@ -37,6 +37,7 @@ from mcp_types import (
     EmptyResult,
     GetPromptResult,
     Implementation,
+    Prompt,
     PromptListChangedNotification,
     PromptReference,
     ReadResourceResult,
@@ -44,6 +45,7 @@ from mcp_types import (
     ResourceTemplateReference,
     ResourceUpdatedNotification,
     ServerCapabilities,
+    Tool,
     ToolListChangedNotification,
 )
 from pydantic import BaseModel
@@ -107,6 +109,9 @@ class Upstream:
         self._asserter: Asserter | None = None
         self._session_lost = False  # the HTTP session is gone (the upstream restarted): reconnect without a back-off
         self.failing = 0  # answers in a row that were not valid MCP (the connection is kept; /healthz says so)
+        # What it last listed to a 2026-07-28 client (it may offer that revision more), by name.
+        self.modern_tools: dict[str, Tool] = {}
+        self.modern_prompts: dict[str, Prompt] = {}
         # Who hears of `notifications/resources/updated` (the URI): the bridge's subscriptions.
         self.on_resource_updated: list[Callable[[str], Awaitable[None]]] = []
 
@@ -342,7 +347,9 @@ class Upstream:
             params["_meta"] = {**meta, "progressToken": f"hotcross-progress-{next(self._progress_tokens)}"}
         return params
 
-    def _post(self, method: str, params: dict[str, Any], on_notification: Notify | None) -> Awaitable[dict[str, Any]]:
+    def _post(
+        self, method: str, params: dict[str, Any], on_notification: Notify | None, *, modern: bool = False
+    ) -> Awaitable[dict[str, Any]]:
         """One JSON-RPC request by POST on the connection that is up (`HttpPoster.request`, awaited by the caller:
         no coroutine of its own on the forwarded calls' path)."""
         poster = self._poster
@@ -350,7 +357,28 @@ class Upstream:
             raise aiohttp.ClientConnectionError("not connected")
         asserter = self._asserter
         headers = asserter.header(params.get("_meta")) if asserter is not None else None
-        return poster.request(method, params, on_notification, headers)
+        return poster.request(method, params, on_notification, headers, modern=modern)
+
+    @property
+    def serves_modern(self) -> bool:
+        """Whether this upstream (HTTP) also serves 2026-07-28, so a client of that revision is forwarded in it."""
+        poster = self._poster
+        return poster is not None and poster.modern
+
+    async def forward_modern(
+        self, method: str, params: dict[str, Any], on_notification: Notify | None = None
+    ) -> dict[str, Any]:
+        """A 2026-07-28 request (`tools/call`, `prompts/get`, `resources/read`) passed to the upstream in that
+        revision: `params` as the client's (its `_meta` envelope, `inputResponses`, `requestState`) with the caller
+        filled in, the result as the upstream sent it — an `input_required` one included, whose round trips the
+        client makes through the bridge again; failures as `request`'s."""
+
+        async def post(_session: ClientSession) -> dict[str, Any]:
+            result = await self._post(method, params, on_notification, modern=True)
+            result.setdefault("resultType", "complete")  # absent means complete (servers that leave it out)
+            return result
+
+        return await self.request(f"{method} (2026-07-28)", post)
 
     def ensure_running(self) -> None:
         if self._retired:
@@ -483,6 +511,8 @@ class Upstream:
                 await session.initialize()
                 if self._poster is not None:
                     self._poster.protocol_version = session.protocol_version
+                    # Does it also serve 2026-07-28? Then a client of that revision is forwarded in it.
+                    self._poster.modern = await self._poster.discover(CLIENT_INFO.model_dump(exclude_none=True))
                 await self._read_lists(session)
             yield session
 

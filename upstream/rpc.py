@@ -18,12 +18,15 @@ from typing import Any
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from mcp.shared.exceptions import MCPError
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from yarl import URL
 
 MAX_SSE_EVENT = 16 * 1024 * 1024  # bytes of one event of a forwarded call's SSE answer
 FORWARDING_CONNECTIONS = 100  # keep-alive connections to an HTTP upstream for forwarded calls (per upstream)
 
 Notify = Callable[[dict[str, Any]], Awaitable[None]]
+MODERN = MODERN_PROTOCOL_VERSIONS[-1]  # the stateless revision (2026-07-28) a request may be forwarded in
 
 
 class SessionLost(aiohttp.ClientConnectionError):
@@ -48,6 +51,7 @@ class HttpPoster:
         self.url = url
         self.session_id: str | None = None  # the upstream's Mcp-Session-Id, if it gave one
         self.protocol_version: str | None = None  # as agreed at `initialize`
+        self.modern = False  # it also serves 2026-07-28's single requests (`discover`)
         self._headers = headers
         self._connect_timeout = connect_timeout
         self._on_session_lost = on_session_lost
@@ -74,25 +78,33 @@ class HttpPoster:
         params: dict[str, Any],
         on_notification: Notify | None,
         extra_headers: dict[str, str] | None = None,
+        *,
+        modern: bool = False,
     ) -> dict[str, Any]:
         """One JSON-RPC request by POST: its result, or its error raised as `MCPError`. The answer may be JSON or an
         SSE stream; notifications in the stream go to `on_notification`. A session the upstream no longer knows
-        (`session_gone`) is reported to `on_session_lost` and raised as `SessionLost`."""
+        (`session_gone`) is reported to `on_session_lost` and raised as `SessionLost`.
+
+        `modern`: a 2026-07-28 request (`params._meta` carries its envelope): no session, that revision's headers
+        (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`)."""
         http = self._http
         if http is None:
             raise aiohttp.ClientConnectionError("not connected")
         request_id = f"hotcross-{next(self._ids)}"
         body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}).encode()
         headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-        if self.protocol_version:
-            headers["mcp-protocol-version"] = self.protocol_version
-        if self.session_id:
-            headers["mcp-session-id"] = self.session_id
+        if modern:
+            headers.update(modern_headers(method, params))
+        else:
+            if self.protocol_version:
+                headers["mcp-protocol-version"] = self.protocol_version
+            if self.session_id:
+                headers["mcp-session-id"] = self.session_id
         if extra_headers:
             headers.update(extra_headers)
         proxy, proxy_auth = self._proxy
         async with http.post(self.url, data=body, headers=headers, proxy=proxy, proxy_auth=proxy_auth) as response:
-            if response.status in (400, 404) and self.session_id:
+            if response.status in (400, 404) and self.session_id and not modern:
                 body = await response.content.read(4096)
                 if session_gone(response.status, body):
                     reason = f"it no longer knows the session (HTTP {response.status}: it restarted)"
@@ -111,6 +123,30 @@ class HttpPoster:
             if not isinstance(answer, dict) or answer.get("id") != request_id:
                 raise ValueError(f"HTTP {response.status} without the answer")
             return _answer(answer)
+
+    async def discover(self, client_info: dict[str, Any]) -> bool:
+        """Whether the upstream serves 2026-07-28 (`server/discover` names it); False on any failure."""
+        meta = {PROTOCOL_VERSION_META_KEY: MODERN, CLIENT_CAPABILITIES_META_KEY: {}, CLIENT_INFO_META_KEY: client_info}
+        try:
+            result = await self.request("server/discover", {"_meta": meta}, None, modern=True)
+        except (TimeoutError, MCPError, ValueError, aiohttp.ClientError):
+            return False
+        versions = result.get("supportedVersions")
+        return isinstance(versions, list) and MODERN in versions
+
+
+# What names a request in its `Mcp-Name` header (2026-07-28), by method.
+_NAMED_BY = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+
+
+def modern_headers(method: str, params: dict[str, Any]) -> dict[str, str]:
+    """A 2026-07-28 request's routing headers, equal to its body as that revision requires."""
+    headers = {"mcp-protocol-version": MODERN, "mcp-method": method}
+    key = _NAMED_BY.get(method)
+    name = params.get(key) if key is not None else None
+    if isinstance(name, str) and name.isascii():
+        headers["mcp-name"] = name
+    return headers
 
 
 def _answer(message: dict[str, Any]) -> dict[str, Any]:

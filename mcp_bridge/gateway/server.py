@@ -23,10 +23,12 @@ from mcp_types import (
     Completion,
     EmptyResult,
     GetPromptResult,
+    PaginatedRequestParams,
     PromptReference,
     ReadResourceRequestParams,
     ReadResourceResult,
     SubscribeRequestParams,
+    Tool,
     UnsubscribeRequestParams,
 )
 from mcp_types import (
@@ -41,6 +43,7 @@ from mcp_types import (
 from mcp_types import (
     Tool as MCPTool,
 )
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from infra import metrics
 from mcp_bridge import metering, notifications
@@ -112,6 +115,89 @@ class GatewayServer(MCPServer):
         given_context = context if context or given is not None else None
         return await upstream.complete(params.ref, argument, given_context, caller_meta(caller))
 
+    async def _modern_upstream(self, ctx: ServerRequestContext[Any]) -> Upstream | None:
+        """The caller's upstream when the request is 2026-07-28 and the upstream serves that revision too (the
+        request is then passed on in it), else None."""
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            return None
+        upstream = await self._upstream()
+        return upstream if upstream is not None and upstream.serves_modern else None
+
+    async def _modern_list(
+        self,
+        ctx: ServerRequestContext[Any],
+        params: PaginatedRequestParams | None,
+        upstream: Upstream,
+        method: str,
+        key: str,
+        local: list[Any],
+    ) -> dict[str, Any]:
+        """A 2026-07-28 list: the built-ins (on the first page), then the upstream's page as it listed it to this
+        client, its caching hints (`ttlMs`, `cacheScope`) and cursor kept; caller arguments hidden."""
+        raw = await upstream.forward_modern(method, _modern_params(ctx, current_caller()))
+        items = raw.get(key) if isinstance(raw.get(key), list) else []
+        first_page = params is None or params.cursor is None
+        shown = [_dumped(item) for item in local] if first_page else []
+        taken = {item.get("name", item.get("uri")) for item in shown}
+        for item in items:
+            if not isinstance(item, dict) or item.get("name", item.get("uri")) in taken:
+                continue
+            if method == "tools/list":
+                tool = Tool.model_validate(item)
+                upstream.modern_tools[tool.name] = tool
+                item = _dumped(public_tool(tool))
+            elif method == "prompts/list":
+                prompt = MCPPrompt.model_validate(item)
+                upstream.modern_prompts[prompt.name] = prompt
+                item = _dumped(public_prompt(prompt))
+            shown.append(item)
+        hints = {name: raw[name] for name in ("nextCursor", "ttlMs", "cacheScope", "resultType") if name in raw}
+        return {"resultType": "complete", **hints, key: shown}
+
+    async def knows_prompt(self, ctx: ServerRequestContext[Any], name: str) -> bool:
+        """Whether a `prompts/get` of `name` names a prompt this server has for this client (`KnownPrompts`)."""
+        if name in {prompt.name for prompt in await self.list_prompts()}:
+            return True
+        upstream = await self._modern_upstream(ctx)
+        if upstream is None:
+            return False
+        if name not in upstream.modern_prompts:  # not listed to a 2026-07-28 client yet: ask
+            await self._modern_list(ctx, None, upstream, "prompts/list", "prompts", [])
+        return name in upstream.modern_prompts
+
+    async def _handle_list_tools(self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None) -> Any:
+        upstream = await self._modern_upstream(ctx)
+        if upstream is None:
+            return await super()._handle_list_tools(ctx, params)
+        local = await MCPServer.list_tools(self)
+        return await self._modern_list(ctx, params, upstream, "tools/list", "tools", local)
+
+    async def _handle_list_prompts(self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None) -> Any:
+        upstream = await self._modern_upstream(ctx)
+        if upstream is None:
+            return await super()._handle_list_prompts(ctx, params)
+        local = await MCPServer.list_prompts(self)
+        return await self._modern_list(ctx, params, upstream, "prompts/list", "prompts", local)
+
+    async def _handle_list_resources(
+        self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
+    ) -> Any:
+        upstream = await self._modern_upstream(ctx)
+        if upstream is None:
+            return await super()._handle_list_resources(ctx, params)
+        local = await MCPServer.list_resources(self)
+        return await self._modern_list(ctx, params, upstream, "resources/list", "resources", local)
+
+    async def _handle_list_resource_templates(
+        self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
+    ) -> Any:
+        upstream = await self._modern_upstream(ctx)
+        if upstream is None:
+            return await super()._handle_list_resource_templates(ctx, params)
+        local = await MCPServer.list_resource_templates(self)
+        method = "resources/templates/list"
+        return await self._modern_list(ctx, params, upstream, method, "resourceTemplates", local)
+
     async def _upstream(self) -> Upstream | None:
         """The caller's upstream, started; None when it cannot be had (the built-ins keep working)."""
         found = current_pool()
@@ -157,9 +243,19 @@ class GatewayServer(MCPServer):
                 raise failure
 
             return await metering.metered(name, refuse)
-        tool = upstream.listing.tools.get(name)
+        request = _modern_request(context)
+        modern = request is not None and upstream.serves_modern
+        tool = (upstream.modern_tools.get(name) if modern else None) or upstream.listing.tools.get(name)
+        if tool is None and request is not None and modern:  # not listed to a 2026-07-28 client yet: ask
+            await self._modern_list(request, None, upstream, "tools/list", "tools", [])
+            tool = upstream.modern_tools.get(name)
         if tool is None:
             return await super().call_tool(name, arguments, context)  # not a tool of either: not served, not metered
+        if request is not None and modern:
+            params = _modern_params(request, caller, arguments=forwarded_arguments(tool, arguments, caller))
+            metrics.GATEWAY_FORWARDED.labels("sdk").inc()
+            relay = _relay(context, _progress_token(context))
+            return await metering.metered(name, lambda: upstream.forward_modern("tools/call", params, relay))
         arguments = forwarded_arguments(tool, arguments, caller)
         meta = caller_meta(caller)
         token = _progress_token(context)
@@ -191,6 +287,10 @@ class GatewayServer(MCPServer):
         upstream = await caller_upstream(found, caller)
         await upstream.session()
         forwarded = forwarded_prompt_arguments(_prompt_named(upstream, name), arguments, caller)
+        request = _modern_request(context)
+        if request is not None and upstream.serves_modern:
+            params = _modern_params(request, caller, arguments=forwarded)
+            return await upstream.forward_modern("prompts/get", params, _relay(context, None))
         return await upstream.get_prompt(name, forwarded, caller_meta(caller))
 
     # --- resources ------------------------------------------------------------------------------------------------
@@ -218,12 +318,46 @@ class GatewayServer(MCPServer):
         caller = current_caller()
         upstream = await caller_upstream(found, caller)
         uri, meta = str(params.uri), caller_meta(caller)
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            await upstream.session()
+            if upstream.serves_modern:
+                return await upstream.forward_modern("resources/read", _modern_params(ctx, caller))
         return await upstream.read_resource(uri, meta)
 
 
 def _prompt_named(upstream: Upstream, name: str) -> MCPPrompt | None:
     """The upstream's prompt of that name, as it last listed it."""
-    return next((prompt for prompt in upstream.listing.prompts if prompt.name == name), None)
+    found = next((prompt for prompt in upstream.listing.prompts if prompt.name == name), None)
+    return found or upstream.modern_prompts.get(name)
+
+
+def _dumped(item: Any) -> dict[str, Any]:
+    return item.model_dump(by_alias=True, mode="json", exclude_none=True) if hasattr(item, "model_dump") else item
+
+
+# --- 2026-07-28: requests passed on in their own revision ---------------------------------------------------------
+
+
+def _modern_request(context: Any) -> ServerRequestContext[Any] | None:
+    """The request of a tool's or prompt's `context` when its client speaks 2026-07-28, else None."""
+    request = getattr(context, "request_context", None) if context is not None else None
+    if request is None or request.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        return None
+    return request
+
+
+def _modern_params(
+    request: ServerRequestContext[Any], caller: Any, *, arguments: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The client's params as it sent them — its `_meta` envelope (revision, capabilities, client, log level,
+    progress token, trace context), `inputResponses`, `requestState` — with the caller's arguments and `_meta` keys
+    filled in by the bridge (`gateway.identity`: never the client's)."""
+    params = dict(request.params or {})
+    meta = params.get("_meta")
+    params["_meta"] = {**(meta if isinstance(meta, dict) else {}), **caller_meta(caller)}
+    if arguments is not None:
+        params["arguments"] = arguments
+    return params
 
 
 # --- what the upstream says during a call ---------------------------------------------------------------------------
