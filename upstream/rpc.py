@@ -119,7 +119,11 @@ class HttpPoster:
                     if "id" not in message and isinstance(message.get("method"), str) and on_notification:
                         await on_notification(message)
                 raise ValueError("the event stream ended without an answer")
-            answer = json.loads(await response.read())
+            messages = _json_messages(await response.read())
+            for message in messages[:-1]:  # JSON objects one after another: what came before the answer
+                if "id" not in message and isinstance(message.get("method"), str) and on_notification:
+                    await on_notification(message)
+            answer = messages[-1] if messages else None
             if not isinstance(answer, dict) or answer.get("id") != request_id:
                 raise ValueError(f"HTTP {response.status} without the answer")
             return _answer(answer)
@@ -147,6 +151,23 @@ def modern_headers(method: str, params: dict[str, Any]) -> dict[str, str]:
     if isinstance(name, str) and name.isascii():
         headers["mcp-name"] = name
     return headers
+
+
+def _json_messages(body: bytes) -> list[Any]:
+    """The JSON value of a JSON answer; from an upstream that writes several JSON objects one after another (as
+    some stream notifications before the answer in an `application/json` body), each of them."""
+    try:
+        return [json.loads(body)]
+    except ValueError:
+        pass
+    text, decoder, messages, at = body.decode(), json.JSONDecoder(), [], 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at == len(text):
+            return messages
+        value, at = decoder.raw_decode(text, at)  # a ValueError here: not JSON at all
+        messages.append(value)
 
 
 def _answer(message: dict[str, Any]) -> dict[str, Any]:
