@@ -31,7 +31,7 @@ from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
 from mcp.server.mcpserver import MCPServer
-from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from infra.db import bound_queries
 from mcp_bridge import metering
 from mcp_bridge.auth import BearerKeyMiddleware
+from mcp_bridge.back_channel import BackChannelManager, Replies
 from mcp_bridge.gateway import upstream as gateway_upstream
 from mcp_bridge.gateway.direct import DirectForwarding
 from mcp_bridge.server import build_server
@@ -63,10 +64,12 @@ class MCPHttpApp:
             streamable_http_path=MCP_PATH, stateless_http=True, json_response=True, transport_security=security
         )
         # The same server in the SDK's SSE mode, for clients that accept an event stream.
-        self._sse_manager = StreamableHTTPSessionManager(
+        # A POST's event stream may also carry the bridge's requests to the client (`mcp_bridge.back_channel`).
+        self._sse_manager = BackChannelManager(
             app=server._lowlevel_server, json_response=False, stateless=True, security_settings=security
         )
-        sdk_app = ByAccept(json_app, JsonUnlessStreamed(StreamableHTTPASGIApp(self._sse_manager)))
+        sse_app = JsonUnlessStreamed(StreamableHTTPASGIApp(self._sse_manager))
+        sdk_app = Replies(ByAccept(json_app, sse_app))
         metadata = settings.HOTCROSS_PUBLIC_URL + RESOURCE_METADATA_PATH
         # A tools/call of an HTTP upstream's tool skips the SDK's server (mcp_bridge.gateway.direct).
         forwarding_app = DirectForwarding(sdk_app, server)

@@ -32,9 +32,11 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
     CONNECTION_CLOSED,
+    INVALID_REQUEST,
     CallToolResult,
     CompleteResult,
     EmptyResult,
+    ErrorData,
     GetPromptResult,
     Implementation,
     Prompt,
@@ -55,7 +57,7 @@ from upstream.assertion import Asserter, AssertionKeyError
 from upstream.config import UpstreamConfig
 from upstream.errors import timed_out, unavailable
 from upstream.listing import Listing, read_listing
-from upstream.rpc import HttpPoster, Notify, SessionLost
+from upstream.rpc import Ask, HttpPoster, Notify, SessionLost
 
 logger = logging.getLogger(__name__)
 
@@ -233,9 +235,11 @@ class Upstream:
         on_notification: Notify | None = None,
         *,
         progress: bool = False,
+        on_request: Ask | None = None,
     ) -> CallToolResult:
         """Forward a `tools/call`; `on_notification(message)` gets what the upstream sends about it meanwhile
-        (`notifications/progress` when `progress` is asked for, `notifications/message`).
+        (`notifications/progress` when `progress` is asked for, `notifications/message`); `on_request(message)`
+        answers what an HTTP upstream asks meanwhile (sampling, elicitation, roots).
 
         Over HTTP the request is one POST of the JSON-RPC message on the pooled keep-alive connections
         (`upstream.rpc.HttpPoster`), not a trip through the SDK client's streams and tasks: that trip cost the bridge
@@ -246,7 +250,8 @@ class Upstream:
             params = self._call_params(name, arguments, meta, progress)
 
             async def post(_session: ClientSession) -> CallToolResult:
-                return CallToolResult.model_validate(await self._post("tools/call", params, on_notification))
+                answer = await self._post("tools/call", params, on_notification, on_request=on_request)
+                return CallToolResult.model_validate(answer)
 
             return await self.request(what, post)
 
@@ -264,7 +269,12 @@ class Upstream:
         )
 
     async def call_tool_json(
-        self, name: str, arguments: dict[str, Any], meta: dict[str, Any], on_notification: Notify | None = None
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        meta: dict[str, Any],
+        on_notification: Notify | None = None,
+        on_request: Ask | None = None,
     ) -> dict[str, Any]:
         """An HTTP upstream's `tools/call` result as it sent it (a dict with a `content` list), for a caller that
         passes it on as it is (the bridge's direct forwarding); failures as `call_tool`'s. What the upstream says
@@ -272,7 +282,7 @@ class Upstream:
         params = self._call_params(name, arguments, meta, progress=False)
 
         async def post(_session: ClientSession) -> dict[str, Any]:
-            result = await self._post("tools/call", params, on_notification)
+            result = await self._post("tools/call", params, on_notification, on_request=on_request)
             if not isinstance(result.get("content"), list):
                 raise ValueError("a tools/call result without content")
             return result
@@ -348,7 +358,13 @@ class Upstream:
         return params
 
     def _post(
-        self, method: str, params: dict[str, Any], on_notification: Notify | None, *, modern: bool = False
+        self,
+        method: str,
+        params: dict[str, Any],
+        on_notification: Notify | None,
+        *,
+        modern: bool = False,
+        on_request: Ask | None = None,
     ) -> Awaitable[dict[str, Any]]:
         """One JSON-RPC request by POST on the connection that is up (`HttpPoster.request`, awaited by the caller:
         no coroutine of its own on the forwarded calls' path)."""
@@ -357,7 +373,7 @@ class Upstream:
             raise aiohttp.ClientConnectionError("not connected")
         asserter = self._asserter
         headers = asserter.header(params.get("_meta")) if asserter is not None else None
-        return poster.request(method, params, on_notification, headers, modern=modern)
+        return poster.request(method, params, on_notification, headers, modern=modern, on_request=on_request)
 
     @property
     def serves_modern(self) -> bool:
@@ -504,8 +520,15 @@ class Upstream:
             else:
                 # The upstream's stderr is the server's (its log): what it says when it fails is there.
                 read, write = await stack.enter_async_context(stdio_client(self._parameters(), errlog=_stderr()))
+            # An HTTP upstream may ask the caller's client (sampling, elicitation, roots) in a call's stream, where
+            # the bridge knows whose call it is (`HttpPoster`): so it may ask. Asked outside a call, it is refused.
+            asks = (
+                {"sampling_callback": _refused, "elicitation_callback": _refused, "list_roots_callback": _refused}
+                if self.config.transport == "http"
+                else {}
+            )
             session = await stack.enter_async_context(
-                ClientSession(read, write, message_handler=self._on_message, client_info=CLIENT_INFO)
+                ClientSession(read, write, message_handler=self._on_message, client_info=CLIENT_INFO, **asks)
             )
             with anyio.fail_after(self.config.start_timeout):
                 await session.initialize()
@@ -590,6 +613,11 @@ class Upstream:
             return f"it refused initialize ({exc.code})"
         logger.warning("%s could not be started or reached: %r", self.name, exc)
         return f"it could not be started or reached ({exc.__class__.__name__})"
+
+
+async def _refused(*_args: Any) -> ErrorData:
+    """What an upstream gets when it asks the client outside any call (nobody to ask)."""
+    return ErrorData(code=INVALID_REQUEST, message="Only a request made during a tool call reaches a client.")
 
 
 def _in(seconds: float) -> str:

@@ -26,6 +26,9 @@ MAX_SSE_EVENT = 16 * 1024 * 1024  # bytes of one event of a forwarded call's SSE
 FORWARDING_CONNECTIONS = 100  # keep-alive connections to an HTTP upstream for forwarded calls (per upstream)
 
 Notify = Callable[[dict[str, Any]], Awaitable[None]]
+# What answers a request the upstream sends in the middle of a call (sampling, elicitation, roots): its result, or
+# an MCPError for the upstream.
+Ask = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 MODERN = MODERN_PROTOCOL_VERSIONS[-1]  # the stateless revision (2026-07-28) a request may be forwarded in
 
 
@@ -80,13 +83,15 @@ class HttpPoster:
         extra_headers: dict[str, str] | None = None,
         *,
         modern: bool = False,
+        on_request: Ask | None = None,
     ) -> dict[str, Any]:
         """One JSON-RPC request by POST: its result, or its error raised as `MCPError`. The answer may be JSON or an
         SSE stream; notifications in the stream go to `on_notification`. A session the upstream no longer knows
         (`session_gone`) is reported to `on_session_lost` and raised as `SessionLost`.
 
         `modern`: a 2026-07-28 request (`params._meta` carries its envelope): no session, that revision's headers
-        (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`)."""
+        (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`). A request the upstream sends in the stream (sampling,
+        elicitation, roots) is answered by `on_request` (by an error without it), the answer POSTed back."""
         http = self._http
         if http is None:
             raise aiohttp.ClientConnectionError("not connected")
@@ -116,7 +121,11 @@ class HttpPoster:
                 async for message in _sse_messages(response):
                     if message.get("id") == request_id and ("result" in message or "error" in message):
                         return _answer(message)
-                    if "id" not in message and isinstance(message.get("method"), str) and on_notification:
+                    if not isinstance(message.get("method"), str):
+                        continue
+                    if "id" in message:
+                        await self._reply(message, on_request, headers)
+                    elif on_notification:
                         await on_notification(message)
                 raise ValueError("the event stream ended without an answer")
             messages = _json_messages(await response.read())
@@ -127,6 +136,23 @@ class HttpPoster:
             if not isinstance(answer, dict) or answer.get("id") != request_id:
                 raise ValueError(f"HTTP {response.status} without the answer")
             return _answer(answer)
+
+    async def _reply(self, request: dict[str, Any], on_request: Ask | None, headers: dict[str, str]) -> None:
+        """Answer a request the upstream sent in a call's stream, by a POST of the JSON-RPC response."""
+        reply: dict[str, Any] = {"jsonrpc": "2.0", "id": request["id"]}
+        try:
+            if on_request is None:
+                raise MCPError(code=-32601, message=f"The gateway cannot answer {request['method']!r} here.")
+            reply["result"] = await on_request(request)
+        except MCPError as exc:
+            reply["error"] = exc.error.model_dump(by_alias=True, exclude_none=True)
+        http = self._http
+        if http is None:
+            raise aiohttp.ClientConnectionError("not connected")
+        proxy, proxy_auth = self._proxy
+        body = json.dumps(reply).encode()
+        async with http.post(self.url, data=body, headers=headers, proxy=proxy, proxy_auth=proxy_auth) as response:
+            await response.read()
 
     async def discover(self, client_info: dict[str, Any]) -> bool:
         """Whether the upstream serves 2026-07-28 (`server/discover` names it); False on any failure."""

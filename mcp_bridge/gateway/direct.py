@@ -43,6 +43,7 @@ from infra import metrics
 from mcp_bridge import metering
 from mcp_bridge.admission import admit_call
 from mcp_bridge.auth import RefusalNote, current_caller, refusal_note
+from mcp_bridge.back_channel import ask_on_stream
 from mcp_bridge.gateway import upstream as gateway_upstream
 from mcp_bridge.gateway.identity import caller_meta, forwarded_arguments
 from mcp_bridge.gateway.upstream import Upstream
@@ -146,13 +147,15 @@ class DirectForwarding:
         forwarded, meta = forwarded_arguments(tool, arguments, caller), caller_meta(caller)
         _DIRECT.inc()
         relay = stream.log if stream is not None else None
-        return await metering.metered(name, lambda: upstream.call_tool_json(name, forwarded, meta, relay))
+        ask = stream.ask if stream is not None else None
+        return await metering.metered(name, lambda: upstream.call_tool_json(name, forwarded, meta, relay, ask))
 
 
 class _Stream:
-    """The answer as an event stream, begun by the first log message the upstream sends about the call (the client
-    accepts one, and there is something to stream); until then, and if none comes, the answer is plain JSON. Log
-    messages only: a call with a progress token goes through the SDK's path. Every level is passed on (a handshake
+    """The answer as an event stream, begun by the first log message or request the upstream sends about the call
+    (the client accepts one, and there is something to stream); until then, and if none comes, the answer is plain
+    JSON. A request (sampling, elicitation, roots) is asked of the client there (`mcp_bridge.back_channel`). A call
+    with a progress token goes through the SDK's path. Every level is passed on (a handshake
     era stateless request: the level a client set cannot outlive its own request)."""
 
     def __init__(self, send: Send) -> None:
@@ -167,6 +170,13 @@ class _Stream:
             return
         note = {"jsonrpc": "2.0", "method": "notifications/message", "params": params}
         await self._event(json.dumps(note, separators=(",", ":")).encode())
+
+    async def ask(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A request of the upstream (sampling, elicitation, roots) asked of the client on this stream."""
+        params = message.get("params")
+        return await ask_on_stream(
+            self._event, str(message.get("method")), params if isinstance(params, dict) else None
+        )
 
     async def end(self, answer: bytes) -> None:
         await self._event(answer, more=False)

@@ -46,7 +46,7 @@ from mcp_types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from infra import metrics
-from mcp_bridge import metering, notifications
+from mcp_bridge import back_channel, metering, notifications
 from mcp_bridge.auth import current_caller
 from mcp_bridge.gateway.identity import (
     caller_meta,
@@ -263,7 +263,10 @@ class GatewayServer(MCPServer):
         metrics.GATEWAY_FORWARDED.labels("sdk").inc()
 
         async def forward() -> CallToolResult:
-            return await upstream.call_tool(name, arguments, meta, _relay(context, token), progress=token is not None)
+            relay = _relay(context, token)
+            return await upstream.call_tool(
+                name, arguments, meta, relay, progress=token is not None, on_request=_asker(context)
+            )
 
         return await metering.metered(name, forward)
 
@@ -333,6 +336,22 @@ def _prompt_named(upstream: Upstream, name: str) -> MCPPrompt | None:
 
 def _dumped(item: Any) -> dict[str, Any]:
     return item.model_dump(by_alias=True, mode="json", exclude_none=True) if hasattr(item, "model_dump") else item
+
+
+def _asker(context: Any) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None:
+    """What asks the calling client what the upstream asks during a forwarded call (sampling, elicitation, roots),
+    on the call's own stream (`mcp_bridge.back_channel`)."""
+    request = getattr(context, "request_context", None) if context is not None else None
+    if request is None:
+        return None
+
+    async def ask(message: dict[str, Any]) -> dict[str, Any]:
+        params = message.get("params")
+        return await back_channel.ask_client(
+            request, str(message.get("method")), params if isinstance(params, dict) else None
+        )
+
+    return ask
 
 
 # --- 2026-07-28: requests passed on in their own revision ---------------------------------------------------------
