@@ -35,7 +35,10 @@ logger = logging.getLogger("hotcross.request")
 
 _ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _current: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("hotcross_request", default=None)
-_FIELDS = ("request_id", "developer_id", "method", "path", "status", "duration_ms")
+_FIELDS = ("request_id", "developer_id", "traceparent", "method", "path", "status", "duration_ms")
+_WHILE_SERVED = _FIELDS[:5]  # what another log record written while the request is served carries
+# W3C Trace Context (version 00 and later): version-trace id-parent id-flags, lower-case hex.
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _id_prefix = os.urandom(8).hex()
 _id_counter = itertools.count()
 
@@ -59,6 +62,24 @@ def note_developer(developer_id: uuid.UUID) -> None:
     current = _current.get()
     if current is not None:
         current["developer_id"] = str(developer_id)
+
+
+def note_trace(traceparent: object) -> None:
+    """The client's W3C `traceparent` (an MCP request's `_meta`): the request's line carries it, and the gateway
+    passes it on (`current_trace`). The HTTP header, read by `RequestLog`, wins; a malformed value is ignored."""
+    current = _current.get()
+    if current is not None and "traceparent" not in current and valid_trace(traceparent):
+        current["traceparent"] = traceparent
+
+
+def valid_trace(traceparent: object) -> bool:
+    return isinstance(traceparent, str) and _TRACEPARENT.fullmatch(traceparent) is not None and traceparent[:2] != "ff"
+
+
+def current_trace() -> str | None:
+    """The `traceparent` of the request being served, if its client sent one."""
+    current = _current.get()
+    return current.get("traceparent") if current else None
 
 
 def current_request_id() -> str | None:
@@ -95,6 +116,9 @@ class RequestLog:
             "path": scope.get("path", ""),
             "status": 500,  # unless a response starts
         }
+        trace = next((v for k, v in scope.get("headers", ()) if k == b"traceparent"), b"").decode("latin-1").strip()
+        if valid_trace(trace):
+            fields["traceparent"] = trace
         token = _current.set(fields)
         started = time.perf_counter()
 
@@ -140,7 +164,7 @@ class JsonFormatter(logging.Formatter):
         request = getattr(record, "request", None)
         fields = _FIELDS
         if not isinstance(request, dict):
-            request, fields = _current.get() or {}, _FIELDS[:4]
+            request, fields = _current.get() or {}, _WHILE_SERVED
         for name in fields:
             value = request.get(name)
             if value is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,8 +34,10 @@ from django.utils.http import is_same_domain
 from mcp.server.mcpserver import MCPServer
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import UNSUPPORTED_PROTOCOL_VERSION
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from starlette.datastructures import Headers
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from infra.db import bound_queries
@@ -75,8 +78,8 @@ class MCPHttpApp:
         forwarding_app = DirectForwarding(sdk_app, server)
         oauth_app = BearerKeyMiddleware(forwarding_app, resource_metadata_url=metadata) if authenticated else sdk_app
         key_app = BearerKeyMiddleware(forwarding_app) if authenticated else sdk_app
-        self._app: ASGIApp = HostOriginGuard(PostOnly(oauth_app))
-        self._key_app: ASGIApp = HostOriginGuard(PostOnly(key_app))
+        self._app: ASGIApp = HostOriginGuard(PostOnly(KnownVersions(oauth_app)))
+        self._key_app: ASGIApp = HostOriginGuard(PostOnly(KnownVersions(key_app)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -117,6 +120,50 @@ class MCPHttpApp:
             await send({"type": f"lifespan.{'shutdown' if started else 'startup'}.failed", "message": repr(exc)})
             raise
         await send({"type": "lifespan.shutdown.complete"})
+
+
+SUPPORTED_VERSIONS = (*reversed(HANDSHAKE_PROTOCOL_VERSIONS), *MODERN_PROTOCOL_VERSIONS)
+
+
+class KnownVersions:
+    """An `MCP-Protocol-Version` this bridge does not speak is 400 with a JSON-RPC error that says which it speaks
+    (the SDK would answer with a message about 2026-07-28's `_meta` envelope, which misleads an older client)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            requested = Headers(scope=scope).get("mcp-protocol-version")
+            if requested is not None and requested not in SUPPORTED_VERSIONS:
+                shown = requested[:40]
+                error = {
+                    "code": UNSUPPORTED_PROTOCOL_VERSION,
+                    "message": (
+                        f"Unsupported protocol version {shown!r}: this server speaks {', '.join(SUPPORTED_VERSIONS)}."
+                    ),
+                    # 2026-07-28's layout: the versions a client may send without `initialize`.
+                    "data": {"supported": list(MODERN_PROTOCOL_VERSIONS), "requested": shown},
+                }
+                body = {"jsonrpc": "2.0", "id": await _request_id(receive), "error": error}
+                await JSONResponse(body, status_code=400)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _request_id(receive: Receive) -> str | int | None:
+    """The id of the JSON-RPC request in the body (None if there is none to read), for an error answered early."""
+    body = bytearray()
+    while len(body) <= 1024 * 1024:
+        message = await receive()
+        body += message.get("body", b"")
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+    try:
+        found = json.loads(body).get("id")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return found if isinstance(found, str | int) and not isinstance(found, bool) else None
 
 
 class ByAccept:

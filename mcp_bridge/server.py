@@ -34,6 +34,7 @@ from mcp_types import INVALID_PARAMS, SetLevelRequestParams
 from mcp_bridge import notifications
 from mcp_bridge.admission import AdmissionMiddleware
 from mcp_bridge.auth import CallerMiddleware, current_caller
+from mcp_bridge.gateway.identity import traced
 from mcp_bridge.gateway.server import GatewayServer
 from mcp_bridge.gateway.settings import upstream_config
 from mcp_bridge.metering import MeteringMiddleware
@@ -86,6 +87,18 @@ class RequestChecks:
         return await call_next(ctx)
 
 
+class TraceContext:
+    """MCP server middleware: a request's `_meta.traceparent` (W3C Trace Context) is passed on with whatever the
+    gateway forwards for it, and written in the request's log line (`gateway.identity.traced`)."""
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: Callable[..., Awaitable[Any]]) -> Any:
+        meta = ctx.params.get("_meta") if isinstance(ctx.params, dict) else None
+        if meta is None:
+            return await call_next(ctx)
+        with traced(meta):
+            return await call_next(ctx)
+
+
 class KnownPrompts:
     """MCP server middleware, inside `AdmissionMiddleware`: a `prompts/get` of a prompt this server does not have is
     invalid params (-32602), not a server error. After the plan's admission, so that a developer learns nothing of
@@ -135,6 +148,7 @@ def build_server(
         server.middleware.extend(
             [
                 CallerMiddleware(stdio_key=stdio_key),
+                TraceContext(),
                 RequestChecks(server),
                 AdmissionMiddleware(),  # the plan's rules (issue 16): refused calls never reach the metering
                 KnownPrompts(server),  # after the plan: a prompt outside it is refused whether it exists or not

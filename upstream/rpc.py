@@ -105,6 +105,10 @@ class HttpPoster:
                 headers["mcp-protocol-version"] = self.protocol_version
             if self.session_id:
                 headers["mcp-session-id"] = self.session_id
+        meta = params.get("_meta")
+        trace = meta.get("traceparent") if isinstance(meta, dict) else None
+        if isinstance(trace, str) and len(trace) == 55 and trace.isascii() and trace.isprintable():
+            headers["traceparent"] = trace  # W3C Trace Context over HTTP too
         if extra_headers:
             headers.update(extra_headers)
         proxy, proxy_auth = self._proxy

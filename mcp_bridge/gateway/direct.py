@@ -45,7 +45,7 @@ from mcp_bridge.admission import admit_call
 from mcp_bridge.auth import RefusalNote, current_caller, refusal_note
 from mcp_bridge.back_channel import ask_on_stream
 from mcp_bridge.gateway import upstream as gateway_upstream
-from mcp_bridge.gateway.identity import caller_meta, forwarded_arguments
+from mcp_bridge.gateway.identity import caller_meta, forwarded_arguments, traced
 from mcp_bridge.gateway.upstream import Upstream
 from mcp_bridge.notifications import LEVELS
 from mcp_bridge.sse import accepts_event_stream
@@ -86,11 +86,12 @@ class DirectForwarding:
         if found is None:
             await self.app(scope, _replay(body, more, receive), send)
             return
-        request_id, upstream, name, arguments = found
+        request_id, upstream, name, arguments, meta = found
         answer: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
         stream = _Stream(send) if accepts_event_stream(scope) else None
         try:
-            answer["result"] = await self._forward(upstream, name, arguments, refusal_note(scope), stream)
+            with traced(meta):
+                answer["result"] = await self._forward(upstream, name, arguments, refusal_note(scope), stream)
         except MCPError as exc:
             answer["error"] = exc.error.model_dump(by_alias=True, exclude_unset=True)
         except Exception as exc:  # a bug, not the client's mistake: what the SDK's server answers then, not a 500
@@ -106,8 +107,9 @@ class DirectForwarding:
 
     async def _forwardable(
         self, gateway: gateway_upstream.UpstreamPool, body: bytes
-    ) -> tuple[str | int, Upstream, str, dict[str, Any]] | None:
-        """(id, upstream, tool name, arguments) of a request this app answers; None for everything else."""
+    ) -> tuple[str | int, Upstream, str, dict[str, Any], Any] | None:
+        """(id, upstream, tool name, arguments, the client's `_meta`) of a request this app answers; None for
+        everything else."""
         try:
             message = json.loads(body)
         except (ValueError, RecursionError):
@@ -131,7 +133,7 @@ class DirectForwarding:
         upstream = await gateway_upstream.caller_upstream(gateway, current_caller())
         if upstream.config.transport != "http" or upstream.state != "up" or name not in upstream.listing.tools:
             return None
-        return request_id, upstream, name, arguments or {}
+        return request_id, upstream, name, arguments or {}, meta
 
     async def _forward(
         self,

@@ -14,14 +14,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from mcp_types import Prompt, Tool
 
 from accounts import plans
 from accounts.credentials import Principal
+from infra.request_log import current_trace, note_trace, valid_trace
 from mcp_bridge.tools import CALLER_ARGUMENTS
 from upstream.assertion import META_DEVELOPER_ID, META_ORGANIZATION_ID, META_PLAN
 
@@ -89,11 +92,35 @@ def _with_caller(arguments: Mapping[str, Any] | None, wanted: tuple[str, ...], c
     return forwarded
 
 
+# The `traceparent` of the MCP request being served, from its `_meta` (`traced`): over stdio there is no HTTP request.
+_trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("hotcross_traceparent", default=None)
+
+
+@contextlib.contextmanager
+def traced(meta: object) -> Iterator[None]:
+    """Serve the enclosed request with the `traceparent` of its `_meta` (if valid): forwarded requests carry it, and
+    the request's log line says it (`infra.request_log.note_trace`)."""
+    trace = meta.get("traceparent") if isinstance(meta, Mapping) else None
+    if not valid_trace(trace):
+        yield
+        return
+    note_trace(trace)
+    token = _trace.set(trace)  # type: ignore[arg-type]  # valid_trace: a str
+    try:
+        yield
+    finally:
+        _trace.reset(token)
+
+
 def caller_meta(caller: Principal) -> dict[str, Any]:
-    """The `_meta` of a forwarded request: the caller's ids and plan's code (left out without a plan). An HTTP upstream
-    also gets them signed (`upstream.assertion`, made from these keys)."""
+    """The `_meta` of a forwarded request: the caller's ids and plan's code (left out without a plan), and the client's
+    `traceparent` when it sent one. An HTTP upstream also gets the caller signed (`upstream.assertion`, made from
+    these keys)."""
     meta = {META_DEVELOPER_ID: str(caller.developer_id), META_ORGANIZATION_ID: str(caller.organization_id)}
     code = plans.plan_code(caller.plan_id)
     if code:
         meta[META_PLAN] = code
+    trace = _trace.get() or current_trace()  # the client's trace context: one trace spans client, bridge, upstream
+    if trace is not None:
+        meta["traceparent"] = trace
     return meta
