@@ -93,14 +93,14 @@ class BackChannelManager(StreamableHTTPSessionManager):
                     logger.exception("Stateless session crashed")
 
         assert self._task_group is not None
-        token = _transport.set(http_transport)  # the server task copies this context
+        # Handlers run in the context of the task that hands the transport its message (mcp 2.x carries it with the
+        # message): this one, while it serves the POST.
+        token = _transport.set(http_transport)
         try:
             await self._task_group.start(run_stateless_server)
-        finally:
-            _transport.reset(token)
-        try:
             await http_transport.handle_request(scope, receive, send)
         finally:
+            _transport.reset(token)
             with anyio.CancelScope(shield=True):
                 await http_transport.terminate()
 

@@ -16,7 +16,12 @@ from tests.support.mcp import db_proxy, mcp_http  # noqa: F401 - fixtures
 from tests.support.oauth import oauth_server  # noqa: F401 - fixtures
 from tests.support.redis import RedisService, redis_server
 from tests.support.stripe import stripe_stub, webhook  # noqa: F401 - fixtures
-from tests.support.upstreams import everything_upstream, gateway_bridge, old_hotcross_upstream  # noqa: F401 - fixtures
+from tests.support.upstreams import (  # noqa: F401 - fixtures
+    conformance_upstream,
+    everything_upstream,
+    gateway_bridge,
+    old_hotcross_upstream,
+)
 
 pytest_plugins = ("tests.support.plugin",)
 

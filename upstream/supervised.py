@@ -69,6 +69,8 @@ class SupervisedUpstream:
         self.last_used = time.monotonic()
         self.version: int | None = None  # of the lists held here; None: ask the supervisor
         self.fresh = False  # the supervisor said "up" and nothing changed since
+        self.modern_tools: dict[str, Tool] = {}  # never filled: no 2026-07-28 forwarding (`serves_modern`)
+        self.modern_prompts: dict[str, Prompt] = {}
 
     @property
     def name(self) -> str:
@@ -104,6 +106,10 @@ class SupervisedUpstream:
             self.in_flight -= 1
             self.last_used = time.monotonic()
 
+    # A stdio upstream is reached in the handshake era only, and what it asks a client (sampling, elicitation) comes
+    # outside any call's stream (stdio has none), so the bridge cannot say whose call it is: `Upstream`'s refusal.
+    serves_modern = False
+
     async def call_tool(
         self,
         name: str,
@@ -112,7 +118,9 @@ class SupervisedUpstream:
         on_notification: Notify | None = None,
         *,
         progress: bool = False,
+        on_request: Any = None,
     ) -> CallToolResult:
+        """`Upstream.call_tool` through the supervisor (`on_request` is not used: see `serves_modern`)."""
         params = {"name": name, "arguments": arguments, "_meta": meta}
         return CallToolResult.model_validate(await self._request("tools/call", params, on_notification, progress))
 

@@ -56,8 +56,9 @@ from mcp_bridge.gateway.identity import (
     public_prompt,
     public_tool,
 )
+from mcp_bridge.gateway.settings import upstream_config
 from mcp_bridge.gateway.subscriptions import Subscriptions
-from mcp_bridge.gateway.upstream import Upstream, caller_upstream, current_pool
+from mcp_bridge.gateway.upstream import Upstream, caller_upstream, current_pool, is_supervised
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +70,14 @@ class GatewayServer(MCPServer):
         super().__init__(*args, **kwargs)
         # `completion/complete` goes to the upstream (the bridge's own prompts and templates have no completions).
         self._lowlevel_server.add_request_handler("completion/complete", CompleteRequestParams, self._handle_complete)
-        # Resource subscriptions are the upstream's (`mcp_bridge.gateway.subscriptions`).
+        # Resource subscriptions are the upstream's (`mcp_bridge.gateway.subscriptions`), where this process holds
+        # the connection (not a stdio upstream the host's supervisor runs: its protocol has no subscriptions yet).
         self._subscriptions = Subscriptions()
-        self._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, self._handle_subscribe)
-        self._lowlevel_server.add_request_handler(
-            "resources/unsubscribe", UnsubscribeRequestParams, self._handle_unsubscribe
-        )
+        config = upstream_config()
+        if config is not None and not is_supervised(config):
+            add = self._lowlevel_server.add_request_handler
+            add("resources/subscribe", SubscribeRequestParams, self._handle_subscribe)
+            add("resources/unsubscribe", UnsubscribeRequestParams, self._handle_unsubscribe)
 
     async def _handle_subscribe(self, ctx: ServerRequestContext[Any], params: SubscribeRequestParams) -> EmptyResult:
         upstream = await self._subscribable()

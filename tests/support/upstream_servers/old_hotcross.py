@@ -92,9 +92,9 @@ def process() -> dict[str, Any]:
 
 @server.tool()
 def caller_meta(ctx: Context) -> dict[str, Any]:
-    """The request's `_meta` as the upstream received it."""
+    """The request's `_meta` as the upstream received it (the bridge's keys and the trace context)."""
     meta = ctx.request_context.meta or {}
-    return {key: value for key, value in dict(meta).items() if key.startswith("hotcross/")}
+    return {key: value for key, value in dict(meta).items() if key.startswith("hotcross/") or key == "traceparent"}
 
 
 @server.tool()
