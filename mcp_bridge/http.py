@@ -1,20 +1,24 @@
 """Streamable HTTP at /mcp: the ASGI app that `hotcross.asgi` mounts beside Django.
 
-Stateless (any worker answers any request; no session affinity). A client that accepts `text/event-stream` gets an
-event stream when the request says something on the way (progress, log messages: `mcp_bridge.sse.JsonUnlessStreamed`)
-and plain JSON otherwise; a client that accepts only JSON gets JSON. In front of the SDK's app:
+Stateless (any worker answers any request; no session affinity). In gateway mode a client that accepts
+`text/event-stream` gets an event stream when the request says something on the way (progress, log messages, the
+upstream's questions: `mcp_bridge.sse.JsonUnlessStreamed`, `mcp_bridge.back_channel`) and plain JSON otherwise; a
+client that accepts only JSON, and every client of a bridge without an upstream, gets JSON. In front of the SDK's app:
 
 1. Host and Origin checks by Django's rules: `ALLOWED_HOSTS` (with its `.example.com` and `*` forms; DEBUG with an
    empty list allows localhost as Django does) and, for Origin, those hosts or `CSRF_TRUSTED_ORIGINS`. Bad Host →
    421, bad Origin → 403, like the SDK's own DNS-rebinding protection, which is switched off in favour of these.
 2. POST only: a stateless JSON server has no stream to offer on GET and no session to end on DELETE, so every
    other method is 405 with `Allow: POST` (as the MCP specification allows), before the key is looked at.
+   An `MCP-Protocol-Version` the bridge does not speak is 400, naming the ones it does (`KnownVersions`).
 3. The credential (`mcp_bridge.auth.BearerKeyMiddleware`): at `/mcp` a key or an OAuth access token, and a 401
    names the Protected Resource Metadata (RFC 9728) so MCP clients can sign in with OAuth; at `/mcp/key` a key only
    and no OAuth discovery (for clients that drop a configured header once a server offers OAuth).
 
 `/mcp` and `/mcp/` are the same endpoint (and `/mcp/key`, `/mcp/key/`). The app also answers the ASGI lifespan,
-which must run: it starts the SDK's session manager (uvicorn's default `--lifespan auto` does).
+which must run: it starts the SDK's session managers (uvicorn's default `--lifespan auto` does). Both protocol eras
+are served: the handshake era's stateless POSTs, and 2026-07-28's single requests (the SDK's own entry, which checks
+`Mcp-Method`/`Mcp-Name` against the body, -32020, and answers `server/discover`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from mcp_bridge.auth import BearerKeyMiddleware
 from mcp_bridge.back_channel import BackChannelManager, Replies
 from mcp_bridge.gateway import upstream as gateway_upstream
 from mcp_bridge.gateway.direct import DirectForwarding
+from mcp_bridge.gateway.settings import upstream_config
 from mcp_bridge.server import build_server
 from mcp_bridge.sse import JsonUnlessStreamed, accepts_event_stream
 
@@ -72,7 +77,8 @@ class MCPHttpApp:
             app=server._lowlevel_server, json_response=False, stateless=True, security_settings=security
         )
         sse_app = JsonUnlessStreamed(StreamableHTTPASGIApp(self._sse_manager))
-        sdk_app = Replies(ByAccept(json_app, sse_app))
+        # Without an upstream nothing is streamed (the built-in tools say nothing on the way): JSON, the fast path.
+        sdk_app = Replies(ByAccept(json_app, sse_app)) if upstream_config() is not None else json_app
         metadata = settings.HOTCROSS_PUBLIC_URL + RESOURCE_METADATA_PATH
         # A tools/call of an HTTP upstream's tool skips the SDK's server (mcp_bridge.gateway.direct).
         forwarding_app = DirectForwarding(sdk_app, server)
