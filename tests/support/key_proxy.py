@@ -3,7 +3,8 @@ its own, and the bridge serves nobody without a credential.
 
 `python -m tests.support.key_proxy --port P --target BASE --key-env NAME` (the key is read from the environment, so
 it is never on a command line): a request to 127.0.0.1:P/<path>?<query> goes to BASE/<path>?<query> (so one proxy
-serves both /mcp and /mcp/key) with `Authorization: Bearer <key>` in place of any the client sent. Everything else is
+serves both /mcp and /mcp/key; a BASE with a path of its own, such as http://host:port/mcp/key, takes every request
+whatever its path) with `Authorization: Bearer <key>` in place of any the client sent. Everything else is
 passed on as it came, the Host header included (the bridge's DNS-rebinding guard sees what the client sent), and
 answers stream back as they come (SSE included), status, headers and body unchanged (never decompressed).
 """
@@ -14,6 +15,7 @@ import argparse
 import asyncio
 import os
 import sys
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -32,6 +34,7 @@ HOP_BY_HOP = {
 
 
 def make_app(target: str, key: str) -> web.Application:
+    fixed = urlsplit(target).path not in ("", "/")  # a target with a path: every request goes there
     base = target.rstrip("/")
 
     async def open_session(app: web.Application):
@@ -48,7 +51,7 @@ def make_app(target: str, key: str) -> web.Application:
         session: aiohttp.ClientSession = request.app["session"]
         async with session.request(
             request.method,
-            f"{base}{request.rel_url}",
+            target if fixed else f"{base}{request.rel_url}",
             headers=headers,
             data=body or None,
             allow_redirects=False,
@@ -76,7 +79,7 @@ def make_app(target: str, key: str) -> web.Application:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--target", required=True, help="the server's base URL (scheme, host, port)")
+    parser.add_argument("--target", required=True, help="base URL, or the one URL of every request")
     parser.add_argument("--key-env", required=True, help="the environment variable holding the key")
     args = parser.parse_args(argv)
     key = os.environ.get(args.key_env)

@@ -15,8 +15,9 @@ the JSON object that is the whole environment of COMMAND, so that a key in it is
 - DELETE ends the session; GET is 405 (no stream for the server's own messages outside a request); an unknown
   session is 404; a Host or Origin other than 127.0.0.1 or localhost is 403 (DNS rebinding). A session with no open
   stream for `IDLE_SECONDS` is ended (its stdin closed: the server exits as it does when a client leaves).
-- A few processes are started ahead (`--warm`), since a stdio server takes about a second to start and each of the
-  runner's scenarios is a new session.
+- A few processes are started ahead (`--warm`), since a stdio server takes about two seconds to start and each of the
+  runner's scenarios is a new session. With `--fork`, COMMAND is a `manage.py` command forked from a process that has
+  imported Django and the bridge once (`tests.support.stdio_forks`): a session then costs milliseconds of CPU, not ~2 s.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
+import socket
+import subprocess
 import sys
 import uuid
 from typing import Any
@@ -88,28 +92,74 @@ class Session:
     def idle_for(self, now: float) -> float:
         return 0.0 if self.streams else now - self.idle_since
 
+    def ended(self) -> bool:
+        return self.reader.done()
+
     async def stop(self) -> None:
+        """Close its stdin and wait for the end of its stdout (a stdio server exits then); kill it after 10 s."""
         if self.process.stdin is not None and not self.process.stdin.is_closing():
             self.process.stdin.close()
         try:
-            await asyncio.wait_for(self.process.wait(), 10)
+            await asyncio.wait_for(asyncio.shield(self.reader), 10)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
-            await self.process.wait()
+        await self.process.wait()
         self.reader.cancel()
 
 
+class Forked:
+    """A child of the fork server (`tests.support.stdio_forks`), with what `Session` uses of asyncio's Process."""
+
+    def __init__(self, pid: int, stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader) -> None:
+        self.pid, self.stdin, self.stdout = pid, stdin, stdout
+
+    @classmethod
+    async def start(cls, control: socket.socket) -> Forked:
+        loop = asyncio.get_running_loop()
+        stdin_read, stdin_write = os.pipe()
+        stdout_read, stdout_write = os.pipe()
+        socket.send_fds(control, [b"fork"], [stdin_read, stdout_write])
+        os.close(stdin_read)
+        os.close(stdout_write)
+        pid = int(control.recv(64))  # the fork server answers at once (blocking here for a few ms)
+        stdout = asyncio.StreamReader(limit=2**24)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout), os.fdopen(stdout_read, "rb", 0))
+        transport, protocol = await loop.connect_write_pipe(
+            asyncio.streams.FlowControlMixin, os.fdopen(stdin_write, "wb", 0)
+        )
+        return cls(pid, asyncio.StreamWriter(transport, protocol, None, loop), stdout)
+
+    def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+
+    async def wait(self) -> None:
+        pass  # its stdout has ended: the fork server reaps it
+
+
 class Harness:
-    def __init__(self, command: list[str], env: dict[str, str], warm: int) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], warm: int, fork: bool) -> None:
         self.command = command
         self.env = env
         self.warm = warm
-        self.ready: asyncio.Queue[asyncio.subprocess.Process] = asyncio.Queue()
+        self.ready: asyncio.Queue[Any] = asyncio.Queue()
         self.sessions: dict[str, Session] = {}
         self.tasks: set[asyncio.Task] = set()
+        self.control: socket.socket | None = None
+        if fork:
+            self.control, theirs = socket.socketpair()
+            self.forks = subprocess.Popen(  # ended when the socket closes
+                [sys.executable, "-m", "tests.support.stdio_forks", str(theirs.fileno()), *command],
+                env=env,
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+            theirs.close()
 
     async def spawn(self) -> None:
+        if self.control is not None:
+            self.ready.put_nowait(await Forked.start(self.control))
+            return
         process = await asyncio.create_subprocess_exec(
             *self.command, env=self.env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**24
         )
@@ -134,7 +184,7 @@ class Harness:
             await asyncio.sleep(0.5)
             now = asyncio.get_running_loop().time()
             for session_id, session in list(self.sessions.items()):
-                if session.idle_for(now) > IDLE_SECONDS or session.process.returncode is not None:
+                if session.idle_for(now) > IDLE_SECONDS or session.ended():
                     del self.sessions[session_id]
                     self.tasks.add(asyncio.create_task(session.stop()))
 
@@ -145,6 +195,9 @@ class Harness:
         while not self.ready.empty():
             stopping.append(Session(self.ready.get_nowait()).stop())
         await asyncio.gather(*stopping, return_exceptions=True)
+        if self.control is not None:
+            self.control.close()
+            self.forks.wait(10)
 
     async def post(self, request: web.Request) -> web.StreamResponse:
         if not local(request.headers.get("Host", ""), request.headers.get("Origin")):
@@ -209,8 +262,8 @@ class Harness:
         return web.Response(status=405, headers={"Allow": "POST, DELETE"})
 
 
-def make_app(command: list[str], env: dict[str, str], warm: int) -> web.Application:
-    harness = Harness(command, env, warm)
+def make_app(command: list[str], env: dict[str, str], warm: int, fork: bool) -> web.Application:
+    harness = Harness(command, env, warm, fork)
     app = web.Application()
     app.on_startup.append(harness.start)
     app.on_cleanup.append(harness.close)
@@ -225,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--env-json", required=True, help="the environment variable holding the command's environment")
     parser.add_argument("--warm", type=int, default=4, help="processes started ahead")
+    parser.add_argument(
+        "--fork", action="store_true", help="COMMAND is a manage.py command: fork it from tests.support.stdio_forks"
+    )
     parser.add_argument("command", nargs="+", help="the stdio server (after --)")
     args = parser.parse_args(argv)
     env = json.loads(os.environ.get(args.env_json) or "null")
@@ -233,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     asyncio.set_event_loop(asyncio.new_event_loop())
     web.run_app(
-        make_app(args.command, env, args.warm),
+        make_app(args.command, env, args.warm, args.fork),
         host="127.0.0.1",
         port=args.port,
         print=None,
