@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import DeveloperFactory
-from tests.support.conformance import RUNNER_COMMAND, conformance_available, scenario_checks
+from tests.support.conformance import NODE_22, RUNNER_COMMAND, conformance_available, scenario_checks
 from tests.support.mcp import run_uvicorn, server_env
 from tests.support.servers import ROOT, RunningServer, serve_command
 from tests.support.upstreams import gateway_env, http_upstream
@@ -43,7 +43,7 @@ INPUT_REQUIRED = "the upstream's InputRequiredResult (SEP-2322) is not passed on
 EXPECTED_GAPS: dict[tuple[str, str, str], str] = {
     ("active", "logging-set-level", BOTH): "logging/setLevel is not forwarded (Method not found)",
     ("active", "tools-call-with-logging", BOTH): "logging/setLevel is not forwarded (Method not found)",
-    ("active", "tools-call-with-progress", HTTP): "no progress notification reaches the client",
+    ("active", "tools-call-with-progress", HTTP): "no progress notification reaches the client (over stdio they do)",
     ("active", "tools-call-sampling", BOTH): NOT_RELAYED,
     ("active", "tools-call-elicitation", BOTH): NOT_RELAYED,
     ("active", "elicitation-sep1034-defaults", BOTH): NOT_RELAYED,
@@ -91,7 +91,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def reference_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The suite's everything-server; its URL (…/mcp)."""
-    with http_upstream([*RUNNER_COMMAND[:1], str(REFERENCE_SERVER)], tmp_path_factory.mktemp("reference")) as url:
+    with http_upstream([str(NODE_22), str(REFERENCE_SERVER)], tmp_path_factory.mktemp("reference")) as url:
         yield url
 
 

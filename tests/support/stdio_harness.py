@@ -122,7 +122,10 @@ class Forked:
         socket.send_fds(control, [b"fork"], [stdin_read, stdout_write])
         os.close(stdin_read)
         os.close(stdout_write)
-        pid = int(control.recv(64))  # the fork server answers at once (blocking here for a few ms)
+        answer = b""
+        while not answer.endswith(b"\n"):  # the fork server answers at once (blocking here for a few ms)
+            answer += control.recv(64) or b"\n"
+        pid = int(answer)
         stdout = asyncio.StreamReader(limit=2**24)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout), os.fdopen(stdout_read, "rb", 0))
         transport, protocol = await loop.connect_write_pipe(
