@@ -26,8 +26,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.crypto import salted_hmac
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import MCPServer
+from mcp.server.request_state import RequestStateSecurity
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, SetLevelRequestParams
 
@@ -120,6 +122,25 @@ class KnownPrompts:
         return await call_next(ctx)
 
 
+def request_state_security() -> RequestStateSecurity:
+    """How a 2026-07-28 `input_required` result's `requestState` is sealed for the client (the SDK seals every one, the
+    gateway's passed on from an upstream too): with keys from SECRET_KEY (and SECRET_KEY_FALLBACKS, which still
+    open), so that the retry may reach any worker or stdio process of the deployment (the SDK's default key is one
+    process's), and bound to the developer, so that another's retry is refused."""
+    keys = [
+        salted_hmac("hotcross.mcp.request_state", "key", secret=secret, algorithm="sha256").digest()
+        for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    ]
+    return RequestStateSecurity(keys=keys, bind_principal=_developer_of_request)
+
+
+def _developer_of_request(_ctx: ServerRequestContext[Any, Any]) -> str | None:
+    try:
+        return str(current_caller().developer_id)
+    except RuntimeError:  # no caller bound: not a request of the bridge's transports
+        return None
+
+
 def tool_modules() -> list[str]:
     """The built-in tool module and those named by `HOTCROSS_MCP_TOOLS`, without repeats."""
     return list(dict.fromkeys([*BUILTIN_TOOL_MODULES, *settings.HOTCROSS_MCP_TOOLS]))
@@ -141,7 +162,8 @@ def build_server(
         raise ImproperlyConfigured(f"HOTCROSS_MCP_TOOLS: more than one tool is named {', '.join(duplicates)}.")
     gateway = bridged and upstream_config() is not None
     server_class = GatewayServer if gateway else MCPServer
-    server = server_class(SERVER_NAME, instructions=INSTRUCTIONS, version=server_version())
+    security = {"request_state_security": request_state_security()} if bridged else {}
+    server = server_class(SERVER_NAME, instructions=INSTRUCTIONS, version=server_version(), **security)
     if bridged:
         # logging/setLevel (and so the `logging` capability): the log messages a connection gets (upstream's).
         server._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, notifications.set_level)

