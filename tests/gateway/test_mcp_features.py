@@ -258,3 +258,31 @@ def test_a_clients_traceparent_reaches_the_upstream_and_the_log_line(bridge, gat
     post(bridge, developer.plain_key, call(54, "test_simple_text", {}, _meta={"traceparent": TRACE}))
     lines = [json.loads(line) for line in bridge.log().splitlines() if line.startswith("{")]
     assert any(line.get("traceparent") == TRACE and line.get("path") == "/mcp" for line in lines)
+
+
+def modern_call(server: RunningServer, key: str, request_id: int, name: str, **params: Any) -> dict[str, Any]:
+    """A raw 2026-07-28 `tools/call` (its headers and `_meta` envelope) to the bridge: the JSON-RPC answer."""
+    envelope = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}},
+    }
+    message = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call"}
+    message["params"] = {"name": name, "arguments": {}, "_meta": envelope, **params}
+    headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": name}
+    return post(server, key, message, **headers).json()
+
+
+def test_a_2026_request_state_is_the_callers_and_any_worker_takes_it(bridge, conformance_upstream, tmp_path):
+    """The `requestState` the bridge seals (keys from SECRET_KEY) opens in another server process of the deployment,
+    and only for the developer it was sealed for."""
+    developer, other = DeveloperFactory(), DeveloperFactory()
+    name = "test_input_required_result_request_state"
+    first = modern_call(bridge, developer.plain_key, 71, name)["result"]
+    assert first["resultType"] == "input_required" and first["requestState"]
+    confirmed = {"confirm": {"action": "accept", "content": {"ok": True}}}
+    retry = {"requestState": first["requestState"], "inputResponses": confirmed}
+    refused = modern_call(bridge, other.plain_key, 72, name, **retry)
+    assert refused["error"]["message"] == "Invalid or expired requestState"
+    with run_uvicorn(tmp_path, **gateway_env(conformance_upstream)) as another_process:
+        done = modern_call(another_process, developer.plain_key, 73, name, **retry)["result"]
+    assert done["content"][0]["text"] == "state-ok: requestState validated"
