@@ -33,9 +33,10 @@ from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.transport_context import TransportContext
 from mcp_types import DEFAULT_NEGOTIATED_VERSION, INVALID_REQUEST
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_bridge.auth import current_caller
+from mcp_bridge.bodies import read_body, replay
 
 logger = logging.getLogger(__name__)
 
@@ -191,16 +192,12 @@ class Replies:
         if not _waiting or scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            body += message.get("body", b"")
-            more = bool(message.get("more_body", False))
-        waiting = self._waiting_for(bytes(body))
-        replayed = _replay(bytes(body), receive)
+        read = await read_body(receive)
+        if read is None:
+            return  # the client went away
+        body, more = read
+        waiting = None if more else self._waiting_for(body)
+        replayed = replay(body, more, receive)
         if waiting is None:
             await self.app(scope, replayed, send)
             return
@@ -231,15 +228,3 @@ def _developer() -> str | None:
         return str(current_caller().developer_id)
     except RuntimeError:
         return None
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """`receive` that gives the body already read, then what the client sends next (its disconnect)."""
-    pending = [body]
-
-    async def replayed() -> Message:
-        if pending:
-            return {"type": "http.request", "body": pending.pop(), "more_body": False}
-        return await receive()
-
-    return replayed

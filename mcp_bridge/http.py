@@ -48,6 +48,7 @@ from infra.db import bound_queries
 from mcp_bridge import metering
 from mcp_bridge.auth import BearerKeyMiddleware
 from mcp_bridge.back_channel import BackChannelManager, Replies
+from mcp_bridge.bodies import read_body
 from mcp_bridge.gateway import upstream as gateway_upstream
 from mcp_bridge.gateway.direct import DirectForwarding
 from mcp_bridge.gateway.settings import upstream_config
@@ -159,14 +160,9 @@ class KnownVersions:
 
 async def _request_id(receive: Receive) -> str | int | None:
     """The id of the JSON-RPC request in the body (None if there is none to read), for an error answered early."""
-    body = bytearray()
-    while len(body) <= 1024 * 1024:
-        message = await receive()
-        body += message.get("body", b"")
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            break
+    read = await read_body(receive)
     try:
-        found = json.loads(body).get("id")
+        found = json.loads(read[0]).get("id") if read is not None and not read[1] else None
     except (ValueError, AttributeError, RecursionError):
         return None
     return found if isinstance(found, str | int) and not isinstance(found, bool) else None

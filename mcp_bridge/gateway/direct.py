@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -37,13 +36,14 @@ from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from infra import metrics
 from mcp_bridge import metering
 from mcp_bridge.admission import admit_call
 from mcp_bridge.auth import RefusalNote, current_caller, refusal_note
 from mcp_bridge.back_channel import ask_on_stream
+from mcp_bridge.bodies import read_body, replay
 from mcp_bridge.gateway import upstream as gateway_upstream
 from mcp_bridge.gateway.identity import caller_meta, forwarded_arguments, traced
 from mcp_bridge.gateway.upstream import Upstream
@@ -78,13 +78,13 @@ class DirectForwarding:
         if not _headers_the_sdk_accepts(scope):
             await self.app(scope, receive, send)
             return
-        read = await _read_body(receive)
+        read = await read_body(receive)
         if read is None:
             return  # the client went away
         body, more = read
         found = None if more or len(body) > DEFAULT_MAX_REQUEST_BODY_SIZE else await self._forwardable(gateway, body)
         if found is None:
-            await self.app(scope, _replay(body, more, receive), send)
+            await self.app(scope, replay(body, more, receive), send)
             return
         request_id, upstream, name, arguments, meta = found
         answer: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
@@ -204,29 +204,3 @@ def _headers_the_sdk_accepts(scope: Scope) -> bool:
         return False
     version = headers.get("mcp-protocol-version")
     return version is None or version in HANDSHAKE_PROTOCOL_VERSIONS
-
-
-async def _read_body(receive: Receive) -> tuple[bytes, bool] | None:
-    """The request body, read until its end or past the SDK's size limit: (what was read, whether more follows);
-    None when the client went away."""
-    body = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        body += message.get("body", b"")
-        more = bool(message.get("more_body", False))
-        if not more or len(body) > DEFAULT_MAX_REQUEST_BODY_SIZE:
-            return bytes(body), more
-
-
-def _replay(body: bytes, more: bool, receive: Receive) -> Callable[[], Awaitable[Message]]:
-    """`receive` that gives what was already read first, then the rest of the request."""
-    pending = [body]
-
-    async def replayed() -> Message:
-        if pending:
-            return {"type": "http.request", "body": pending.pop(), "more_body": more}
-        return await receive()
-
-    return replayed
