@@ -141,8 +141,8 @@ class KnownVersions:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            requested = Headers(scope=scope).get("mcp-protocol-version")
-            if requested is not None and requested not in SUPPORTED_VERSIONS:
+            requested = next((v for k, v in scope["headers"] if k == b"mcp-protocol-version"), None)
+            if requested is not None and (requested := requested.decode("latin-1")) not in SUPPORTED_VERSIONS:
                 shown = requested[:40]
                 error = {
                     "code": UNSUPPORTED_PROTOCOL_VERSION,
