@@ -114,8 +114,10 @@ class Upstream:
         # What it last listed to a 2026-07-28 client (it may offer that revision more), by name.
         self.modern_tools: dict[str, Tool] = {}
         self.modern_prompts: dict[str, Prompt] = {}
-        # Who hears of `notifications/resources/updated` (the URI): the bridge's subscriptions.
+        # Who hears of `notifications/resources/updated` (the URI) and of lists that changed ("tools", "prompts",
+        # "resources"; once the new lists are read): the bridge's subscriptions.
         self.on_resource_updated: list[Callable[[str], Awaitable[None]]] = []
+        self.on_list_changed: list[Callable[[str], Awaitable[None]]] = []
 
     # --- what callers use -------------------------------------------------------------------------------------------
 
@@ -578,7 +580,14 @@ class Upstream:
                 self._broken = f"listing its tools failed: {exc.__class__.__name__}"
 
     async def _read_lists(self, session: ClientSession) -> None:
-        self.listing = await read_listing(session)
+        before, self.listing = self.listing, await read_listing(session)
+        changed = [kind for kind, key in _LISTS if before.read_at and key(before) != key(self.listing)]
+        for kind in changed:  # after the new lists are in: a client that lists again gets them
+            for listener in list(self.on_list_changed):
+                try:
+                    await listener(kind)
+                except Exception:
+                    logger.exception("%s: a list change could not be passed on", self.name)
 
     async def _on_message(self, message: IncomingMessage) -> None:
         if isinstance(
@@ -618,6 +627,14 @@ class Upstream:
 async def _refused(*_args: Any) -> ErrorData:
     """What an upstream gets when it asks the client outside any call (nobody to ask)."""
     return ErrorData(code=INVALID_REQUEST, message="Only a request made during a tool call reaches a client.")
+
+
+# Each list a client may be told changed, and what of a listing it compares.
+_LISTS: tuple[tuple[str, Callable[[Listing], Any]], ...] = (
+    ("tools", lambda listing: listing.tools),
+    ("prompts", lambda listing: listing.prompts),
+    ("resources", lambda listing: (listing.resources, listing.templates)),
+)
 
 
 def _in(seconds: float) -> str:

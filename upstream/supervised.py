@@ -52,6 +52,7 @@ Notify = Callable[[dict[str, Any]], Awaitable[None]]
 BASE = "http://supervisor"
 MAX_MESSAGE = 64 * 1024 * 1024  # bytes of one answer line from the supervisor
 SPAWN_SECONDS = 20.0  # how long a bridge waits for the supervisor it started to answer
+_pending: set[asyncio.Task[None]] = set()  # listeners told of a change, until they are done
 
 
 class SupervisedUpstream:
@@ -70,6 +71,7 @@ class SupervisedUpstream:
         self.version: int | None = None  # of the lists held here; None: ask the supervisor
         self.fresh = False  # the supervisor said "up" and nothing changed since
         self.modern_tools: dict[str, Tool] = {}  # never filled: no 2026-07-28 forwarding (`serves_modern`)
+        self.on_list_changed: list[Callable[[str], Awaitable[None]]] = []  # as `Upstream`'s
         self.modern_prompts: dict[str, Prompt] = {}
 
     @property
@@ -97,6 +99,13 @@ class SupervisedUpstream:
     def changed(self, version: int) -> None:
         if version != self.version:
             self.fresh = False
+            # The supervisor does not say which list: every listener hears of each (the lists are read again at
+            # the next request, `session`).
+            for kind in ("tools", "prompts", "resources"):
+                for listener in list(self.on_list_changed):
+                    task = asyncio.get_running_loop().create_task(listener(kind))
+                    _pending.add(task)
+                    task.add_done_callback(_pending.discard)
 
     async def _request(self, method: str, params: dict[str, Any], notify: Notify | None, progress: bool) -> Any:
         self.in_flight += 1

@@ -72,7 +72,7 @@ class GatewayServer(MCPServer):
         self._lowlevel_server.add_request_handler("completion/complete", CompleteRequestParams, self._handle_complete)
         # Resource subscriptions are the upstream's (`mcp_bridge.gateway.subscriptions`), where this process holds
         # the connection (not a stdio upstream the host's supervisor runs: its protocol has no subscriptions yet).
-        self._subscriptions = Subscriptions()
+        self._followers = Subscriptions(self._subscriptions)  # the SDK's bus for subscriptions/listen
         config = upstream_config()
         if config is not None and not is_supervised(config):
             add = self._lowlevel_server.add_request_handler
@@ -81,14 +81,14 @@ class GatewayServer(MCPServer):
 
     async def _handle_subscribe(self, ctx: ServerRequestContext[Any], params: SubscribeRequestParams) -> EmptyResult:
         upstream = await self._subscribable()
-        await self._subscriptions.subscribe(ctx, upstream, str(params.uri), caller_meta(current_caller()))
+        await self._followers.subscribe(ctx, upstream, str(params.uri), caller_meta(current_caller()))
         return EmptyResult()
 
     async def _handle_unsubscribe(
         self, ctx: ServerRequestContext[Any], params: UnsubscribeRequestParams
     ) -> EmptyResult:
         upstream = await self._subscribable()
-        await self._subscriptions.unsubscribe(ctx, upstream, str(params.uri), caller_meta(current_caller()))
+        await self._followers.unsubscribe(ctx, upstream, str(params.uri), caller_meta(current_caller()))
         return EmptyResult()
 
     async def _subscribable(self) -> Upstream:
@@ -169,6 +169,7 @@ class GatewayServer(MCPServer):
         return name in upstream.modern_prompts
 
     async def _handle_list_tools(self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None) -> Any:
+        await self._note_listed(ctx, "tools")
         upstream = await self._modern_upstream(ctx)
         if upstream is None:
             return await super()._handle_list_tools(ctx, params)
@@ -176,6 +177,7 @@ class GatewayServer(MCPServer):
         return await self._modern_list(ctx, params, upstream, "tools/list", "tools", local)
 
     async def _handle_list_prompts(self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None) -> Any:
+        await self._note_listed(ctx, "prompts")
         upstream = await self._modern_upstream(ctx)
         if upstream is None:
             return await super()._handle_list_prompts(ctx, params)
@@ -185,6 +187,7 @@ class GatewayServer(MCPServer):
     async def _handle_list_resources(
         self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
     ) -> Any:
+        await self._note_listed(ctx, "resources")
         upstream = await self._modern_upstream(ctx)
         if upstream is None:
             return await super()._handle_list_resources(ctx, params)
@@ -200,6 +203,12 @@ class GatewayServer(MCPServer):
         local = await MCPServer.list_resource_templates(self)
         method = "resources/templates/list"
         return await self._modern_list(ctx, params, upstream, method, "resourceTemplates", local)
+
+    async def _note_listed(self, ctx: ServerRequestContext[Any], kind: str) -> None:
+        """The client of `ctx` lists `kind`: it hears when the upstream's changes (`gateway.subscriptions`)."""
+        found = current_pool()
+        if found is not None:
+            self._followers.listed(ctx, kind, await caller_upstream(found, current_caller()))
 
     async def _upstream(self) -> Upstream | None:
         """The caller's upstream, started; None when it cannot be had (the built-ins keep working)."""

@@ -1,4 +1,10 @@
-"""Resource subscriptions through the gateway (`resources/subscribe`, `resources/unsubscribe`, handshake era).
+"""What an upstream tells every client that follows it: resource updates and list changes.
+
+Lists: once the upstream's lists are read again and differ (`Upstream.on_list_changed`), a 2026-07-28 client hears of
+it on its `subscriptions/listen` stream (the SDK's bus, fed here), and a handshake-era client with a stream outside
+its requests (stdio) gets `notifications/{tools,prompts,resources}/list_changed`, if it listed that kind before.
+
+Resource subscriptions (`resources/subscribe`, `resources/unsubscribe`, handshake era):
 
 The upstream's connection is shared by every caller of its scope, so the bridge keeps who subscribed to what: every
 subscribe is forwarded (the upstream says whether the resource can be subscribed to); an unsubscribe is forwarded
@@ -15,20 +21,50 @@ import weakref
 from typing import Any
 
 from mcp.server.context import ServerRequestContext
+from mcp.server.subscriptions import SubscriptionBus
+from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
 
 from upstream.connection import Upstream
 
 logger = logging.getLogger(__name__)
 
 
-class Subscriptions:
-    """Who follows which URI of which upstream connection, in this process."""
+_EVENTS = {"tools": ToolsListChanged(), "prompts": PromptsListChanged(), "resources": ResourcesListChanged()}
 
-    def __init__(self) -> None:
+
+class Subscriptions:
+    """Who follows which URI of which upstream connection, and which clients listed what, in this process."""
+
+    def __init__(self, bus: SubscriptionBus) -> None:
+        self._bus = bus  # the SDK's `subscriptions/listen` fan-out (2026-07-28)
         # upstream → uri → the SDK connections (clients) that follow it; forgotten with the client.
         self._followers: weakref.WeakKeyDictionary[Upstream, dict[str, weakref.WeakSet[Any]]] = (
             weakref.WeakKeyDictionary()
         )
+        # kind of list → the clients with a stream of their own that listed it
+        self._listed: dict[str, weakref.WeakSet[Any]] = {kind: weakref.WeakSet() for kind in _EVENTS}
+        self._watched: weakref.WeakSet[Upstream] = weakref.WeakSet()
+
+    def listed(self, ctx: ServerRequestContext[Any, Any], kind: str, upstream: Upstream) -> None:
+        """The client of `ctx` listed `kind` (tools, prompts, resources) of `upstream`: tell it when that changes."""
+        if upstream not in self._watched:
+            self._watched.add(upstream)
+
+            async def changed(what: str) -> None:
+                await self._lists_changed(what)
+
+            upstream.on_list_changed.append(changed)
+        connection = _streaming_connection(ctx)
+        if connection is not None:
+            self._listed[kind].add(connection)
+
+    async def _lists_changed(self, kind: str) -> None:
+        await self._bus.publish(_EVENTS[kind])
+        for connection in list(self._listed[kind]):
+            try:
+                await connection.outbound.notify(f"notifications/{kind}/list_changed", None)
+            except Exception as exc:  # that client went away
+                logger.debug("list change not passed on: %s", exc.__class__.__name__)
 
     async def subscribe(self, ctx: ServerRequestContext[Any, Any], upstream: Upstream, uri: str, meta: dict) -> None:
         await upstream.subscribe(uri, meta)

@@ -20,13 +20,19 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import CreateMessageResult, ElicitResult, TextContent
+from mcp_types import (
+    CreateMessageResult,
+    ElicitResult,
+    ResourceUpdatedNotification,
+    TextContent,
+    ToolListChangedNotification,
+)
 
 from accounts.models import UsageEvent
 from tests.factories import DeveloperFactory
 from tests.support.mcp import run_uvicorn, stdio_parameters, usage_written
 from tests.support.servers import RunningServer
-from tests.support.upstreams import HEADERS, call, gateway_env, post
+from tests.support.upstreams import HEADERS, OLD_HOTCROSS, call, gateway_env, post
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -286,3 +292,36 @@ def test_a_2026_request_state_is_the_callers_and_any_worker_takes_it(bridge, con
     with run_uvicorn(tmp_path, **gateway_env(conformance_upstream)) as another_process:
         done = modern_call(another_process, developer.plain_key, 73, name, **retry)["result"]
     assert done["content"][0]["text"] == "state-ok: requestState validated"
+
+
+def test_a_stdio_client_hears_of_resource_updates_and_list_changes(tmp_path):
+    """old_hotcross over stdio, run by this bridge process (no supervisor): `touch` makes the upstream say a resource
+    changed, `grow` that its tool list did; the client that subscribed, and that listed tools, hears of both."""
+    developer = DeveloperFactory()
+    heard: list[Any] = []
+    changed = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        heard.append(message)
+        if isinstance(message, ToolListChangedNotification):
+            changed.set()
+
+    async def scenario() -> set[str]:
+        env = gateway_env(OLD_HOTCROSS, HOTCROSS_MCP_UPSTREAM_SUPERVISOR="false")
+        with tempfile.TemporaryFile("w+") as errlog:
+            parameters = stdio_parameters(developer.plain_key, **env)
+            async with Client(
+                stdio_client(parameters, errlog=errlog), mode="legacy", message_handler=on_message
+            ) as client:
+                await client.list_tools()
+                await client.subscribe_resource("notes://today")
+                await client.call_tool("touch", {"uri": "notes://today"})
+                await client.call_tool("grow", {"name": f"grown_{tmp_path.name[-6:]}"})
+                with anyio.fail_after(10):
+                    await changed.wait()
+                return {tool.name for tool in (await client.list_tools()).tools}
+
+    tools = anyio.run(scenario)
+    updates = [m.params.uri for m in heard if isinstance(m, ResourceUpdatedNotification)]
+    assert [str(uri) for uri in updates] == ["notes://today"]
+    assert f"grown_{tmp_path.name[-6:]}" in tools

@@ -27,7 +27,7 @@ from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.prompts.base import Prompt, PromptArgument
-from mcp_types import Completion
+from mcp_types import Completion, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 from pydantic import Field
 
 server = MCPServer("old-hotcross")
@@ -142,6 +142,21 @@ async def grow(name: str, ctx: Context) -> str:
     server.add_tool(grown, name=name)
     await ctx.session.send_tool_list_changed()
     return "grown"
+
+
+@server.tool()
+async def touch(uri: str, ctx: Context) -> str:
+    """Says that the resource `uri` changed (notifications/resources/updated, to a subscribed client)."""
+    await ctx.session.send_resource_updated(uri)
+    return "touched"
+
+
+async def _subscribed(_ctx: Any, _params: Any) -> EmptyResult:
+    return EmptyResult()  # every resource may be followed: `touch` says when one changed
+
+
+server._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, _subscribed)
+server._lowlevel_server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, _subscribed)
 
 
 @server.tool()
