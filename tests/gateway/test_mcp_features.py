@@ -325,3 +325,24 @@ def test_a_stdio_client_hears_of_resource_updates_and_list_changes(tmp_path):
     updates = [m.params.uri for m in heard if isinstance(m, ResourceUpdatedNotification)]
     assert [str(uri) for uri in updates] == ["notes://today"]
     assert f"grown_{tmp_path.name[-6:]}" in tools
+
+
+def test_a_2026_client_hears_of_a_changed_list_on_its_listen_stream(tmp_path):
+    """The same change as above to a 2026-07-28 client over stdio: a `subscriptions/listen` event."""
+    developer = DeveloperFactory()
+    name = f"grown_{tmp_path.name[-6:]}"
+
+    async def scenario() -> set[str]:
+        env = gateway_env(OLD_HOTCROSS, HOTCROSS_MCP_UPSTREAM_SUPERVISOR="false")
+        with tempfile.TemporaryFile("w+") as errlog:
+            transport = stdio_client(stdio_parameters(developer.plain_key, **env), errlog=errlog)
+            async with Client(transport, mode="2026-07-28") as client:
+                await client.list_tools()
+                async with client.listen(tools_list_changed=True) as subscription:
+                    await client.call_tool("grow", {"name": name})
+                    with anyio.fail_after(10):
+                        async for _event in subscription:
+                            break
+                return {tool.name for tool in (await client.list_tools(cache_mode="refresh")).tools}
+
+    assert name in anyio.run(scenario)
