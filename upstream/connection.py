@@ -173,8 +173,9 @@ class Upstream:
                 "(HOTCROSS_MCP_UPSTREAM_START_TIMEOUT). Try again in a moment."
             )
 
-    async def request(self, what: str, send: Callable[[ClientSession], Awaitable[T]]) -> T:
-        """`send(session)` within the per-call timeout, its failures as the gateway's clear errors.
+    async def request(self, what: str, send: Callable[[ClientSession], Awaitable[T]], *, timed: bool = True) -> T:
+        """`send(session)` within the per-call timeout (`timed=False`: none, for a stream that lasts as long as its
+        client wants), its failures as the gateway's clear errors.
 
         The upstream's own JSON-RPC errors pass through unchanged. A request an HTTP upstream refused because it no
         longer knows the session (it restarted: `upstream.rpc.SessionLost`) was not served: it is sent once more on
@@ -183,7 +184,8 @@ class Upstream:
         session = await self.session()
         self.in_flight += 1
         try:
-            async with asyncio.timeout(self.config.timeout):  # anyio's fail_after cost a tenth of a forwarded call
+            # anyio's fail_after cost a tenth of a forwarded call
+            async with asyncio.timeout(self.config.timeout if timed else None):
                 try:
                     answer = await send(session)
                 except SessionLost:
@@ -384,19 +386,20 @@ class Upstream:
         return poster is not None and poster.modern
 
     async def forward_modern(
-        self, method: str, params: dict[str, Any], on_notification: Notify | None = None
+        self, method: str, params: dict[str, Any], on_notification: Notify | None = None, *, timed: bool = True
     ) -> dict[str, Any]:
         """A 2026-07-28 request (`tools/call`, `prompts/get`, `resources/read`) passed to the upstream in that
         revision: `params` as the client's (its `_meta` envelope, `inputResponses`, `requestState`) with the caller
         filled in, the result as the upstream sent it — an `input_required` one included, whose round trips the
-        client makes through the bridge again; failures as `request`'s."""
+        client makes through the bridge again; failures as `request`'s (`timed=False`: a `subscriptions/listen`
+        stream, open for as long as its client keeps it)."""
 
         async def post(_session: ClientSession) -> dict[str, Any]:
             result = await self._post(method, params, on_notification, modern=True)
             result.setdefault("resultType", "complete")  # absent means complete (servers that leave it out)
             return result
 
-        return await self.request(f"{method} (2026-07-28)", post)
+        return await self.request(f"{method} (2026-07-28)", post, timed=timed)
 
     def ensure_running(self) -> None:
         if self._retired:

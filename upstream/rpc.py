@@ -121,25 +121,19 @@ class HttpPoster:
                     raise SessionLost(reason)
                 raise ValueError(f"HTTP {response.status} without the answer")
             kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
-            if kind == "text/event-stream":
-                async for message in _sse_messages(response):
-                    if message.get("id") == request_id and ("result" in message or "error" in message):
-                        return _answer(message)
-                    if not isinstance(message.get("method"), str):
-                        continue
-                    if "id" in message:
-                        await self._reply(message, on_request, headers)
-                    elif on_notification:
-                        await on_notification(message)
-                raise ValueError("the event stream ended without an answer")
-            messages = _json_messages(await response.read())
-            for message in messages[:-1]:  # JSON objects one after another: what came before the answer
-                if "id" not in message and isinstance(message.get("method"), str) and on_notification:
+            messages = _sse_messages(response) if kind == "text/event-stream" else _json_values(response)
+            async for message in messages:
+                if not isinstance(message, dict):
+                    continue
+                if message.get("id") == request_id and ("result" in message or "error" in message):
+                    return _answer(message)
+                if not isinstance(message.get("method"), str):
+                    continue
+                if "id" in message:
+                    await self._reply(message, on_request, headers)
+                elif on_notification:
                     await on_notification(message)
-            answer = messages[-1] if messages else None
-            if not isinstance(answer, dict) or answer.get("id") != request_id:
-                raise ValueError(f"HTTP {response.status} without the answer")
-            return _answer(answer)
+            raise ValueError(f"HTTP {response.status} without the answer")
 
     async def _reply(self, request: dict[str, Any], on_request: Ask | None, headers: dict[str, str]) -> None:
         """Answer a request the upstream sent in a call's stream, by a POST of the JSON-RPC response."""
@@ -183,21 +177,44 @@ def modern_headers(method: str, params: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
-def _json_messages(body: bytes) -> list[Any]:
-    """The JSON value of a JSON answer; from an upstream that writes several JSON objects one after another (as
-    some stream notifications before the answer in an `application/json` body), each of them."""
-    try:
-        return [json.loads(body)]
-    except ValueError:
-        pass
-    text, decoder, messages, at = body.decode(), json.JSONDecoder(), [], 0
+async def _json_values(response: aiohttp.ClientResponse) -> AsyncIterator[Any]:
+    """The JSON value of a JSON answer. An answer of unknown length (chunked) is read as it comes, one JSON value
+    after another (some upstreams stream notifications before the answer, or a `subscriptions/listen` stream, as
+    newline-separated JSON in an `application/json` body)."""
+    if response.content_length is not None:
+        yield json.loads(await response.read())
+        return
+    pending = b""
+    async for chunk in response.content.iter_any():
+        pending += chunk
+        if b"\n" in chunk:
+            values, pending = _complete_values(pending)
+            for value in values:
+                yield value
+        if len(pending) > MAX_SSE_EVENT:
+            raise ValueError("a JSON value larger than the bridge accepts")
+    values, pending = _complete_values(pending)
+    if pending.strip():
+        raise ValueError("an answer that is not JSON")
+    for value in values:
+        yield value
+
+
+def _complete_values(pending: bytes) -> tuple[list[Any], bytes]:
+    """The complete JSON values at the start of `pending` (up to its last newline), and what is left of it."""
+    end = pending.rfind(b"\n") + 1 if b"\n" in pending else len(pending)
+    text, tail = pending[:end].decode(), pending[end:]
+    decoder, values, at = json.JSONDecoder(), [], 0
     while True:
         while at < len(text) and text[at].isspace():
             at += 1
         if at == len(text):
-            return messages
-        value, at = decoder.raw_decode(text, at)  # a ValueError here: not JSON at all
-        messages.append(value)
+            return values, tail
+        try:
+            value, at = decoder.raw_decode(text, at)
+        except ValueError:  # not complete yet (a value over several lines), or not JSON: more may make it whole
+            return values, text[at:].encode() + tail
+        values.append(value)
 
 
 def _answer(message: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 from mcp_types import (
     METHOD_NOT_FOUND,
     CallToolResult,
@@ -28,6 +29,7 @@ from mcp_types import (
     ReadResourceRequestParams,
     ReadResourceResult,
     SubscribeRequestParams,
+    SubscriptionsListenRequestParams,
     Tool,
     UnsubscribeRequestParams,
 )
@@ -73,11 +75,37 @@ class GatewayServer(MCPServer):
         # Resource subscriptions are the upstream's (`mcp_bridge.gateway.subscriptions`), where this process holds
         # the connection (not a stdio upstream the host's supervisor runs: its protocol has no subscriptions yet).
         self._followers = Subscriptions(self._subscriptions)  # the SDK's bus for subscriptions/listen
+        # subscriptions/listen of a 2026-07-28 client: the upstream's own stream when it serves that revision (what
+        # changes there, it says there), else the SDK's (`gateway.subscriptions` feeds it what the bridge sees).
+        own_listen = self._lowlevel_server.get_request_handler("subscriptions/listen")
+        self._own_listen = own_listen.handler if own_listen is not None else None
+        if self._own_listen is not None:
+            self._lowlevel_server.add_request_handler(
+                "subscriptions/listen", SubscriptionsListenRequestParams, self._handle_listen
+            )
         config = upstream_config()
         if config is not None and not is_supervised(config):
             add = self._lowlevel_server.add_request_handler
             add("resources/subscribe", SubscribeRequestParams, self._handle_subscribe)
             add("resources/unsubscribe", UnsubscribeRequestParams, self._handle_unsubscribe)
+
+    async def _handle_listen(self, ctx: ServerRequestContext[Any], params: SubscriptionsListenRequestParams) -> Any:
+        upstream = await self._modern_upstream(ctx)
+        if upstream is None:
+            assert self._own_listen is not None  # registered only with the SDK's
+            return await self._own_listen(ctx, params)
+        channel = ctx.session._request_outbound  # this request's stream (mcp 2.3 keeps it on the session)
+
+        async def relay(message: dict[str, Any]) -> None:
+            params = message.get("params")
+            params = dict(params) if isinstance(params, dict) else {}
+            meta = params.get("_meta")
+            # The stream is the client's request: its events carry that request's id as their subscription.
+            params["_meta"] = {**(meta if isinstance(meta, dict) else {}), SUBSCRIPTION_ID_META_KEY: ctx.request_id}
+            await channel.notify(str(message.get("method")), params)
+
+        forwarded = _modern_params(ctx, current_caller())
+        return await upstream.forward_modern("subscriptions/listen", forwarded, relay, timed=False)
 
     async def _handle_subscribe(self, ctx: ServerRequestContext[Any], params: SubscribeRequestParams) -> EmptyResult:
         upstream = await self._subscribable()

@@ -346,3 +346,46 @@ def test_a_2026_client_hears_of_a_changed_list_on_its_listen_stream(tmp_path):
                 return {tool.name for tool in (await client.list_tools(cache_mode="refresh")).tools}
 
     assert name in anyio.run(scenario)
+
+
+def test_a_2026_listen_stream_is_the_upstreams(bridge, conformance_upstream):
+    """A 2026-07-28 `subscriptions/listen` through the bridge is a stream of the upstream's (which knows what changes
+    there): a change the upstream announces reaches the client, under the client's subscription id."""
+    developer = DeveloperFactory()
+    envelope = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "tests", "version": "1"},
+    }
+    listen = {"notifications": {"toolsListChanged": True}, "_meta": envelope}
+    trigger = {"name": "test_trigger_tool_change", "arguments": {}, "_meta": envelope}
+    modern = {"MCP-Protocol-Version": "2026-07-28", "Content-Type": "application/json"}
+
+    async def scenario() -> list[dict[str, Any]]:
+        heard: list[dict[str, Any]] = []
+        headers = {**HEADERS, **modern, "Mcp-Method": "subscriptions/listen"}
+        headers["Authorization"] = f"Bearer {developer.plain_key}"
+        body = json.dumps({"jsonrpc": "2.0", "id": "mine-1", "method": "subscriptions/listen", "params": listen})
+        async with httpx2.AsyncClient(timeout=30) as http:
+            async with http.stream("POST", bridge.url, content=body, headers=headers) as stream:
+                lines = stream.aiter_lines()
+                async for line in lines:
+                    if line.startswith("data:"):
+                        heard.append(json.loads(line[5:]))
+                        break  # the acknowledgement: the stream is open upstream too
+                # The change happens at the upstream (its trigger tool, called there directly: it lists it to nobody).
+                call_headers = {**modern, "Accept": HEADERS["Accept"], "Mcp-Method": "tools/call"}
+                call_headers["Mcp-Name"] = "test_trigger_tool_change"
+                message = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": trigger}
+                await http.post(conformance_upstream, json=message, headers=call_headers)
+                with anyio.fail_after(10):
+                    async for line in lines:
+                        if line.startswith("data:"):
+                            heard.append(json.loads(line[5:]))
+                            break
+        return heard
+
+    acknowledged, changed = anyio.run(scenario)
+    assert acknowledged["method"] == "notifications/subscriptions/acknowledged"
+    assert changed["method"] == "notifications/tools/list_changed"
+    assert changed["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "mine-1"
