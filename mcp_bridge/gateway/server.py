@@ -72,9 +72,8 @@ class GatewayServer(MCPServer):
         super().__init__(*args, **kwargs)
         # `completion/complete` goes to the upstream (the bridge's own prompts and templates have no completions).
         self._lowlevel_server.add_request_handler("completion/complete", CompleteRequestParams, self._handle_complete)
-        # Resource subscriptions are the upstream's (`mcp_bridge.gateway.subscriptions`), where this process holds
-        # the connection (not a stdio upstream the host's supervisor runs: its protocol has no subscriptions yet).
-        self._followers = Subscriptions(self._subscriptions)  # the SDK's bus for subscriptions/listen
+        # Who follows what of the upstream (`mcp_bridge.gateway.subscriptions`), feeding the SDK's listen bus too.
+        self._followers = Subscriptions(self._subscriptions)
         # subscriptions/listen of a 2026-07-28 client: the upstream's own stream when it serves that revision (what
         # changes there, it says there), else the SDK's (`gateway.subscriptions` feeds it what the bridge sees).
         own_listen = self._lowlevel_server.get_request_handler("subscriptions/listen")
@@ -83,6 +82,8 @@ class GatewayServer(MCPServer):
             self._lowlevel_server.add_request_handler(
                 "subscriptions/listen", SubscriptionsListenRequestParams, self._handle_listen
             )
+        # Resource subscriptions are the upstream's, where this process holds the connection (not a stdio upstream
+        # the host's supervisor runs: its protocol has no subscriptions yet).
         config = upstream_config()
         if config is not None and not is_supervised(config):
             add = self._lowlevel_server.add_request_handler
