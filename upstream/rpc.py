@@ -121,6 +121,11 @@ class HttpPoster:
                     raise SessionLost(reason)
                 raise ValueError(f"HTTP {response.status} without the answer")
             kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+            if kind != "text/event-stream" and response.content_length is not None:  # the common answer: one JSON
+                answer = json.loads(await response.read())
+                if not isinstance(answer, dict) or answer.get("id") != request_id:
+                    raise ValueError(f"HTTP {response.status} without the answer")
+                return _answer(answer)
             messages = _sse_messages(response) if kind == "text/event-stream" else _json_values(response)
             async for message in messages:
                 if not isinstance(message, dict):
@@ -178,12 +183,9 @@ def modern_headers(method: str, params: dict[str, Any]) -> dict[str, str]:
 
 
 async def _json_values(response: aiohttp.ClientResponse) -> AsyncIterator[Any]:
-    """The JSON value of a JSON answer. An answer of unknown length (chunked) is read as it comes, one JSON value
-    after another (some upstreams stream notifications before the answer, or a `subscriptions/listen` stream, as
-    newline-separated JSON in an `application/json` body)."""
-    if response.content_length is not None:
-        yield json.loads(await response.read())
-        return
+    """The JSON values of a JSON answer of unknown length (chunked), read as they come, one after another (some
+    upstreams stream notifications before the answer, or a `subscriptions/listen` stream, as newline-separated JSON
+    in an `application/json` body)."""
     pending = b""
     async for chunk in response.content.iter_any():
         pending += chunk

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from mcp_types import Prompt, Tool
@@ -96,20 +96,30 @@ def _with_caller(arguments: Mapping[str, Any] | None, wanted: tuple[str, ...], c
 _trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("hotcross_traceparent", default=None)
 
 
-@contextlib.contextmanager
-def traced(meta: object) -> Iterator[None]:
+class _Traced:
+    """Serves a request with its `traceparent` (`traced`)."""
+
+    def __init__(self, trace: str) -> None:
+        self._trace = trace
+        self._token: contextvars.Token[str | None] | None = None
+
+    def __enter__(self) -> None:
+        note_trace(self._trace)
+        self._token = _trace.set(self._trace)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._token is not None:
+            _trace.reset(self._token)
+
+
+_UNTRACED = contextlib.nullcontext()
+
+
+def traced(meta: object) -> contextlib.AbstractContextManager[None]:
     """Serve the enclosed request with the `traceparent` of its `_meta` (if valid): forwarded requests carry it, and
-    the request's log line says it (`infra.request_log.note_trace`)."""
+    the request's log line says it (`infra.request_log.note_trace`). Nothing to do, and nothing made, without one."""
     trace = meta.get("traceparent") if isinstance(meta, Mapping) else None
-    if not valid_trace(trace):
-        yield
-        return
-    note_trace(trace)
-    token = _trace.set(trace)  # type: ignore[arg-type]  # valid_trace: a str
-    try:
-        yield
-    finally:
-        _trace.reset(token)
+    return _Traced(trace) if valid_trace(trace) else _UNTRACED  # type: ignore[arg-type]  # valid_trace: a str
 
 
 def caller_meta(caller: Principal) -> dict[str, Any]:
