@@ -155,8 +155,10 @@ class AnswerWaiter:
     async def result(self) -> dict[str, Any]:
         await self._answered.wait()
         error = self._answer.get("error")
-        if isinstance(error, dict):
-            raise MCPError(code=int(error.get("code", INVALID_REQUEST)), message=str(error.get("message", "")))
+        if isinstance(error, dict):  # passed on to the upstream as the client's error (a code that is an int)
+            code = error.get("code")
+            code = code if isinstance(code, int) and not isinstance(code, bool) else INVALID_REQUEST
+            raise MCPError(code=code, message=str(error.get("message", ""))[:1000])
         result = self._answer.get("result")
         return result if isinstance(result, dict) else {}
 
