@@ -7,6 +7,7 @@ traceback.
 
 import datetime
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,18 @@ class _Env(environ.Env):
             raise ImproperlyConfigured(f"{var} must be {kind}.") from None
 
     def db_url(self, var: str = environ.Env.DEFAULT_DATABASE_ENV, default: Any = environ.Env.NOTSET, engine=None):
+        given = self.ENVIRON.get(var)
+        scheme, found, _rest = (given or "").partition("://")
+        if given is not None and (not found or scheme not in self.DB_SCHEMES):
+            # Without a known scheme (`127.0.0.1:5432/x`) django-environ cannot tell which database it is.
+            raise ImproperlyConfigured(
+                f"{var} must start with the database's scheme: postgres://user@host:port/name or "
+                "sqlite:////absolute/path.sqlite3."
+            )
         try:
-            return super().db_url(var, default=default, engine=engine)
+            with warnings.catch_warnings():  # its "Engine not recognized" warning prints the URL, password included
+                warnings.simplefilter("ignore", UserWarning)
+                return super().db_url(var, default=default, engine=engine)
         except ValueError as exc:
             raise ImproperlyConfigured(f"{var} is not a usable database URL: {exc}.") from None
 

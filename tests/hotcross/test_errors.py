@@ -47,6 +47,9 @@ def one_line(result: subprocess.CompletedProcess) -> str:
         ({"DEBUG": "true", "HOTCROSS_MCP_DB_THREADS": "many"}, "HOTCROSS_MCP_DB_THREADS must be a whole number."),
         ({"DEBUG": "true", "DOTENV_FILE": "/nonexistent/.env"}, "DOTENV_FILE names /nonexistent/.env"),
         ({"DEBUG": "true", "DATABASE_URL": "postgres://u:secret@h:port/d"}, "DATABASE_URL is not a usable"),
+        # No scheme (issue 31): django-environ gives no engine (and warns with the URL, password included).
+        ({"DEBUG": "true", "DATABASE_URL": "u:secret@127.0.0.1:5432/x"}, "DATABASE_URL must start with the database's"),
+        ({"DEBUG": "true", "DATABASE_URL": "127.0.0.1:5432/x"}, "DATABASE_URL must start with the database's"),
         ({"DEBUG": "true", "HOTCROSS_PUBLIC_URL": "127.0.0.1:8000"}, "HOTCROSS_PUBLIC_URL must be the site's address"),
     ],
 )
