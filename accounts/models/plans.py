@@ -17,13 +17,17 @@ class Plan(models.Model):
     Empty limits mean no limit."""
 
     id = models.BigAutoField(primary_key=True)
-    code = models.SlugField(max_length=64, unique=True, help_text="Stripe metadata `hotcross_plan=<code>` names it.")
+    code = models.SlugField(
+        max_length=64,
+        unique=True,
+        help_text="A Stripe price or product whose metadata says hotcross_plan=CODE puts its subscribers on this plan.",
+    )
     name = models.CharField(max_length=200)
     allows_all_tools = models.BooleanField("every tool", default=True)
     allowed_tools = models.TextField(
         blank=True,
         default="",
-        help_text="When not every tool: one tool name or pattern per line (`docs_*`, `memory.?`), shell-style.",
+        help_text="When not every tool: one tool name or pattern per line (such as docs_* or memory.?), shell-style.",
     )
     allows_all_prompts = models.BooleanField("every prompt", default=True)
     allowed_prompts = models.TextField(
@@ -36,7 +40,7 @@ class Plan(models.Model):
     allowed_resources = models.TextField(
         blank=True,
         default="",
-        help_text="When not every resource: one resource URI or pattern per line (`notes://*`), shell-style; a "
+        help_text="When not every resource: one resource URI or pattern per line (such as notes://*), shell-style; a "
         "resource template is listed (and completed) when its URI template matches. None listed: no resource.",
     )
     rate_limit_per_developer = models.PositiveIntegerField(
@@ -57,7 +61,7 @@ class Plan(models.Model):
         max_length=100,
         blank=True,
         default="",
-        help_text="The `event_name` of the Stripe Billing meter that calls are reported to.",
+        help_text="The event name of the Stripe Billing meter that calls are reported to.",
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)

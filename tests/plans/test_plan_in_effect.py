@@ -170,3 +170,22 @@ def test_a_plan_made_after_the_table_was_read_is_found_at_once():
     plans.terms_for(None)  # the table is read, and fresh for up to a second
     plan = Plan.objects.create(code="late", name="Late")  # not through the service: nothing forgets the table
     assert plans.terms_for(plan.id).code == "late"
+
+
+def test_the_plan_form_reads_as_written_and_no_help_text_is_markup(admin_client):
+    """Issue 31: a help text with `<code>` in it was a real, unclosed HTML element on the plan form (it read
+    "hotcross_plan= names it" and turned the rest of the form monospace). Django does not escape help texts: none of
+    ours may hold markup or backticks."""
+    from django.apps import apps
+
+    page = admin_client.get(reverse("admin:accounts_plan_add")).content.decode()
+    assert "hotcross_plan=CODE puts its subscribers on this plan" in page
+    assert "`" not in page.split('id="plan_form"')[-1].split("</form>")[0]
+    found = [
+        f"{model.__name__}.{field.name}"
+        for label in ("accounts", "oauth", "api")
+        for model in apps.get_app_config(label).get_models()
+        for field in model._meta.get_fields()
+        if any(mark in str(getattr(field, "help_text", "") or "") for mark in "`<>")
+    ]
+    assert found == []
