@@ -207,6 +207,29 @@ def test_every_orgs_line_of_the_readme_works_as_printed(make_run):
     assert "alice@acme.example" in {d["email"] for d in orgs_json(make_run, "list-devs")}
 
 
+def readme_usage_lines() -> list[str]:
+    """Every `.venv/bin/python manage.py usage …` line of README's code blocks, as printed."""
+    lines, in_code = [], False
+    for line in README.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+            continue
+        command = line.split("  #")[0].strip()
+        if in_code and command.startswith(f"{PYTHON} manage.py usage "):
+            lines.append(command)
+    return lines
+
+
+def test_every_usage_line_of_the_readme_works_as_printed(make_run):
+    """Issue 31: `usage rebuild-rollups --since 2026-11-01 [--until 2026-12-01]` failed as printed (the brackets)."""
+    lines = readme_usage_lines()
+    assert any(" rebuild-rollups " in line and "--until" in line for line in lines), lines
+    for command in lines:
+        result = terminal(make_run, command)
+        assert_no_traceback(result, command)
+        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+
+
 def test_the_webhook_endpoint_command_uses_the_port_make_run_serves(make_run):
     result = terminal(make_run, f"{PYTHON} manage.py stripe_webhook_endpoint --print-url --secret whsec_readme0123456")
     assert result.returncode == 0, result.stderr
