@@ -57,8 +57,8 @@ KEY_REFUSED = -32001
 SERVICE_UNAVAILABLE = -32002
 
 MISSING_HTTP_KEY = (
-    "No API key. Send your Hotcross key in the header 'Authorization: Bearer hc_live_…'; "
-    "ask an administrator of your organization if you have none."
+    "No API key. Send your Hotcross key in the header 'Authorization: Bearer hc_live_…' "
+    "or 'X-API-Key: hc_live_…'; ask an administrator of your organization if you have none."
 )
 MISSING_STDIO_KEY = (
     "HOTCROSS_API_KEY is not set. Put your Hotcross key (hc_live_…) in the MCP server's environment; "

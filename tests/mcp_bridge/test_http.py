@@ -418,3 +418,13 @@ def assert_sdk_client_refused(mcp_http, key: str, code: str) -> None:
     assert mcp_error(raised.value).data["code"] == code
     usage_written(0)
     assert not UsageEvent.objects.exists()
+
+
+def test_a_request_without_a_key_is_told_both_headers_that_carry_one(mcp_http):
+    """Issue 31: the 401 named only `Authorization: Bearer`, though `X-API-Key` works too (at /mcp/key, the one a
+    client that drops a configured Authorization header needs)."""
+    for url in (mcp_http.url, mcp_http.base + "/mcp/key"):
+        response = post(url)
+        assert response.status_code == 401
+        message = response.json()["error"]["data"]["message"]
+        assert "'Authorization: Bearer hc_live_…'" in message and "'X-API-Key: hc_live_…'" in message
