@@ -65,6 +65,9 @@ def test_first_run_creates_the_demo_and_shows_the_key_once():
     assert printed(out, "webhooks") == WebhookEndpoint.objects.get().url
     assert WebhookEndpoint.objects.get().url.startswith("http://127.0.0.1:8123/stripe/webhook/")
     assert WebhookEndpoint.objects.get().secret not in out  # the endpoint's secret is never shown
+    # Both headers that carry a key, and the key-only endpoint (issue 31: the banner named the Bearer header only).
+    assert "Authorization: Bearer <key>  (or X-API-Key: <key>)" in out
+    assert "http://127.0.0.1:8123/mcp/key" in out
 
 
 def test_the_stdio_line_works_from_any_directory():
