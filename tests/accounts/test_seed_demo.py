@@ -146,3 +146,15 @@ def test_refuses_without_debug_because_it_sets_a_known_password(settings):
     with pytest.raises(CommandError, match="DEBUG=true"):
         seed()
     assert not get_user_model().objects.filter(username="admin").exists()
+
+
+def test_a_run_on_another_port_moves_the_demo_endpoint_instead_of_adding_one(settings):
+    """Issue 31: three `make run`s on three ports left three webhook endpoints."""
+    seed()
+    first = WebhookEndpoint.objects.get()
+    settings.HOTCROSS_PUBLIC_URL = "http://127.0.0.1:8124"
+    out = seed()
+    moved = WebhookEndpoint.objects.get()
+    assert (moved.pk, moved.djstripe_uuid, moved.secret) == (first.pk, first.djstripe_uuid, first.secret)
+    assert moved.url.startswith("http://127.0.0.1:8124/stripe/webhook/")
+    assert printed(out, "webhooks") == moved.url

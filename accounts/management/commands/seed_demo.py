@@ -21,9 +21,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_variables
+from djstripe.models import WebhookEndpoint
 
 from accounts import services
-from accounts.billing.endpoints import save_webhook_endpoint
+from accounts.billing.endpoints import save_webhook_endpoint, webhook_path
 from accounts.exceptions import AccountsError
 from accounts.models import Developer, Organization, Plan, PricingModel, SubscriptionStatus
 from accounts.services import plans as plan_services
@@ -112,9 +113,12 @@ class Command(BaseCommand):
 
                 # A local webhook endpoint, so the webhook URL below is real. Its secret is random and never shown:
                 # `manage.py stripe_webhook_endpoint --secret whsec_…` (from `stripe listen`) sets the real one, and
-                # a later run keeps it.
+                # a later run keeps it. One demo endpoint: a run on another address moves it there (same uuid and
+                # secret) instead of registering one more per port.
+                local = list(WebhookEndpoint.objects.filter(id__startswith="we_local_", livemode=False)[:2])
+                url = base + webhook_path(local[0]) if len(local) == 1 else base
                 endpoint, _ = save_webhook_endpoint(
-                    secret=f"whsec_{secrets.token_urlsafe(32)}", url=base, replace_secret=False
+                    secret=f"whsec_{secrets.token_urlsafe(32)}", url=url, replace_secret=False
                 )
         except AccountsError as exc:
             raise CommandError(exc.message) from None
