@@ -18,6 +18,9 @@ def test_the_landing_page_names_the_server_the_mcp_url_the_admin_and_health(sett
     # OAuth clients need only /mcp; header-only clients have the key-only URL; developers their own page.
     assert "https://backoffice.example.com/mcp/key" in html and "X-API-Key" in html
     assert 'href="/account/"' in html
+    # Issue 31: `word-break: break-all` wrapped "X-API-Key" mid-word. Headers stay on one line; long URLs may wrap.
+    assert "break-all" not in html
+    assert '<code class="header">X-API-Key: hc_live_…</code>' in html and "code.header { white-space: nowrap; }" in html
 
 
 @pytest.mark.django_db
