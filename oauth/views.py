@@ -32,6 +32,7 @@ from accounts import services
 from accounts.exceptions import AccountsError
 from accounts.models import Developer
 from infra import request_log
+from infra.mail import mail_is_printed
 from infra.proxy import client_ip
 from oauth import grants, signin
 from oauth.authentication import mcp_resource
@@ -221,6 +222,7 @@ def sign_in_code(request: HttpRequest) -> HttpResponse:
         "error": error,
         "notice": notice,
         "next": next_url,
+        "mail_printed": mail_is_printed(),
     }
     if throttled is None:
         return _page(request, "oauth/sign_in_code.html", context, 400 if error else 200)

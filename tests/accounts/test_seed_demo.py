@@ -68,6 +68,12 @@ def test_first_run_creates_the_demo_and_shows_the_key_once():
     # Both headers that carry a key, and the key-only endpoint (issue 31: the banner named the Bearer header only).
     assert "Authorization: Bearer <key>  (or X-API-Key: <key>)" in out
     assert "http://127.0.0.1:8123/mcp/key" in out
+    assert "sign-in mail printed" not in out  # the suite's mail is not printed
+
+
+def test_the_banner_says_where_sign_in_codes_go_when_mail_is_printed(settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    assert "sign-in mail printed in this terminal, not sent" in seed()
 
 
 def test_the_stdio_line_works_from_any_directory():

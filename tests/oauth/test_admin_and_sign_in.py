@@ -153,3 +153,15 @@ def test_account_page_revokes_a_grant():
     browser.post("/account/", {"revoke_grant": grant.pk})
     with pytest.raises(KeyRefused):
         authenticate_token(tokens["access_token"])
+
+
+def test_the_code_page_says_where_a_printed_mail_goes(settings):
+    """Issue 31: with the development console backend (`make run`'s) the code is printed among the server's log
+    lines, which the page never said. It says so then, and only then."""
+    DeveloperFactory(email="ada@example.com")
+    browser = Client()
+    browser.post("/account/sign-in/", {"email": "ada@example.com"})
+    assert 'id="mail-printed"' not in browser.get("/account/sign-in/code/").content.decode()  # mail is sent
+    settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    page = browser.get("/account/sign-in/code/").content.decode()
+    assert 'id="mail-printed"' in page and "make run" in page

@@ -28,6 +28,7 @@ from accounts.billing.endpoints import save_webhook_endpoint, webhook_path
 from accounts.exceptions import AccountsError
 from accounts.models import Developer, Organization, Plan, PricingModel, SubscriptionStatus
 from accounts.services import plans as plan_services
+from infra.mail import mail_is_printed
 
 DEMO_ORG_NAME = "Demo Org"
 DEMO_STRIPE_ID = "cus_demo"
@@ -137,6 +138,11 @@ class Command(BaseCommand):
             f"  webhooks     {endpoint.url}",
             "                (its signing secret: manage.py stripe_webhook_endpoint --secret whsec_…)",
             f"  health       {base}/healthz",
+            *(
+                ["  sign-in mail printed in this terminal, not sent (EMAIL_URL=consolemail://): codes are here"]
+                if mail_is_printed()
+                else []
+            ),
             f"  organization {org.name} ({org.id}), {org.max_seats} seats, {org.subscription_status}",
             f"  developer    {developer.email} ({developer.id})",
             f"  demo plan    {plan.name} ({plan.code}): {plan.rate_limit_per_developer} calls/min per developer, "
