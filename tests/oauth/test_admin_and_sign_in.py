@@ -93,6 +93,10 @@ def test_email_code_signs_in_and_lands_on_the_account_page():
     assert signed_in.status_code == 302 and signed_in["Location"] == "/account/"
     page = browser.get("/account/").content.decode()
     assert developer.organization.name in page and developer.api_key_prefix in page
+    # Issue 31: the header led to the staff login, and "You hold a seat (5 in your organization)" read ambiguously.
+    assert '<div id="site-name"><a href="/">Hotcross</a></div>' in page and 'href="/admin/"' not in page
+    seats = developer.organization.max_seats
+    assert f"You hold one of the {seats} seat{'s' if seats != 1 else ''} your organization pays for." in page
 
 
 def test_unknown_email_gets_the_same_answer_and_no_mail():

@@ -125,6 +125,8 @@ def test_consent_page_names_client_developer_and_organization_and_flags_self_reg
     assert "127.0.0.1:33418" in page
     assert developer.email in page
     assert developer.organization.name in page
+    # Issue 31: what the client may do was said twice (the scope's description, then the same in other words).
+    assert page.count("MCP tools as you") == 1 and "its calls count as your usage" in page
 
 
 def test_deny_returns_access_denied_and_creates_nothing():
