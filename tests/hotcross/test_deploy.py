@@ -17,23 +17,39 @@ from tests.support.serve import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# README, "Configuration" → "Production": the variables a production deployment sets (values are examples).
-PRODUCTION = {
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+# README's placeholders in the production block, with values that work here.
+FILLED = {
     "SECRET_KEY": "a-production-secret-key-of-fifty-or-more-random-characters-0123456789",
-    "ALLOWED_HOSTS": "backoffice.example.com",
-    "CSRF_TRUSTED_ORIGINS": "https://backoffice.example.com",
-    "HOTCROSS_PUBLIC_URL": "https://backoffice.example.com",
-    "BEHIND_PROXY": "10.0.0.5",
-    "STRIPE_LIVE_MODE": "true",
     "STRIPE_LIVE_SECRET_KEY": "sk_live_" + "x" * 99,
 }
 
 
+def readme_production_block() -> dict[str, str]:
+    """README, "Configuration" → "Production": the variables a production deployment sets, as printed (a `…`
+    placeholder filled from FILLED; DATABASE_URL is the test's)."""
+    block = README.split("**Production.**", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    variables = {}
+    for line in block.splitlines():
+        name, _, value = line.split("  #")[0].strip().partition("=")
+        if name and name != "DATABASE_URL":
+            variables[name] = FILLED[name] if "…" in value else value
+    return variables
+
+
+PRODUCTION = readme_production_block()
+
+
 def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """A checkout that already ran `make run` (its development .env, DEBUG=true), with README's production block set
+    in the environment on top, as printed."""
     drop = ("DJANGO_", "HOTCROSS_", "DATABASE_", "SECURE_", "STRIPE_", "SESSION_", "CSRF_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.pop("DEBUG", None)
-    env.update(DOTENV_FILE="", DATABASE_URL=f"sqlite:///{tmp_path}/deploy.sqlite3", **PRODUCTION)
+    development = tmp_path / ".env"
+    development.write_text("DEBUG=true\nSECRET_KEY=development-only\nHOTCROSS_PUBLIC_URL=http://127.0.0.1:8000\n")
+    env.update(DOTENV_FILE=str(development), DATABASE_URL=f"sqlite:///{tmp_path}/deploy.sqlite3")
+    env.update(PRODUCTION)
     env.update(overrides)
     return env
 
