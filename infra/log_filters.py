@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 
 REDACTED = "[redacted]"
@@ -90,6 +91,33 @@ class OneLineForDatabaseOutages(logging.Filter):
         return True
 
 
+class FewerPoolRetries(logging.Filter):
+    """psycopg_pool logs every failed attempt to connect (with libpq's two-line message) and every reconnection that
+    gave up: an unreachable database made a command print ~9 of them before its own one line. The first is kept,
+    in one line; the next ones are dropped for `SECONDS`, then one more says how many were."""
+
+    SECONDS = 30.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown_at: float | None = None
+        self._dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "psycopg.pool" or record.levelno > logging.WARNING:
+            return True
+        now = time.monotonic()
+        if self._shown_at is not None and now - self._shown_at < self.SECONDS:
+            self._dropped += 1
+            return False
+        message = record.getMessage().split("\n", 1)[0]
+        if self._dropped:
+            message += f" ({self._dropped} more such lines in the last {self.SECONDS:g} s)"
+        record.msg, record.args = message, None
+        self._shown_at, self._dropped = now, 0
+        return True
+
+
 def _is_outage(exc: Any) -> bool:
     from infra.db import is_database_outage  # not at import: settings load this module before Django is set up
 
@@ -112,13 +140,19 @@ def logging_config(log_format: str, level: str) -> dict[str, Any]:
         "filters": {
             "one_line_for_suspicious_requests": {"()": "infra.log_filters.OneLineForSuspiciousRequests"},
             "one_line_for_database_outages": {"()": "infra.log_filters.OneLineForDatabaseOutages"},
+            "fewer_pool_retries": {"()": "infra.log_filters.FewerPoolRetries"},
             "redact_secrets": {"()": "infra.log_filters.RedactSecrets"},
         },
         "handlers": {
             "console": {
                 "class": "logging.StreamHandler",
                 "formatter": log_format,
-                "filters": ["one_line_for_suspicious_requests", "one_line_for_database_outages", "redact_secrets"],
+                "filters": [
+                    "one_line_for_suspicious_requests",
+                    "one_line_for_database_outages",
+                    "fewer_pool_retries",
+                    "redact_secrets",
+                ],
             }
         },
         "root": {"handlers": ["console"], "level": level},

@@ -90,3 +90,6 @@ def test_an_unreachable_database_is_named(command):
         result.stderr
     )
     assert "DATABASE_URL" in ours[0]
+    # Issue 31: the pool printed ~9 warnings (each two lines) first; now its first failure only, in one line.
+    pool = [line for line in result.stderr.splitlines() if "psycopg.pool" in line or line.startswith("\t")]
+    assert len(pool) <= 1, result.stderr
