@@ -50,6 +50,17 @@ class YesNoFilter(admin.SimpleListFilter):
         return queryset
 
 
+def record_fieldsets(fieldsets: Any, obj: Any) -> list[Any]:
+    """A page's fieldsets with its "Record" section (when made and changed) showing the legacy customer id only for a
+    row the legacy conversion made: on every other page it was an empty "Legacy customer id: -"."""
+    if getattr(obj, "legacy_customer_id", None):
+        return list(fieldsets)
+    return [
+        (name, {**options, "fields": tuple(f for f in options["fields"] if f != "legacy_customer_id")})
+        for name, options in fieldsets
+    ]
+
+
 class ServiceRefused(Exception):
     """A service refused a save after the form validated: roll back, say why, show the page again."""
 

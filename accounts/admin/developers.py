@@ -19,7 +19,7 @@ from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_variables
 
 from accounts import services
-from accounts.admin.base import ServiceAdmin, YesNoFilter
+from accounts.admin.base import ServiceAdmin, YesNoFilter, record_fieldsets
 from accounts.admin.display import state_badge
 from accounts.admin.forms import DeveloperAddForm, KeyExpiryForm, RotateKeyForm
 from accounts.admin.pages import key_page
@@ -68,7 +68,7 @@ class DeveloperAdmin(ServiceAdmin):
                 )
             },
         ),
-        ("History", {"fields": ("created_at", "updated_at", "legacy_customer_id")}),
+        ("Record", {"fields": ("created_at", "updated_at", "legacy_customer_id")}),
     )
     # Nothing on a developer's page is edited in place: keys and state change through actions and buttons.
     readonly_fields = flatten_fieldsets(fieldsets)
@@ -89,7 +89,7 @@ class DeveloperAdmin(ServiceAdmin):
         css = {"all": ["accounts/admin.css"]}
 
     def get_fieldsets(self, request: HttpRequest, obj: Developer | None = None) -> Any:
-        return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
+        return self.add_fieldsets if obj is None else record_fieldsets(super().get_fieldsets(request, obj), obj)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Developer | None = None) -> Sequence[str]:
         return () if obj is None else self.readonly_fields

@@ -17,7 +17,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 
 from accounts import monthly_use, selectors, services
-from accounts.admin.base import MAX_ACTION_OBJECTS, ServiceAdmin, YesNoFilter
+from accounts.admin.base import MAX_ACTION_OBJECTS, ServiceAdmin, YesNoFilter, record_fieldsets
 from accounts.admin.chart import usage_chart
 from accounts.admin.display import djstripe_list_url, status_badge, stripe_dashboard_url
 from accounts.admin.forms import StatusForm
@@ -98,7 +98,7 @@ class OrganizationAdmin(ServiceAdmin):
                 )
             },
         ),
-        ("History", {"fields": ("last_activity", "created_at", "updated_at", "legacy_customer_id")}),
+        ("Record", {"fields": ("last_activity", "created_at", "updated_at", "legacy_customer_id")}),
     )
     add_fieldsets = (
         (None, {"fields": ("name", "billing_email", "pricing_model")}),
@@ -122,7 +122,7 @@ class OrganizationAdmin(ServiceAdmin):
         return monthly_use.with_monthly_use(selectors.organizations_for_admin().select_related("plan"))
 
     def get_fieldsets(self, request: HttpRequest, obj: Organization | None = None) -> Any:
-        return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
+        return self.add_fieldsets if obj is None else record_fieldsets(super().get_fieldsets(request, obj), obj)
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         # The whole term, matched against the name, the exact Stripe id or any developer's email. Done by hand so

@@ -73,7 +73,7 @@ class Organization(models.Model):
         null=True,
         blank=True,
         related_name="organizations",
-        help_text="Empty: the default plan (HOTCROSS_DEFAULT_PLAN).",
+        help_text="Empty: the plan every organization without one of its own is on.",
     )
     # The legacy `customers` row this organization was converted from (see the legacy conversion migration).
     legacy_customer_id = models.UUIDField(null=True, blank=True, unique=True, editable=False)

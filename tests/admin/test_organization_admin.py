@@ -2,6 +2,7 @@
 
 import datetime
 import re
+import uuid
 from html.parser import HTMLParser
 
 import pytest
@@ -417,3 +418,25 @@ class TestChangePage:
             {"app_label": "accounts", "model_name": "developer", "field_name": "organization", "term": "acme"},
         )
         assert [r["text"] for r in response.json()["results"]] == ["Acme Corp"]
+
+
+@pytest.mark.django_db
+def test_pages_say_the_legacy_id_only_when_there_is_one_and_the_dashboard_speaks_plainly(staff_client):
+    """Issue 31: "Legacy customer id: -" on every page, a "History" section next to the "History" button, and
+    engineer-speak on the dashboard ("one of our receivers raised", "one served tools/call")."""
+    plain = DeveloperFactory()
+    legacy_id = uuid.uuid4()
+    converted = DeveloperFactory(legacy_customer_id=legacy_id, organization__legacy_customer_id=legacy_id)
+    for developer in (plain, converted):
+        for url in (
+            reverse("admin:accounts_organization_change", args=[developer.organization_id]),
+            reverse("admin:accounts_developer_change", args=[developer.pk]),
+        ):
+            page = staff_client.get(url).content.decode()
+            assert ("Legacy customer id" in page) == bool(developer.legacy_customer_id), url
+            assert "<h2>History</h2>" not in page and "Record" in page
+    dashboard = staff_client.get(reverse("admin:index")).content.decode()
+    assert "receivers raised" not in dashboard and "served tools/call" not in dashboard
+    assert "HOTCROSS_DEFAULT_PLAN" not in staff_client.get(
+        reverse("admin:accounts_organization_change", args=[plain.organization_id])
+    ).content.decode()
