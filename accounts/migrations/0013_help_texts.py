@@ -5,35 +5,59 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0012_plan_prompts_and_resources'),
+        ("accounts", "0012_plan_prompts_and_resources"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='organization',
-            name='plan',
-            field=models.ForeignKey(blank=True, help_text='Empty: the plan every organization without one of its own is on.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='organizations', to='accounts.plan'),
+            model_name="organization",
+            name="plan",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="Empty: the plan every organization without one of its own is on.",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="organizations",
+                to="accounts.plan",
+            ),
         ),
         migrations.AlterField(
-            model_name='plan',
-            name='allowed_resources',
-            field=models.TextField(blank=True, default='', help_text='When not every resource: one resource URI or pattern per line (such as notes://*), shell-style; a resource template is listed (and completed) when its URI template matches. None listed: no resource.'),
+            model_name="plan",
+            name="allowed_resources",
+            field=models.TextField(
+                blank=True,
+                default="",
+                help_text="When not every resource: one resource URI or pattern per line (such as notes://*), shell-style; a resource template is listed (and completed) when its URI template matches. None listed: no resource.",
+            ),
         ),
         migrations.AlterField(
-            model_name='plan',
-            name='allowed_tools',
-            field=models.TextField(blank=True, default='', help_text='When not every tool: one tool name or pattern per line (such as docs_* or memory.?), shell-style.'),
+            model_name="plan",
+            name="allowed_tools",
+            field=models.TextField(
+                blank=True,
+                default="",
+                help_text="When not every tool: one tool name or pattern per line (such as docs_* or memory.?), shell-style.",
+            ),
         ),
         migrations.AlterField(
-            model_name='plan',
-            name='code',
-            field=models.SlugField(help_text='A Stripe price or product whose metadata says hotcross_plan=CODE puts its subscribers on this plan.', max_length=64, unique=True),
+            model_name="plan",
+            name="code",
+            field=models.SlugField(
+                help_text="A Stripe price or product whose metadata says hotcross_plan=CODE puts its subscribers on this plan.",
+                max_length=64,
+                unique=True,
+            ),
         ),
         migrations.AlterField(
-            model_name='plan',
-            name='stripe_meter_event_name',
-            field=models.CharField(blank=True, default='', help_text='The event name of the Stripe Billing meter that calls are reported to.', max_length=100, verbose_name='Stripe meter event name'),
+            model_name="plan",
+            name="stripe_meter_event_name",
+            field=models.CharField(
+                blank=True,
+                default="",
+                help_text="The event name of the Stripe Billing meter that calls are reported to.",
+                max_length=100,
+                verbose_name="Stripe meter event name",
+            ),
         ),
     ]

@@ -437,6 +437,9 @@ def test_pages_say_the_legacy_id_only_when_there_is_one_and_the_dashboard_speaks
             assert "<h2>History</h2>" not in page and "Record" in page
     dashboard = staff_client.get(reverse("admin:index")).content.decode()
     assert "receivers raised" not in dashboard and "served tools/call" not in dashboard
-    assert "HOTCROSS_DEFAULT_PLAN" not in staff_client.get(
-        reverse("admin:accounts_organization_change", args=[plain.organization_id])
-    ).content.decode()
+    assert (
+        "HOTCROSS_DEFAULT_PLAN"
+        not in staff_client.get(
+            reverse("admin:accounts_organization_change", args=[plain.organization_id])
+        ).content.decode()
+    )
