@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_bridge.auth import current_caller
 from mcp_bridge.bodies import read_body, replay
+from mcp_bridge.notifications import request_channel
 
 logger = logging.getLogger(__name__)
 
@@ -109,19 +110,16 @@ class BackChannelManager(StreamableHTTPSessionManager):
 async def ask_client(ctx: ServerRequestContext[Any, Any], method: str, params: dict[str, Any] | None) -> dict[str, Any]:
     """Ask the client of `ctx`'s request (`method`: one of `ASKED`) and return its result; its error, or that it
     cannot be asked (it did not declare the capability, or its connection has no way back), as `MCPError`."""
-    if method not in ASKED:
-        raise MCPError(code=INVALID_REQUEST, message=f"The bridge does not pass {method!r} on to clients.")
+    request_id = _question_id(method)  # first: an unknown method is refused as such
     declared = ctx.session.client_capabilities
     if declared is not None and getattr(declared, _CAPABILITY[method], None) is None:
         raise MCPError(
             code=INVALID_REQUEST, message=f"The client did not declare the {_CAPABILITY[method]} capability."
         )
-    request_id = f"hotcross-ask-{uuid.uuid4().hex}"
     transport = _transport.get()
     if transport is not None:
         _waiting[request_id] = (transport, _developer())
-    # The request's own channel (mcp 2.3 keeps it on the session): onto this request's stream, not the standalone one.
-    channel = ctx.session._request_outbound
+    channel = request_channel(ctx)  # onto this request's stream, not the standalone one
     try:
         return await channel.send_raw_request(method, params, {"request_id": request_id})
     except NoBackChannelError:
@@ -133,6 +131,14 @@ async def ask_client(ctx: ServerRequestContext[Any, Any], method: str, params: d
         _waiting.pop(request_id, None)
 
 
+def _question_id(method: str) -> str:
+    """A new id for a request to the client (unique, so that its answer finds it); MCPError for a method the bridge
+    does not pass on."""
+    if method not in ASKED:
+        raise MCPError(code=INVALID_REQUEST, message=f"The bridge does not pass {method!r} on to clients.")
+    return f"hotcross-ask-{uuid.uuid4().hex}"
+
+
 class AnswerWaiter:
     """Waits for the client's answer to one request written on an event stream the bridge writes itself (the
     gateway's direct forwarding)."""
@@ -142,13 +148,10 @@ class AnswerWaiter:
         self._answer: dict[str, Any] = {}
 
     async def handle_request(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = bytearray()
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        self._answer = json.loads(body)
+        read = await read_body(receive)  # what `Replies` read and checked already, replayed
+        if read is None:
+            return  # the client went away
+        self._answer = json.loads(read[0])
         self._answered.set()
         await Response(status_code=202)(scope, receive, send)
 
@@ -167,9 +170,7 @@ async def ask_on_stream(
     write_event: Callable[[bytes], Awaitable[None]], method: str, params: dict[str, Any] | None
 ) -> dict[str, Any]:
     """Ask the client on an event stream the caller writes (`write_event(data)`), and wait for its answer."""
-    if method not in ASKED:
-        raise MCPError(code=INVALID_REQUEST, message=f"The bridge does not pass {method!r} on to clients.")
-    request_id = f"hotcross-ask-{uuid.uuid4().hex}"
+    request_id = _question_id(method)
     waiter = AnswerWaiter()
     _waiting[request_id] = (waiter, _developer())
     try:

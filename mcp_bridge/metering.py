@@ -34,6 +34,7 @@ import anyio
 from django.conf import settings
 from django.utils import timezone
 from mcp.server.context import ServerRequestContext
+from mcp_types.methods import is_input_required
 
 from accounts import last_used
 from accounts.credentials import Principal
@@ -94,16 +95,11 @@ async def metered(tool_name: str, call: Callable[[], Awaitable[Any]]) -> Any:
     except Exception:
         buffer.add(_counted(_event(caller, tool_name, ok=False, started=started)))
         raise
-    if _asks_for_input(result):
+    if is_input_required(result):
         return result  # a round trip of the call (2026-07-28's `input_required`): usage once, when it completes
     is_error = result.get("isError") is True if isinstance(result, dict) else bool(getattr(result, "is_error", False))
     buffer.add(_counted(_event(caller, tool_name, ok=not is_error, started=started)))
     return result
-
-
-def _asks_for_input(result: Any) -> bool:
-    kind = result.get("resultType") if isinstance(result, dict) else getattr(result, "result_type", None)
-    return kind == "input_required"
 
 
 def _counted(event: dict[str, Any]) -> dict[str, Any]:

@@ -28,15 +28,22 @@ LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "e
 _levels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
-def _connection_of(ctx: ServerRequestContext[Any, Any]) -> Any:
-    # The SDK keeps the connection on the request's session (mcp 2.3: `ServerSession._connection`); without it the
-    # level is simply not remembered.
+def connection_of(ctx: ServerRequestContext[Any, Any]) -> Any:
+    """The SDK's connection (the client) of `ctx`'s request, or None. mcp 2.3 keeps it on the request's session
+    (`ServerSession._connection`): the bridge reads it here only (the log level, subscriptions, list changes)."""
     return getattr(ctx.session, "_connection", None)
+
+
+def request_channel(ctx: ServerRequestContext[Any, Any]) -> Any:
+    """The channel of `ctx`'s own request (its event stream over HTTP, the pipe over stdio), for a request or a
+    notification that must ride it. mcp 2.3 keeps it on the session (`ServerSession._request_outbound`): read here
+    only."""
+    return ctx.session._request_outbound
 
 
 async def set_level(ctx: ServerRequestContext[Any, Any], params: SetLevelRequestParams) -> EmptyResult:
     """`logging/setLevel`: the connection gets log messages of that level and above from now on."""
-    connection = _connection_of(ctx)
+    connection = connection_of(ctx)
     if connection is not None:
         try:
             _levels[connection] = params.level
@@ -51,7 +58,7 @@ def wants(ctx: ServerRequestContext[Any, Any], level: str) -> bool:
         return False
     if level not in allowed_log_levels(ctx.protocol_version, ctx.meta):  # the 2026-07-28 per-request opt-in
         return False
-    connection = _connection_of(ctx)
+    connection = connection_of(ctx)
     chosen = _levels.get(connection) if connection is not None else None
     return chosen is None or LEVELS.index(level) >= LEVELS.index(chosen)
 

@@ -310,19 +310,20 @@ class Upstream:
 
     async def subscribe(self, uri: str, meta: dict[str, Any]) -> None:
         """`resources/subscribe` of the upstream (updates go to `on_resource_updated`); failures as `request`'s."""
-        what = f"resources/subscribe {uri!r}"
-        if self.config.transport == "http":
-            await self._post_request(what, "resources/subscribe", {"uri": uri, "_meta": meta}, EmptyResult)
-            return
-        await self.request(what, lambda session: session.subscribe_resource(uri, meta=meta))
+        await self._subscription("resources/subscribe", uri, meta, lambda s: s.subscribe_resource(uri, meta=meta))
 
     async def unsubscribe(self, uri: str, meta: dict[str, Any]) -> None:
         """`resources/unsubscribe` of the upstream; failures as `request`'s."""
-        what = f"resources/unsubscribe {uri!r}"
+        await self._subscription("resources/unsubscribe", uri, meta, lambda s: s.unsubscribe_resource(uri, meta=meta))
+
+    async def _subscription(
+        self, method: str, uri: str, meta: dict[str, Any], over_stdio: Callable[[ClientSession], Awaitable[Any]]
+    ) -> None:
+        what = f"{method} {uri!r}"
         if self.config.transport == "http":
-            await self._post_request(what, "resources/unsubscribe", {"uri": uri, "_meta": meta}, EmptyResult)
-            return
-        await self.request(what, lambda session: session.unsubscribe_resource(uri, meta=meta))
+            await self._post_request(what, method, {"uri": uri, "_meta": meta}, EmptyResult)
+        else:
+            await self.request(what, over_stdio)
 
     async def complete(
         self,
@@ -586,11 +587,15 @@ class Upstream:
         before, self.listing = self.listing, await read_listing(session)
         changed = [kind for kind, key in _LISTS if before.read_at and key(before) != key(self.listing)]
         for kind in changed:  # after the new lists are in: a client that lists again gets them
-            for listener in list(self.on_list_changed):
-                try:
-                    await listener(kind)
-                except Exception:
-                    logger.exception("%s: a list change could not be passed on", self.name)
+            await self._tell(self.on_list_changed, kind, "a list change")
+
+    async def _tell(self, listeners: list[Callable[[str], Awaitable[None]]], value: str, what: str) -> None:
+        """Each listener hears `value`; one that fails is logged and the others still hear it."""
+        for listener in list(listeners):
+            try:
+                await listener(value)
+            except Exception:
+                logger.exception("%s: %s could not be passed on", self.name, what)
 
     async def _on_message(self, message: IncomingMessage) -> None:
         if isinstance(
@@ -598,11 +603,7 @@ class Upstream:
         ):
             self.refresh_soon()
         elif isinstance(message, ResourceUpdatedNotification):
-            for listener in list(self.on_resource_updated):
-                try:
-                    await listener(str(message.params.uri))
-                except Exception:
-                    logger.exception("%s: a resource update could not be passed on", self.name)
+            await self._tell(self.on_resource_updated, str(message.params.uri), "a resource update")
         elif isinstance(message, Exception):
             logger.warning("%s sent something that is not MCP: %s", self.name, message.__class__.__name__)
 

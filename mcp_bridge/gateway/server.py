@@ -95,7 +95,7 @@ class GatewayServer(MCPServer):
         if upstream is None:
             assert self._own_listen is not None  # registered only with the SDK's
             return await self._own_listen(ctx, params)
-        channel = ctx.session._request_outbound  # this request's stream (mcp 2.3 keeps it on the session)
+        channel = notifications.request_channel(ctx)  # this request's stream
 
         async def relay(message: dict[str, Any]) -> None:
             params = message.get("params")

@@ -24,6 +24,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.subscriptions import SubscriptionBus
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
 
+from mcp_bridge.notifications import connection_of
 from upstream.connection import Upstream
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class Subscriptions:
 
 def _streaming_connection(ctx: ServerRequestContext[Any, Any]) -> Any:
     """The client's SDK connection when it has a stream for notifications outside a request (stdio), else None."""
-    connection = getattr(ctx.session, "_connection", None)  # mcp 2.3 keeps it there
+    connection = connection_of(ctx)
     if connection is None or not getattr(connection, "has_standalone_channel", False):
         return None
     return connection
