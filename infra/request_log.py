@@ -108,17 +108,25 @@ class RequestLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), b"").decode("latin-1").strip()
-        request_id = given if _ID.fullmatch(given) else _new_request_id()
+        given: bytes | None = None
+        trace: bytes | None = None
+        for name, value in scope.get("headers", ()):  # one pass for both headers: every request comes here
+            if name == b"x-request-id" and given is None:  # the first of each, as before
+                given = value
+            elif name == b"traceparent" and trace is None:
+                trace = value
+        given_id = (given or b"").decode("latin-1").strip()
+        request_id = given_id if _ID.fullmatch(given_id) else _new_request_id()
         fields: dict[str, Any] = {
             "request_id": request_id,
             "method": scope.get("method", ""),
             "path": scope.get("path", ""),
             "status": 500,  # unless a response starts
         }
-        trace = next((v for k, v in scope.get("headers", ()) if k == b"traceparent"), b"").decode("latin-1").strip()
-        if valid_trace(trace):
-            fields["traceparent"] = trace
+        if trace:
+            trace_text = trace.decode("latin-1").strip()
+            if valid_trace(trace_text):
+                fields["traceparent"] = trace_text
         token = _current.set(fields)
         started = time.perf_counter()
 
