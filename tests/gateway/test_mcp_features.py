@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -262,8 +263,17 @@ def test_a_clients_traceparent_reaches_the_upstream_and_the_log_line(bridge, gat
     assert "traceparent" not in malformed.json()["result"]["structuredContent"]
 
     post(bridge, developer.plain_key, call(54, "test_simple_text", {}, _meta={"traceparent": TRACE}))
-    lines = [json.loads(line) for line in bridge.log().splitlines() if line.startswith("{")]
-    assert any(line.get("traceparent") == TRACE and line.get("path") == "/mcp" for line in lines)
+
+    def logged() -> bool:
+        lines = [json.loads(line) for line in bridge.log().splitlines() if line.startswith("{")]
+        return any(line.get("traceparent") == TRACE and line.get("path") == "/mcp" for line in lines)
+
+    # The request's line is written once its answer has gone out: it may reach the log a moment after the client
+    # has the answer.
+    deadline = time.monotonic() + 10
+    while not logged() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert logged(), bridge.log()[-2000:]
 
 
 def modern_call(server: RunningServer, key: str, request_id: int, name: str, **params: Any) -> dict[str, Any]:
