@@ -71,3 +71,24 @@ def best_status(statuses: Iterable[str]) -> str | None:
     """The status in best standing among these (unknown ones ignored); None when none is known."""
     known = [status for status in statuses if status in STATUS_STANDING]
     return min(known, key=status_rank, default=None)
+
+
+class Role(models.TextChoices):
+    """A person's role in their organization. Owners and admins manage members, invitations and keys on `/org/`
+    (owners also billing and roles); members are developers only. Any role may hold a seat: a seat is a key in use."""
+
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+
+
+MANAGING_ROLES = (Role.OWNER, Role.ADMIN)
+
+
+class AlertKind(models.TextChoices):
+    """The mails owners get about their organization (`accounts.alerts`)."""
+
+    CAP_80 = "cap_80", "80 % of the monthly cap"
+    CAP_100 = "cap_100", "the monthly cap reached"
+    PAST_DUE = "past_due", "a payment failed (past due)"
+    SEATS_SHORT = "seats_short", "members refused for lack of seats"

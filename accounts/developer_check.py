@@ -221,7 +221,7 @@ def key_refusal(found: DeveloperRow) -> KeyRefused | None:
 def developer_refusal(found: DeveloperRow) -> KeyRefused | None:
     """The refusal rules of the developer themself (revoked, expired, inactive, subscription, seats): what an OAuth
     access token, a web sign-in and a consent of the developer share with the key (`oauth.authentication`). The key's
-    expiry is the end of the developer's access, whichever credential they use (README, "Keys")."""
+    expiry is the end of the developer's access, whichever credential they use (docs/clients.md, "Keys")."""
     refusal = key_refusal(found)
     if refusal is not None and refusal.code == KeyRefused.KEY_EXPIRED:
         return KeyRefused(

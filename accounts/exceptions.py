@@ -77,3 +77,26 @@ class KeyRefused(AccountsError):
 
     def __repr__(self) -> str:
         return f"KeyRefused(code={self.code!r}, message={self.message!r})"
+
+
+class NotAllowed(AccountsError):
+    """The person's role in the organization does not allow this (an admin changing an owner, the last owner leaving,
+    anyone acting on another organization)."""
+
+    code = "not_allowed"
+
+
+class Throttled(AccountsError):
+    """Over a self-service limit (`accounts.throttle`): nothing was done; `retry_after` is the seconds to wait."""
+
+    code = "throttled"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class InvitationUnusable(AccountsError):
+    """An invitation token that is unknown, used, revoked, expired, or for another address."""
+
+    code = "invitation_unusable"

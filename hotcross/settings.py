@@ -1,7 +1,7 @@
 """Settings for the Hotcross back office, read from the environment (and `.env` when present).
 
-See `.env.example` and README's configuration table for every variable. A missing or unusable value raises
-`ImproperlyConfigured` with one line saying what to set; `manage.py` and `hotcross.asgi` print that line, not a
+See `.env.example` and the configuration table of docs/operations.md for every variable. A missing or unusable value
+raises `ImproperlyConfigured` with one line saying what to set; `manage.py` and `hotcross.asgi` print that line, not a
 traceback.
 """
 
@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "axes",  # admin login throttling (see "Admin login throttling" below)
     "oauth2_provider",  # OAuth 2.1 authorization server for MCP clients (see "OAuth for MCP clients" below)
     "oauth",
+    "portal",  # customers' own pages: /signup/, /org/, /invitations/<token>/ (issue 30)
 ]
 
 MIDDLEWARE = [
@@ -178,6 +179,8 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+# Dates as 2026-12-06 and times as 2026-12-06 21:31 (UTC) everywhere (hotcross/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["hotcross.formats"]
 USE_I18N = True
 USE_TZ = True
 
@@ -358,7 +361,7 @@ DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
 # metadata["djstripe_subscriber"] up as an Organization pk and fail (HTTP 500) on another app's non-uuid value.
 DJSTRIPE_SUBSCRIBER_CUSTOMER_KEY = ""
 
-# --- Several workers, metrics, logs (README "Several workers") -------------------------------------------------------
+# --- Several workers, metrics, logs (docs/operations.md "Several workers") ---------------------------------------
 # Shared state of the processes (workers, machines) goes through Django's cache: Redis when REDIS_URL is set
 # (redis://host:6379/0), else each process's own memory (enough for one process; `make run` needs no Redis).
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -377,7 +380,7 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 # /metrics (infra.metrics): a Prometheus scraper sends `Authorization: Bearer <this>`; staff can read it signed in.
-# Empty: staff only. With several workers also set PROMETHEUS_MULTIPROC_DIR (README).
+# Empty: staff only. With several workers also set PROMETHEUS_MULTIPROC_DIR (docs/operations.md).
 HOTCROSS_METRICS_TOKEN = env.str("HOTCROSS_METRICS_TOKEN", default="")
 # plain (default) or json: one JSON object per log line, and one line per HTTP request with its request id
 # (infra.request_log).
@@ -453,5 +456,16 @@ HOTCROSS_SIGN_IN_GUESSES_PER_CLIENT_PER_HOUR = env.int("HOTCROSS_SIGN_IN_GUESSES
 HOTCROSS_SIGN_IN_FREE_FAILURES = env.int("HOTCROSS_SIGN_IN_FREE_FAILURES", default=3)
 HOTCROSS_SIGN_IN_FAILURE_WAIT_SECONDS = env.float("HOTCROSS_SIGN_IN_FAILURE_WAIT_SECONDS", default=2.0)
 HOTCROSS_SIGN_IN_MAX_WAIT_SECONDS = env.int("HOTCROSS_SIGN_IN_MAX_WAIT_SECONDS", default=3600)
+# Customers' self-service (portal/, accounts.services.members): an invitation link works once, this many hours;
+# invitations (and their resends) per invited address and per client address per hour; sign-up starts per address and
+# per client address per hour (each also counts as a sign-in code: the limits above hold too).
+HOTCROSS_INVITATION_HOURS = env.int("HOTCROSS_INVITATION_HOURS", default=168)
+HOTCROSS_INVITATIONS_PER_ADDRESS_PER_HOUR = env.int("HOTCROSS_INVITATIONS_PER_ADDRESS_PER_HOUR", default=5)
+HOTCROSS_INVITATIONS_PER_CLIENT_PER_HOUR = env.int("HOTCROSS_INVITATIONS_PER_CLIENT_PER_HOUR", default=50)
+HOTCROSS_SIGNUPS_PER_ADDRESS_PER_HOUR = env.int("HOTCROSS_SIGNUPS_PER_ADDRESS_PER_HOUR", default=5)
+HOTCROSS_SIGNUPS_PER_CLIENT_PER_HOUR = env.int("HOTCROSS_SIGNUPS_PER_CLIENT_PER_HOUR", default=10)
+# Owners' alerts (accounts.alerts): after usage is written, each process checks an organization's monthly cap (80 % and
+# 100 % mails) at most once per this many seconds, and not at all once this month's 100 % mail is known sent.
+HOTCROSS_ALERT_CHECK_SECONDS = env.float("HOTCROSS_ALERT_CHECK_SECONDS", default=30.0)
 
 LOGGING = logging_config(LOG_FORMAT, env.str("LOG_LEVEL", default="WARNING"))  # infra.log_filters

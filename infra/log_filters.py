@@ -30,13 +30,17 @@ SECRET_PARAMETERS = (
 # (a refusal's stable code, not a credential) after a space.
 _PARAMETER = re.compile(r"(?i)((?:^|[?&;])(?:" + "|".join(SECRET_PARAMETERS) + r")=)[^&;\s\"'#]*")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+")
+# An invitation link's token, in a path: `/invitations/<token>/…` (the link is the invitation's secret).
+_INVITATION = re.compile(r"(?<!/org)(/invitations/)[^/?#\s\"']+")
 
 
 def redact(text: str) -> str:
-    """`text` without credentials: keys, the values of credential query parameters, bearer tokens."""
+    """`text` without credentials: keys, the values of credential query parameters, bearer tokens, invitation
+    tokens in paths."""
     if not text:
         return text
     text = _KEY.sub(REDACTED, text)
+    text = _INVITATION.sub(lambda m: m.group(1) + REDACTED, text)
     text = _PARAMETER.sub(lambda m: m.group(1) + REDACTED, text)
     return _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
 

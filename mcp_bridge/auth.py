@@ -17,7 +17,7 @@ module only carries its answer to MCP clients, and tells the request log whose r
   (`resource_metadata`, RFC 9728, so MCP clients find the OAuth server) and the scope to ask for (`scope="mcp"`); at
   `/mcp/key` neither (no OAuth there). A working credential whose developer lacks standing (deactivated, the
   subscription inactive, beyond the seats) → HTTP 403: signing in again would not help. Either way the body is a
-  JSON-RPC error carrying the refusal's code and message (see README, "MCP: refusals"). Database unreachable → HTTP 503,
+  JSON-RPC error carrying the refusal's code and message (docs/clients.md, "Refusals"). Database unreachable → HTTP 503,
   same body shape.
 
 In every case the refusal is a JSON-RPC error with code `KEY_REFUSED`, a message that starts with the stable refusal

@@ -72,7 +72,7 @@ def check_upstream(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     try:
         config = upstream_config()
     except ImproperlyConfigured as exc:
-        return [Error(str(exc), hint="See README, 'Gateway mode'.", id="mcp_bridge.E010")]
+        return [Error(str(exc), hint="See docs/gateway.md.", id="mcp_bridge.E010")]
     if config is None:
         return []
     found = sandbox_findings(config)

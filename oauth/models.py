@@ -91,8 +91,16 @@ class SignInCode(models.Model):
     the same whoever asks. Only the code's hash is kept. An address has at most one unused code: a new start ends
     the earlier ones (`email_key` finds them)."""
 
+    class Purpose(models.TextChoices):
+        SIGN_IN = "sign_in", "sign in"
+        SIGN_UP = "sign_up", "sign up (a new organization)"
+        INVITATION = "invitation", "accept an invitation"
+
     email = models.CharField(max_length=254)
     email_key = models.CharField(max_length=254, default="", help_text="The address in lower case.")
+    # sign_in: mailed to developers only. sign_up and invitation prove an address that is no developer's yet: mailed to
+    # any address (within the same limits), and a right code gives the address, not a developer.
+    purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.SIGN_IN)
     developer = models.ForeignKey("accounts.Developer", null=True, blank=True, on_delete=models.CASCADE)
     code_hash = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -14,7 +14,7 @@ made, none is tried, nothing is mailed. Each step is written first and then coun
 before it, so two workers at once cannot both slip under a limit (one or both are refused). An address or a code
 that cannot be one (a NUL, a control character, not an address, not six digits) is refused before any query.
 
-Mails leave through `oauth.mailer` (a thread of the process), after the answer (item 4).
+Mails leave through `infra.mailer` (a thread of the process), after the answer (item 4).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from django.utils import timezone
 from accounts import credentials
 from accounts.exceptions import KeyRefused
 from accounts.models import Developer
-from oauth import mailer
+from infra import mailer
 from oauth.authentication import developer_standing
 from oauth.models import SignInCode, SignInEvent
 
@@ -106,13 +106,21 @@ def _new_code() -> str:
     return f"{secrets.randbelow(1_000_000):06d}"
 
 
-def _send_later(email: str, code: str, code_id: int) -> None:
+_PURPOSE_WORDS = {
+    SignInCode.Purpose.SIGN_IN: "sign-in code",
+    SignInCode.Purpose.SIGN_UP: "sign-up code",
+    SignInCode.Purpose.INVITATION: "code to accept your invitation",
+}
+
+
+def _send_later(email: str, code: str, code_id: int, purpose: str = SignInCode.Purpose.SIGN_IN) -> None:
+    what = _PURPOSE_WORDS.get(purpose, "code")
     mailer.send_later(
         mailer.Mail(
-            subject=f"Your Hotcross sign-in code: {code}",
+            subject=f"Your Hotcross {what}: {code}",
             message=(
-                f"Your Hotcross sign-in code is {code}.\n\n"
-                "It works for 10 minutes. If you did not ask for it, ignore this mail: nobody can sign in without it."
+                f"Your Hotcross {what} is {code}.\n\n"
+                "It works for 10 minutes. If you did not ask for it, ignore this mail: nobody can use it without it."
             ),
             to=email,
             code_id=code_id,
@@ -238,23 +246,74 @@ def start_email_sign_in(email: str, client_ip: str | None = None) -> Started:
     email_key = email.lower()
     _count_code(email_key, client_ip)
     developer = Developer.objects.filter(email__iexact=email).first()
-    code = _new_code()
-    now = timezone.now()
-    row = SignInCode.objects.create(
-        email=email,
-        email_key=email_key,
-        developer=developer,
-        code_hash=_hash(code),
-        expires_at=now + CODE_LIFETIME,
-        sent_at=now,
-    )
-    # one unused code per address: the earlier ones end (older ids only, so two starts at once leave the newer)
-    SignInCode.objects.filter(email_key=email_key, used_at=None, pk__lt=row.pk).delete()
-    SignInEvent.objects.filter(created_at__lt=now - FAILURE_WINDOW).delete()
+    row, code = _new_code_row(email, developer=developer)
+    SignInEvent.objects.filter(created_at__lt=row.sent_at - FAILURE_WINDOW).delete()
     if developer is not None:
         _send_later(developer.email, code, row.pk)
     logger.info("sign-in code requested code_id=%s known=%s", row.pk, developer is not None)
     return Started(row.pk, email)
+
+
+def start_address_proof(email: str, purpose: str, client_ip: str | None = None) -> Started:
+    """Make a code that proves `email` for a sign-up or an invitation (`SignInCode.Purpose`) and mail it to that
+    address, a developer's or not, within the same limits as a sign-in (`Throttled` over one: nothing made or mailed).
+    A right code gives the address (`finish_address_proof`), never a developer's session."""
+    if purpose == SignInCode.Purpose.SIGN_IN:
+        raise ValueError("a sign-in proves a developer: use start_email_sign_in")
+    email = clean_email(email)
+    _count_code(email.lower(), client_ip)
+    row, code = _new_code_row(email, purpose=purpose)
+    _send_later(email, code, row.pk, purpose)
+    logger.info("address proof code requested code_id=%s purpose=%s", row.pk, purpose)
+    return Started(row.pk, email)
+
+
+def finish_address_proof(code_id: int, code: str, purpose: str, client_ip: str | None = None) -> str:
+    """The address (as typed, lower case) that the code proves, when it is right; `SignInRefused` otherwise,
+    `Throttled` over a limit. The same tries, expiry and waits as a sign-in."""
+    row = _right_code(
+        purpose, code_id, code, client_ip, over="This code is over. Start again: enter your email address."
+    )
+    return row.email_key or row.email.lower()
+
+
+def _new_code_row(
+    email: str, *, developer: Developer | None = None, purpose: str = SignInCode.Purpose.SIGN_IN
+) -> tuple[SignInCode, str]:
+    """A new code for `email` (only its hash stored) and the code itself. One unused code per address: the earlier
+    ones end (older ids only, so two starts at once leave the newer)."""
+    code = _new_code()
+    now = timezone.now()
+    row = SignInCode.objects.create(
+        email=email,
+        email_key=email.lower(),
+        developer=developer,
+        purpose=purpose,
+        code_hash=_hash(code),
+        expires_at=now + CODE_LIFETIME,
+        sent_at=now,
+    )
+    SignInCode.objects.filter(email_key=row.email_key, used_at=None, pk__lt=row.pk).delete()
+    return row, code
+
+
+def _right_code(purpose: str, code_id: int, code: str, client_ip: str | None, *, over: str) -> SignInCode:
+    """The unused code row `code_id` of `purpose` when `code` is right (tries, time and waits allowing), now used;
+    `SignInRefused` otherwise (`over` when there is no such row), `Throttled` over a limit. The try is counted even
+    when the answer is a refusal (raised after the commit)."""
+    code = clean_code(code)
+    codes = SignInCode.objects.filter(purpose=purpose)
+    row = codes.filter(pk=code_id, used_at=None).first()
+    if row is None:
+        raise SignInRefused(over)
+    event = _count_guess(row.email_key or row.email.lower(), client_ip)
+    with transaction.atomic():
+        row = codes.select_for_update().filter(pk=code_id, used_at=None).first()
+        error = _try_code(row, code)
+    if error is not None:
+        raise SignInRefused(error)
+    SignInEvent.objects.filter(pk=event.pk).update(wrong=False)
+    return row
 
 
 def _resend_problem(row: SignInCode | None, now: datetime.datetime) -> str | None:
@@ -286,7 +345,10 @@ def resend_code(code_id: int, client_ip: str | None = None) -> str:
         row.code_hash, row.sent_at, row.sends, row.attempts = _hash(code), now, row.sends + 1, 0
         row.expires_at = now + CODE_LIFETIME
         row.save(update_fields=["code_hash", "sent_at", "sends", "attempts", "expires_at"])
-        developer = row.developer
+        developer, purpose = row.developer, row.purpose
+    if purpose != SignInCode.Purpose.SIGN_IN:
+        _send_later(row.email, code, row.pk, purpose)
+        return "A new code is on its way."
     if developer is not None:
         _send_later(developer.email, code, row.pk)
     return "If this address belongs to a Hotcross developer, a new code is on its way."
@@ -295,36 +357,35 @@ def resend_code(code_id: int, client_ip: str | None = None) -> str:
 def finish_email_sign_in(code_id: int, code: str, client_ip: str | None = None) -> Developer:
     """The developer, when `code` is right (and tries, time and their standing allow); `SignInRefused` otherwise,
     `Throttled` over a limit (the try not counted against the code)."""
-    code = clean_code(code)
-    row = SignInCode.objects.filter(pk=code_id, used_at=None).first()
-    if row is None:
-        raise SignInRefused("This sign-in is over. Start again: enter your email address.")
-    event = _count_guess(row.email_key or row.email.lower(), client_ip)
-    with transaction.atomic():  # the try is counted even when the answer is a refusal (raised after the commit)
-        row = SignInCode.objects.select_for_update().filter(pk=code_id, used_at=None).first()
-        error, developer = _try_code(row, code)
-    if error is not None:
-        raise SignInRefused(error)
-    SignInEvent.objects.filter(pk=event.pk).update(wrong=False)
+    row = _right_code(
+        SignInCode.Purpose.SIGN_IN,
+        code_id,
+        code,
+        client_ip,
+        over="This sign-in is over. Start again: enter your email address.",
+    )
+    developer = row.developer
     _require_standing(developer)
     return developer
 
 
-def _try_code(row: SignInCode | None, code: str) -> tuple[str | None, Developer | None]:
+def _try_code(row: SignInCode | None, code: str) -> str | None:
+    """Why `code` does not pass for `row` (a try counted), or None when it does (the row is then used)."""
     if row is None:
-        return "This sign-in is over. Start again: enter your email address.", None
+        return "This sign-in is over. Start again: enter your email address."
     if row.attempts >= MAX_ATTEMPTS:
-        return "Too many wrong codes. Start again: enter your email address.", None
+        return "Too many wrong codes. Start again: enter your email address."
     if row.expires_at <= timezone.now():
-        return "This code has expired (codes work for 10 minutes). Start again.", None
+        return "This code has expired (codes work for 10 minutes). Start again."
     SignInCode.objects.filter(pk=row.pk).update(attempts=F("attempts") + 1)
-    if row.developer_id is None or not hmac.compare_digest(row.code_hash, _hash(code)):
+    proves_developer = row.purpose == SignInCode.Purpose.SIGN_IN
+    if (proves_developer and row.developer_id is None) or not hmac.compare_digest(row.code_hash, _hash(code)):
         left = MAX_ATTEMPTS - row.attempts - 1
         if left <= 0:
-            return "Too many wrong codes. Start again: enter your email address.", None
-        return f"That code is not right. {left} tr{'y' if left == 1 else 'ies'} left.", None
+            return "Too many wrong codes. Start again: enter your email address."
+        return f"That code is not right. {left} tr{'y' if left == 1 else 'ies'} left."
     SignInCode.objects.filter(pk=row.pk).update(used_at=timezone.now())
-    return None, row.developer
+    return None
 
 
 def sign_in_with_key(raw_key: str) -> Developer:
@@ -337,6 +398,10 @@ def sign_in_with_key(raw_key: str) -> Developer:
 
 
 def _require_standing(developer: Developer) -> None:
+    """A developer whom the key check would refuse cannot sign in; an active owner or admin can (to manage the
+    organization on /org/, with or without a seat of their own, paid for or not yet)."""
+    if developer.is_active and developer.manages:
+        return
     refusal = developer_standing(developer.pk)
     if refusal is not None:
         raise SignInRefused(f"{refusal.message} ({refusal.code})")

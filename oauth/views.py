@@ -148,11 +148,16 @@ def _safe_next(request: HttpRequest) -> str:
     return reverse("account")
 
 
-def _sign_in(request: HttpRequest, developer: Developer) -> HttpResponse:
+def start_session(request: HttpRequest, developer: Developer) -> None:
+    """Sign `developer` in to this browser (their shadow user), now: a recent sign-in."""
     user = grants.shadow_user(developer=developer)
-    target = _safe_next(request)
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")
     request.session[SESSION_SIGNED_IN_AT] = int(time.time())
+
+
+def _sign_in(request: HttpRequest, developer: Developer) -> HttpResponse:
+    target = _safe_next(request)
+    start_session(request, developer)
     return HttpResponseRedirect(target)
 
 
@@ -298,10 +303,16 @@ def _quote(path: str) -> str:
 
 def _refused_session(request: HttpRequest, developer: Developer) -> HttpResponse | None:
     """A developer whom the key check would refuse now (revoked, expired, deactivated, subscription, seats) has no
-    web session either: it ends here, with the key check's words."""
+    web session either: it ends here, with the key check's words. An active owner or admin keeps theirs for /org/
+    (/account/ sends them there)."""
     refusal = signin.standing_message(developer)
     if refusal is None:
         return None
+    if developer.is_active and developer.manages:
+        # an owner or admin stays signed in to manage the organization (/org/), seat or not, paid or not yet
+        if request.resolver_match and request.resolver_match.url_name == "account":
+            return HttpResponseRedirect(reverse("org_home"))
+        return _page(request, "oauth/refused.html", {"title": "Not with this account", "error": refusal}, status=403)
     logout(request)
     return _page(request, "oauth/refused.html", {"title": "You cannot sign in", "error": refusal}, status=403)
 

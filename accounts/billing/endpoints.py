@@ -23,7 +23,7 @@ from djstripe.models import WebhookEndpoint
 from djstripe.settings import djstripe_settings
 
 from accounts.billing.config import live_mode
-from accounts.billing.receivers import SUBSCRIPTION_EVENTS
+from accounts.billing.receivers import ENDPOINT_EVENTS
 from accounts.exceptions import InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def save_webhook_endpoint(
                 id=f"we_local_{endpoint_uuid.hex}",
                 djstripe_uuid=endpoint_uuid,
                 livemode=livemode,
-                enabled_events=list(SUBSCRIPTION_EVENTS),
+                enabled_events=list(ENDPOINT_EVENTS),
                 status=WebhookEndpointStatus.enabled,
                 api_version=djstripe_settings.STRIPE_API_VERSION,
                 stripe_data={},

@@ -2,7 +2,7 @@
 developers. Run by the migration `0006_convert_legacy_customers` (forward and back) and read by
 `manage.py orgs legacy-report`.
 
-The rules (README, "Migrating from the customer-based model"):
+The rules (docs/operations.md, "Migrating from the customer-based model"):
 
 - One developer per customer, whose id is the customer's id: email trimmed and lower-cased, names copied (NULL →
   empty), every `api_key_*` column copied verbatim (the hash is the SHA-256 hex of the whole key, as `accounts.keys`

@@ -11,7 +11,7 @@ from django.db.models import BooleanField, Count, ExpressionWrapper, F, IntegerF
 from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 
-from accounts.choices import PricingModel, SubscriptionStatus
+from accounts.choices import PricingModel, Role, SubscriptionStatus
 from accounts.models.plans import Plan
 
 
@@ -173,6 +173,8 @@ class Developer(models.Model):
     api_key_last_used_at = models.DateTimeField("key last used", null=True, blank=True, editable=False)
     api_key_expires_at = models.DateTimeField("key expires", null=True, blank=True, editable=False)
     is_active = models.BooleanField(default=True)
+    # Owners and admins manage the organization on /org/; whether they hold a seat is theirs to choose (a key in use).
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
     # When the developer last took a seat (added, reactivated, re-keyed after a revocation). After a downgrade the
     # earliest seat holders keep access, so this, not created_at, orders them.
     seat_claimed_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -190,6 +192,7 @@ class Developer(models.Model):
             ("rotate_key", "Can rotate developer API keys"),
         ]
         constraints = [
+            models.CheckConstraint(condition=models.Q(role__in=Role.values), name="developer_role_valid"),
             models.UniqueConstraint(
                 Lower("email"),
                 name="developer_email_ci_unique",
@@ -204,6 +207,8 @@ class Developer(models.Model):
                 name="developer_seat_holder_idx",
             ),
             models.Index(fields=["api_key_prefix"], name="developer_key_prefix_idx"),
+            # The organization's members page lists them by email (500 members: one index range).
+            models.Index(fields=["organization", "email"], name="developer_org_email_idx"),
         ]
 
     def __str__(self) -> str:
@@ -212,6 +217,11 @@ class Developer(models.Model):
     @property
     def full_name(self) -> str:
         return f"{self.first_name} {self.last_name}".strip()
+
+    @property
+    def manages(self) -> bool:
+        """Owner or admin: may manage the organization's members, invitations and keys on /org/."""
+        return self.role in (Role.OWNER, Role.ADMIN)
 
     @property
     def holds_seat(self) -> bool:

@@ -63,6 +63,17 @@ class Plan(models.Model):
         default="",
         help_text="The event name of the Stripe Billing meter that calls are reported to.",
     )
+    stripe_price_id = models.CharField(
+        "Stripe seat price",
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="price_… sold per seat at sign-up (Stripe Checkout). Empty: not offered at sign-up.",
+    )
+    signup_min_seats = models.PositiveIntegerField("fewest seats at sign-up", default=1)
+    signup_max_seats = models.PositiveIntegerField(
+        "most seats at sign-up", null=True, blank=True, help_text="Empty: no bound but the seats' own."
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -23,6 +23,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from accounts import audit, keys, signals
+from accounts.choices import Role
 from accounts.exceptions import DuplicateEmail, InvalidInput, KeyChanged, SeatLimitReached
 from accounts.models import Developer, Organization, ReplacedKey
 from accounts.selectors import keys_in_use, seats_in_use
@@ -46,24 +47,43 @@ def check_new_developer(*, organization: Organization, email: str, first_name: s
 
 @sensitive_variables("plain_key")
 def add_developer(
-    *, organization: Organization, email: str, first_name: str = "", last_name: str = "", actor: Any = None
+    *,
+    organization: Organization,
+    email: str,
+    first_name: str = "",
+    last_name: str = "",
+    actor: Any = None,
+    role: str = Role.MEMBER,
+    with_key: bool = True,
 ) -> tuple[Developer, str]:
-    """Add a developer with a new key. Returns the developer and the plain key: show it once, it is not stored."""
-    plain_key = keys.generate_key()
-    developer = _new_developer(organization, email, first_name, last_name, api_key_hash=keys.hash_key(plain_key))
-    developer.api_key_prefix = keys.display_prefix(plain_key)
+    """Add a developer with a new key. Returns the developer and the plain key: show it once, it is not stored.
+
+    `role`: owner, admin or member. `with_key=False` (an owner or admin who does not develop): no key and no seat;
+    the plain key returned is empty. Must run inside the caller's transaction when it is one step of several."""
+    plain_key = keys.generate_key() if with_key else ""
+    developer = _new_developer(
+        organization, email, first_name, last_name, api_key_hash=keys.hash_key(plain_key) if with_key else None
+    )
+    developer.role = role
+    if with_key:
+        developer.api_key_prefix = keys.display_prefix(plain_key)
+    else:
+        developer.api_key_created_at = None
     email = developer.email
     validate(developer)
     with transaction.atomic():
         locked = lock_organization(organization)
         _require_unique_email(email)
-        _require_free_seat(locked)
+        if with_key:
+            _require_free_seat(locked)
         save_unique(developer, field="email", error=DuplicateEmail(_duplicate_email_message(email)))
+        held = f"with key {developer.api_key_prefix}…" if with_key else "without a key (no seat)"
+        as_role = "" if role == Role.MEMBER else f" as {Role(role).label.lower()}"
         audit.record(
             actor=actor,
             obj=developer,
             flag=audit.ADDITION,
-            message=f"Added to {locked.name} with key {developer.api_key_prefix}….",
+            message=f"Added to {locked.name}{as_role} {held}.",
         )
     keys_changed()
     logger.info(
@@ -338,8 +358,8 @@ def _access_ended(developer: Developer, reason: str, actor: Any) -> int:
 
 
 def _expiry_after_rotation(developer: Developer, now: datetime.datetime) -> str:
-    """A key's expiry is when the developer's access ends (README, "Keys"): a rotation keeps one still ahead and drops
-    one already passed (the new key would otherwise be born expired). What the history says about it."""
+    """A key's expiry is when the developer's access ends (docs/clients.md, "Keys"): a rotation keeps one still ahead
+    and drops one already passed (the new key would otherwise be born expired). What the history says about it."""
     expires_at = developer.api_key_expires_at
     if expires_at is None:
         return ""

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db import transaction
 
-from accounts import audit
+from accounts import alerts, audit
 from accounts.exceptions import InvalidInput
 from accounts.models import MAX_SEATS, Organization, PricingModel, SubscriptionStatus
 from accounts.selectors import seats_in_use
@@ -183,6 +183,8 @@ def _write_status(locked: Organization, status: str, subscription_id: str | None
         message += f" Subscription: {old_subscription or '—'} → {locked.subscription_id or '—'}."
     audit.record(actor=actor, obj=locked, message=message)
     logger.info("organization status set id=%s status=%s", locked.pk, status)
+    if status == SubscriptionStatus.PAST_DUE and old_status != SubscriptionStatus.PAST_DUE:
+        alerts.past_due(locked)  # the owners are mailed once this commits (at most once a day)
 
 
 def _write_seats(locked: Organization, max_seats: int, actor: Any) -> None:
@@ -197,6 +199,8 @@ def _write_seats(locked: Organization, max_seats: int, actor: Any) -> None:
         message += f" {used} in use: {newest_refused(used, max_seats)}."
         logger.info("organization over seat limit id=%s seats_in_use=%s max_seats=%s", locked.pk, used, max_seats)
     audit.record(actor=actor, obj=locked, message=message)
+    if max_seats < old_seats and used > max_seats:
+        alerts.seats_short(locked, max_seats)  # the owners are told who is refused once this commits (once a day)
 
 
 def _require_unique_stripe_id(organization: Organization) -> InvalidInput:

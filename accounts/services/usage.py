@@ -10,6 +10,10 @@ entry per call, in order, None when recorded, else the `AccountsError` that kept
 deleted meanwhile). One call's error never loses the others' events. On PostgreSQL `arecord_usages` writes from the
 event loop (`infra.db.aexecute`), without the hand-off to a thread that the ORM needs.
 
+After a batch is written, `accounts.alerts` may check the monthly caps of its organizations (the owners' 80 % and 100 %
+mails): a per-process gate lets each organization through at most once per `HOTCROSS_ALERT_CHECK_SECONDS`, and the
+check runs beside the write (async: a task on the bookkeeping threads), never failing it.
+
 Beside it: `accounts.services.usage_spool` (the events a stopping server could not write) and
 `accounts.services.usage_upkeep` (rebuilding and checking the rollups, partitions ahead, retention of raw events).
 """
@@ -26,7 +30,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, transact
 from django.db import connection as db_connection
 from django.utils import timezone
 
-from accounts import rollups
+from accounts import alerts, rollups
 from accounts.exceptions import AccountsError, InvalidInput, NotFound
 from accounts.models import UsageEvent
 from infra.db import BOOKKEEPING, DatabaseUnavailable, aexecute, async_available, run_in_pool
@@ -74,6 +78,7 @@ def record_usages(calls: Sequence[UsageCall]) -> list[Outcome]:
         for (index, _), event in zip(valid, events, strict=True):
             event.pk = None
             outcomes[index] = _saved_or_error(event)
+    alerts.after_usage(values["organization_id"] for _, values in valid)
     return outcomes
 
 
@@ -99,6 +104,7 @@ async def arecord_usages(calls: Sequence[UsageCall]) -> list[Outcome]:
                 raise DatabaseUnavailable() from exc
             except IntegrityError:
                 outcomes[index] = _not_found(row[0], row[1])
+    await alerts.aafter_usage(values["organization_id"] for _, values in valid)
     return outcomes
 
 

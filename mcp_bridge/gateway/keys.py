@@ -1,5 +1,5 @@
 """`GET /.well-known/jwks.json`: the public key that signs the caller's assertion the gateway sends an HTTP upstream
-(`upstream.assertion`), for upstreams to verify `X-Hotcross-Caller` with any JOSE library (README, "Gateway mode")."""
+(`upstream.assertion`), for upstreams to verify `X-Hotcross-Caller` with any JOSE library (docs/gateway.md)."""
 
 from __future__ import annotations
 

@@ -138,6 +138,8 @@ class Command(BaseCommand):
             f"  webhooks     {endpoint.url}",
             "                (its signing secret: manage.py stripe_webhook_endpoint --secret whsec_…)",
             f"  health       {base}/healthz",
+            f"  sign-up      {base}/signup/   teams buy seats themselves (needs STRIPE_TEST_SECRET_KEY and a plan "
+            "with a Stripe seat price: docs/teams.md)",
             *(
                 ["  sign-in mail printed in this terminal, not sent (EMAIL_URL=consolemail://): codes are here"]
                 if mail_is_printed()

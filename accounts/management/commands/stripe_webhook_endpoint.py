@@ -17,7 +17,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_variables
 
 from accounts.billing.endpoints import save_webhook_endpoint, webhook_path
-from accounts.billing.receivers import SUBSCRIPTION_EVENTS
+from accounts.billing.receivers import ENDPOINT_EVENTS
 from accounts.exceptions import AccountsError
 
 
@@ -58,6 +58,6 @@ class Command(BaseCommand):
         self.stderr.write(
             f"{'Created' if created else 'Updated'} the {mode}-mode webhook endpoint {endpoint.id}.\n"
             f"Stripe must post to {endpoint.url}\n"
-            f"Events to send: {', '.join(SUBSCRIPTION_EVENTS)}"
+            f"Events to send: {', '.join(ENDPOINT_EVENTS)}"
         )
         self.stdout.write(endpoint.url if options["print_url"] else webhook_path(endpoint))

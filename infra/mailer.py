@@ -1,6 +1,6 @@
-"""Sign-in mails sent off the request path: one daemon thread per process takes them from a bounded queue, so a start
-for a developer's address answers as fast as one for an unknown address (the SMTP exchange happens after the
-answer, issue 26 item 4).
+"""Mails sent off the request path (sign-in codes, invitations, owners' alerts): one daemon thread per process takes
+them from a bounded queue, so a start for a developer's address answers as fast as one for an unknown address (the
+SMTP exchange happens after the answer, issue 26 item 4).
 
 A mail that cannot be sent is logged without its content (the code is in it); one that finds the queue full is
 dropped and logged (the developer can ask for another code). `wait_idle()` lets tests and a stopping process wait
@@ -29,7 +29,8 @@ class Mail:
     subject: str
     message: str
     to: str
-    code_id: int  # for the log: never the code
+    code_id: int = 0  # for the log: never the code
+    kind: str = "sign-in"  # for the log
 
 
 class _Worker:
@@ -47,7 +48,7 @@ class _Worker:
                 self._mails.clear()
                 self._pending, self._thread, self._pid = 0, None, os.getpid()
             if self._pending >= self._size:
-                logger.warning("sign-in mail dropped, the queue is full code_id=%s", mail.code_id)
+                logger.warning("%s mail dropped, the queue is full code_id=%s", mail.kind, mail.code_id)
                 return False
             self._mails.append(mail)
             self._pending += 1
@@ -69,9 +70,9 @@ class _Worker:
             try:
                 send_mail(subject=mail.subject, message=mail.message, from_email=None, recipient_list=[mail.to])
             except Exception as error:  # the thread lives on; the error's text may quote the mail, so only its kind
-                logger.error("sign-in mail not sent code_id=%s error=%s", mail.code_id, type(error).__name__)
+                logger.error("%s mail not sent code_id=%s error=%s", mail.kind, mail.code_id, type(error).__name__)
             else:
-                logger.info("sign-in mail sent code_id=%s", mail.code_id)
+                logger.info("%s mail sent code_id=%s", mail.kind, mail.code_id)
             finally:
                 with self._ready:
                     self._pending -= 1
