@@ -29,4 +29,6 @@ urlpatterns = [
     path("api/v1/", include("api.urls")),
     # OAuth for MCP clients (issue 13): discovery, the authorization server, developers' sign-in and /account/.
     path("", include("oauth.urls")),
+    # Customers' own pages (portal/): /signup/, /invitations/<token>/, /org/ for owners and admins (issue 30).
+    path("", include("portal.urls")),
 ]

@@ -34,6 +34,8 @@ def landing(request: HttpRequest) -> HttpResponse:
             "mcp_url": f"{base}/mcp",
             "mcp_key_url": f"{base}/mcp/key",
             "account_url": reverse("account"),
+            "signup_url": reverse("signup"),
+            "org_url": reverse("org_home"),
             "admin_url": reverse("admin:index"),
             "healthz_url": reverse("healthz"),
         },
