@@ -3,7 +3,7 @@ any default site (`hotcross.apps.HotcrossAdminConfig` makes it the default).
 
 - The index is a dashboard for the people who run the business (`accounts.admin.dashboard`), above the app list.
 - The app list puts Hotcross first; dj-stripe's some fifty models come last, as one "Stripe (synced data)" section
-  in the order staff need them.
+  in the order staff need them, folded on the index (its first models named in the fold's title).
 - dj-stripe's pages are for superusers only: its admin offers actions that write to Stripe to anyone who may view
   its models, and its synced data is for diagnosing billing, not for everyday support.
 """
@@ -57,6 +57,8 @@ class HotcrossAdminSite(admin.AdminSite):
     # Without the navigation sidebar: dj-stripe registers some fifty models, and the sidebar listing them takes a
     # quarter of every page, pushing the organization list's last columns off screen.
     enable_nav_sidebar = False
+    # One word for an empty value on every admin page (Django's is "-", which reads as a minus or a typo).
+    empty_value_display = "none"
 
     def register(
         self, model_or_iterable: Any, admin_class: type[admin.ModelAdmin] | None = None, **options: Any
@@ -90,7 +92,14 @@ class HotcrossAdminSite(admin.AdminSite):
         # Imported here: accounts.admin registers its model admins on this site, which must exist first.
         from accounts.admin.dashboard import dashboard
 
-        return super().index(request, {"dashboard": dashboard(request, self), **(extra_context or {})})
+        apps = self.get_app_list(request)
+        context = {
+            "dashboard": dashboard(request, self),
+            # dj-stripe's some fifty models are one folded section below the others (superusers only see it)
+            "app_list": [app for app in apps if app["app_label"] != STRIPE_APP],
+            "stripe_apps": [app for app in apps if app["app_label"] == STRIPE_APP],
+        }
+        return super().index(request, {**context, **(extra_context or {})})
 
     def admin_view(self, view: Callable[..., HttpResponse], cacheable: bool = False) -> Callable[..., HttpResponse]:
         """Django's, and an action posted with an id that is not one (`_selected_action=abc`) is a 400, not the

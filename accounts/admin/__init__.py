@@ -3,7 +3,8 @@
 Thin on purpose: every write goes through `accounts.services` with `actor=request.user`, so the rules and messages
 are the command line's and the services write the admin history (see `base.ServiceAdmin`). Rooms:
 
-- `organizations`, `developers`: the two model admins (lists, pages, actions).
+- `organizations`, `developers`: the two model admins (lists, pages, actions); `invitations`: the invitations owners
+  sent and the alerts mailed to them (read-only but for revoking an invitation; listed on the organization page).
 - `base`: what they share (writes through services, confirmed actions, refusals shown as messages).
 - `pages`: the confirmation page and the one page a new key is shown on.
 - `forms`, `display` (badges, links), `chart` (the day charts' geometry), `dashboard` (the index's figures and
@@ -13,6 +14,6 @@ are the command line's and the services write the admin history (see `base.Servi
 The admin site itself (titles, the dashboard index) is `hotcross.admin_site`.
 """
 
-from accounts.admin import developers, organizations, plans
+from accounts.admin import developers, invitations, organizations, plans
 
-__all__ = ["developers", "organizations", "plans"]
+__all__ = ["developers", "invitations", "organizations", "plans"]

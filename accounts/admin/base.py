@@ -61,6 +61,20 @@ def record_fieldsets(fieldsets: Any, obj: Any) -> list[Any]:
     ]
 
 
+class ReadOnlyAdmin:
+    """Mixed in first into the model admin of rows only their own writer makes (the meter report ledger, the alerts
+    sent): nobody adds, changes or deletes them here, whatever their model permissions."""
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class ServiceRefused(Exception):
     """A service refused a save after the form validated: roll back, say why, show the page again."""
 

@@ -1,5 +1,6 @@
 """Developers in the back office: the list, the add flow that shows the new key once, the rotate and revoke buttons,
-and the actions revoke, rotate, deactivate, activate and key expiry."""
+the role (the one field edited in place, through `services.set_role`), and the actions revoke, rotate, deactivate,
+activate and key expiry."""
 
 from __future__ import annotations
 
@@ -15,12 +16,11 @@ from django.db.models import Q, QuerySet
 from django.db.models.functions import Lower
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
-from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_variables
 
 from accounts import services
 from accounts.admin.base import ServiceAdmin, YesNoFilter, record_fieldsets
-from accounts.admin.display import state_badge
+from accounts.admin.display import organization_link, state_badge
 from accounts.admin.forms import DeveloperAddForm, KeyExpiryForm, RotateKeyForm
 from accounts.admin.pages import key_page
 from accounts.exceptions import AccountsError, KeyChanged
@@ -52,7 +52,7 @@ class DeveloperAdmin(ServiceAdmin):
     add_form = DeveloperAddForm
     add_fieldsets = ((None, {"fields": ("organization", "email", "first_name", "last_name")}),)
     fieldsets = (
-        (None, {"fields": ("email", "first_name", "last_name", "organization_link", "is_active")}),
+        (None, {"fields": ("email", "first_name", "last_name", "organization_link", "role", "is_active")}),
         (
             "API key",
             {
@@ -70,11 +70,11 @@ class DeveloperAdmin(ServiceAdmin):
         ),
         ("Record", {"fields": ("created_at", "updated_at", "legacy_customer_id")}),
     )
-    # Nothing on a developer's page is edited in place: keys and state change through actions and buttons.
-    readonly_fields = flatten_fieldsets(fieldsets)
+    # Only the role is edited in place (`services.set_role`): keys and state change through actions and buttons.
+    readonly_fields = tuple(field for field in flatten_fieldsets(fieldsets) if field != "role")
     autocomplete_fields = ("organization",)
-    list_display = ("email", "full_name", "organization_link", "api_key_prefix", "last_used", "state")
-    list_filter = (("organization__subscription_status", OrganizationStatusFilter), "is_active", RevokedFilter)
+    list_display = ("email", "full_name", "organization_link", "role", "api_key_prefix", "last_used", "state")
+    list_filter = (("organization__subscription_status", OrganizationStatusFilter), "role", "is_active", RevokedFilter)
     extra_lookups = ("organization__id__exact",)  # an organization's "developers" link
     search_fields = ("email", "first_name", "last_name", "api_key_prefix")
     search_help_text = "Email, name or key prefix (hc_live_…)."
@@ -122,8 +122,7 @@ class DeveloperAdmin(ServiceAdmin):
 
     @admin.display(description="organization", ordering="organization__name")
     def organization_link(self, obj: Developer) -> str:
-        url = reverse("admin:accounts_organization_change", args=[obj.organization_id])
-        return format_html('<a href="{}">{}</a>', url, obj.organization.name)
+        return organization_link(obj.organization_id, obj.organization.name)
 
     @admin.display(description="state")
     def state(self, obj: Developer) -> str:
@@ -169,7 +168,13 @@ class DeveloperAdmin(ServiceAdmin):
     @sensitive_variables("plain_key")
     def save_model(self, request: HttpRequest, obj: Developer, form: Any, change: bool) -> None:
         if change:
-            return  # nothing on the change page is edited in place: keys and state change through actions
+            # Only the role is edited in place (the last owner stays one); keys and state change through actions.
+            if "role" in form.changed_data:
+                current = Developer.objects.get(pk=obj.pk)
+                self.through_service(
+                    services.set_role, developer=current, role=form.cleaned_data["role"], actor=request.user
+                )
+            return
         data = form.cleaned_data
         created, plain_key = self.through_service(
             services.add_developer,
@@ -197,15 +202,16 @@ class DeveloperAdmin(ServiceAdmin):
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
     ) -> HttpResponse:
+        obj = self.get_object(request, unquote(object_id))
         extra_context = {
             **(extra_context or {}),
-            # Nothing on this page is edited in place: keys and state change through the actions and buttons.
-            "show_save": False,
+            # Only the role is edited in place (saved by staff who may change developers): keys and state change
+            # through the actions and buttons.
+            "show_save": obj is not None and self.has_change_permission(request, obj),
             "show_save_and_continue": False,
             "show_save_and_add_another": False,
             "show_delete": False,
         }
-        obj = self.get_object(request, unquote(object_id))
         if obj is not None:
             extra_context["can_rotate"] = self.has_rotate_key_permission(request, obj)
             extra_context["can_revoke"] = self.has_revoke_key_permission(request, obj) and obj.holds_seat

@@ -20,7 +20,16 @@ _BADGE_CLASS = {
     SubscriptionStatus.CANCELED: "off",
     SubscriptionStatus.INCOMPLETE_EXPIRED: "off",
 }
-_STATE_CLASS = {"active": "ok", "revoked": "bad", "expired": "warn", "inactive": "off", "no key": "off"}
+# Key states (`Developer.key_state`) and invitation states (`Invitation.state`).
+_STATE_CLASS = {
+    "active": "ok",
+    "revoked": "bad",
+    "expired": "warn",
+    "inactive": "off",
+    "no key": "off",
+    "pending": "info",
+    "accepted": "ok",
+}
 
 
 def status_badge(status: str, label: str) -> str:
@@ -31,6 +40,12 @@ def status_badge(status: str, label: str) -> str:
 
 def state_badge(state: str) -> str:
     return format_html('<span class="hc-badge hc-{}">{}</span>', _STATE_CLASS.get(state, "off"), state)
+
+
+def organization_link(organization_id: object, name: str) -> str:
+    """The organization's name, linked to its admin page (list columns of what belongs to one)."""
+    url = reverse("admin:accounts_organization_change", args=[organization_id])
+    return format_html('<a href="{}">{}</a>', url, name)
 
 
 def stripe_dashboard_url(customer_id: str) -> str:

@@ -37,7 +37,7 @@ class DeveloperInline(admin.TabularInline):
     # Django's tabular inline without the line above each row that repeated the email next to a "View" link: the
     # email column links to the developer's page instead.
     template = "admin/accounts/organization/developers_inline.html"
-    fields = ("email_link", "full_name", "api_key_prefix", "last_used", "key_state", "seat")
+    fields = ("email_link", "full_name", "role", "api_key_prefix", "last_used", "key_state", "seat")
     readonly_fields = fields
     extra = 0
     max_num = 0

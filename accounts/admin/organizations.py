@@ -1,5 +1,5 @@
 """Organizations in the back office: the list (status, seats, Stripe, activity), the page (fields, developers in seat
-order, 30-day usage chart) and the actions "set status" and "revoke every key"."""
+order, invitations and alerts sent, 30-day usage chart) and the actions "set status" and "revoke every key"."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from accounts.admin.base import MAX_ACTION_OBJECTS, ServiceAdmin, YesNoFilter, r
 from accounts.admin.chart import usage_chart
 from accounts.admin.display import djstripe_list_url, status_badge, stripe_dashboard_url
 from accounts.admin.forms import StatusForm
+from accounts.admin.invitations import memberships_section
 from accounts.admin.organization_developers import DeveloperInline
 from accounts.admin.pages import confirmation
 from accounts.admin.registry import registered_admin
@@ -312,13 +313,20 @@ class OrganizationAdmin(ServiceAdmin):
     ) -> HttpResponse:
         if obj is not None and change:
             # Only superusers open dj-stripe's pages (`hotcross.admin_site`): do not offer others dead links.
-            obj._hc_djstripe_viewable = {m for m in DJSTRIPE_LINKED_MODELS if _may_view(self.admin_site, request, m)}
+            viewable = {m for m in DJSTRIPE_LINKED_MODELS if _may_view(self.admin_site, request, m)}
+            # ...and only to a synced object: a link to an empty list helps nobody (issue 31).
+            ids = {"customer": obj.stripe_customer_id, "subscription": obj.subscription_id}
+            obj._hc_djstripe_viewable = {
+                m for m in viewable if ids.get(m) and apps.get_model("djstripe", m).objects.filter(id=ids[m]).exists()
+            }
             first_day, rows = selectors.usage_per_developer_per_day(obj, days=USAGE_DAYS)
             context["usage_chart"] = usage_chart(first_day, rows, days=USAGE_DAYS)
             context["usage_days"] = USAGE_DAYS
             context["developers_url"] = _developers_url(obj)
             # Usage billing (accounts.admin.usage_billing): metered usage, reported up to, the upcoming invoice.
             context["usage_billing"] = usage_billing_section(obj, self.admin_site, request)
+            # Its invitations and the alerts mailed to its owners (accounts.admin.invitations).
+            context["memberships"] = memberships_section(obj, self.admin_site, request)
             context["add_developer_url"] = (
                 reverse("admin:accounts_developer_add") + f"?organization={obj.pk}"
                 if self.admin_site.is_registered(Developer) and request.user.has_perm("accounts.add_developer")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
 from django.contrib import admin
@@ -18,6 +17,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 
 from accounts import plans
+from accounts.admin.base import ReadOnlyAdmin
 from accounts.admin.registry import registered_admin
 from accounts.billing import config, meter_events, usage
 from accounts.models import MeterReport, Organization
@@ -71,7 +71,7 @@ def reports_url(site: admin.AdminSite, request: HttpRequest, organization: Organ
 
 
 @admin.register(MeterReport)
-class MeterReportAdmin(admin.ModelAdmin):
+class MeterReportAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     """What was reported to Stripe: read-only (the ledger is written by `manage.py billing report-usage` only)."""
 
     list_display = (
@@ -93,12 +93,3 @@ class MeterReportAdmin(admin.ModelAdmin):
     show_full_result_count = False
     readonly_fields = [field.name for field in MeterReport._meta.fields]
     fields = readonly_fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
