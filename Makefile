@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install sandbox-tools run test test-tools lint format bench clean
+.PHONY: install sandbox-tools run test test-tools lint format bench clean db-template
 
 install: $(STAMP) sandbox-tools
 
@@ -19,10 +19,17 @@ sandbox-tools:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap; \
 	else echo "note: bubblewrap is not installed and cannot be installed here (needs root and apt); organization scope's sandbox cannot run"; fi
 
-# Re-installs only when the lock file changes; the lock pins every package with its hash.
-$(STAMP): requirements.lock
+# Re-installs only when a lock file changes; the locks pin every package with its hash. uv (itself pinned and hashed
+# in requirements-uv.lock, installed by pip) installs requirements.lock in ~9 s, uv itself and bytecode included, where
+# pip took ~60 s on a two-core machine (bench/first_serve.py); pip installs it when uv cannot be had or fails.
+# --compile-bytecode as pip does: where PYTHONDONTWRITEBYTECODE is set (as on our CI machines) nothing would ever
+# write the .pyc files, and every process of the suite would compile Django and the rest again from source.
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes
+$(STAMP): requirements.lock requirements-uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	if $(PIP) -r requirements-uv.lock && $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python --require-hashes -r requirements.lock; then \
+		echo "installed requirements.lock with uv"; \
+	else echo "uv did not install requirements.lock: pip does"; $(PIP) -r requirements.lock; fi
 	touch $(STAMP)
 
 # `make run` writes a development .env when there is none (never overwriting one: hotcross/local_env.py), so
@@ -34,9 +41,15 @@ run: export HOTCROSS_PUBLIC_URL ?= http://$(PUBLIC_HOST):$(PORT)
 run: install
 	@mkdir -p var
 	@$(BIN)/python -m hotcross.local_env
+	@$(BIN)/python -m hotcross.db_template
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo$(if $(filter-out 0,$(ROTATE_DEMO_KEY)), --rotate-key)
 	exec $(BIN)/python -m hotcross.serve --host $(HOST) --port $(PORT)
+
+# A new SQLite database is made from hotcross/sqlite_template.sql.gz (every migration applied) in a fraction of a second
+# instead of ~40 s of migrating (hotcross/db_template.py). After adding a migration, write the template again:
+db-template: install
+	$(BIN)/python -m hotcross.db_template --build
 
 lint: install
 	$(BIN)/ruff check .
@@ -68,7 +81,7 @@ PYTEST_WORKERS ?= 2
 test: install test-tools lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15 $(PYTEST_ARGS)
 
-# Figures, not pass/fail (README, "Development"). PostgreSQL on 127.0.0.1:5432 unless BENCH_PG / --server say otherwise.
+# Figures, not pass/fail (docs/benchmarks.md). PostgreSQL on 127.0.0.1:5432 unless BENCH_PG / --server say otherwise.
 BENCH_DB ?= postgres://postgres@127.0.0.1:5432/hotcross_bench_mcp
 bench: install
 	$(BIN)/python bench/key_check.py
