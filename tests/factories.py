@@ -6,6 +6,7 @@ events, rollups and meter reports belong to their developer's organization unles
 from __future__ import annotations
 
 import datetime
+import hashlib
 import secrets
 import uuid
 
@@ -286,3 +287,41 @@ class SpentCodeFactory(factory.django.DjangoModelFactory):
     code_hash = factory.LazyFunction(lambda: secrets.token_hex(32))
     client = factory.SubFactory(ClientFactory)
     user = factory.SubFactory(ShadowUserFactory)
+
+
+class InvitationFactory(factory.django.DjangoModelFactory):
+    """A pending invitation to a member's seat, sent by an owner of the organization. `token` is set on the built
+    instance (never stored: only its hash is), so tests can open the link."""
+
+    class Meta:
+        model = "accounts.Invitation"
+        exclude = ("token",)
+
+    organization = factory.SubFactory(OrganizationFactory)
+    email = factory.Sequence(lambda n: f"invitee{n}@example.com")
+    token = factory.LazyFunction(lambda: secrets.token_urlsafe(32))
+    token_hash = factory.LazyAttribute(lambda o: hashlib.sha256(o.token.encode()).hexdigest())
+    expires_at = factory.LazyFunction(lambda: timezone.now() + datetime.timedelta(days=7))
+
+
+class AlertSentFactory(factory.django.DjangoModelFactory):
+    """An alert mailed this month (80 % of the cap) to the organization's owners."""
+
+    class Meta:
+        model = "accounts.AlertSent"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    kind = "cap_80"
+    period = factory.LazyFunction(lambda: timezone.now().strftime("%Y-%m"))
+    recipients = 1
+
+
+class ThrottleEventFactory(factory.django.DjangoModelFactory):
+    """One counted sign-up start from an address and a client address."""
+
+    class Meta:
+        model = "accounts.ThrottleEvent"
+
+    kind = "signup"
+    email_key = factory.Sequence(lambda n: f"someone{n}@example.com")
+    client_ip = "192.0.2.1"

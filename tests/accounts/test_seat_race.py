@@ -1,14 +1,12 @@
 """Concurrency: the organization row lock makes the last free seat go to exactly one caller."""
 
-import threading
-
 import pytest
-from django.db import connections
 
 from accounts import services
 from accounts.exceptions import AccountsError, DuplicateEmail, SeatLimitReached
 from accounts.models import Developer
 from tests.factories import DeveloperFactory, OrganizationFactory
+from tests.support import threads
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres_only]
 
@@ -16,25 +14,7 @@ THREADS = 20
 
 
 def race(work) -> list[object]:
-    """Run `work(i)` in THREADS threads released together; return each result or exception."""
-    barrier = threading.Barrier(THREADS)
-    results: list[object] = [None] * THREADS
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = work(i)
-        except Exception as exc:
-            results[i] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
+    return threads.race(work, THREADS)
 
 
 def test_twenty_callers_for_one_free_seat_exactly_one_wins():

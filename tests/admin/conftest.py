@@ -22,15 +22,17 @@ def staff_client(client, superuser):
 
 @pytest.fixture
 def support_group(db) -> Group:
-    """The group as migration 0003 makes it.
+    """The group as migrations 0003 and 0016 make it.
 
     A transactional test (live server, migration test) empties every table, the rows data migrations wrote
     included, and `--reuse-db` keeps that state; then the migration's own function puts the group back. That the
     migration itself creates it is tested in test_support_migration.py.
     """
     if not Group.objects.filter(name="Support").exists():
-        migration = importlib.import_module("accounts.migrations.0003_support_group")
-        migration.create_support_group(django_apps, types.SimpleNamespace(connection=connection))
+        editor = types.SimpleNamespace(connection=connection)
+        importlib.import_module("accounts.migrations.0003_support_group").create_support_group(django_apps, editor)
+        memberships = importlib.import_module("accounts.migrations.0016_support_sees_memberships")
+        memberships.let_support_see_memberships(django_apps, editor)
     return Group.objects.get(name="Support")
 
 

@@ -40,3 +40,16 @@ def test_custom_permissions_exist_for_both_key_actions():
     )
     assert names["revoke_key"] == "Can revoke developer API keys"
     assert names["rotate_key"] == "Can rotate developer API keys"
+
+
+def test_0016_gives_support_the_memberships_and_takes_only_those_back(support_group):
+    memberships = {"view_invitation", "change_invitation", "view_alertsent"}
+    try:
+        migrate(("accounts", "0015_history_index"))
+        left = set(Group.objects.get(name="Support").permissions.values_list("codename", flat=True))
+        assert left == {"view_organization", "view_developer", "view_usageevent", "revoke_key"}
+        migrate(("accounts", "0016_support_sees_memberships"))
+        after = set(Group.objects.get(name="Support").permissions.values_list("codename", flat=True))
+        assert after == left | memberships
+    finally:
+        migrate()

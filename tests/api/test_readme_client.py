@@ -1,6 +1,6 @@
-"""README's key-check API client example, run as printed against a real server (uvicorn serving hotcross.asgi):
-verify at start, report usage in batches (a retry is not counted twice), and a revocation reaches the client
-within the max-age the server gave."""
+"""The key-check API client example of docs/api.md (README's until issue 31), run as printed against a real server
+(uvicorn serving hotcross.asgi): verify at start, report usage in batches (a retry is not counted twice), and a
+revocation reaches the client within the max-age the server gave."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def readme_example() -> tuple[str, str]:
-    """The example's definitions and its last lines (the use), as README.md prints them."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8").split("<!-- api-client-example -->", 1)[1]
+    """The example's definitions and its last lines (the use), as docs/api.md prints them."""
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8").split("<!-- api-client-example -->", 1)[1]
     code = text.split("```python\n", 1)[1].split("```", 1)[0]
     definitions, use = code.split("\n# The back office's address", 1)
     return definitions, "# The back office's address" + use
@@ -32,7 +32,7 @@ def test_the_readme_client_verifies_reports_and_sees_a_revocation(mcp_http, monk
     developer = DeveloperFactory(organization__name="Acme Example")
     definitions, use = readme_example()
     namespace: dict = {}
-    exec(compile(definitions, "README.md", "exec"), namespace)  # noqa: S102 (the README's own code is under test)
+    exec(compile(definitions, "docs/api.md", "exec"), namespace)  # noqa: S102 (the doc's own code is under test)
     # As printed (issue 31: its `"hc_live_…"` placeholder failed with a UnicodeEncodeError in the header): the address
     # and the key come from the environment.
     assert "…" not in use
@@ -40,7 +40,7 @@ def test_the_readme_client_verifies_reports_and_sees_a_revocation(mcp_http, monk
     monkeypatch.setenv("HOTCROSS_API_KEY", developer.plain_key)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        exec(compile(use, "README.md", "exec"), namespace)  # noqa: S102
+        exec(compile(use, "docs/api.md", "exec"), namespace)  # noqa: S102
     assert printed.getvalue().strip() == "Acme Example"
     assert UsageEvent.objects.filter(developer=developer, tool_name="search_code").count() == 1
 

@@ -52,6 +52,9 @@ def test_staff_day_in_the_browser(browser_page, screenshot):
     page.wait_for_selector("text=will not be shown again")
     key = page.input_value("input.hc-key")
     assert KEY_RE.fullmatch(key)
+    # The copy button's handler comes from a deferred script: the text above can show before it runs on a busy
+    # machine, and a click then does nothing (CI once waited 15 s for "Copied." that way).
+    page.wait_for_load_state("load")
     page.click("button.hc-copy")
     page.wait_for_selector("text=Copied.")
     assert page.evaluate("navigator.clipboard.readText()") == key

@@ -1,7 +1,7 @@
 """An HTTP upstream can trust who the gateway says calls: every forwarded request carries `X-Hotcross-Caller`, a JWT
 signed with the key published at `/.well-known/jwks.json`, which `disk_tools` (HTTP mode) verifies exactly as
-README shows an upstream author (PyJWT's `PyJWKClient` on the bridge's key set, audience and issuer checked) and
-refuses without. And one HTTP upstream per organization, from a URL template."""
+docs/gateway.md shows an upstream author (PyJWT's `PyJWKClient` on the bridge's key set, audience and issuer
+checked) and refuses without. And one HTTP upstream per organization, from a URL template."""
 
 from __future__ import annotations
 

@@ -123,9 +123,10 @@ def test_migrate_never_starts_the_upstream_and_check_does(tmp_path):
 
 def test_the_readme_gateway_example_runs_as_printed(tmp_path):
     """Issue 31: README's stdio example was `uvx hotcross`, which is not installed anywhere ("its command was not
-    found"). Its first `HOTCROSS_MCP_UPSTREAM=` line, as printed, is an upstream `mcp_upstream` starts and lists."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = readme.split("## Gateway mode", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    found"). The first `HOTCROSS_MCP_UPSTREAM=` line of docs/gateway.md (where that example now lives), as printed, is
+    an upstream `mcp_upstream` starts and lists."""
+    page = (ROOT / "docs" / "gateway.md").read_text(encoding="utf-8")
+    block = page.split("# Gateway mode", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
     line = next(line for line in block.splitlines() if line.startswith("HOTCROSS_MCP_UPSTREAM="))
     value = shlex.split(line.split("  #")[0].split("=", 1)[1])[0]
     done = manage(tmp_path, "mcp_upstream", **gateway_env(value))

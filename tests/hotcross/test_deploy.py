@@ -1,4 +1,5 @@
-"""Production HTTPS settings: `manage.py check --deploy` with README's production environment prints no warning, and
+"""Production HTTPS settings: `manage.py check --deploy` with the production environment of docs/operations.md prints no
+warning, and
 the SSL redirect leaves /healthz, /mcp and the Stripe webhook endpoint reachable as they must be."""
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from tests.support.serve import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
-README = (ROOT / "README.md").read_text(encoding="utf-8")
-# README's placeholders in the production block, with values that work here.
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+# The placeholders in the production block, with values that work here.
 FILLED = {
     "SECRET_KEY": "a-production-secret-key-of-fifty-or-more-random-characters-0123456789",
     "STRIPE_LIVE_SECRET_KEY": "sk_live_" + "x" * 99,
@@ -26,9 +27,9 @@ FILLED = {
 
 
 def readme_production_block() -> dict[str, str]:
-    """README, "Configuration" → "Production": the variables a production deployment sets, as printed (a `…`
+    """docs/operations.md, "Configuration" → "Production": the variables a production deployment sets, as printed (a `…`
     placeholder filled from FILLED; DATABASE_URL is the test's)."""
-    block = README.split("**Production.**", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    block = OPERATIONS.split("**Production.**", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
     variables = {}
     for line in block.splitlines():
         name, _, value = line.split("  #")[0].strip().partition("=")
@@ -41,7 +42,7 @@ PRODUCTION = readme_production_block()
 
 
 def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
-    """A checkout that already ran `make run` (its development .env, DEBUG=true), with README's production block set
+    """A checkout that already ran `make run` (its development .env, DEBUG=true), with the production block set
     in the environment on top, as printed."""
     drop = ("DJANGO_", "HOTCROSS_", "DATABASE_", "SECURE_", "STRIPE_", "SESSION_", "CSRF_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}

@@ -1,9 +1,10 @@
-"""The newcomer's first hour: `make run` in one terminal, then README's commands in another, exactly as printed.
+"""The newcomer's first hour: `make run` in one terminal, then the docs' commands in another, exactly as printed.
 
 One `make run` (on a free port, with its own .env and SQLite file in a temporary folder) serves for the module; every
-`manage.py orgs` line of README.md is then run from the repository folder in a fresh environment without DEBUG or
-SECRET_KEY, as a second terminal would be. Finally Ctrl-C stops `make run` with nothing that looks like an error.
-`-o install` keeps make from reinstalling the shared virtualenv: the suite already runs in it.
+`manage.py orgs` and `manage.py usage` line of README.md and docs/*.md is then run from the repository folder in a
+fresh environment without DEBUG or SECRET_KEY, as a second terminal would be. Finally Ctrl-C stops `make run` with
+nothing that looks like an error. `-o install` keeps make from reinstalling the shared virtualenv: the suite already
+runs in it. (tests/hotcross/test_docs.py checks that every other command of the docs parses.)
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import pytest
 
 from tests.support.servers import ROOT, RunningServer, free_port, wait_until
 
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+# README and the pages of docs/ (issue 31 moved most of README's commands there), read as one text: README first, then
+# the pages by name. The orgs lines run in that order (later lines act on what earlier ones created).
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README = "\n\n".join(path.read_text(encoding="utf-8") for path in DOCS)
 PYTHON = ".venv/bin/python"
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
@@ -99,12 +103,30 @@ def assert_no_traceback(result: subprocess.CompletedProcess, command: str) -> No
 # --- README's orgs lines -------------------------------------------------------------------------------------------
 
 
+def shell_blocks(text: str) -> list[str]:
+    """The bodies of the ```bash and plain ``` code blocks, fences paired in order (a ```json block's closing fence is
+    not the opening of another block)."""
+    blocks, language, body = [], None, []
+    for line in text.splitlines():
+        fence = line.strip()
+        if fence.startswith("```"):
+            if language is None:
+                language, body = fence[3:].strip(), []
+            else:
+                if language in ("", "bash"):
+                    blocks.append("\n".join(body))
+                language = None
+        elif language is not None:
+            body.append(line)
+    return blocks
+
+
 def readme_orgs_lines() -> list[str]:
-    """Every `.venv/bin/python manage.py orgs …` line of README's code blocks, and the "New" column of the table that
+    """Every `.venv/bin/python manage.py orgs …` line of the docs' code blocks, and the "New" column of the table that
     maps the old script's commands (`create-org "Acme Corp" [STRIPE_ID] …`, each as `.venv/bin/python manage.py orgs
     …`)."""
     lines = []
-    for block in re.findall(r"```(?:bash)?\n(.*?)```", README, re.DOTALL):
+    for block in shell_blocks(README):
         for line in block.splitlines():
             command = line.split("  #")[0].strip()
             if command.startswith(f"{PYTHON} manage.py orgs"):
@@ -208,15 +230,13 @@ def test_every_orgs_line_of_the_readme_works_as_printed(make_run):
 
 
 def readme_usage_lines() -> list[str]:
-    """Every `.venv/bin/python manage.py usage …` line of README's code blocks, as printed."""
-    lines, in_code = [], False
-    for line in README.splitlines():
-        if line.startswith("```"):
-            in_code = not in_code
-            continue
-        command = line.split("  #")[0].strip()
-        if in_code and command.startswith(f"{PYTHON} manage.py usage "):
-            lines.append(command)
+    """Every `.venv/bin/python manage.py usage …` line of the docs' code blocks, as printed."""
+    lines = []
+    for block in shell_blocks(README):
+        for line in block.splitlines():
+            command = line.split("  #")[0].strip()
+            if command.startswith(f"{PYTHON} manage.py usage "):
+                lines.append(command)
     return lines
 
 

@@ -71,7 +71,7 @@ def test_a_tool_name_that_is_not_a_string_is_invalid_params_and_not_metered(mcp_
     assert response.json()["id"] == 11
     assert response.json()["error"]["code"] == -32602
     assert "tool name must be a string" in response.json()["error"]["message"]
-    # Served like an unknown tool: refused before any tool ran, so not metered (README, "Refusals a client can see").
+    # Served like an unknown tool: refused before any tool ran, so not metered (docs/clients.md, "Refusals").
     ok = raw_post(mcp_http.url, b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"ping"}}', auth)
     assert ok.json()["result"]["isError"] is False
     usage_written(1)

@@ -13,7 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.exceptions import KeyRefused
-from oauth import mailer
+from infra import mailer
 from oauth.authentication import authenticate_token
 from oauth.models import Client as OAuthClient
 from oauth.models import Grant, SignInCode

@@ -43,7 +43,7 @@ def admin_rotate(admin_client, developer) -> None:
 
 
 def test_the_lost_laptop_steps_as_printed_end_the_web_session_the_codes_and_the_tokens(admin_client):
-    """README, "A lost laptop": "Sign out of every OAuth client", then "Rotate key", in the admin."""
+    """docs/clients.md, "A lost laptop": "Sign out of every OAuth client", then "Rotate key", in the admin."""
     developer = DeveloperFactory()
     laptop = signed_in(developer)
     tokens, flow = tokens_for(developer)

@@ -19,7 +19,7 @@ from django.core import mail
 from django.db.models import F
 from django.test import Client
 
-from oauth import mailer
+from infra import mailer
 from oauth.models import SignInCode, SignInEvent
 from tests.factories import DeveloperFactory
 from tests.support.smtp import SlowSmtpSink
@@ -300,7 +300,7 @@ def test_a_mail_that_cannot_be_sent_is_logged_without_its_code_and_the_next_one_
     with caplog.at_level(logging.INFO):
         assert _start(Client(), "lost@example.com").status_code == 302
         assert mailer.wait_idle(timeout=10)
-    failures = [r for r in caplog.records if r.name == "oauth.mailer" and r.levelno == logging.ERROR]
+    failures = [r for r in caplog.records if r.name == "infra.mailer" and r.levelno == logging.ERROR]
     assert len(failures) == 1 and "sign-in mail not sent" in failures[0].getMessage()
     assert not re.search(r"\b\d{6}\b", caplog.text)  # no code anywhere in the log
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

@@ -16,7 +16,7 @@ import pytest
 from django.test import override_settings
 
 from accounts import rate_buckets
-from accounts.models import UsageEvent
+from accounts.models import Developer, UsageEvent
 from tests.factories import DeveloperFactory, OrganizationFactory, PlanFactory
 from tests.support.mcp import mcp_error, run_uvicorn, stdio_session, usage_written
 from tests.support.metrics import metering_flushed
@@ -238,64 +238,86 @@ def test_two_workers_with_leases_never_pass_the_limit_and_lose_nothing(redis_wor
     until every leased token is back (rather than sleeping a lease period out).
 
     Still load-sensitive, less so: a worker process stalled for longer than a lease period between the last warm round
-    and the burst, or a lease timer later than 0.2 s, fails it. `LEASE_SECONDS` has no setting; with one (say
-    HOTCROSS_RATE_LIMIT_LEASE_SECONDS) this server could use periods long against such stalls (a second: the warm-up
-    and the give-back would then take about a second each)."""
+    and the burst, or a lease timer later than 0.2 s, fails the lease part (so one of three tries must show it).
+    `LEASE_SECONDS` has no setting; with one (say HOTCROSS_RATE_LIMIT_LEASE_SECONDS) this server could use periods
+    long against such stalls (a second: the warm-up and the give-back would then take about a second each)."""
     limit, per_round, pace = 40, 3, 0.1
-    most_warm = limit // 2 - 2  # the burst starts in the upper half: a take by recent demand still gets a lease
-    developer = limited_developer(per_developer=limit)
-    headers = warmed(redis_workers, developer)
-    key = f"{rate_buckets.KEY_PREFIX}d:{developer.id}"
-    client = redis_service.client()
 
-    async def traffic():
-        async with httpx2.AsyncClient(headers=headers, timeout=30, limits=httpx2.Limits(max_connections=50)) as http:
-            since = redis_now(client)
-            started = time.monotonic()
+    first = limited_developer(per_developer=limit)
 
-            def leased(served: int) -> float:
-                return leased_out(client, key, limit, served, since)
+    def one_try(developer: Developer) -> tuple[bool, tuple]:
+        most_warm = limit // 2 - 2  # the burst starts in the upper half: a take by recent demand still gets a lease
+        headers = warmed(redis_workers, developer)
+        key = f"{rate_buckets.KEY_PREFIX}d:{developer.id}"
+        client = redis_service.client()
 
-            warm, held = [], 0.0
-            while True:  # rounds every `pace` s (over more than one lease period: the previous period's demand counts)
-                warm += await asyncio.gather(*(http.post(redis_workers.url, json=call(n)) for n in range(per_round)))
-                held = leased(sum(answer.status_code == 200 for answer in warm))
-                if held >= 0.5 or len(warm) + per_round > most_warm:
-                    break
-                await asyncio.sleep(max(0.0, started + pace * len(warm) / per_round - time.monotonic()))
-            left = limit - len(warm)
-            redis_service.reset_statistics()
-            burst = await asyncio.gather(*(http.post(redis_workers.url, json=call(n)) for n in range(left + 1)))
-            burst_end = time.monotonic()
-            round_trips = redis_service.evalsha_calls()
-            answered = [answer.status_code for answer in warm + burst]
-            assert set(answered) <= {200, 429}, answered
-            # Unused leased tokens go back (the leases' timers) within `LEASE_SECONDS` (+ 0.2 s, as the sleep here
-            # allowed before): watched in Redis instead of slept out.
-            while (still := leased(answered.count(200))) >= 0.5:
-                late = time.monotonic() - burst_end
-                assert late < rate_buckets.LEASE_SECONDS + 0.2, f"{still:.2f} leased tokens not back {late:.2f} s later"
-                await asyncio.sleep(0.02)
-            later = []
-            for n in range(left + 1):  # one at a time until refused
-                later.append(await http.post(redis_workers.url, json=call(n)))
-                if later[-1].status_code == 429:
-                    break
-            return warm, held, left, burst, round_trips, later, time.monotonic() - started
+        async def traffic():
+            async with httpx2.AsyncClient(
+                headers=headers, timeout=30, limits=httpx2.Limits(max_connections=50)
+            ) as http:
+                since = redis_now(client)
+                started = time.monotonic()
 
-    try:
-        warm, held, left, burst, round_trips, later, elapsed = asyncio.run(traffic())
-    finally:
-        client.close()
-    assert [answer.status_code for answer in warm] == [200] * len(warm)
-    statuses = [answer.status_code for answer in burst]
-    assert set(statuses) <= {200, 429}, statuses
-    # Some of the burst was served from leases.
-    assert round_trips < len(burst), (round_trips, f"{held:.2f} tokens leased when the burst began", len(warm))
-    # What refilled during the run (40 a minute) may be served too; nothing else.
-    refill = math.floor(elapsed * limit / rate_buckets.WINDOW_SECONDS)
-    served = statuses.count(200)
-    assert served <= left + refill, (statuses, elapsed)
-    assert later[-1].status_code == 429, [answer.status_code for answer in later]
-    served_later = len(later) - 1
-    assert left <= served + served_later <= left + refill, (served, served_later, elapsed)
+                def leased(served: int) -> float:
+                    return leased_out(client, key, limit, served, since)
+
+                warm, held = [], 0.0
+                # Rounds every `pace` s (over more than one lease period: the previous period's demand counts).
+                while True:
+                    warm += await asyncio.gather(
+                        *(http.post(redis_workers.url, json=call(n)) for n in range(per_round))
+                    )
+                    held = leased(sum(answer.status_code == 200 for answer in warm))
+                    if held >= 0.5 or len(warm) + per_round > most_warm:
+                        break
+                    await asyncio.sleep(max(0.0, started + pace * len(warm) / per_round - time.monotonic()))
+                left = limit - len(warm)
+                redis_service.reset_statistics()
+                burst = await asyncio.gather(*(http.post(redis_workers.url, json=call(n)) for n in range(left + 1)))
+                burst_end = time.monotonic()
+                round_trips = redis_service.evalsha_calls()
+                answered = [answer.status_code for answer in warm + burst]
+                assert set(answered) <= {200, 429}, answered
+                # Unused leased tokens go back (the leases' timers) within `LEASE_SECONDS` (+ 0.2 s, as the sleep here
+                # allowed before): watched in Redis instead of slept out.
+                while (still := leased(answered.count(200))) >= 0.5:
+                    late = time.monotonic() - burst_end
+                    assert late < rate_buckets.LEASE_SECONDS + 0.2, (
+                        f"{still:.2f} leased tokens not back {late:.2f} s later"
+                    )
+                    await asyncio.sleep(0.02)
+                later = []
+                for n in range(left + 1):  # one at a time until refused
+                    later.append(await http.post(redis_workers.url, json=call(n)))
+                    if later[-1].status_code == 429:
+                        break
+                return warm, held, left, burst, round_trips, later, time.monotonic() - started
+
+        try:
+            warm, held, left, burst, round_trips, later, elapsed = asyncio.run(traffic())
+        finally:
+            client.close()
+        assert [answer.status_code for answer in warm] == [200] * len(warm)
+        statuses = [answer.status_code for answer in burst]
+        assert set(statuses) <= {200, 429}, statuses
+        # What refilled during the run (40 a minute) may be served too; nothing else.
+        refill = math.floor(elapsed * limit / rate_buckets.WINDOW_SECONDS)
+        served = statuses.count(200)
+        assert served <= left + refill, (statuses, elapsed)
+        assert later[-1].status_code == 429, [answer.status_code for answer in later]
+        served_later = len(later) - 1
+        assert left <= served + served_later <= left + refill, (served, served_later, elapsed)
+        # Some of the burst was served from leases (the caller asks this of one of its tries).
+        return round_trips < len(burst), (round_trips, f"{held:.2f} tokens leased when the burst began", len(warm))
+
+    # Never passing the limit and losing nothing hold on every try. That leases served part of the burst depends on
+    # timing a loaded machine can upset (CI once saw 30 round trips for a 29-call burst): one of three tries must show
+    # it, each with a new developer and so a new bucket.
+    plan, tries = first.organization.plan, []
+    for n in range(3):
+        developer = first if n == 0 else DeveloperFactory(organization=OrganizationFactory(plan=plan))
+        leased_some, figures = one_try(developer)
+        tries.append(figures)
+        if leased_some:
+            break
+    assert leased_some, tries

@@ -1,6 +1,6 @@
-"""Several workers (`uvicorn --workers 2`, as README's production command): every worker's metering is written at a
-graceful stop, /metrics sums the workers, a revocation reaches every worker within a second; Django's cache on Redis
-with REDIS_URL."""
+"""Several workers (`uvicorn --workers 2`, the production command of docs/operations.md): every worker's metering is
+written at a graceful stop, /metrics sums the workers, a revocation reaches every worker within a second; Django's
+cache on Redis with REDIS_URL."""
 
 from __future__ import annotations
 

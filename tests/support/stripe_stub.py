@@ -11,6 +11,15 @@ refused), and `POST /v1/invoices/create_preview` draws a customer's upcoming inv
 (`unit_amounts`: cents per unit, by event name). `fail_next(path, status, …)` makes the next requests for a path fail
 (after keeping the event, if asked: the answer lost on its way back).
 
+Self-service (issue 30): `POST /v1/customers` (an `Idempotency-Key` seen before answers the first answer again),
+Checkout Sessions (`POST /v1/checkout/sessions`, `GET /v1/checkout/sessions/<id>`) whose `url` is a page on the
+stub (`GET /checkout/<id>`: the quantity within the adjustable bounds and "Pay"; `POST /checkout/<id>` makes the
+subscription, completes the session, sends `customer.subscription.created` and `checkout.session.completed`, and
+redirects to the success URL), Billing Portal sessions (`POST /v1/billing_portal/sessions`; `GET /portal/<id>` shows
+the subscription's quantity, `POST /portal/<id>` changes it, sends `customer.subscription.updated` and redirects to the
+return URL). Every event the stub makes is kept in `events`, and POSTed signed to the webhook target when one was
+given (`deliver_webhooks_to(url, secret)`); `delivered` holds the answers' statuses.
+
 Every request is recorded. A request for anything else is answered 404 and kept in `unexpected`, so a test can
 assert dj-stripe asked for nothing we did not foresee.
 """
@@ -18,12 +27,14 @@ assert dj-stripe asked for nothing we did not foresee.
 from __future__ import annotations
 
 import copy
+import http.client
 import json
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -56,6 +67,7 @@ class Request:
     path: str
     query: dict[str, list[str]]
     authorization: str
+    idempotency_key: str = ""
 
 
 @dataclass
@@ -79,6 +91,9 @@ class Failure:
 
 METER_EVENTS = "/v1/billing/meter_events"
 INVOICE_PREVIEW = "/v1/invoices/create_preview"
+CUSTOMERS = "/v1/customers"
+CHECKOUT_SESSIONS = "/v1/checkout/sessions"
+PORTAL_SESSIONS = "/v1/billing_portal/sessions"
 METER_WINDOW_PAST = 35 * 24 * 3600
 METER_WINDOW_FUTURE = 5 * 60
 
@@ -95,6 +110,13 @@ class StripeStub:
         self._holds: dict[str, Hold] = {}
         self.requests: list[Request] = []
         self.unexpected: list[Request] = []
+        self.events: list[dict[str, Any]] = []  # every webhook event the stub made, in order
+        self.delivered: list[int] = []  # the webhook target's answers
+        self._webhook_target: tuple[str, str] | None = None
+        self._idempotent: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        self._line_items: dict[str, list[dict[str, Any]]] = {}  # a checkout session's, by session id
+        self._ids = 0
+        self._idempotency_lock = threading.Lock()
         self.put(
             {
                 "id": ACCOUNT_ID,
@@ -149,6 +171,26 @@ class StripeStub:
         with self._lock:
             return copy.deepcopy(self._objects[object_id])
 
+    def deliver_webhooks_to(self, url: str, secret: str) -> None:
+        """POST every event the stub makes from now on to `url`, signed with `secret` as Stripe signs."""
+        self._webhook_target = (url, secret)
+
+    def checkout_sessions(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [copy.deepcopy(o) for o in self._objects.values() if o.get("object") == "checkout.session"]
+
+    def customers(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [copy.deepcopy(o) for o in self._objects.values() if o.get("object") == "customer"]
+
+    def subscriptions_of(self, customer_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                copy.deepcopy(o)
+                for o in self._objects.values()
+                if o.get("object") == "subscription" and o.get("customer") == customer_id
+            ]
+
     def requested(self, path_prefix: str = "/v1/") -> list[str]:
         return [r.path for r in self.requests if r.path.startswith(path_prefix)]
 
@@ -201,7 +243,16 @@ class StripeStub:
             return self._meter_event(request)
         if request.method == "POST" and request.path == INVOICE_PREVIEW:
             return self._invoice_preview(request)
+        if request.method == "POST" and request.path in (CUSTOMERS, CHECKOUT_SESSIONS, PORTAL_SESSIONS):
+            make = {
+                CUSTOMERS: self._create_customer,
+                CHECKOUT_SESSIONS: self._create_checkout_session,
+                PORTAL_SESSIONS: self._create_portal_session,
+            }[request.path]
+            return self._idempotently(request, make)
         parts = [p for p in request.path.split("/") if p]
+        if request.method == "GET" and parts[:3] == ["v1", "checkout", "sessions"] and len(parts) == 4:
+            return self._checkout_session(request, parts[3])
         if request.method != "GET" or not parts or parts[0] != "v1":
             return self._missing(request, "route")
         parts = parts[1:]
@@ -311,6 +362,269 @@ class StripeStub:
             "lines": {"object": "list", "data": data, "has_more": False, "url": "/v1/invoices/upcoming/lines"},
         }
 
+    # --- self-service: customers, Checkout, the Billing Portal ---
+
+    def _new_id(self, prefix: str) -> str:
+        with self._lock:
+            self._ids += 1
+            return f"{prefix}_stub{time.time_ns() % 10**9:09d}{self._ids:04d}"
+
+    def _idempotently(self, request: Request, make: Any) -> tuple[int, dict[str, Any]]:
+        """Stripe's idempotency: the same key on the same path answers the first answer again, making nothing."""
+        if not request.idempotency_key:
+            return make(request)
+        key = (request.path, request.idempotency_key)
+        with self._idempotency_lock:  # as Stripe: a second request with the key waits for the first one's answer
+            kept = self._idempotent.get(key)
+            if kept is None:
+                kept = self._idempotent[key] = make(request)
+        return kept[0], copy.deepcopy(kept[1])
+
+    def _create_customer(self, request: Request) -> tuple[int, dict[str, Any]]:
+        from tests.support import stripe_data
+
+        def one(name: str) -> str | None:
+            return (request.query.get(name) or [None])[0]
+
+        metadata = _nested(request.query, "metadata")
+        customer = stripe_data.customer(one("email") or "", metadata=metadata)
+        customer.update(id=self._new_id("cus"), name=one("name"), created=int(time.time()))
+        self.put(customer)
+        return 200, customer
+
+    def _create_checkout_session(self, request: Request) -> tuple[int, dict[str, Any]]:
+        """A subscription-mode session: its line item (price, quantity, adjustable bounds) is kept for the page."""
+
+        def one(name: str) -> str | None:
+            return (request.query.get(name) or [None])[0]
+
+        price_id, customer_id = one("line_items[0][price]"), one("customer")
+        with self._lock:
+            price = copy.deepcopy(self._objects.get(price_id or ""))
+            customer_known = customer_id in self._objects
+        if price is None or price.get("object") != "price":
+            return self._missing(request, "price", price_id or "", expected=True)
+        if not customer_known:
+            return self._missing(request, "customer", customer_id or "", expected=True)
+        if one("mode") != "subscription" or not one("success_url") or not one("cancel_url"):
+            return 400, _invalid("mode=subscription, success_url and cancel_url are required.")
+        quantity = int(one("line_items[0][quantity]") or 1)
+        adjustable = one("line_items[0][adjustable_quantity][enabled]") == "true"
+        minimum = int(one("line_items[0][adjustable_quantity][minimum]") or 0) if adjustable else quantity
+        maximum = int(one("line_items[0][adjustable_quantity][maximum]") or 99) if adjustable else quantity
+        session_id = self._new_id("cs_test")
+        now = int(time.time())
+        session = {
+            "id": session_id,
+            "object": "checkout.session",
+            "adaptive_pricing": None,
+            "after_expiration": None,
+            "allow_promotion_codes": None,
+            "amount_subtotal": price["unit_amount"] * quantity,
+            "amount_total": price["unit_amount"] * quantity,
+            "automatic_tax": {"enabled": False, "liability": None, "status": None},
+            "billing_address_collection": None,
+            "cancel_url": one("cancel_url"),
+            "client_reference_id": one("client_reference_id"),
+            "consent": None,
+            "created": now,
+            "currency": price.get("currency", "usd"),
+            "customer": customer_id,
+            "customer_creation": None,
+            "customer_details": None,
+            "customer_email": None,
+            "expires_at": now + 86_400,
+            "invoice": None,
+            "livemode": False,
+            "locale": None,
+            "metadata": _nested(request.query, "metadata"),
+            "mode": "subscription",
+            "payment_intent": None,
+            "payment_link": None,
+            "payment_method_types": ["card"],
+            "payment_status": "unpaid",
+            "setup_intent": None,
+            "status": "open",
+            "submit_type": None,
+            "subscription": None,
+            "success_url": (one("success_url") or "").replace("{CHECKOUT_SESSION_ID}", session_id),
+            "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+            "ui_mode": "hosted",
+            "url": f"{self.url}/checkout/{session_id}",
+        }
+        line_item = {
+            "id": self._new_id("li"),
+            "object": "item",
+            "amount_discount": 0,
+            "amount_subtotal": price["unit_amount"] * quantity,
+            "amount_tax": 0,
+            "amount_total": price["unit_amount"] * quantity,
+            "currency": price.get("currency", "usd"),
+            "description": price.get("nickname") or "Seats",
+            "price": price,
+            "quantity": quantity,
+            "adjustable_quantity": {"enabled": adjustable, "minimum": minimum, "maximum": maximum},
+        }
+        with self._lock:
+            self._objects[session_id] = copy.deepcopy(session)
+            self._line_items[session_id] = [line_item]
+        return 200, session
+
+    def _checkout_session(self, request: Request, session_id: str) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            session = copy.deepcopy(self._objects.get(session_id))
+            items = copy.deepcopy(self._line_items.get(session_id, []))
+        if session is None or session.get("object") != "checkout.session":
+            return self._missing(request, "checkout.session", session_id, expected=True)
+        if any(value.startswith("line_items") for value in request.query.get("expand[]", [])):
+            session["line_items"] = {
+                "object": "list",
+                "data": items,
+                "has_more": False,
+                "url": f"/v1/checkout/sessions/{session_id}/line_items",
+            }
+        return 200, session
+
+    def _create_portal_session(self, request: Request) -> tuple[int, dict[str, Any]]:
+        customer_id = (request.query.get("customer") or [None])[0]
+        with self._lock:
+            known = customer_id in self._objects
+        if not known:
+            return self._missing(request, "customer", customer_id or "", expected=True)
+        portal_id = self._new_id("bps")
+        portal = {
+            "id": portal_id,
+            "object": "billing_portal.session",
+            "configuration": "bpc_stub",
+            "created": int(time.time()),
+            "customer": customer_id,
+            "flow": None,
+            "livemode": False,
+            "locale": None,
+            "on_behalf_of": None,
+            "return_url": (request.query.get("return_url") or [None])[0],
+            "url": f"{self.url}/portal/{portal_id}",
+        }
+        self.put(portal)
+        return 200, portal
+
+    def _page(self, method: str, path: str, form: dict[str, list[str]]) -> tuple[int, str, str]:
+        """The browser pages of Checkout and the Billing Portal: (status, Location or "", HTML)."""
+        parts = [p for p in path.split("/") if p]
+        if len(parts) != 2:
+            return 404, "", "<p>No such page.</p>"
+        kind, object_id = parts
+        with self._lock:
+            obj = copy.deepcopy(self._objects.get(object_id))
+        if kind == "checkout" and obj is not None and obj.get("object") == "checkout.session":
+            return self._checkout_page(method, obj, form)
+        if kind == "portal" and obj is not None and obj.get("object") == "billing_portal.session":
+            return self._portal_page(method, obj, form)
+        return 404, "", "<p>No such session.</p>"
+
+    def _checkout_page(self, method: str, session: dict[str, Any], form: dict[str, list[str]]) -> tuple[int, str, str]:
+        with self._lock:
+            item = copy.deepcopy(self._line_items[session["id"]][0])
+        bounds = item["adjustable_quantity"]
+        if session["status"] == "complete":
+            return 303, session["success_url"], ""
+        error = ""
+        if method == "POST":
+            try:
+                quantity = int((form.get("quantity") or [""])[0])
+            except ValueError:
+                quantity = -1
+            if bounds["minimum"] <= quantity <= bounds["maximum"]:
+                self._pay(session, item, quantity)
+                return 303, session["success_url"], ""
+            error = f"<p id='error'>Choose {bounds['minimum']} to {bounds['maximum']}.</p>"
+        html = (
+            f"<!doctype html><title>Checkout (Stripe stub)</title><h1>Pay {escape(item['description'])}</h1>{error}"
+            f"<form method='post' id='checkout-form'><label for='quantity'>Quantity</label>"
+            f"<input type='number' id='quantity' name='quantity' value='{item['quantity']}' "
+            f"min='{bounds['minimum']}' max='{bounds['maximum']}'>"
+            f"<button type='submit' id='pay'>Pay</button></form>"
+            f"<p><a id='cancel' href='{escape(session['cancel_url'])}'>Back</a></p>"
+        )
+        return (400 if error else 200), "", html
+
+    def _pay(self, session: dict[str, Any], item: dict[str, Any], quantity: int) -> None:
+        """The card was charged: an active subscription of the price and quantity, the session complete."""
+        from tests.support import stripe_data
+
+        now = int(time.time())
+        with self._lock:
+            customer = copy.deepcopy(self._objects[session["customer"]])
+        subscription = stripe_data.subscription(customer, [(item["price"], quantity)], status="active", created=now)
+        subscription["id"] = self._new_id("sub")
+        for sub_item in subscription["items"]["data"]:
+            sub_item["subscription"] = subscription["id"]
+        subscription["items"]["url"] = f"/v1/subscription_items?subscription={subscription['id']}"
+        subscription["metadata"] = dict(session.get("metadata") or {})
+        session.update(status="complete", payment_status="paid", subscription=subscription["id"])
+        with self._lock:
+            self._line_items[session["id"]][0]["quantity"] = quantity
+        self.put(subscription, session)
+        self._send(stripe_data.event("customer.subscription.created", subscription, created=now))
+        self._send(stripe_data.event("checkout.session.completed", session, created=now))
+
+    def _portal_page(self, method: str, portal: dict[str, Any], form: dict[str, list[str]]) -> tuple[int, str, str]:
+        from tests.support import stripe_data
+
+        current = [s for s in self.subscriptions_of(portal["customer"]) if s["status"] != "canceled"]
+        if not current:
+            page = "<!doctype html><title>Billing portal (Stripe stub)</title><p id='none'>No subscription.</p>"
+            return 200, "", page
+        subscription = current[0]
+        quantity = subscription["items"]["data"][0].get("quantity")
+        error = ""
+        if method == "POST":
+            try:
+                wanted = int((form.get("quantity") or [""])[0])
+            except ValueError:
+                wanted = 0
+            if wanted >= 1:
+                changed = stripe_data.with_quantities(subscription, wanted)
+                self.put(changed)
+                self._send(stripe_data.event("customer.subscription.updated", changed, created=int(time.time())))
+                return 303, portal["return_url"], ""
+            error = "<p id='error'>Choose at least 1.</p>"
+        html = (
+            f"<!doctype html><title>Billing portal (Stripe stub)</title><h1>Your subscription</h1>{error}"
+            f"<p id='quantity-now'>Quantity: {quantity}</p>"
+            f"<form method='post' id='portal-form'><label for='quantity'>Quantity</label>"
+            f"<input type='number' id='quantity' name='quantity' value='{quantity}' min='1'>"
+            f"<button type='submit' id='update'>Update</button></form>"
+            f"<p><a id='return' href='{escape(portal['return_url'] or '')}'>Return</a></p>"
+        )
+        return (400 if error else 200), "", html
+
+    def _send(self, event: dict[str, Any]) -> None:
+        """Keep the event; POST it, signed, to the webhook target when there is one."""
+        from tests.support import stripe_data
+
+        self.events.append(copy.deepcopy(event))
+        target = self._webhook_target
+        if target is None:
+            return
+        url, secret = target
+        payload = stripe_data.dumps(event)
+        split = urlsplit(url)
+        headers = {"Content-Type": "application/json", "Stripe-Signature": stripe_data.signature(payload, secret)}
+        connection = http.client.HTTPConnection(split.hostname or "127.0.0.1", split.port or 80, timeout=30)
+        try:
+            connection.request(
+                "POST",
+                split.path or "/",
+                body=payload.encode(),
+                headers=headers,
+            )
+            answer = connection.getresponse()
+            answer.read()
+            self.delivered.append(answer.status)
+        finally:
+            connection.close()
+
     def _missing(
         self, request: Request, what: str, object_id: str = "", *, expected: bool = False
     ) -> tuple[int, dict[str, Any]]:
@@ -342,8 +656,17 @@ class StripeStub:
                 query = parse_qs(split.query)
                 for key, values in parse_qs(body).items():
                     query.setdefault(key, []).extend(values)
-                request = Request(self.command, split.path, query, self.headers.get("Authorization", ""))
+                request = Request(
+                    self.command,
+                    split.path,
+                    query,
+                    self.headers.get("Authorization", ""),
+                    self.headers.get("Idempotency-Key", ""),
+                )
                 stub.requests.append(request)
+                if split.path.startswith(("/checkout/", "/portal/")):
+                    self._send_page(*stub._page(self.command, split.path, query))
+                    return
                 status, payload = stub._answer(request)  # Stripe's state as the request arrives
                 hold = stub._holds.pop(split.path, None)  # one request per hold
                 if hold is not None:
@@ -360,6 +683,16 @@ class StripeStub:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting (a test of Stripe's timeout): as Stripe, answer nobody
 
+            def _send_page(self, status: int, location: str, html: str) -> None:
+                data = html.encode()
+                self.send_response(status)
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             do_GET = _serve
             do_POST = _serve
             do_DELETE = _serve
@@ -368,6 +701,16 @@ class StripeStub:
                 pass
 
         return Handler
+
+
+def _nested(query: dict[str, list[str]], name: str) -> dict[str, str]:
+    """`name[key]=value` form fields as a dict (Stripe's encoding of a hash such as metadata)."""
+    prefix = f"{name}["
+    return {
+        key[len(prefix) : -1]: values[0]
+        for key, values in query.items()
+        if key.startswith(prefix) and key.endswith("]") and "][" not in key
+    }
 
 
 def _invalid(message: str) -> dict[str, Any]:

@@ -147,7 +147,7 @@ def _jwks_client(url: str) -> Any:
 
 
 def verified_caller(token: str, jwks_url: str, audience: str) -> dict[str, Any]:
-    """README's example of how an upstream checks the gateway's `X-Hotcross-Caller` (raises when it is not valid)."""
+    """docs/gateway.md's example of how an upstream checks the gateway's `X-Hotcross-Caller` (raises if not valid)."""
     import jwt
 
     key = _jwks_client(jwks_url).get_signing_key_from_jwt(token)
