@@ -3,11 +3,12 @@ against its own reference server directly and through the bridge in gateway mode
 
 The reference server is the suite's everything-server (`tests/support/upstream_servers/
 conformance_everything_server.mts`, vendored), run on Node.js 22 and given to the bridge as its HTTP upstream
-(HOTCROSS_MCP_UPSTREAM, shared scope). The runner speaks HTTP only and sends no key: it reaches /mcp and /mcp/key
-through `tests.support.key_proxy`, which adds the developer's, and `manage.py mcp_server` (gateway mode, the key in
-HOTCROSS_API_KEY) through `tests.support.stdio_harness`, an HTTP front with one stdio process per session. Two runs,
-each against the four targets at once: the default active suite (2025-era scenarios) and the scenarios the
-2026-07-28 revision requires (`--requirements 2026-07-28`), one test each.
+(HOTCROSS_MCP_UPSTREAM, shared scope); the direct run has an instance of its own (`reference_server`). The runner
+speaks HTTP only and sends no key: it reaches /mcp and /mcp/key through `tests.support.key_proxy`, which adds the
+developer's, and `manage.py mcp_server` (gateway mode, the key in HOTCROSS_API_KEY) through
+`tests.support.stdio_harness`, an HTTP front with one stdio process per session. Two runs, each against the four
+targets at once: the default active suite (2025-era scenarios) and the scenarios the 2026-07-28 revision requires
+(`--requirements 2026-07-28`), one test each.
 
 A scenario's outcome, from its checks.json: `pass` (≥ 1 check, each SUCCESS or INFO), `warn` (no FAILURE or SKIPPED,
 but a WARNING: a SHOULD missed), `fail` (a FAILURE, a SKIPPED, no check, or no result at all). A scenario is held to
@@ -28,10 +29,10 @@ from pathlib import Path
 import pytest
 
 from tests.factories import DeveloperFactory
-from tests.support.conformance import RUNNER_COMMAND, conformance_available, scenario_checks
+from tests.support.conformance import NODE_22, RUNNER_COMMAND, conformance_available, scenario_checks
 from tests.support.mcp import run_uvicorn, server_env
 from tests.support.servers import RunningServer, serve_command
-from tests.support.upstreams import gateway_env
+from tests.support.upstreams import CONFORMANCE_SERVER, gateway_env, http_upstream
 
 # What the bridge does not do yet, by (run, scenario, way in: "http" for /mcp and /mcp/key, "stdio", or "http+stdio"):
 # one line each on why. Remove an entry once the scenario does as well through the bridge as directly (the test says
@@ -65,6 +66,15 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not conformance_available(), reason="MCP conformance runner or Node.js 22 not installed"),
 ]
+
+
+@pytest.fixture(scope="module")
+def reference_server(tmp_path_factory) -> Iterator[str]:
+    """A reference server of the direct run's own. One server behind both would cross the runs: its trigger tools
+    (`test_trigger_tool_change`, which the direct run calls in `server-stateless`) tell every listening stream, the
+    bridge's included, so the runs through the bridge would at times get a list_changed they did not cause."""
+    with http_upstream([str(NODE_22), str(CONFORMANCE_SERVER)], tmp_path_factory.mktemp("reference-direct")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +160,9 @@ def problems(run: str, outcomes: dict[str, dict[str, str]]) -> list[str]:
 
 
 @pytest.mark.parametrize("run", RUNS)
-def test_the_server_scenarios_pass_through_the_bridge_as_directly(run, conformance_upstream, bridge, tmp_path):
+def test_the_server_scenarios_pass_through_the_bridge_as_directly(
+    run, conformance_upstream, reference_server, bridge, tmp_path
+):
     developer = DeveloperFactory()
     proxy_command = [sys.executable, "-m", "tests.support.key_proxy", "--port", "{port}"]
     proxy_command += ["--target", bridge.base, "--key-env", KEY_ENV]
@@ -163,7 +175,7 @@ def test_the_server_scenarios_pass_through_the_bridge_as_directly(run, conforman
         serve_command(harness_command, tmp_path, env={STDIO_ENV: json.dumps(stdio_env)}) as harness,
     ):
         targets = {
-            "direct": conformance_upstream,
+            "direct": reference_server,
             "/mcp": f"{proxy.base}/mcp",
             "/mcp/key": f"{proxy.base}/mcp/key",
             "stdio": harness.url,
