@@ -10,14 +10,14 @@ buckets: tokens from the **upper half** of each bucket only, and at least 1 when
 
 - **Never more calls than the limit**: every admitted call spends a token taken in Redis; a give-back returns only
   unused tokens, capped at the limit, which leaves the bucket as if they had never been taken. The one difference
-  is timing: a token may be spent up to `LEASE_SECONDS` after it was taken, so over any T seconds a pair makes at
-  most `limit + rate × (T + LEASE_SECONDS)` calls instead of `limit + rate × T` (`limit / 240` more: under one call
-  for limits below 240 a minute).
+  is timing: a token may be spent up to the lease period `L` (`accounts.rate_buckets.lease_seconds`, 0.25 s by
+  default) after it was taken, so over any T seconds a pair makes at most `limit + rate × (T + L)` calls instead of
+  `limit + rate × T` (with 0.25 s, `limit / 240` more: under one call for limits below 240 a minute).
 - **Near the limit every call is decided in Redis**: with a bucket at most half full, every take is of one token,
   exactly as without leases. A refusal can come while another process still holds unused leased tokens (at most
-  what it leased from the upper half, ≤ `MAX_LEASE` a take); they are back in Redis within `LEASE_SECONDS`, so such
-  a refusal is at most `LEASE_SECONDS` early for them, and its `Retry-After` (from Redis's buckets) errs long.
-- Redis down: a live lease is still spent (≤ `LEASE_SECONDS`), then the fail-open/closed rule of
+  what it leased from the upper half, ≤ `MAX_LEASE` a take); they are back in Redis within `L`, so such a refusal is
+  at most `L` early for them, and its `Retry-After` (from Redis's buckets) errs long.
+- Redis down: a live lease is still spent (≤ `L`), then the fail-open/closed rule of
   `accounts.rate_buckets`; the unused tokens of a lease that cannot be given back are lost (fewer calls, never more).
 - What it saves: under sustained demand one round trip per up to `MAX_LEASE` calls; a leased check costs ~5 µs
   (4.7–7.4 measured) against ~210 µs for a bare PING and ~300 µs for the script (sync client), and the bridge with

@@ -16,13 +16,14 @@ Where the buckets live:
 
 Leases (the async check, `acheck`, which the bridge awaits on every `tools/call`): a Redis round trip through
 redis-py's asyncio client costs ~240 µs of CPU, a fifth of the bridge's whole call, so a process may take more than
-one token in one round trip (only from the **upper half** of each bucket) and spend them locally:
+one token in one round trip (only from the **upper half** of each bucket) and spend them locally for a lease period,
+`L` (`HOTCROSS_RATE_LIMIT_LEASE_SECONDS`, 0.25 s by default; 0 turns leases off: every call is decided in Redis):
 
 - `want` is this process's own admitted calls for the (developer, organization) pair in the previous
-  `LEASE_SECONDS` period, in [1, `MAX_LEASE`]: a cold burst asks for 1 token at a time (exact), only sustained local
+  period of `L`, in [1, `MAX_LEASE`]: a cold burst asks for 1 token at a time (exact), only sustained local
   demand with a bucket more than half full gets a bigger lease.
 - The tokens beyond the call's own are this event loop's lease for the pair, spent without Redis until
-  `LEASE_SECONDS` after the take. At expiry the unused ones go back: piggybacked on the next take for the pair, or
+  `L` after the take. At expiry the unused ones go back: piggybacked on the next take for the pair, or
   by a timer at expiry (fire and forget). A change of the plan's limits drops the lease (its tokens go back).
 - While one take for more than one token is in flight for a pair, the loop's other calls for it wait for its lease
   rather than each asking Redis.
@@ -60,7 +61,7 @@ logger = logging.getLogger(__name__)
 WINDOW_SECONDS = 60.0  # limits are per minute
 REDIS_RETRY_SECONDS = 1.0
 KEY_PREFIX = "hotcross:rl:"
-LEASE_SECONDS = 0.25  # how long a lease's tokens may be spent locally before the unused ones go back
+DEFAULT_LEASE_SECONDS = 0.25  # HOTCROSS_RATE_LIMIT_LEASE_SECONDS unset (`lease_seconds`)
 MAX_LEASE = 100  # tokens one take may ask for
 MAX_LEASED_PAIRS = 100_000  # (developer, organization) pairs with a lease per process, before it starts afresh
 DEVELOPER = "developer"
@@ -80,6 +81,12 @@ ALLOWED = Decision(True)
 
 def fail_open() -> bool:
     return bool(getattr(settings, "HOTCROSS_RATE_LIMIT_FAIL_OPEN", True))
+
+
+def lease_seconds() -> float:
+    """The lease period `L` (HOTCROSS_RATE_LIMIT_LEASE_SECONDS): how long a process may spend leased tokens before
+    the unused ones go back, and the period whose local demand sizes the next lease. 0: no leases."""
+    return float(getattr(settings, "HOTCROSS_RATE_LIMIT_LEASE_SECONDS", DEFAULT_LEASE_SECONDS))
 
 
 def bucket_keys(developer_id: uuid.UUID, organization_id: uuid.UUID) -> tuple[str, str]:
@@ -144,7 +151,8 @@ def check_many(
 
 class _Lease:
     """Tokens this process took in Redis for one (developer, organization) pair and spends locally until `expires`,
-    and the pair's local demand: admitted calls in the current and the previous `LEASE_SECONDS` period."""
+    and the pair's local demand: admitted calls in the current and the previous period (`period`: `lease_seconds()` when
+    the pair's lease state was made)."""
 
     __slots__ = (
         "count",
@@ -153,13 +161,15 @@ class _Lease:
         "last_admitted",
         "limits",
         "pending",
+        "period",
         "period_start",
         "previous",
         "tokens",
     )
 
-    def __init__(self, limits: tuple[int, int], now: float) -> None:
+    def __init__(self, limits: tuple[int, int], now: float, period: float) -> None:
         self.limits = limits
+        self.period = period
         self.tokens = 0
         self.expires = 0.0
         self.generation = 0
@@ -171,8 +181,8 @@ class _Lease:
 
     def _roll(self, now: float) -> None:
         elapsed = now - self.period_start
-        if elapsed >= LEASE_SECONDS:
-            self.previous = self.count if elapsed < 2 * LEASE_SECONDS else 0
+        if elapsed >= self.period:
+            self.previous = self.count if elapsed < 2 * self.period else 0
             self.count = 0
             self.period_start = now
 
@@ -240,7 +250,7 @@ class RedisBuckets:
         if lease is None:
             if len(leases) >= MAX_LEASED_PAIRS:
                 self._forget(loop, leases)
-            lease = leases[pair] = _Lease((per_developer, per_organization), now)
+            lease = leases[pair] = _Lease((per_developer, per_organization), now, lease_seconds())
         if not lease.live(now) and lease.pending is not None:
             await asyncio.shield(lease.pending)  # a take for more than one token is in flight: wait for its lease
             now = time.monotonic()
@@ -274,9 +284,9 @@ class RedisBuckets:
             granted = int(answer[0])
             if granted > 1 and leases.get(pair) is lease:
                 lease.tokens += granted - 1
-                lease.expires = now + LEASE_SECONDS
+                lease.expires = now + lease.period
                 lease.generation += 1
-                loop.call_later(LEASE_SECONDS, self._expired, loop, pair, lease, lease.generation)
+                loop.call_later(lease.period, self._expired, loop, pair, lease, lease.generation)
         return decision
 
     def _expired(self, loop: asyncio.AbstractEventLoop, pair: tuple[str, str], lease: _Lease, generation: int) -> None:
@@ -285,7 +295,7 @@ class RedisBuckets:
             return
         leases = self._leases.get(loop)
         tokens = lease.unused()
-        if leases is not None and leases.get(pair) is lease and time.monotonic() - lease.last_admitted >= LEASE_SECONDS:
+        if leases is not None and leases.get(pair) is lease and time.monotonic() - lease.last_admitted >= lease.period:
             del leases[pair]  # idle: forget the pair
         if tokens:
             self._give_back(loop, pair, lease.limits, tokens)

@@ -214,7 +214,7 @@ def _leased_check_cost(redis_buckets, iterations: int) -> float:
     developer, organization = f"{rate_buckets.KEY_PREFIX}d:bench-leased", f"{rate_buckets.KEY_PREFIX}o:bench-leased"
 
     async def run() -> float:
-        warm_until = time.monotonic() + 2 * rate_buckets.LEASE_SECONDS
+        warm_until = time.monotonic() + 2 * rate_buckets.lease_seconds()
         while time.monotonic() < warm_until:  # a period of demand, so the next takes ask for leases
             await redis_buckets.atake(developer, organization, 10**9, 10**9)
         started = time.perf_counter()

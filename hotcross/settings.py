@@ -312,6 +312,12 @@ HOTCROSS_MCP_DIRECT_FORWARD = env.bool("HOTCROSS_MCP_DIRECT_FORWARD", default=Tr
 HOTCROSS_DEFAULT_PLAN = env.str("HOTCROSS_DEFAULT_PLAN", default="")
 # Plans' rate limits (accounts.rate_buckets) when Redis cannot be reached: true lets calls through, false refuses them.
 HOTCROSS_RATE_LIMIT_FAIL_OPEN = env.bool("HOTCROSS_RATE_LIMIT_FAIL_OPEN", default=True)
+# How long a process may spend rate-limit tokens it took ahead in one Redis round trip (a lease) before the unused ones
+# go back; 0: no leases, every call asks Redis. Longer saves round trips and lets a limit be passed by up to `rate × L`
+# calls (accounts.rate_bucket_scripts).
+HOTCROSS_RATE_LIMIT_LEASE_SECONDS = env.float("HOTCROSS_RATE_LIMIT_LEASE_SECONDS", default=0.25)
+if not 0 <= HOTCROSS_RATE_LIMIT_LEASE_SECONDS <= 5:
+    raise ImproperlyConfigured("HOTCROSS_RATE_LIMIT_LEASE_SECONDS must be between 0 (no leases) and 5 seconds.")
 # Key-check API (api/): how long a client may remember a /api/v1/keys/verify answer (Cache-Control max-age, capped at
 # 60 s: a revocation reaches such a client within that time), and how old a reported usage event may be.
 HOTCROSS_API_VERIFY_MAX_AGE = env.int("HOTCROSS_API_VERIFY_MAX_AGE", default=60)

@@ -51,6 +51,7 @@ def one_line(result: subprocess.CompletedProcess) -> str:
         ({"DEBUG": "true", "DATABASE_URL": "u:secret@127.0.0.1:5432/x"}, "DATABASE_URL must start with the database's"),
         ({"DEBUG": "true", "DATABASE_URL": "127.0.0.1:5432/x"}, "DATABASE_URL must start with the database's"),
         ({"DEBUG": "true", "HOTCROSS_PUBLIC_URL": "127.0.0.1:8000"}, "HOTCROSS_PUBLIC_URL must be the site's address"),
+        ({"DEBUG": "true", "HOTCROSS_RATE_LIMIT_LEASE_SECONDS": "60"}, "HOTCROSS_RATE_LIMIT_LEASE_SECONDS must be"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(tmp_path, env, says):

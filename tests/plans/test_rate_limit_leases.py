@@ -1,5 +1,5 @@
 """Rate-limit leases (issue 16, the per-call cost): a process takes several tokens in one Redis round trip, from the
-upper half of a bucket only and as many as its own recent demand, spends them locally for `LEASE_SECONDS`, and gives
+upper half of a bucket only and as many as its own recent demand, spends them locally for a lease period, and gives
 back what it did not use. Two `RedisBuckets` here are two processes on one real Redis (the session's own:
 `redis_service`); round trips are counted by Redis itself (`INFO commandstats`)."""
 
@@ -75,6 +75,18 @@ def test_sustained_demand_gets_leases_so_few_calls_reach_redis(redis_service):
     assert round_trips < 600 / 3, round_trips
 
 
+@override_settings(HOTCROSS_RATE_LIMIT_LEASE_SECONDS=0)
+def test_a_lease_period_of_zero_decides_every_call_in_redis(redis_service):
+    keys = pair()
+    process = buckets(redis_service.url)
+    redis_service.reset_statistics()
+    # The same sustained demand that gets leases above (~400 calls a second for ~0.75 s).
+    admitted = asyncio.run(paced(process, keys, 10**6, 300, 0.0025))
+    assert admitted == 300
+    assert redis_service.evalsha_calls() >= 300  # one round trip a call at least (none served from a lease)
+    assert leased(process) == 0
+
+
 def test_two_processes_never_admit_more_than_the_limit(redis_service):
     limit = 120  # two tokens a second
     keys = pair()
@@ -105,7 +117,7 @@ def test_unused_tokens_go_back_within_lease_seconds(redis_service):
             admitted += (await process.atake(*keys, limit, limit)).allowed
         left = leased(process)
         before = available(redis_service.url, keys[0], limit)
-        await asyncio.sleep(rate_buckets.LEASE_SECONDS + 0.15)  # its timer gives the tokens back
+        await asyncio.sleep(rate_buckets.lease_seconds() + 0.15)  # its timer gives the tokens back
         after = available(redis_service.url, keys[0], limit)
         return admitted, left, before, after
 
@@ -150,7 +162,7 @@ def test_redis_down_mid_lease_spends_the_lease_then_fails_as_configured(fail_ope
                 left = leased(process)
                 proxy.cut()
                 decisions = [await process.atake(*keys, 600, 600) for _ in range(left + 5)]
-                await asyncio.sleep(rate_buckets.LEASE_SECONDS + 0.1)  # give-back timer meets a dead Redis: no error
+                await asyncio.sleep(rate_buckets.lease_seconds() + 0.1)  # give-back timer meets a dead Redis: no error
                 return left, decisions
 
             left, decisions = asyncio.run(scenario())
