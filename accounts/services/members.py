@@ -172,6 +172,11 @@ def _require_may_change(by: Developer, member: Developer) -> None:
         raise NotAllowed("Only an owner can change another owner.")
 
 
+def _require_role(role: str) -> None:
+    if role not in Role.values:
+        raise InvalidInput(f"'{role}' is not a role: owner, admin or member.")
+
+
 def _require_another_owner(member: Developer) -> None:
     """Raise when `member` is the organization's last active owner (it would be left without one)."""
     if member.role != Role.OWNER:
@@ -223,8 +228,7 @@ def invite(
     secret: mailed, never stored). Members always get a seat on accepting; an admin or owner invited may come without.
     An invitation beyond the paid seats is allowed (the page says so): accepting needs a free seat then."""
     require_manager(by)
-    if role not in Role.values:
-        raise InvalidInput(f"'{role}' is not a role: owner, admin or member.")
+    _require_role(role)
     if role == Role.OWNER and by.role != Role.OWNER:
         raise NotAllowed("Only an owner can invite another owner.")
     email = normalize_email(email)
@@ -365,7 +369,7 @@ def accept_invitation(*, token: str, email: str, actor: Any = None) -> tuple[Dev
 
 
 def _mail_invitation(invitation: Invitation, token: str) -> None:
-    link = f"{settings.HOTCROSS_PUBLIC_URL.rstrip('/')}/invitations/{token}/"
+    link = mailer.link(f"/invitations/{token}/")
     inviter = invitation.invited_by.email if invitation.invited_by else "Hotcross"
     mailer.send_later(
         mailer.Mail(
@@ -388,26 +392,10 @@ def _mail_invitation(invitation: Invitation, token: str) -> None:
 def change_role(*, by: Developer, member: Developer, role: str, actor: Any = None) -> Developer:
     """Give `member` another role. Only owners make or unmake owners; the last owner stays one."""
     _require_may_change(by, member)
-    if role not in Role.values:
-        raise InvalidInput(f"'{role}' is not a role: owner, admin or member.")
+    _require_role(role)
     if role == Role.OWNER and by.role != Role.OWNER:
         raise NotAllowed("Only an owner can make someone an owner.")
-    if member.role == role:
-        return member
-    with transaction.atomic():
-        lock_organization(member.organization_id)
-        if role != Role.OWNER:
-            _require_another_owner(member)
-        before = member.role
-        Developer.objects.filter(pk=member.pk).update(role=role, updated_at=timezone.now())
-        member.role = role
-        audit.record(
-            actor=actor,
-            obj=member,
-            message=f"Role changed from {Role(before).label.lower()} to {Role(role).label.lower()} (by {by.email}).",
-        )
-    keys_changed()
-    return member
+    return _write_role(member, role, actor, f"(by {by.email})")
 
 
 def deactivate_member(*, by: Developer, member: Developer, actor: Any = None) -> bool:
@@ -422,8 +410,6 @@ def deactivate_member(*, by: Developer, member: Developer, actor: Any = None) ->
 def remove_member(*, by: Developer, member: Developer, actor: Any = None) -> bool:
     """Remove from the organization: deactivated and the key revoked (kept for the usage and the history)."""
     _require_may_change(by, member)
-    if member.pk == by.pk:
-        _require_another_owner(member)
     with transaction.atomic():
         lock_organization(member.organization_id)
         _require_another_owner(member)
@@ -489,8 +475,14 @@ def activate_member(*, by: Developer, member: Developer, actor: Any = None) -> b
 
 def set_role(*, developer: Developer, role: str, actor: Any = None) -> Developer:
     """Staff give `developer` another role. The organization's last active owner cannot be demoted."""
-    if role not in Role.values:
-        raise InvalidInput(f"'{role}' is not a role: owner, admin or member.")
+    _require_role(role)
+    return _write_role(developer, role, actor, "by staff")
+
+
+def _write_role(developer: Developer, role: str, actor: Any, by_words: str) -> Developer:
+    """The role change itself, for owners' and staff's: under the organization's lock, from the row as it is now
+    (nothing when it already has `role`); an active owner is demoted only while another active owner stays. Recorded
+    as "Role changed from … to … `by_words`"."""
     if developer.role == role:
         return developer
     with transaction.atomic():
@@ -506,7 +498,7 @@ def set_role(*, developer: Developer, role: str, actor: Any = None) -> Developer
         audit.record(
             actor=actor,
             obj=developer,
-            message=f"Role changed from {Role(current.role).label.lower()} to {Role(role).label.lower()} by staff.",
+            message=f"Role changed from {Role(current.role).label.lower()} to {Role(role).label.lower()} {by_words}.",
         )
     keys_changed()
     return developer
