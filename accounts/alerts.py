@@ -226,7 +226,7 @@ def past_due(organization: Organization, now: datetime.datetime | None = None) -
     message = (
         f"A payment for {organization.name}'s Hotcross subscription failed: the subscription is past due.\n\n"
         f"{consequence}\n\n"
-        f"Update the payment method or pay the open invoice from the billing page:\n{_link('/org/billing/')}\n"
+        f"Update the payment method or pay the open invoice from the billing page:\n{mailer.link('/org/billing/')}\n"
         f"{_footer(organization)}"
     )
     subject = f"Payment failed for {organization.name} on Hotcross"
@@ -237,11 +237,11 @@ def seats_short(organization: Organization, seats: int, now: datetime.datetime |
     """Seats were lowered to `seats`, below the seat holders: mail the owners who is refused, at most once per UTC
     day per organization. Call it inside the transaction that wrote the seats. None when nobody is refused or the
     mail was already sent today."""
-    if seats_in_use(organization) <= seats:
+    used = seats_in_use(organization)
+    if used <= seats:
         return None
 
     def compose() -> tuple[str, str]:
-        used = seats_in_use(organization)
         named = list(seat_holders_beyond(organization, seats).values_list("email", flat=True)[:NAMED_IN_MAIL])
         more = used - seats - len(named)
         names = "\n".join(f"- {email}" for email in named) + (f"\n- and {more} more" if more > 0 else "")
@@ -253,8 +253,8 @@ def seats_short(organization: Organization, seats: int, now: datetime.datetime |
             f"{organization.name} now has {plural(seats, 'seat')} and {used} seat holders: "
             f"{newest_refused(used, seats)} (seat_limit_exceeded) until seats are added or freed.\n\n"
             f"Refused now:\n{names}\n\n"
-            f"Add seats on the billing page:\n{_link('/org/billing/')}\n"
-            f"or free seats by removing members who no longer need one:\n{_link('/org/')}\n"
+            f"Add seats on the billing page:\n{mailer.link('/org/billing/')}\n"
+            f"or free seats by removing members who no longer need one:\n{mailer.link('/org/')}\n"
             f"{_footer(organization)}"
         )
         return subject, message
@@ -314,10 +314,6 @@ def send_once(
 # --- the words --------------------------------------------------------------------------------------------------------
 
 
-def _link(path: str) -> str:
-    return f"{settings.HOTCROSS_PUBLIC_URL.rstrip('/')}{path}"
-
-
 def _footer(organization: Organization) -> str:
     return f"\nYou get this mail as an owner of {organization.name} on Hotcross."
 
@@ -353,8 +349,8 @@ def _cap_mail(
         )
     message = (
         f"{figure}\n\n{then}\n\n"
-        f"This month's usage, per member and per tool:\n{_link('/org/usage/')}\n"
-        f"Seats and plan:\n{_link('/org/billing/')}\n"
+        f"This month's usage, per member and per tool:\n{mailer.link('/org/usage/')}\n"
+        f"Seats and plan:\n{mailer.link('/org/billing/')}\n"
         f"{_footer(organization)}"
     )
     return subject, message

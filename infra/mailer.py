@@ -16,6 +16,7 @@ import os
 import threading
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.mail import send_mail
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,11 @@ class _Worker:
 
 
 _worker = _Worker(QUEUE_SIZE)
+
+
+def link(path: str) -> str:
+    """The site's absolute address of `path` (`/org/billing/`), for a mail: HOTCROSS_PUBLIC_URL + path."""
+    return f"{settings.HOTCROSS_PUBLIC_URL.rstrip('/')}{path}"
 
 
 def send_later(mail: Mail) -> bool:
